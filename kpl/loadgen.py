@@ -1,0 +1,437 @@
+"""The load generator's decisions: pacing, record generation, latency and throughput stats.
+
+Theory of operation
+-------------------
+``kpl load`` is a thin asyncio shell (``kpl.cli.load``) around the pure pieces here, which
+take ``now`` (seconds, any monotonic origin) and a ``random.Random`` and never sleep:
+
+* :class:`Pacer` says how many records may be put by ``now`` at a target rate (an open
+  schedule: record *i* is due at ``start + i / rate``). When the producer falls behind
+  (backpressure) the schedule slips rather than bursting more than ``max_lag_s`` worth of
+  records afterwards.
+* :class:`RecordSource` makes records of a size drawn from ``[min, max]`` over ``K``
+  distinct partition keys. Payloads are slices of one printable block made once, so the
+  per-record cost is a slice and two random draws.
+* :class:`LatencyHistogram` keeps put→acknowledged latencies in logarithmic buckets
+  (about 1 % relative error, memory bounded by the bucket count, not the run length);
+  the maximum and the count are exact.
+* :class:`LoadStats` counts outcomes, attempt errors by code, retries and throttles, and
+  keeps a per-interval timeline (records, bytes, latency percentiles) for reports.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+#: Error code of a per-shard throttling answer, counted apart in the stats.
+THROTTLE_CODE: Final = "ProvisionedThroughputExceededException"
+
+#: Relative width of one latency bucket.
+_BUCKET_GROWTH: Final = 1.01
+_LOG_GROWTH: Final = math.log(_BUCKET_GROWTH)
+#: Latencies below this (seconds) share bucket 0; nothing real is that fast.
+_MIN_LATENCY_S: Final = 1e-6
+
+
+def parse_record_size(text: str) -> tuple[int, int]:
+    """Parse ``B`` or ``MIN-MAX`` (bytes) into ``(min, max)``.
+
+    Raises ``ValueError`` with a message fit for the user.
+    """
+    parts = text.strip().split("-")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"record size must be B or MIN-MAX in bytes, got {text!r}")
+    low = int(parts[0])
+    high = int(parts[-1])
+    if low < 1:
+        raise ValueError(f"record size must be at least 1 byte, got {text!r}")
+    if high < low:
+        raise ValueError(f"record size range is empty: {text!r} (MIN must not exceed MAX)")
+    return low, high
+
+
+class Pacer:
+    """An open schedule of puts at ``rate`` records/s; ``rate=None`` means no pacing."""
+
+    __slots__ = ("_max_lag", "_rate", "_start", "_taken")
+
+    def __init__(self, rate: float | None, start: float, *, max_lag_s: float = 1.0) -> None:
+        if rate is not None and not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"rate must be a positive number of records/s, got {rate!r}")
+        if max_lag_s <= 0:
+            raise ValueError("max_lag_s must be positive")
+        self._rate = rate
+        self._start = start
+        self._taken = 0
+        self._max_lag = max_lag_s
+
+    @property
+    def taken(self) -> int:
+        """Records granted so far."""
+        return self._taken
+
+    def take(self, now: float, want: int) -> int:
+        """Grant up to ``want`` records due by ``now``; returns how many (maybe 0)."""
+        if want <= 0:
+            return 0
+        if self._rate is None:
+            self._taken += want
+            return want
+        # Record i is due at start + i/rate, so floor(elapsed*rate)+1 are due by now
+        # (the epsilon keeps 0.1 s * 100/s from flooring to 9 in binary floating point).
+        due = math.floor((now - self._start) * self._rate + 1e-9) + 1
+        backlog = due - self._taken
+        limit = max(1, math.ceil(self._max_lag * self._rate))
+        if backlog > limit:
+            # Fell behind (the producer pushed back): slip the schedule instead of
+            # bursting the whole debt later.
+            self._start += (backlog - limit) / self._rate
+            backlog = limit
+        granted = max(0, min(want, backlog))
+        self._taken += granted
+        return granted
+
+    def next_due(self) -> float | None:
+        """When the next record is due (``None``: always, no pacing)."""
+        if self._rate is None:
+            return None
+        return self._start + self._taken / self._rate
+
+
+class RecordSource:
+    """Records of random sizes in ``[size_min, size_max]`` over ``keys`` partition keys."""
+
+    __slots__ = ("_block", "_keys", "_rng", "_size_max", "_size_min")
+
+    def __init__(self, rng: random.Random, *, size_min: int, size_max: int, keys: int) -> None:
+        if not 1 <= size_min <= size_max:
+            raise ValueError(f"bad record size range {size_min}-{size_max}")
+        if keys < 1:
+            raise ValueError(f"keys must be at least 1, got {keys}")
+        self._rng = rng
+        self._size_min = size_min
+        self._size_max = size_max
+        self._keys = [f"key-{i:0{len(str(keys - 1))}d}" for i in range(keys)]
+        # Printable payloads keep `kpl tail` output readable; one block, sliced per record.
+        alphabet = (string.ascii_letters + string.digits).encode()
+        block_len = size_max + 4096
+        self._block = bytes(rng.choices(alphabet, k=block_len))
+
+    @property
+    def keys(self) -> list[str]:
+        """The distinct partition keys in use."""
+        return list(self._keys)
+
+    def next(self) -> tuple[bytes, str]:
+        """One record: ``(data, partition_key)``."""
+        rng = self._rng
+        size = (
+            self._size_min
+            if self._size_min == self._size_max
+            else rng.randint(self._size_min, self._size_max)
+        )
+        offset = rng.randrange(len(self._block) - size + 1)
+        return self._block[offset : offset + size], self._keys[rng.randrange(len(self._keys))]
+
+
+class LatencyHistogram:
+    """Latencies (seconds) in log buckets ~1 % wide; exact count, sum and maximum."""
+
+    __slots__ = ("_buckets", "count", "maximum", "total")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, int] = {}
+        self.count = 0
+        self.total = 0.0
+        self.maximum = 0.0
+
+    @staticmethod
+    def _index(value: float) -> int:
+        if value <= _MIN_LATENCY_S:
+            return 0
+        return 1 + int(math.log(value / _MIN_LATENCY_S) / _LOG_GROWTH)
+
+    @staticmethod
+    def _upper(index: int) -> float:
+        return float(_MIN_LATENCY_S * _BUCKET_GROWTH**index)
+
+    def add(self, value: float) -> None:
+        """Record one latency in seconds (negative values count as zero)."""
+        value = max(0.0, value)
+        index = self._index(value)
+        self._buckets[index] = self._buckets.get(index, 0) + 1
+        self.count += 1
+        self.total += value
+        if value > self.maximum:
+            self.maximum = value
+
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add every sample of ``other`` to this histogram."""
+        for index, n in other._buckets.items():
+            self._buckets[index] = self._buckets.get(index, 0) + n
+        self.count += other.count
+        self.total += other.total
+        self.maximum = max(self.maximum, other.maximum)
+
+    def percentile(self, p: float) -> float:
+        """The ``p``-th percentile (0-100) in seconds; 0.0 when empty.
+
+        Reported as the upper edge of the bucket holding the sample of that rank, capped
+        at the exact maximum, so it overstates by at most one bucket (~1 %).
+        """
+        if not 0 <= p <= 100:
+            raise ValueError(f"percentile must be within 0-100, got {p}")
+        if self.count == 0:
+            return 0.0
+        rank = max(1, math.ceil(self.count * p / 100))
+        seen = 0
+        for index in sorted(self._buckets):
+            seen += self._buckets[index]
+            if seen >= rank:
+                return min(self._upper(index), self.maximum)
+        return self.maximum  # pragma: no cover - ranks never exceed the count
+
+    @property
+    def mean(self) -> float:
+        """Mean latency in seconds (0.0 when empty)."""
+        return self.total / self.count if self.count else 0.0
+
+
+@dataclass(slots=True)
+class Interval:
+    """What was acknowledged during one timeline interval."""
+
+    start: float  #: seconds since the run started
+    records: int = 0
+    bytes: int = 0
+    failed: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Figures for one refresh of the live view."""
+
+    elapsed_s: float
+    records_sent: int
+    records_acked: int
+    records_failed: int
+    in_flight: int
+    records_per_s: float  #: over the last refresh window
+    bytes_per_s: float  #: over the last refresh window
+    retries: int
+    throttles: int
+    p50_ms: float
+    p99_ms: float
+    errors_by_code: dict[str, int]
+
+
+class LoadStats:
+    """Everything ``kpl load`` counts, fed with outcomes and ``now``.
+
+    ``start`` is the moment of the first put; timeline intervals are ``interval_s`` wide.
+    """
+
+    def __init__(self, start: float, *, interval_s: float = 1.0, max_intervals: int = 1800) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        if max_intervals < 2:
+            raise ValueError("max_intervals must be at least 2")
+        self.start = start
+        self.interval_s = interval_s
+        self.max_intervals = max_intervals
+        self.records_sent = 0
+        self.bytes_sent = 0
+        self.records_acked = 0
+        self.bytes_acked = 0
+        self.records_failed = 0
+        self.retries = 0
+        self.throttles = 0
+        #: error codes of every failed attempt, retried or not
+        self.errors_by_code: dict[str, int] = {}
+        #: error codes of records that finally failed
+        self.failures_by_code: dict[str, int] = {}
+        self.latency = LatencyHistogram()
+        self.timeline: list[Interval] = []
+        self.last_outcome: float | None = None
+        self._window_start = start
+        self._window_records = 0
+        self._window_bytes = 0
+        self._window_latency = LatencyHistogram()
+        self._last_rates = (0.0, 0.0)
+
+    def _interval(self, now: float) -> Interval:
+        index = max(0, int((now - self.start) / self.interval_s))
+        while index >= self.max_intervals:
+            # Long runs: halve the resolution rather than grow without bound.
+            self._coarsen()
+            index = max(0, int((now - self.start) / self.interval_s))
+        timeline = self.timeline
+        while len(timeline) <= index:
+            timeline.append(Interval(start=len(timeline) * self.interval_s))
+        return timeline[index]
+
+    def _coarsen(self) -> None:
+        merged: list[Interval] = []
+        self.interval_s *= 2
+        for i in range(0, len(self.timeline), 2):
+            first = self.timeline[i]
+            pair = Interval(
+                start=first.start,
+                records=first.records,
+                bytes=first.bytes,
+                failed=first.failed,
+                latency=first.latency,
+            )
+            if i + 1 < len(self.timeline):
+                second = self.timeline[i + 1]
+                pair.records += second.records
+                pair.bytes += second.bytes
+                pair.failed += second.failed
+                pair.latency.merge(second.latency)
+            merged.append(pair)
+        self.timeline = merged
+
+    def on_sent(self, size: int) -> None:
+        """A record was handed to the producer."""
+        self.records_sent += 1
+        self.bytes_sent += size
+
+    def _count_attempts(self, attempt_codes: Iterable[str | None]) -> None:
+        for code in attempt_codes:
+            if code is None:
+                continue
+            self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1
+            if code == THROTTLE_CODE:
+                self.throttles += 1
+
+    def on_acked(
+        self, size: int, latency_s: float, attempt_codes: Iterable[str | None], now: float
+    ) -> None:
+        """A record was acknowledged; ``attempt_codes`` has one entry per attempt
+        (``None`` for the successful one)."""
+        codes = list(attempt_codes)
+        self.records_acked += 1
+        self.bytes_acked += size
+        self.retries += max(0, len(codes) - 1)
+        self._count_attempts(codes)
+        self.latency.add(latency_s)
+        interval = self._interval(now)
+        interval.records += 1
+        interval.bytes += size
+        interval.latency.add(latency_s)
+        self._window_records += 1
+        self._window_bytes += size
+        self._window_latency.add(latency_s)
+        self.last_outcome = now
+
+    def on_failed(self, code: str, attempt_codes: Iterable[str | None], now: float) -> None:
+        """A record finally failed with ``code``."""
+        codes = list(attempt_codes)
+        self.records_failed += 1
+        self.retries += max(0, len(codes) - 1)
+        self._count_attempts(codes)
+        self.failures_by_code[code] = self.failures_by_code.get(code, 0) + 1
+        self._interval(now).failed += 1
+        self.last_outcome = now
+
+    @property
+    def in_flight(self) -> int:
+        """Records put whose outcome is not known yet."""
+        return self.records_sent - self.records_acked - self.records_failed
+
+    def snapshot(self, now: float) -> Snapshot:
+        """Figures for the live view; rates and percentiles cover the time since the
+        previous snapshot (the whole run's percentiles when nothing was acked since)."""
+        span = now - self._window_start
+        if span > 0:
+            self._last_rates = (self._window_records / span, self._window_bytes / span)
+        window = self._window_latency if self._window_latency.count else self.latency
+        snap = Snapshot(
+            elapsed_s=max(0.0, now - self.start),
+            records_sent=self.records_sent,
+            records_acked=self.records_acked,
+            records_failed=self.records_failed,
+            in_flight=self.in_flight,
+            records_per_s=self._last_rates[0],
+            bytes_per_s=self._last_rates[1],
+            retries=self.retries,
+            throttles=self.throttles,
+            p50_ms=window.percentile(50) * 1000,
+            p99_ms=window.percentile(99) * 1000,
+            errors_by_code=dict(self.errors_by_code),
+        )
+        self._window_start = now
+        self._window_records = 0
+        self._window_bytes = 0
+        self._window_latency = LatencyHistogram()
+        return snap
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def summarize(
+    stats: LoadStats,
+    *,
+    end: float,
+    kinesis_records: int,
+    put_records_calls: int,
+    settings: Mapping[str, Any],
+    interrupted: bool = False,
+) -> dict[str, Any]:
+    """The run's summary: the JSON object of ``kpl load --json``.
+
+    ``duration_s`` runs from the first put to ``end`` (every outcome known, or the run
+    given up); rates are acknowledged records and bytes over it.
+    """
+    duration = max(end - stats.start, 1e-9)
+    lat = stats.latency
+    return {
+        "records_sent": stats.records_sent,
+        "records_acked": stats.records_acked,
+        "records_failed": stats.records_failed,
+        "records_unresolved": stats.in_flight,
+        "bytes_acked": stats.bytes_acked,
+        "duration_s": round(duration, 3),
+        "records_per_s": round(stats.records_acked / duration, 1),
+        "bytes_per_s": round(stats.bytes_acked / duration, 1),
+        "latency_ms": {
+            "p50": _ms(lat.percentile(50)),
+            "p90": _ms(lat.percentile(90)),
+            "p99": _ms(lat.percentile(99)),
+            "max": _ms(lat.maximum),
+            "mean": _ms(lat.mean),
+        },
+        "retries": stats.retries,
+        "throttles": stats.throttles,
+        "errors_by_code": dict(sorted(stats.errors_by_code.items())),
+        "failures_by_code": dict(sorted(stats.failures_by_code.items())),
+        "kinesis_records": kinesis_records,
+        "put_records_calls": put_records_calls,
+        "interrupted": interrupted,
+        "settings": dict(settings),
+    }
+
+
+def timeline_rows(stats: LoadStats) -> list[dict[str, float]]:
+    """The per-interval timeline as plain rows (for reports): seconds since start,
+    records/s, MB/s, p50/p99 latency in ms, failures/s."""
+    width = stats.interval_s
+    return [
+        {
+            "t_s": iv.start,
+            "records_per_s": iv.records / width,
+            "mb_per_s": iv.bytes / width / 1e6,
+            "p50_ms": iv.latency.percentile(50) * 1000,
+            "p99_ms": iv.latency.percentile(99) * 1000,
+            "failed_per_s": iv.failed / width,
+        }
+        for iv in stats.timeline
+    ]

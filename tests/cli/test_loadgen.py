@@ -1,0 +1,215 @@
+"""The load generator's pure pieces, driven with a fake clock."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from kpl.loadgen import (
+    THROTTLE_CODE,
+    LatencyHistogram,
+    LoadStats,
+    Pacer,
+    RecordSource,
+    parse_record_size,
+    summarize,
+    timeline_rows,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("100", (100, 100)), ("10-2000", (10, 2000)), (" 5-5 ", (5, 5)), ("1", (1, 1))],
+)
+def test_record_size_parses(text: str, expected: tuple[int, int]) -> None:
+    assert parse_record_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "0", "abc", "10-", "-10", "20-10", "1-2-3", "1.5"])
+def test_record_size_rejects_bad_input(text: str) -> None:
+    with pytest.raises(ValueError, match="record size"):
+        parse_record_size(text)
+
+
+def test_pacer_without_rate_grants_everything() -> None:
+    pacer = Pacer(None, start=0.0)
+    assert pacer.take(0.0, 1000) == 1000
+    assert pacer.next_due() is None
+    assert pacer.taken == 1000
+
+
+def test_pacer_follows_the_schedule() -> None:
+    pacer = Pacer(100.0, start=10.0)
+    # At the start only record 0 is due.
+    assert pacer.take(10.0, 50) == 1
+    assert pacer.take(10.0, 50) == 0
+    assert pacer.next_due() == pytest.approx(10.01)
+    # 0.1 s later records 1..10 are due.
+    assert pacer.take(10.1, 50) == 10
+    assert pacer.take(10.1, 50) == 0
+    # Asking for fewer than due leaves the rest for later.
+    assert pacer.take(10.5, 5) == 5
+    assert pacer.take(10.5, 100) == 35
+    assert pacer.taken == 51
+
+
+def test_pacer_rate_over_a_long_run_is_exact() -> None:
+    pacer = Pacer(250.0, start=0.0)
+    now = 0.0
+    for _ in range(1000):
+        pacer.take(now, 7)
+        now += 0.01
+    # 9.99 s elapsed at 250/s: floor(9.99*250)+1 records due.
+    assert pacer.taken == 2498
+
+
+def test_pacer_slips_instead_of_bursting_after_a_stall() -> None:
+    pacer = Pacer(1000.0, start=0.0, max_lag_s=0.5)
+    assert pacer.take(0.0, 10) == 1
+    # Stalled 10 s (backpressure): at most 0.5 s worth comes at once.
+    assert pacer.take(10.0, 100_000) == 500
+    assert pacer.take(10.0, 100_000) == 0
+    # And the schedule continues from there at the rate.
+    assert pacer.take(10.1, 100_000) == 100
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0, float("inf"), float("nan")])
+def test_pacer_rejects_bad_rates(rate: float) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        Pacer(rate, start=0.0)
+
+
+def test_record_source_sizes_and_keys() -> None:
+    source = RecordSource(random.Random(7), size_min=10, size_max=20, keys=5)
+    sizes = set()
+    keys = set()
+    for _ in range(2000):
+        data, key = source.next()
+        assert 10 <= len(data) <= 20
+        assert data.isalnum()
+        sizes.add(len(data))
+        keys.add(key)
+    assert sizes == set(range(10, 21))
+    assert keys == set(source.keys)
+    assert len(keys) == 5
+
+
+def test_record_source_is_reproducible_with_a_seed() -> None:
+    a = RecordSource(random.Random(1), size_min=1, size_max=100, keys=50)
+    b = RecordSource(random.Random(1), size_min=1, size_max=100, keys=50)
+    assert [a.next() for _ in range(100)] == [b.next() for _ in range(100)]
+
+
+def test_record_source_fixed_size() -> None:
+    source = RecordSource(random.Random(0), size_min=64, size_max=64, keys=1)
+    assert {len(source.next()[0]) for _ in range(100)} == {64}
+    assert source.keys == ["key-0"]
+
+
+@pytest.mark.parametrize(("lo", "hi", "keys"), [(0, 1, 1), (5, 4, 1), (1, 1, 0)])
+def test_record_source_rejects_bad_settings(lo: int, hi: int, keys: int) -> None:
+    with pytest.raises(ValueError, match=r"record size|keys"):
+        RecordSource(random.Random(0), size_min=lo, size_max=hi, keys=keys)
+
+
+def test_histogram_percentiles_within_one_percent() -> None:
+    hist = LatencyHistogram()
+    samples = [i / 1000 for i in range(1, 1001)]  # 1 ms .. 1000 ms
+    random.Random(3).shuffle(samples)
+    for s in samples:
+        hist.add(s)
+    assert hist.count == 1000
+    assert hist.maximum == 1.0
+    for p, exact in [(50, 0.5), (90, 0.9), (99, 0.99), (100, 1.0)]:
+        got = hist.percentile(p)
+        assert exact <= got <= exact * 1.0101, (p, got)
+    assert hist.mean == pytest.approx(0.5005)
+
+
+def test_histogram_empty_and_bad_percentile() -> None:
+    hist = LatencyHistogram()
+    assert hist.percentile(99) == 0.0
+    assert hist.mean == 0.0
+    with pytest.raises(ValueError, match="percentile"):
+        hist.percentile(101)
+
+
+def test_histogram_merge() -> None:
+    a, b = LatencyHistogram(), LatencyHistogram()
+    for _ in range(99):
+        a.add(0.001)
+    b.add(2.0)
+    a.merge(b)
+    assert a.count == 100
+    assert a.maximum == 2.0
+    assert a.percentile(99) <= 0.00102
+    assert a.percentile(100) == 2.0
+
+
+def test_stats_count_outcomes_retries_and_errors() -> None:
+    stats = LoadStats(start=100.0)
+    for _ in range(4):
+        stats.on_sent(10)
+    assert stats.in_flight == 4
+    stats.on_acked(10, 0.005, [None], now=100.2)
+    stats.on_acked(10, 0.050, [THROTTLE_CODE, THROTTLE_CODE, None], now=100.4)
+    stats.on_failed("ValidationException", ["ValidationException"], now=101.5)
+    assert stats.in_flight == 1
+    assert stats.records_acked == 2
+    assert stats.bytes_acked == 20
+    assert stats.records_failed == 1
+    assert stats.retries == 2
+    assert stats.throttles == 2
+    assert stats.errors_by_code == {THROTTLE_CODE: 2, "ValidationException": 1}
+    assert stats.failures_by_code == {"ValidationException": 1}
+    assert [(iv.records, iv.failed) for iv in stats.timeline] == [(2, 0), (0, 1)]
+
+    summary = summarize(
+        stats,
+        end=102.0,
+        kinesis_records=1,
+        put_records_calls=1,
+        settings={"records": 4},
+    )
+    assert summary["records_sent"] == 4
+    assert summary["records_acked"] == 2
+    assert summary["records_failed"] == 1
+    assert summary["records_unresolved"] == 1
+    assert summary["duration_s"] == 2.0
+    assert summary["records_per_s"] == 1.0
+    assert summary["bytes_per_s"] == 10.0
+    assert summary["latency_ms"]["max"] == 50.0
+    assert 5.0 <= summary["latency_ms"]["p50"] <= 5.06
+    assert summary["retries"] == 2
+    assert summary["settings"] == {"records": 4}
+
+
+def test_snapshot_rates_cover_the_window() -> None:
+    stats = LoadStats(start=0.0)
+    for _ in range(30):
+        stats.on_sent(100)
+        stats.on_acked(100, 0.002, [None], now=0.1)
+    first = stats.snapshot(0.5)
+    assert first.records_per_s == pytest.approx(60.0)
+    assert first.bytes_per_s == pytest.approx(6000.0)
+    assert first.in_flight == 0
+    assert 2.0 <= first.p99_ms <= 2.03
+    # Nothing acked in the next window: rate drops to zero, percentiles fall back to the run.
+    second = stats.snapshot(1.0)
+    assert second.records_per_s == 0.0
+    assert 2.0 <= second.p50_ms <= 2.03
+    assert second.elapsed_s == 1.0
+
+
+def test_timeline_coarsens_on_long_runs() -> None:
+    stats = LoadStats(start=0.0, interval_s=1.0, max_intervals=4)
+    for t in range(10):
+        stats.on_sent(1)
+        stats.on_acked(1, 0.001, [None], now=t + 0.5)
+    assert len(stats.timeline) <= 4
+    assert stats.interval_s == 4.0
+    assert sum(iv.records for iv in stats.timeline) == 10
+    rows = timeline_rows(stats)
+    assert [r["t_s"] for r in rows] == [0.0, 4.0, 8.0]
+    assert rows[0]["records_per_s"] == 1.0
