@@ -1,0 +1,270 @@
+"""A small async control-plane client: one method per Kinesis action we use.
+
+Not a general SDK — the producer, the CLI and the tests need to create streams, read
+shard maps, reshard and read records back. Every call goes through a
+:class:`kpl.transport.Transport`, so errors arrive already translated into the
+:mod:`kpl.errors` tree, and a :class:`~kpl.transport.MockTransport` can stand in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from kpl.auth import CredentialProvider, Credentials
+from kpl.transport import AioHttpTransport, Transport
+
+__all__ = ["KinesisClient", "ShardRange"]
+
+#: An open shard as the producer's shard map wants it: (shard id, first hash key, last).
+ShardRange = tuple[str, int, int]
+
+
+class KinesisClient:
+    """Async client for the Kinesis Data Streams control plane and simple reads/writes.
+
+    ``async with KinesisClient("http://127.0.0.1:4567") as client: ...`` — or pass a
+    ``transport`` (then closing the client closes that transport too, unless
+    ``owns_transport=False``).
+    """
+
+    def __init__(
+        self,
+        endpoint_url: str | None = None,
+        *,
+        region: str | None = None,
+        credentials: Credentials | CredentialProvider | None = None,
+        transport: Transport | None = None,
+        owns_transport: bool = True,
+        max_connections: int = 10,
+        connect_timeout: float = 6.0,
+        request_timeout: float = 30.0,
+    ) -> None:
+        if transport is None:
+            transport = AioHttpTransport(
+                endpoint_url,
+                region=region,
+                credentials=credentials,
+                max_connections=max_connections,
+                connect_timeout=connect_timeout,
+                request_timeout=request_timeout,
+            )
+        self.transport = transport
+        self._owns_transport = owns_transport
+
+    async def __aenter__(self) -> KinesisClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the transport (when this client owns it)."""
+        if self._owns_transport:
+            await self.transport.close()
+
+    # ------------------------------------------------------------------ generic
+
+    async def call(self, action: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Invoke ``action`` with a JSON payload; return the parsed answer ({} if empty)."""
+        body = await self.transport.call(action, orjson.dumps(payload or {}))
+        if not body:
+            return {}
+        answer = orjson.loads(body)
+        if not isinstance(answer, dict):
+            raise TypeError(f"{action} answered with JSON {type(answer).__name__}, not an object")
+        return answer
+
+    # ------------------------------------------------------------------ streams
+
+    async def create_stream(
+        self, stream_name: str, shard_count: int | None = 1, *, on_demand: bool = False
+    ) -> None:
+        """CreateStream: provisioned with ``shard_count`` shards, or on-demand."""
+        payload: dict[str, Any] = {"StreamName": stream_name}
+        if on_demand:
+            payload["StreamModeDetails"] = {"StreamMode": "ON_DEMAND"}
+        else:
+            if shard_count is None or shard_count < 1:
+                raise ValueError(f"shard_count must be at least 1, got {shard_count}")
+            payload["ShardCount"] = shard_count
+        await self.call("CreateStream", payload)
+
+    async def describe_stream_summary(self, stream_name: str) -> dict[str, Any]:
+        """DescribeStreamSummary's ``StreamDescriptionSummary``."""
+        answer = await self.call("DescribeStreamSummary", {"StreamName": stream_name})
+        summary: dict[str, Any] = answer["StreamDescriptionSummary"]
+        return summary
+
+    async def wait_for_active(self, stream_name: str, *, interval: float = 0.05) -> dict[str, Any]:
+        """Poll until the stream is ACTIVE and return its summary.
+
+        Bound the wait with ``async with asyncio.timeout(...)`` around the call.
+        """
+        while True:
+            summary = await self.describe_stream_summary(stream_name)
+            if summary.get("StreamStatus") == "ACTIVE":
+                return summary
+            # Polling a remote state: there is nothing to await but time.
+            await asyncio.sleep(interval)
+
+    async def delete_stream(
+        self, stream_name: str, *, enforce_consumer_deletion: bool = False
+    ) -> None:
+        """DeleteStream."""
+        payload: dict[str, Any] = {"StreamName": stream_name}
+        if enforce_consumer_deletion:
+            payload["EnforceConsumerDeletion"] = True
+        await self.call("DeleteStream", payload)
+
+    async def list_shards(
+        self, stream_name: str, *, open_only: bool = True, stream_arn: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every shard of the stream (following NextToken); only open ones by default.
+
+        A shard is open when its ``SequenceNumberRange`` has no ``EndingSequenceNumber``.
+        """
+        shards: list[dict[str, Any]] = []
+        payload: dict[str, Any] = (
+            {"StreamARN": stream_arn} if stream_arn else {"StreamName": stream_name}
+        )
+        while True:
+            answer = await self.call("ListShards", payload)
+            shards.extend(answer.get("Shards", ()))
+            token = answer.get("NextToken")
+            if not token:
+                break
+            # With a NextToken the stream must not be named again.
+            payload = {"NextToken": token}
+        if open_only:
+            shards = [
+                s for s in shards if "EndingSequenceNumber" not in s.get("SequenceNumberRange", {})
+            ]
+        return shards
+
+    async def shard_ranges(
+        self, stream_name: str, *, stream_arn: str | None = None
+    ) -> list[ShardRange]:
+        """The open shards as (shard id, starting hash key, ending hash key), sorted."""
+        shards = await self.list_shards(stream_name, stream_arn=stream_arn)
+        ranges = [
+            (
+                s["ShardId"],
+                int(s["HashKeyRange"]["StartingHashKey"]),
+                int(s["HashKeyRange"]["EndingHashKey"]),
+            )
+            for s in shards
+        ]
+        ranges.sort(key=lambda r: r[1])
+        return ranges
+
+    # ------------------------------------------------------------------ records
+
+    async def put_record(
+        self,
+        stream_name: str,
+        data: bytes,
+        partition_key: str,
+        explicit_hash_key: str | None = None,
+    ) -> dict[str, Any]:
+        """PutRecord: ``{"ShardId", "SequenceNumber", ...}``."""
+        payload: dict[str, Any] = {
+            "StreamName": stream_name,
+            "Data": base64.b64encode(data).decode("ascii"),
+            "PartitionKey": partition_key,
+        }
+        if explicit_hash_key is not None:
+            payload["ExplicitHashKey"] = explicit_hash_key
+        return await self.call("PutRecord", payload)
+
+    async def get_shard_iterator(
+        self,
+        stream_name: str,
+        shard_id: str,
+        iterator_type: str = "TRIM_HORIZON",
+        *,
+        starting_sequence_number: str | None = None,
+        timestamp: float | None = None,
+    ) -> str:
+        """GetShardIterator: the iterator string."""
+        payload: dict[str, Any] = {
+            "StreamName": stream_name,
+            "ShardId": shard_id,
+            "ShardIteratorType": iterator_type,
+        }
+        if starting_sequence_number is not None:
+            payload["StartingSequenceNumber"] = starting_sequence_number
+        if timestamp is not None:
+            payload["Timestamp"] = timestamp
+        answer = await self.call("GetShardIterator", payload)
+        iterator: str = answer["ShardIterator"]
+        return iterator
+
+    async def get_records(self, shard_iterator: str, limit: int | None = None) -> dict[str, Any]:
+        """GetRecords, with each record's ``Data`` decoded to bytes."""
+        payload: dict[str, Any] = {"ShardIterator": shard_iterator}
+        if limit is not None:
+            payload["Limit"] = limit
+        answer = await self.call("GetRecords", payload)
+        for record in answer.get("Records", ()):
+            record["Data"] = base64.b64decode(record["Data"])
+        return answer
+
+    async def read_shard(
+        self, stream_name: str, shard_id: str, *, limit: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """Every record in the shard from TRIM_HORIZON up to now (until a call is empty
+        at the tip, or the closed shard's end)."""
+        iterator: str | None = await self.get_shard_iterator(stream_name, shard_id)
+        records: list[dict[str, Any]] = []
+        while iterator:
+            answer = await self.get_records(iterator, limit)
+            got = answer.get("Records", [])
+            records.extend(got)
+            iterator = answer.get("NextShardIterator")
+            if not got and answer.get("MillisBehindLatest", 0) == 0:
+                break
+        return records
+
+    # ------------------------------------------------------------------ resharding
+
+    async def split_shard(
+        self, stream_name: str, shard_id: str, new_starting_hash_key: int | str
+    ) -> None:
+        """SplitShard at ``new_starting_hash_key``."""
+        await self.call(
+            "SplitShard",
+            {
+                "StreamName": stream_name,
+                "ShardToSplit": shard_id,
+                "NewStartingHashKey": str(new_starting_hash_key),
+            },
+        )
+
+    async def merge_shards(self, stream_name: str, shard_id: str, adjacent_shard_id: str) -> None:
+        """MergeShards of two adjacent shards."""
+        await self.call(
+            "MergeShards",
+            {
+                "StreamName": stream_name,
+                "ShardToMerge": shard_id,
+                "AdjacentShardToMerge": adjacent_shard_id,
+            },
+        )
+
+    async def update_shard_count(
+        self, stream_name: str, target_shard_count: int, scaling_type: str = "UNIFORM_SCALING"
+    ) -> dict[str, Any]:
+        """UpdateShardCount: ``{"CurrentShardCount", "TargetShardCount", ...}``."""
+        return await self.call(
+            "UpdateShardCount",
+            {
+                "StreamName": stream_name,
+                "TargetShardCount": target_shard_count,
+                "ScalingType": scaling_type,
+            },
+        )

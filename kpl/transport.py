@@ -1,0 +1,303 @@
+"""The network seam: one JSON 1.1 call at a time, errors translated at one boundary.
+
+A :class:`Transport` sends the body of one Kinesis action and returns the body of its
+200 answer, or raises a :class:`kpl.errors.KinesisError`:
+
+- an error answer (``{"__type": ..., "message": ...}``) becomes
+  ``KinesisError.for_code(code, message)`` — the error carries its own retry policy;
+- an answer without a readable ``__type`` becomes an error chosen by its status
+  (5xx: ``InternalFailure``/``ServiceUnavailable``, 413: ``ValidationException``, ...);
+- a refused, reset or dropped connection becomes :class:`kpl.errors.NetworkError`;
+- a connect or request timeout becomes :class:`kpl.errors.RequestTimeout`.
+
+Nothing above this module sees an aiohttp exception. :class:`AioHttpTransport` is the
+real one (a keep-alive pool, SigV4-signed requests); :class:`MockTransport` hands each
+request to a function, as httpx's ``MockTransport`` does, for tests and examples.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, runtime_checkable
+
+import aiohttp
+import orjson
+
+from kpl.auth import CredentialProvider, Credentials, SigV4Signer, is_loopback_url
+from kpl.auth import resolve_credentials as _resolve_credentials
+from kpl.errors import KinesisError, NetworkError, RequestTimeout
+
+__all__ = [
+    "API_VERSION",
+    "CONTENT_TYPE",
+    "AioHttpTransport",
+    "MockRequest",
+    "MockResponse",
+    "MockTransport",
+    "Transport",
+    "default_endpoint_url",
+    "error_from_response",
+    "resolve_region",
+    "translate_exception",
+]
+
+API_VERSION: Final = "Kinesis_20131202"
+CONTENT_TYPE: Final = "application/x-amz-json-1.1"
+_LOCAL_DEFAULT_REGION: Final = "us-east-1"
+
+# Status -> error code for answers whose body names no error (a proxy's page, a bare 413).
+_STATUS_CODES: Final[dict[int, str]] = {
+    400: "ValidationException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    413: "ValidationException",
+    429: "ProvisionedThroughputExceededException",
+    500: "InternalFailure",
+    502: "ServiceUnavailable",
+    503: "ServiceUnavailable",
+    504: "ServiceUnavailable",
+}
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Sends one action's JSON body; returns the 200 answer's body or raises KinesisError."""
+
+    async def call(self, action: str, body: bytes) -> bytes:
+        """POST ``body`` as ``Kinesis_20131202.<action>``; return the response body."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the transport is not used afterwards."""
+        ...
+
+
+# --------------------------------------------------------------------------- translation
+
+
+def error_from_response(status: int, body: bytes) -> KinesisError:
+    """The :class:`KinesisError` an error answer stands for."""
+    code: str | None = None
+    message = ""
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        raw = parsed.get("__type") or parsed.get("code")
+        if isinstance(raw, str) and raw:
+            # "com.amazonaws.kinesis#Name" and "Name:http://..." both name "Name".
+            code = raw.rpartition("#")[2].partition(":")[0]
+        text = parsed.get("message", parsed.get("Message"))
+        if isinstance(text, str):
+            message = text
+    if code is None:
+        code = _STATUS_CODES.get(status, "InternalFailure" if status >= 500 else "HttpError")
+        snippet = body[:200].decode("utf-8", "replace").strip()
+        message = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+    return KinesisError.for_code(code, message, status)
+
+
+def translate_exception(error: BaseException, context: str = "") -> KinesisError:
+    """Map a lower-layer exception to the kpl error tree (KinesisErrors pass through)."""
+    if isinstance(error, KinesisError):
+        return error
+    where = f" ({context})" if context else ""
+    detail = str(error) or type(error).__name__
+    # aiohttp's timeout errors are also ClientConnectionErrors: test for timeouts first.
+    if isinstance(error, TimeoutError):
+        return RequestTimeout(f"request timed out{where}: {detail}")
+    if isinstance(error, aiohttp.ClientError | OSError):
+        return NetworkError(f"network error{where}: {detail}")
+    raise TypeError(f"not a transport error: {error!r}") from error
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def resolve_region(region: str | None, endpoint_url: str | None) -> str:
+    """The region to sign for: given, else ``AWS_REGION``/``AWS_DEFAULT_REGION``.
+
+    A loopback endpoint defaults to ``us-east-1``; real AWS needs a region.
+    """
+    found = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if found:
+        return found
+    if endpoint_url is not None and is_loopback_url(endpoint_url):
+        return _LOCAL_DEFAULT_REGION
+    raise ValueError(
+        "no region: pass region='us-east-1' (or set AWS_REGION), or an endpoint_url"
+    )
+
+
+def default_endpoint_url(region: str) -> str:
+    """The public Kinesis endpoint of an AWS region."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://kinesis.{region}.{suffix}"
+
+
+# --------------------------------------------------------------------------- aiohttp
+
+
+class AioHttpTransport:
+    """Kinesis over aiohttp: a keep-alive pool, SigV4-signed JSON 1.1 requests.
+
+    The session is opened on the first call (inside the running loop) and closed by
+    :meth:`close`. Leaving out ``endpoint_url`` targets the region's AWS endpoint.
+    """
+
+    def __init__(
+        self,
+        endpoint_url: str | None = None,
+        *,
+        region: str | None = None,
+        credentials: Credentials | CredentialProvider | None = None,
+        max_connections: int = 24,
+        connect_timeout: float = 6.0,
+        request_timeout: float = 6.0,
+        service: str = "kinesis",
+        user_agent: str = "kpl/0.1 (python; asyncio)",
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        if connect_timeout <= 0 or request_timeout <= 0:
+            raise ValueError("connect_timeout and request_timeout must be positive")
+        self.region = resolve_region(region, endpoint_url)
+        self.endpoint_url = endpoint_url or default_endpoint_url(self.region)
+        if not self.endpoint_url.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint_url must be http:// or https://, got {endpoint_url!r}")
+        self._signer = SigV4Signer(
+            _resolve_credentials(credentials, self.endpoint_url), self.region, service
+        )
+        self._max_connections = max_connections
+        self._timeout = aiohttp.ClientTimeout(
+            total=request_timeout, sock_connect=connect_timeout, connect=None
+        )
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, limit_per_host=self._max_connections, keepalive_timeout=30
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            # The body is already JSON; aiohttp needs no cookie jar or auto-decompression.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+        )
+        return self._session
+
+    async def call(self, action: str, body: bytes) -> bytes:
+        """Send one signed request; see the module doc for what it raises."""
+        session = self._session or self._open()
+        headers = {
+            "Content-Type": CONTENT_TYPE,
+            "X-Amz-Target": f"{API_VERSION}.{action}",
+        }
+        headers.update(self._signer.sign("POST", self.endpoint_url, headers, body))
+        headers["User-Agent"] = self._user_agent
+        try:
+            async with session.post(self.endpoint_url, data=body, headers=headers) as response:
+                payload = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise translate_exception(error, f"{action} to {self.endpoint_url}") from error
+        if status != 200:
+            raise error_from_response(status, payload)
+        return payload
+
+    async def close(self) -> None:
+        """Close the pool's connections."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        session = getattr(self, "_session", None)
+        if session is not None and not session.closed:
+            _warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+
+    def __repr__(self) -> str:
+        return f"<AioHttpTransport {self.endpoint_url} region={self.region}>"
+
+
+# --------------------------------------------------------------------------- mock
+
+
+@dataclass(frozen=True, slots=True)
+class MockRequest:
+    """One call seen by a :class:`MockTransport`."""
+
+    action: str
+    body: bytes
+
+    def json(self) -> Any:
+        """The parsed body."""
+        return orjson.loads(self.body) if self.body else {}
+
+
+@dataclass(frozen=True, slots=True)
+class MockResponse:
+    """An answer with a status; non-200 goes through the same error translation."""
+
+    status: int = 200
+    body: bytes | Mapping[str, Any] = field(default=b"")
+
+    def raw(self) -> bytes:
+        """The body as bytes."""
+        return self.body if isinstance(self.body, bytes) else orjson.dumps(self.body)
+
+
+MockResult = bytes | Mapping[str, Any] | MockResponse | None
+MockHandler = Callable[[MockRequest], MockResult | Awaitable[MockResult]]
+
+
+class MockTransport:
+    """A transport that hands every request to ``handler`` (sync or async).
+
+    The handler returns the 200 body (bytes, a dict to encode, or None for an empty
+    body) or a :class:`MockResponse` with another status, or raises: a KinesisError
+    passes through; ``OSError`` / ``TimeoutError`` are translated like real ones.
+    """
+
+    def __init__(self, handler: MockHandler) -> None:
+        self.handler = handler
+        self.requests: list[MockRequest] = []
+        self.closed = False
+
+    async def call(self, action: str, body: bytes) -> bytes:
+        """Record the request and answer it with the handler."""
+        if self.closed:
+            raise RuntimeError("the transport is closed")
+        request = MockRequest(action, body)
+        self.requests.append(request)
+        try:
+            result = self.handler(request)
+            if inspect.isawaitable(result):
+                result = await result
+        except (OSError, TimeoutError) as error:
+            raise translate_exception(error, f"{action} (mock)") from error
+        if result is None:
+            return b""
+        if isinstance(result, bytes):
+            return result
+        if isinstance(result, MockResponse):
+            if result.status != 200:
+                raise error_from_response(result.status, result.raw())
+            return result.raw()
+        return orjson.dumps(result)
+
+    async def close(self) -> None:
+        """Mark the transport closed."""
+        self.closed = True
