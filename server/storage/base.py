@@ -1,0 +1,224 @@
+"""The storage protocol: what the stream engine needs from a place that keeps records.
+
+Theory of operation
+-------------------
+The engine (``server.core``) makes every decision: which shard a record goes to, its
+sequence number, its arrival time, when a stream changes state, what retention trims.
+Storage only *keeps* things, in two kinds:
+
+* **Stream metadata** (:class:`StreamMeta` with its :class:`ShardMeta` list): small,
+  rewritten as a whole by :meth:`Storage.save_stream` after every change (create,
+  state change, tags, retention, resharding, max record size). A durable implementation
+  writes it atomically; :meth:`Storage.load_streams` gives it back at start-up.
+* **Records** (:data:`StoredRecord` tuples): appended per shard in strictly increasing
+  sequence-number order with non-decreasing arrival times, read back by sequence number
+  or by arrival time with a binary search, and trimmed from the old end.
+
+Sequence numbers are plain ``int`` here (the engine formats them as decimal strings on
+the wire and encodes the shard in them, see ``server.core.seqnum``). Storage never
+invents or changes a sequence number.
+
+Durability: the calls are synchronous so the sans-IO engine can make them. An
+implementation that buffers writes (group commit) makes them durable in
+:meth:`Storage.wait_durable`, which the web layer awaits before it acknowledges a
+PutRecord/PutRecords or a metadata change. The memory implementation returns at once.
+
+Thread-safety: calls come from one event loop thread; no locking is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "REC_ARRIVAL",
+    "REC_DATA",
+    "REC_PARTITION_KEY",
+    "REC_SEQUENCE_NUMBER",
+    "ShardMeta",
+    "Storage",
+    "StoredRecord",
+    "StreamMeta",
+]
+
+#: One record as kept by storage: ``(sequence_number, arrival, partition_key, data)``.
+#:
+#: * ``sequence_number`` – ``int``, strictly increasing within a shard;
+#: * ``arrival`` – epoch seconds (``float``) the engine assigned, non-decreasing within a shard;
+#: * ``partition_key`` – ``str`` as the producer sent it;
+#: * ``data`` – ``bytes``, the record's decoded payload.
+#:
+#: A plain tuple rather than a class keeps the PutRecords hot path free of per-record
+#: object construction; use the ``REC_*`` indices to read fields by name.
+StoredRecord = tuple[int, float, str, bytes]
+
+REC_SEQUENCE_NUMBER = 0
+REC_ARRIVAL = 1
+REC_PARTITION_KEY = 2
+REC_DATA = 3
+
+
+@dataclass(slots=True)
+class ShardMeta:
+    """A shard's lineage and ranges; persisted as part of its :class:`StreamMeta`.
+
+    Closed shards (``ending_sequence_number is not None``) stay in the stream and stay
+    readable until retention has trimmed all their records.
+    """
+
+    shard_id: str
+    """``shardId-%012d``; the index comes from the stream's ``next_shard_index``."""
+    starting_hash_key: int
+    """First hash key of the shard's range (inclusive)."""
+    ending_hash_key: int
+    """Last hash key of the shard's range (inclusive)."""
+    starting_sequence_number: int
+    """The lowest sequence number the shard can hand out."""
+    created_at: float
+    """Epoch seconds the shard was created (ShardFilter AT/FROM_TIMESTAMP)."""
+    parent_shard_id: str | None = None
+    """The shard this one was split from, or the first parent of a merge."""
+    adjacent_parent_shard_id: str | None = None
+    """The second parent of a merge."""
+    ending_sequence_number: int | None = None
+    """Set when the shard is closed by a reshard; ``None`` while open."""
+    closed_at: float | None = None
+    """Epoch seconds the shard was closed, ``None`` while open."""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the shard still takes writes."""
+        return self.ending_sequence_number is None
+
+    @property
+    def index(self) -> int:
+        """The numeric part of the shard id."""
+        return int(self.shard_id[8:])
+
+
+@dataclass(slots=True)
+class StreamMeta:
+    """Everything about a stream except its records; storage persists it as a whole."""
+
+    name: str
+    arn: str
+    status: str
+    """``CREATING``, ``ACTIVE``, ``UPDATING`` or ``DELETING``; see ``server.core.engine``."""
+    status_since: float
+    """Epoch seconds the stream entered ``status``; the engine advances states lazily."""
+    created_at: float
+    mode: str
+    """``PROVISIONED`` or ``ON_DEMAND``."""
+    retention_hours: int
+    max_record_size_kib: int
+    shards: list[ShardMeta] = field(default_factory=list)
+    """Every shard, open and closed, in creation (index) order."""
+    next_shard_index: int = 0
+    """The index the next new shard takes (a per-stream counter, never reused)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    stream_id: str = ""
+    """A per-stream 24-character id (``StreamId`` in the API)."""
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Keeps stream metadata and each shard's records.
+
+    Implementations: ``server.storage.memory.MemoryStorage`` and (later) a durable
+    on-disk one. Stream and shard are addressed by name and id, so an implementation
+    can lay them out as directories/files. A shard's record log springs into existence
+    on its first :meth:`append` (or on :meth:`save_stream`, whichever the implementation
+    prefers); reads of a shard with no records return nothing rather than failing.
+    """
+
+    # -- metadata -------------------------------------------------------------------
+
+    def load_streams(self) -> list[StreamMeta]:
+        """Every stream saved and not deleted, as of the last :meth:`save_stream`.
+
+        Called once at start-up; the engine owns the returned objects afterwards.
+        """
+        ...
+
+    def save_stream(self, stream: StreamMeta) -> None:
+        """Persist the whole metadata of ``stream`` (replacing the previous version).
+
+        Durable implementations must make this atomic: after a crash, either the old
+        or the new version is loaded, never a mix.
+        """
+        ...
+
+    def delete_stream(self, stream_name: str) -> None:
+        """Forget the stream's metadata and drop all its records."""
+        ...
+
+    # -- records --------------------------------------------------------------------
+
+    def append(self, stream_name: str, shard_id: str, records: Sequence[StoredRecord]) -> None:
+        """Append records to the end of a shard's log.
+
+        ``records`` is non-empty, in strictly increasing sequence-number order, each
+        number greater than any earlier appended to this shard, with non-decreasing
+        arrival times. The call must not keep a reference that the caller could mutate.
+        """
+        ...
+
+    async def wait_durable(self) -> None:
+        """Return once every earlier :meth:`append`/:meth:`save_stream` is durable.
+
+        The only async method: the web layer awaits it before acknowledging a write.
+        A durable implementation batches fsyncs here (group commit); it raises
+        ``server.core.errors.InternalFailure`` if the data cannot be made durable.
+        Memory storage returns immediately.
+        """
+        ...
+
+    def read(
+        self,
+        stream_name: str,
+        shard_id: str,
+        from_sequence_number: int,
+        limit: int,
+        max_bytes: int,
+    ) -> list[StoredRecord]:
+        """Records with ``sequence_number >= from_sequence_number``, oldest first.
+
+        At most ``limit`` records; stops before the record that would take the sum of
+        ``len(data) + len(partition_key)`` over ``max_bytes``, but always returns at
+        least one record when one is available. Found with a binary search, not a scan.
+        """
+        ...
+
+    def sequence_number_at(self, stream_name: str, shard_id: str, timestamp: float) -> int | None:
+        """The sequence number of the first kept record with ``arrival >= timestamp``.
+
+        ``None`` when every kept record arrived before ``timestamp`` (or there are none).
+        Binary search over the arrival times.
+        """
+        ...
+
+    def oldest_sequence_number(self, stream_name: str, shard_id: str) -> int | None:
+        """The sequence number of the oldest kept (untrimmed) record, or ``None``."""
+        ...
+
+    def last_sequence_number(self, stream_name: str, shard_id: str) -> int | None:
+        """The highest sequence number ever appended to the shard, or ``None``.
+
+        Still answers after retention trimmed that record: the engine uses it at
+        start-up so new sequence numbers continue strictly above every one handed out.
+        """
+        ...
+
+    def trim(self, stream_name: str, shard_id: str, arrived_before: float) -> int:
+        """Drop the shard's records with ``arrival < arrived_before``; return how many.
+
+        Retention calls this lazily; a durable implementation may drop only whole
+        segments (so it may keep a few extra records, never drop a newer one).
+        """
+        ...
+
+    def close(self) -> None:
+        """Release files and other resources; the object is not used afterwards."""
+        ...
