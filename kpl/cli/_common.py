@@ -1,0 +1,107 @@
+"""What every ``kpl`` subcommand shares: one-line errors, the event loop, endpoint options."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Final, TypeVar
+
+import click
+
+from kpl.errors import KinesisError, NetworkError, RequestTimeout
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Where ``kpl server`` listens by default, and so where the stream tools look first.
+DEFAULT_ENDPOINT: Final = "http://127.0.0.1:4567"
+#: ``--endpoint aws``: the region's public AWS endpoint.
+AWS_ENDPOINT: Final = "aws"
+
+#: Exit status after an interruption that left nothing to report (128 + SIGINT).
+EXIT_INTERRUPTED: Final = 130
+
+
+class CliError(click.ClickException):
+    """An error for the user: printed as one line, exit status 1."""
+
+
+def one_line(text: str) -> str:
+    """Collapse a message to one line (server messages may carry newlines)."""
+    return " ".join(str(text).split())
+
+
+def describe_error(error: BaseException, endpoint: str | None = None) -> str:
+    """The one line the user sees for an error from the API or the network."""
+    if isinstance(error, NetworkError):
+        where = f" {endpoint}" if endpoint else " the endpoint"
+        return one_line(f"cannot reach{where}: {error.message}")
+    if isinstance(error, RequestTimeout):
+        return one_line(f"no answer in time from {endpoint or 'the endpoint'}: {error.message}")
+    if isinstance(error, KinesisError):
+        return one_line(str(error))
+    if isinstance(error, TimeoutError):
+        return one_line(str(error) or "timed out")
+    return one_line(f"{type(error).__name__}: {error}")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on a fresh event loop (uvloop when installed)."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+def resolve_endpoint(endpoint: str | None) -> str | None:
+    """``--endpoint`` for the stream tools: a URL, ``aws`` (``None``: the region's AWS
+    endpoint), or by default ``$KPL_ENDPOINT`` else the local server's address."""
+    if endpoint is None:
+        endpoint = os.environ.get("KPL_ENDPOINT") or DEFAULT_ENDPOINT
+    if endpoint == AWS_ENDPOINT:
+        return None
+    if not endpoint.startswith(("http://", "https://")):
+        raise click.BadParameter(
+            f"must be an http:// or https:// URL (or 'aws'), got {endpoint!r}",
+            param_hint="'--endpoint'",
+        )
+    return endpoint
+
+
+def endpoint_options(func: F) -> F:
+    """``--endpoint`` and ``--region`` for the commands that talk to an existing server."""
+    func = click.option(
+        "--region",
+        metavar="REGION",
+        default=None,
+        help="Region to sign for (default: $AWS_REGION, or us-east-1 for a local endpoint).",
+    )(func)
+    func = click.option(
+        "--endpoint",
+        metavar="URL",
+        default=None,
+        help=(
+            f"Stream API endpoint (default: $KPL_ENDPOINT, else {DEFAULT_ENDPOINT}, where "
+            "`kpl server` listens); 'aws' for the region's AWS endpoint."
+        ),
+    )(func)
+    return func
+
+
+def is_terminal(stream: Any = None) -> bool:
+    """True when ``stream`` (default stdout) is an interactive terminal."""
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def format_exit(args: Sequence[str]) -> str:  # pragma: no cover - debugging aid
+    """The command line as typed, for messages."""
+    return " ".join(args)
