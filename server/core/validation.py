@@ -1,0 +1,448 @@
+"""Input shapes of every action and the service's two-phase validation.
+
+Rules (as the service applies them, in this order):
+
+1. **Types.** Walk the body in the model's member order; the first member whose JSON
+   type is wrong fails the whole request with ``SerializationException`` and a
+   Java-flavoured message (``class java.lang.String can not be converted to an
+   Integer``). Blobs are base64 and decoded here; bad base64 is a type error too.
+   Unknown members and ``null`` values are dropped.
+2. **Constraints.** Walk again in member order and collect every failed constraint
+   (required, pattern, length, range, enum), at most 10, into one
+   ``ValidationException``: ``"2 validation errors detected: A; B"``. Each item reads
+   ``Value 'v' at 'path' failed to satisfy constraint: rule`` with the camelCase path
+   (``records.2.member.partitionKey``).
+3. Only then the action itself runs (stream lookups, state checks) in the engine.
+
+Shapes are data (:data:`ACTIONS`), written from the botocore service model.
+"""
+
+from __future__ import annotations
+
+import re
+from binascii import Error as BinasciiError
+from binascii import a2b_base64, b2a_base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.core.errors import SerializationException, ValidationException
+
+__all__ = [
+    "ACTIONS",
+    "MAX_ERRORS",
+    "Shape",
+    "decode_blob",
+    "validate",
+]
+
+MAX_ERRORS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """One member's type and constraints, as in the service model."""
+
+    kind: str
+    """``string``, ``integer``, ``long``, ``boolean``, ``blob``, ``timestamp``,
+    ``list``, ``map`` or ``structure``."""
+    required: bool = False
+    min: int | None = None
+    max: int | None = None
+    pattern: str | None = None
+    enum: tuple[str, ...] | None = None
+    member: Shape | None = None
+    """The element shape of a list, or the value shape of a map."""
+    key: Shape | None = None
+    """The key shape of a map."""
+    members: tuple[tuple[str, Shape], ...] = ()
+    """A structure's members in model order."""
+    member_str: str | None = None
+    """How a structure element of a list prints in a constraint message."""
+    required_unless: str | None = None
+    """Required unless this sibling member is present (StreamName unless StreamARN)."""
+    regex: re.Pattern[str] | None = field(default=None, compare=False)
+
+    def req(self) -> Shape:
+        """The same shape, required."""
+        return Shape(**{**_fields(self), "required": True})
+
+
+def _fields(shape: Shape) -> dict[str, Any]:
+    return {name: getattr(shape, name) for name in Shape.__dataclass_fields__}
+
+
+def _string(min: int | None = None, max: int | None = None, pattern: str | None = None) -> Shape:
+    return Shape(
+        "string", min=min, max=max, pattern=pattern,
+        regex=re.compile(pattern) if pattern is not None else None,
+    )
+
+
+def _struct(*members: tuple[str, Shape], member_str: str | None = None) -> Shape:
+    return Shape("structure", members=members, member_str=member_str)
+
+
+# -- the model's shapes -------------------------------------------------------------
+
+STREAM_NAME = _string(1, 128, "[a-zA-Z0-9_.-]+")
+STREAM_ARN = _string(1, 2048, r"arn:aws.*:kinesis:.*:\d{12}:stream/\S+")
+STREAM_ID = _string(1, 24, "[a-z0-9]{20}-[a-z0-9]{3}")
+SHARD_ID = _string(1, 128, "[a-zA-Z0-9_.-]+")
+HASH_KEY = _string(pattern=r"0|([1-9]\d{0,38})")
+SEQUENCE_NUMBER = _string(pattern=r"0|([1-9]\d{0,128})")
+PARTITION_KEY = _string(1, 256)
+TAG_KEY = _string(1, 128)
+TAG_VALUE = _string(0, 256)
+DATA = Shape("blob", min=0, max=10 * 1024 * 1024)
+TIMESTAMP = Shape("timestamp")
+BOOLEAN = Shape("boolean")
+NEXT_TOKEN = _string(1, 1048576)
+TAG_MAP = Shape("map", min=1, max=200, key=TAG_KEY, member=TAG_VALUE)
+MAX_RECORD_SIZE_KIB = Shape("integer", min=1024, max=10240)
+
+
+def _int(min: int | None = None, max: int | None = None) -> Shape:
+    return Shape("integer", min=min, max=max)
+
+
+_STREAM = (("StreamName", Shape(**{**_fields(STREAM_NAME), "required_unless": "StreamARN"})),)
+_ARN_ID = (("StreamARN", STREAM_ARN), ("StreamId", STREAM_ID))
+
+#: Input shape of every action, members in the model's order.
+ACTIONS: dict[str, Shape] = {
+    "CreateStream": _struct(
+        ("StreamName", STREAM_NAME.req()),
+        ("ShardCount", _int(1)),
+        ("StreamModeDetails", _struct(
+            ("StreamMode", Shape("string", required=True, enum=("PROVISIONED", "ON_DEMAND"))),
+        )),
+        ("Tags", TAG_MAP),
+        ("WarmThroughputMiBps", _int(0)),
+        ("MaxRecordSizeInKiB", MAX_RECORD_SIZE_KIB),
+    ),
+    "DeleteStream": _struct(*_STREAM, ("EnforceConsumerDeletion", BOOLEAN), *_ARN_ID),
+    "DescribeStream": _struct(
+        *_STREAM, ("Limit", _int(1, 10000)), ("ExclusiveStartShardId", SHARD_ID), *_ARN_ID
+    ),
+    "DescribeStreamSummary": _struct(*_STREAM, *_ARN_ID),
+    "ListStreams": _struct(
+        ("Limit", _int(1, 10000)), ("ExclusiveStartStreamName", STREAM_NAME),
+        ("NextToken", NEXT_TOKEN),
+    ),
+    "ListShards": _struct(
+        *_STREAM, ("NextToken", NEXT_TOKEN), ("ExclusiveStartShardId", SHARD_ID),
+        ("MaxResults", _int(1, 10000)), ("StreamCreationTimestamp", TIMESTAMP),
+        ("ShardFilter", _struct(
+            ("Type", Shape("string", required=True, enum=(
+                "AFTER_SHARD_ID", "AT_TRIM_HORIZON", "FROM_TRIM_HORIZON", "AT_LATEST",
+                "AT_TIMESTAMP", "FROM_TIMESTAMP",
+            ))),
+            ("ShardId", SHARD_ID),
+            ("Timestamp", TIMESTAMP),
+        )),
+        *_ARN_ID,
+    ),
+    "PutRecord": _struct(
+        *_STREAM, ("Data", DATA.req()), ("PartitionKey", PARTITION_KEY.req()),
+        ("ExplicitHashKey", HASH_KEY), ("SequenceNumberForOrdering", SEQUENCE_NUMBER),
+        *_ARN_ID,
+    ),
+    "PutRecords": _struct(
+        ("Records", Shape("list", required=True, min=1, max=500, member=_struct(
+            ("Data", DATA.req()), ("ExplicitHashKey", HASH_KEY),
+            ("PartitionKey", PARTITION_KEY.req()),
+            member_str="com.amazonaws.kinesis.v20131202.PutRecordsRequestEntry",
+        ))),
+        *_STREAM, *_ARN_ID,
+    ),
+    "GetShardIterator": _struct(
+        *_STREAM, ("ShardId", SHARD_ID.req()),
+        ("ShardIteratorType", Shape("string", required=True, enum=(
+            "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST",
+            "AT_TIMESTAMP",
+        ))),
+        ("StartingSequenceNumber", SEQUENCE_NUMBER), ("Timestamp", TIMESTAMP), *_ARN_ID,
+    ),
+    "GetRecords": _struct(
+        ("ShardIterator", _string(1, 512).req()), ("Limit", _int(1, 10000)), *_ARN_ID
+    ),
+    "AddTagsToStream": _struct(*_STREAM, ("Tags", TAG_MAP.req()), *_ARN_ID),
+    "RemoveTagsFromStream": _struct(
+        *_STREAM, ("TagKeys", Shape("list", required=True, min=1, max=50, member=TAG_KEY)),
+        *_ARN_ID,
+    ),
+    "ListTagsForStream": _struct(
+        *_STREAM, ("ExclusiveStartTagKey", TAG_KEY), ("Limit", _int(1, 50)), *_ARN_ID
+    ),
+    "IncreaseStreamRetentionPeriod": _struct(
+        *_STREAM, ("RetentionPeriodHours", _int().req()), *_ARN_ID
+    ),
+    "DecreaseStreamRetentionPeriod": _struct(
+        *_STREAM, ("RetentionPeriodHours", _int().req()), *_ARN_ID
+    ),
+    "DescribeLimits": _struct(),
+    "UpdateMaxRecordSize": _struct(*_ARN_ID, ("MaxRecordSizeInKiB", MAX_RECORD_SIZE_KIB.req())),
+    "SplitShard": _struct(
+        *_STREAM, ("ShardToSplit", SHARD_ID.req()), ("NewStartingHashKey", HASH_KEY.req()),
+        *_ARN_ID,
+    ),
+    "MergeShards": _struct(
+        *_STREAM, ("ShardToMerge", SHARD_ID.req()), ("AdjacentShardToMerge", SHARD_ID.req()),
+        *_ARN_ID,
+    ),
+    "UpdateShardCount": _struct(
+        *_STREAM, ("TargetShardCount", _int(1).req()),
+        ("ScalingType", Shape("string", required=True, enum=("UNIFORM_SCALING",))),
+        *_ARN_ID,
+    ),
+}
+
+
+# -- phase 1: types -----------------------------------------------------------------
+
+# Base64 characters whose low 4 (or 2) bits are zero: the only ones allowed right before
+# "==" (or "=") in canonical base64, which is all the service accepts.
+_B64_LOW4 = frozenset("AQgw")
+_B64_LOW2 = frozenset("AEIMQUYcgkosw048")
+_B64_BAD = re.compile(r"[^a-zA-Z0-9+/=]|=[^=]")
+
+
+def decode_blob(value: str) -> bytes | None:
+    """Decode canonical base64 (padded, no stray bits); ``None`` if it is not that."""
+    if len(value) % 4:
+        return None
+    if value[-1:] == "=":
+        last = value[-3] if value[-2] == "=" else value[-2]
+        if last not in (_B64_LOW4 if value[-2] == "=" else _B64_LOW2):
+            return None
+    try:
+        return a2b_base64(value, strict_mode=True)
+    except (BinasciiError, ValueError):
+        return None
+
+
+def _blob_error(value: str) -> str:
+    prefix = f"'{value}' can not be converted to a Blob: "
+    if len(value) % 4:
+        return (
+            prefix + "Base64 encoded length is expected a multiple of 4 bytes but found: "
+            f"{len(value)}"
+        )
+    bad = _B64_BAD.search(value)
+    if bad:
+        return prefix + f"Invalid Base64 character: '{bad.group(0)[0]}'"
+    return prefix + "Invalid last non-pad Base64 character dectected"
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "java.lang.Boolean"
+    if isinstance(value, str):
+        return "java.lang.String"
+    return "java.math.BigDecimal"
+
+
+def _container_error(value: object) -> SerializationException | None:
+    if isinstance(value, list):
+        return SerializationException("Start of list found where not expected")
+    if isinstance(value, dict):
+        return SerializationException("Start of structure or map found where not expected.")
+    return None
+
+
+def _coerce(shape: Shape, value: Any) -> Any:
+    kind = shape.kind
+    if kind in ("string", "integer", "long", "boolean", "blob", "timestamp"):
+        err = _container_error(value)
+        if err is not None:
+            raise err
+    if kind == "string":
+        if not isinstance(value, str):
+            raise SerializationException(
+                f"class {_type_name(value)} can not be converted to an String"
+            )
+        return value
+    if kind in ("integer", "long"):
+        if isinstance(value, bool | str):
+            java = "Integer" if kind == "integer" else "Long"
+            raise SerializationException(
+                f"class {_type_name(value)} can not be converted to an {java}"
+            )
+        return int(value) if isinstance(value, float) else value
+    if kind == "boolean":
+        if isinstance(value, str):
+            raise SerializationException(f"'{value.upper()}' can not be converted to an Boolean")
+        if not isinstance(value, bool):
+            raise SerializationException(
+                "class java.math.BigDecimal can not be converted to an Boolean"
+            )
+        return value
+    if kind == "timestamp":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SerializationException(
+                f"class {_type_name(value)} can not be converted to a Timestamp"
+            )
+        return float(value)
+    if kind == "blob":
+        if not isinstance(value, str):
+            raise SerializationException(
+                f"class {_type_name(value)} can not be converted to a Blob"
+            )
+        decoded = decode_blob(value)
+        if decoded is None:
+            raise SerializationException(_blob_error(value))
+        return decoded
+    if kind == "list":
+        if isinstance(value, dict):
+            raise SerializationException("Start of structure or map found where not expected.")
+        if not isinstance(value, list):
+            raise SerializationException("Expected list or null")
+        assert shape.member is not None
+        return [_coerce(shape.member, v) if v is not None else None for v in value]
+    if kind == "map":
+        if isinstance(value, list):
+            raise SerializationException("Start of list found where not expected")
+        if not isinstance(value, dict):
+            raise SerializationException("Expected map or null")
+        assert shape.member is not None
+        return {k: _coerce(shape.member, v) for k, v in value.items() if v is not None}
+    # structure
+    if isinstance(value, list):
+        raise SerializationException("Start of list found where not expected")
+    if not isinstance(value, dict):
+        raise SerializationException("Expected null")
+    out: dict[str, Any] = {}
+    for name, member in shape.members:
+        v = value.get(name)
+        if v is not None:
+            out[name] = _coerce(member, v)
+    return out
+
+
+# -- phase 2: constraints -----------------------------------------------------------
+
+
+def _lower_first(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def _render(shape: Shape, value: Any) -> str:
+    if value is None:
+        return "null"
+    if shape.kind == "blob":
+        n = len(value)
+        return f"'java.nio.HeapByteBuffer[pos=0 lim={n} cap={n}]'"
+    if shape.kind == "list":
+        member = shape.member
+        if member is not None and member.member_str is not None:
+            items = [member.member_str] * len(value)
+        else:
+            items = [str(v) for v in value]
+        return "'[" + ", ".join(items) + "]'"
+    if shape.kind == "map":
+        return "'{" + ", ".join(f"{k}={v}" for k, v in value.items()) + "}'"
+    if shape.kind == "structure":
+        return f"'{shape.member_str or value}'"
+    if isinstance(value, bool):
+        return f"'{str(value).lower()}'"
+    return f"'{value}'"
+
+
+def _check(shape: Shape, value: Any, path: str, errors: list[str]) -> None:
+    def fail(rule: str) -> None:
+        if len(errors) < MAX_ERRORS:
+            errors.append(
+                f"Value {_render(shape, value)} at '{path}' failed to satisfy constraint: {rule}"
+            )
+
+    if value is None:
+        if shape.required:
+            fail("Member must not be null")
+        return
+    kind = shape.kind
+    if kind in ("string", "blob", "list", "map"):
+        if shape.regex is not None and not shape.regex.fullmatch(value):
+            fail(f"Member must satisfy regular expression pattern: {shape.pattern}")
+        if shape.enum is not None and value not in shape.enum:
+            fail(f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
+        if shape.min is not None and len(value) < shape.min:
+            fail(f"Member must have length greater than or equal to {shape.min}")
+        if shape.max is not None and len(value) > shape.max:
+            fail(f"Member must have length less than or equal to {shape.max}")
+    elif kind in ("integer", "long"):
+        if shape.min is not None and value < shape.min:
+            fail(f"Member must have value greater than or equal to {shape.min}")
+        if shape.max is not None and value > shape.max:
+            fail(f"Member must have value less than or equal to {shape.max}")
+    if kind == "list" and shape.member is not None:
+        member = shape.member
+        if member.kind == "string":
+            bad = [v for v in value if v is not None and not _string_ok(member, v)]
+            if bad:
+                fail(
+                    "Member must satisfy constraint: [Member must have length less than or "
+                    f"equal to {member.max}, Member must have length greater than or equal to "
+                    f"{member.min}]"
+                )
+        else:
+            for i, item in enumerate(value, 1):
+                _check(member, item, f"{path}.{i}.member", errors)
+    elif kind == "map" and shape.key is not None and shape.member is not None:
+        key, val = shape.key, shape.member
+        if any(not _string_ok(key, k) for k in value):
+            fail(
+                "Map keys must satisfy constraint: [Member must have length less than or "
+                f"equal to {key.max}, Member must have length greater than or equal to {key.min}]"
+            )
+        if any(not _string_ok(val, v) for v in value.values()):
+            fail(
+                "Map value must satisfy constraint: [Member must have length less than or "
+                f"equal to {val.max}, Member must have length greater than or equal to {val.min}]"
+            )
+    elif kind == "structure":
+        prefix = f"{path}." if path else ""
+        for name, member in shape.members:
+            item = value.get(name)
+            unless = member.required_unless
+            if item is None and unless and value.get(unless) is None:
+                _check(member.req(), None, prefix + _lower_first(name), errors)
+                continue
+            _check(member, item, prefix + _lower_first(name), errors)
+
+
+def _string_ok(shape: Shape, value: str) -> bool:
+    return (shape.min is None or len(value) >= shape.min) and (
+        shape.max is None or len(value) <= shape.max
+    )
+
+
+def validation_error(errors: list[str]) -> ValidationException:
+    """The one ``ValidationException`` for a list of constraint failures."""
+    n = len(errors)
+    return ValidationException(
+        f"{n} validation error{'s' if n > 1 else ''} detected: " + "; ".join(errors)
+    )
+
+
+def validate(action: str, body: Any) -> dict[str, Any]:
+    """Both phases for ``action``: the cleaned body, or the service's exception."""
+    shape = ACTIONS[action]
+    cleaned: dict[str, Any] = _coerce(shape, body)
+    errors: list[str] = []
+    _check(shape, cleaned, "", errors)
+    if errors:
+        raise validation_error(errors)
+    return cleaned
+
+
+def constraint_error(path: str, shape: Shape, value: Any, rule: str) -> ValidationException:
+    """A single-item ``ValidationException`` for a check the engine makes after lookup."""
+    return validation_error(
+        [f"Value {_render(shape, value)} at '{path}' failed to satisfy constraint: {rule}"]
+    )
+
+
+def blob_b64(data: bytes) -> str:
+    """Standard padded base64 of ``data`` (the JSON wire form of a blob)."""
+    return b2a_base64(data, newline=False).decode("ascii")
+
