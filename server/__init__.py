@@ -1,5 +1,12 @@
-"""The bundled stream server: the Kinesis Data Streams API over aiohttp."""
+"""The bundled stream server: the Kinesis Data Streams API over aiohttp.
+
+Embed it with ``async with StreamServer(port=0) as server: ...`` (``server.url``), or run
+``python -m server --port 4567``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from server.config import ServerConfig
+from server.web.runner import StreamServer
+
+__all__ = ["ServerConfig", "StreamServer"]

@@ -1,0 +1,67 @@
+"""ServerConfig: every setting of the stream server, in one frozen dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.core.engine import EngineConfig
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ServerConfig"]
+
+#: Bodies above this are answered with a bare 413 without being read: 15 MiB, above the
+#: largest valid PutRecords (500 entries of base64 data at 10 MiB per request, plus keys).
+DEFAULT_MAX_REQUEST_BYTES = 15 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Settings of :class:`server.StreamServer` and ``python -m server``.
+
+    Units are in the names. Later issues add their settings here (limits, faults,
+    ``data_dir``) with defaults that keep today's behaviour.
+    """
+
+    host: str = "127.0.0.1"
+    """Address to listen on (loopback by default)."""
+    port: int = 4567
+    """TCP port; 0 picks a free one (see ``StreamServer.url``)."""
+    region: str = "us-east-1"
+    """Region in ARNs and messages."""
+    account_id: str = "000000000000"
+    """Account id in ARNs and messages."""
+    shard_limit: int = 500
+    """The account's shard quota (open shards over all streams)."""
+    state_delay_seconds: float = 0.05
+    """How long a stream stays CREATING / UPDATING / DELETING."""
+    iterator_ttl_seconds: float = 300.0
+    """Shard iterators expire after this long."""
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    """Larger bodies get a bare 413 without being read."""
+    require_auth: bool = True
+    """Require a SigV4-shaped ``Authorization`` header (signatures are not verified)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535, got {self.port}")
+        if self.shard_limit < 1:
+            raise ValueError(f"shard_limit must be at least 1, got {self.shard_limit}")
+        if self.state_delay_seconds < 0:
+            raise ValueError(f"state_delay_seconds must be >= 0, got {self.state_delay_seconds}")
+        if self.iterator_ttl_seconds <= 0:
+            raise ValueError(
+                f"iterator_ttl_seconds must be > 0, got {self.iterator_ttl_seconds}"
+            )
+        if self.max_request_bytes < 1:
+            raise ValueError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
+        if not (len(self.account_id) == 12 and self.account_id.isdigit()):
+            raise ValueError(f"account_id must be 12 digits, got {self.account_id!r}")
+
+    def engine_config(self) -> EngineConfig:
+        """The part of the settings the sans-IO engine uses."""
+        return EngineConfig(
+            region=self.region,
+            account_id=self.account_id,
+            shard_limit=self.shard_limit,
+            state_delay_seconds=self.state_delay_seconds,
+            iterator_ttl_seconds=self.iterator_ttl_seconds,
+        )

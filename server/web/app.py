@@ -1,0 +1,160 @@
+"""The aiohttp application: one POST handler, a target dispatch table, one error middleware.
+
+Request flow (cheapest refusals first, as the service answers them):
+
+1. a body over ``max_request_bytes`` -> bare 413, decided from ``Content-Length`` without
+   reading it (or, for chunked bodies, as soon as the running total passes the cap);
+2. ``X-Amz-Target`` not in :data:`TARGETS` -> ``UnknownOperationException``;
+3. ``Authorization`` missing or not SigV4-shaped -> ``MissingAuthenticationTokenException``
+   / ``IncompleteSignatureException``;
+4. the body is parsed (``SerializationException`` if it is not JSON);
+5. fault injection (issue 3) may delay or fail the request here (``_dispatch``);
+6. the engine runs the action with ``now``; for writes, storage durability is awaited
+   before answering.
+
+The middleware renders every :class:`KinesisError` as ``{"__type","message"}`` with its
+status, turns anything unexpected into a 500 ``InternalFailure``, and stamps an
+``x-amzn-RequestId`` on every response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from server.config import ServerConfig
+from server.core.engine import Engine
+from server.core.errors import (
+    InternalFailure,
+    KinesisError,
+    UnknownOperationException,
+    for_code,
+)
+from server.core.hooks import FaultInjector
+from server.web.auth import check_authorization
+from server.web.codec import JSON_CONTENT_TYPE, decode_request, encode_error, encode_response
+
+__all__ = ["ENGINE_KEY", "TARGETS", "make_app"]
+
+log = logging.getLogger("server.web")
+
+_PREFIX = "Kinesis_20131202."
+#: Every action the service models (the engine answers those it implements; the rest are
+#: ``UnknownOperationException`` until an issue implements them).
+_ACTIONS = (
+    "AddTagsToStream", "CreateStream", "DecreaseStreamRetentionPeriod", "DeleteStream",
+    "DescribeLimits", "DescribeStream", "DescribeStreamSummary", "GetRecords",
+    "GetShardIterator", "IncreaseStreamRetentionPeriod", "ListShards", "ListStreams",
+    "ListTagsForStream", "MergeShards", "PutRecord", "PutRecords", "RemoveTagsFromStream",
+    "SplitShard", "UpdateMaxRecordSize", "UpdateShardCount",
+)
+#: ``X-Amz-Target`` -> action name.
+TARGETS: dict[str, str] = {_PREFIX + action: action for action in _ACTIONS}
+#: Actions whose effect must be durable before the answer (storage group commit).
+_WRITES = frozenset(
+    {
+        "PutRecord", "PutRecords", "CreateStream", "DeleteStream", "AddTagsToStream",
+        "RemoveTagsFromStream", "IncreaseStreamRetentionPeriod",
+        "DecreaseStreamRetentionPeriod", "UpdateMaxRecordSize", "SplitShard", "MergeShards",
+        "UpdateShardCount",
+    }
+)
+
+ENGINE_KEY = web.AppKey("engine", Engine)
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(error: KinesisError) -> web.Response:
+    return web.Response(
+        status=error.status,
+        body=encode_error(error.code, error.message),
+        content_type=JSON_CONTENT_TYPE,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Render errors as the service does and give every response a request id."""
+    try:
+        response = await handler(request)
+    except KinesisError as error:
+        response = _error_response(error)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("internal failure handling %s", request.headers.get("X-Amz-Target"))
+        response = _error_response(InternalFailure())
+    response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+    return response
+
+
+def make_app(
+    engine: Engine,
+    config: ServerConfig,
+    clock: Callable[[], float],
+    *,
+    faults: FaultInjector | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``engine``; ``clock`` gives ``now`` (epoch seconds)."""
+    cap = config.max_request_bytes
+    require_auth = config.require_auth
+    storage = engine.storage
+    handle = engine.handle
+    implemented = engine.actions
+
+    async def read_body(request: web.Request) -> bytes | None:
+        """The body, or ``None`` once it is known to exceed the cap (never read whole)."""
+        length = request.content_length
+        if length is not None:
+            if length > cap:
+                return None
+            return await request.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > cap:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > cap:
+            return web.Response(status=413)
+        action = TARGETS.get(request.headers.get("X-Amz-Target", ""))
+        if action is None or action not in implemented:
+            raise UnknownOperationException()
+        if require_auth:
+            check_authorization(request.headers, request.query)
+        body = await read_body(request)
+        if body is None:
+            return web.Response(status=413)
+        payload = decode_request(body)
+        if faults is not None:  # issue 3: whole-request faults and added latency
+            fault = faults.request_fault(action, engine.rng)
+            if fault is not None:
+                if fault.delay_seconds > 0:
+                    await asyncio.sleep(fault.delay_seconds)
+                if fault.error_code is not None:
+                    raise for_code(fault.error_code)(
+                        "Internal service failure."
+                        if fault.error_code == InternalFailure.code
+                        else fault.error_code
+                    )
+        result = handle(action, payload, clock())
+        if action in _WRITES:
+            await storage.wait_durable()
+        if result is None:
+            return web.Response(body=b"", content_type=JSON_CONTENT_TYPE)
+        return web.Response(body=encode_response(result), content_type=JSON_CONTENT_TYPE)
+
+    app = web.Application(middlewares=[error_middleware], client_max_size=cap + 1)
+    app[ENGINE_KEY] = engine
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app

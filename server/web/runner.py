@@ -1,0 +1,126 @@
+"""StreamServer: the embeddable server (storage + engine + aiohttp site) as an async context.
+
+This is the asyncio shell around the sans-IO engine: it owns the clock
+(``time.time``), the randomness, the listening socket and the storage's lifetime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from server.config import ServerConfig
+from server.core.engine import Engine
+from server.core.hooks import FaultInjector, ThroughputGate
+from server.storage.base import Storage
+from server.storage.memory import MemoryStorage
+from server.web.app import make_app
+
+__all__ = ["StreamServer"]
+
+
+class StreamServer:
+    """The stream server, embedded: ``async with StreamServer(port=0) as server: server.url``.
+
+    ``config`` gives every setting; keyword ``overrides`` replace single fields of it
+    (``StreamServer(port=0, shard_limit=10)``). ``storage`` and ``clock`` are seams for
+    tests (a fake clock makes iterator expiry testable against the real server).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        storage: Storage | None = None,
+        clock: Callable[[], float] | None = None,
+        **overrides: Any,
+    ) -> None:
+        base = config if config is not None else ServerConfig()
+        self.config: ServerConfig = dataclasses.replace(base, **overrides) if overrides else base
+        self._storage = storage
+        self._clock = clock if clock is not None else time.time
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self.engine: Engine | None = None
+
+    # -- seams for later issues ------------------------------------------------------
+
+    def _make_storage(self) -> Storage:
+        """The storage for this server: memory today; issue 4 picks a durable one here."""
+        return MemoryStorage()
+
+    def _make_hooks(self) -> tuple[ThroughputGate | None, FaultInjector | None]:
+        """Throughput limits and fault injection from the config (issue 3); none yet."""
+        return None, None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (the real one when configured with 0)."""
+        if self._port is None:
+            raise RuntimeError("the server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` of the running server."""
+        host = self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Create the storage and engine and start listening."""
+        if self._runner is not None:
+            raise RuntimeError("the server is already started")
+        storage = self._storage if self._storage is not None else self._make_storage()
+        throughput, faults = self._make_hooks()
+        self.engine = Engine(
+            self.config.engine_config(),
+            storage,
+            random.Random(),
+            throughput=throughput,
+            faults=faults,
+        )
+        app = make_app(self.engine, self.config, self._clock, faults=faults)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        address = runner.addresses[0]
+        self._port = int(address[1])
+
+    async def stop(self) -> None:
+        """Stop listening, finish in-flight requests, close the storage. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        try:
+            await runner.cleanup()
+        finally:
+            if self.engine is not None:
+                self.engine.storage.close()
+
+    async def __aenter__(self) -> StreamServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
