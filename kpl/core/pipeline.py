@@ -1,0 +1,977 @@
+"""ProducerCore: the producer's decisions, with no IO (driven by ``now``).
+
+Theory of operation
+-------------------
+``add()`` validates a user record, hashes its partition key (or parses its explicit hash
+key), predicts its shard with the shard map and appends it to that shard's open
+:class:`~kpl.core.aggregator.Aggregator`. A full aggregator is *sealed* into a Kinesis
+record (``_KRecord``: base64 data and partition key rendered once, reused by retries) and
+queued on its shard. A Kinesis record of one user record is sent plain, never wrapped.
+Aggregation happens only with a fresh shard map: before the first map and while a
+refresh is pending, records are queued plain (the service then places each by its own
+hash key, so no sub-record can land in a shard that does not own it).
+
+``poll(now)`` is the one place that sends:
+
+1. sweep records past ``record_ttl`` (at most every ``_SWEEP_INTERVAL``);
+2. seal aggregators older than ``record_max_buffered_time``;
+3. *collect*: when something is due (a buffered-time deadline passed, a retry's backoff
+   ended, ``flush()``), every sendable Kinesis record goes out; otherwise only full
+   PutRecords requests (500 entries or ``collection_max_size``) leave. Shards are visited
+   round-robin; each record takes tokens from its shard's :class:`ShardLimiter` first;
+   at most ``max_connections`` requests are in flight. With ``preserve_order`` a shard
+   contributes at most ONE Kinesis record per request and has at most one request in
+   flight, and its retries stay ahead of its newer records: partial failures can then
+   never reorder records of one partition key (all of a key's records in a request are
+   in that one aggregated record, which succeeds or fails as a whole);
+4. return the requests, the completions gathered since the last poll, the next
+   deadline, and whether the shell should call ListShards.
+
+``on_response()`` matches PutRecords entries to Kinesis records one by one. Failed
+entries are classified by :mod:`kpl.core.retry` (one table): retried after a jittered
+backoff (in place), retried after a shard-map refresh (re-routed), or failed. A success
+on a shard other than the predicted one invalidates the map (one refresh, never a storm)
+and its sub-records whose hash keys lie in the answering shard count as delivered; the
+others are re-routed — or, when the answering shard is not in our map yet, held until
+the refreshed map can tell. ``on_error()`` treats every entry of the request alike.
+
+Every user record ends in exactly one Completion ``(handle, RecordResult | RecordFailed)``;
+each failure is its own :class:`~kpl.errors.RecordFailed` carrying every attempt.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from base64 import b64encode
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from hashlib import md5
+from typing import Any
+
+from kpl.config import ProducerConfig
+from kpl.core.aggregator import Aggregator
+from kpl.core.collector import Collector, put_records_body
+from kpl.core.hashing import parse_explicit_hash_key
+from kpl.core.limits import MAX_PARTITION_KEY_LENGTH
+from kpl.core.ratelimit import ShardLimiter
+from kpl.core.results import Attempt, RecordResult
+from kpl.core.retry import Action, Backoff, action_for_error, classify
+from kpl.core.shard_map import RefreshPolicy, ShardMap
+from kpl.errors import (
+    InvalidPartitionKey,
+    KinesisError,
+    ProducerClosed,
+    RecordExpired,
+    RecordFailed,
+    RecordTooLarge,
+)
+
+__all__ = [
+    "AGGREGATED_PARTITION_KEY",
+    "Attempt",
+    "Completion",
+    "Poll",
+    "ProducerCore",
+    "PutRecordsRequest",
+    "RecordResult",
+]
+
+#: The partition key of an aggregated Kinesis record; its ExplicitHashKey places it.
+AGGREGATED_PARTITION_KEY = "a"
+#: How often buffered records are checked against ``record_ttl`` (at most).
+_SWEEP_INTERVAL = 0.5
+#: Error code for a PutRecords answer that does not match its request.
+_MALFORMED = "MalformedResponse"
+
+_INF = math.inf
+_from_bytes = int.from_bytes
+
+Completion = tuple[object, "RecordResult | RecordFailed"]
+
+
+class _UserRecord:
+    __slots__ = ("arrival", "attempts", "data", "explicit_hash_key", "handle", "hash_key",
+                 "partition_key", "seq", "size")
+
+    def __init__(self, data: bytes, partition_key: str, explicit_hash_key: str | None,
+                 hash_key: int, handle: object, arrival: float, seq: int, size: int) -> None:
+        self.data = data
+        self.partition_key = partition_key
+        self.explicit_hash_key = explicit_hash_key
+        self.hash_key = hash_key
+        self.handle = handle
+        self.arrival = arrival
+        self.seq = seq
+        self.size = size
+        self.attempts: tuple[Attempt, ...] = ()
+
+
+class _Shard:
+    """Everything the core keeps for one predicted shard (or the unrouted pseudo-shard)."""
+
+    __slots__ = ("agg", "agg_arrivals", "agg_deadline", "hash_range", "in_flight", "limiter",
+                 "queue", "retries", "shard_id", "stale")
+
+    def __init__(self, shard_id: str | None, hash_range: tuple[int, int] | None,
+                 limiter: ShardLimiter | None) -> None:
+        self.shard_id = shard_id
+        self.hash_range = hash_range
+        self.limiter = limiter
+        self.agg: Aggregator | None = None
+        self.agg_deadline = _INF
+        self.agg_arrivals = 0.0  # sum of arrivals in the open aggregator (BufferingTime)
+        self.queue: deque[_KRecord] = deque()
+        self.retries: deque[_KRecord] = deque()
+        self.in_flight = 0
+        self.stale = False
+
+
+class _KRecord:
+    """One Kinesis record: a plain user record or an aggregated one."""
+
+    __slots__ = ("aggregated", "arrivals", "attempts", "deadline", "entry", "items",
+                 "last_delay", "not_before", "shard", "size")
+
+    def __init__(self, items: list[_UserRecord], entry: dict[str, str], size: int,
+                 shard: _Shard, deadline: float, aggregated: bool, arrivals: float) -> None:
+        self.items = items
+        self.entry = entry
+        self.size = size
+        self.shard = shard
+        self.deadline = deadline
+        self.aggregated = aggregated
+        self.arrivals = arrivals
+        self.attempts = 0
+        self.not_before = 0.0
+        self.last_delay = 0.0
+
+
+@dataclass(slots=True)
+class PutRecordsRequest:
+    """One PutRecords call, ready to send; match its answer with ``on_response``."""
+
+    id: int
+    #: The complete JSON 1.1 body (StreamName or StreamARN, Records), rendered by orjson.
+    body: bytes
+    #: Kinesis records in the request.
+    record_count: int
+    #: Sum of data + partition key sizes of the entries.
+    byte_size: int
+    #: User records in the request.
+    user_record_count: int = 0
+    #: ``now`` when the core handed the request out.
+    started: float = 0.0
+    #: The core's own bookkeeping; opaque to the shell.
+    records: list[Any] = field(default_factory=list, repr=False)
+
+
+@dataclass(slots=True)
+class Poll:
+    """What ``poll(now)`` asks of the shell."""
+
+    #: Send these now (never more than the in-flight limit allows).
+    requests: list[PutRecordsRequest]
+    #: Resolve these futures (expired records, records settled by a new shard map).
+    completions: list[Completion]
+    #: Call ``poll()`` again at this ``now`` at the latest (``None``: only when woken).
+    deadline: float | None
+    #: Call ListShards and then ``set_shard_map()`` (or ``on_shard_map_error()``).
+    refresh_shard_map: bool
+
+
+class ProducerCore:
+    """The sans-IO producer pipeline; see the module docstring for the rules."""
+
+    def __init__(self, stream_name: str, config: ProducerConfig, *, rng: random.Random,
+                 stream_arn: str | None = None) -> None:
+        if not stream_name and not stream_arn:
+            raise ValueError("a stream name or ARN is required")
+        self.stream_name = stream_name
+        self.stream_arn = stream_arn
+        self.config = config
+        self._rng = rng
+        self._backoff = Backoff(config.min_backoff, config.max_backoff, config.jitter, rng)
+        self._mbt = config.record_max_buffered_time
+        self._ttl = config.record_ttl
+        self._preserve = config.preserve_order
+        self._aggregation = config.aggregation_enabled
+
+        self._map: ShardMap | None = None
+        self._shards: list[_Shard] = []
+        self._unrouted = _Shard(None, None, None)
+        self._refresh = RefreshPolicy(config.shard_map_refresh_min_interval)
+        self._rr = 0  # round-robin start of collection
+
+        self._seq = 0
+        self._buffered_records = 0
+        self._buffered_bytes = 0
+        self._queued_count = 0
+        self._queued_bytes = 0
+        self._next_collect = _INF  # the earliest `now` at which collecting may send more
+        self._queue_deadline = _INF  # <= the earliest deadline of a queued Kinesis record
+        self._full_pending = False  # queued records may fill a request: collect at once
+        self._blocked = False  # due records wait for an answer (a slot or their shard)
+        self._force = False
+        self._next_sweep = _INF
+        self._in_flight: dict[int, PutRecordsRequest] = {}
+        self._request_ids = 0
+        self._pending: list[Completion] = []
+        # Delivered to a shard our map did not know: (record, shard, sequence, sub, attempt).
+        self._unverified: list[tuple[_UserRecord, str, str, int, Attempt]] = []
+        self._metrics: dict[str, float] = {}
+        self._errors_by_code: dict[str, int] = {}
+        self._m_received = 0
+        self._m_put = 0
+        self._m_data_put = 0
+        self._m_krecords_put = 0
+        self._m_kdata_put = 0
+        self._m_requests = 0
+        self._m_request_krecords = 0
+        self._m_request_time = 0.0
+        self._m_responses = 0
+        self._m_buffering = 0.0
+        self._m_buffered_n = 0
+        self._m_retries = 0
+        self._m_completed = 0
+        self._m_failed = 0
+        self._m_expired = 0
+        self._m_errors = 0
+        self._m_mispredicted = 0
+        self._m_refreshes = 0
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def buffered_records(self) -> int:
+        """User records held by the core (buffered, queued or in flight)."""
+        return self._buffered_records
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Data + partition key bytes of the user records held by the core."""
+        return self._buffered_bytes
+
+    @property
+    def in_flight(self) -> int:
+        """Requests handed out by ``poll()`` and not yet answered."""
+        return len(self._in_flight)
+
+    @property
+    def shard_map(self) -> ShardMap | None:
+        """The current shard map (``None`` before the first ListShards)."""
+        return self._map
+
+    # ------------------------------------------------------------------ add
+
+    def add(self, data: bytes, partition_key: str, explicit_hash_key: str | None,
+            handle: object, now: float) -> None:
+        """Buffer one user record; raise at once on bad input (nothing is kept then)."""
+        if type(data) is not bytes:
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise TypeError(f"data must be bytes, got {type(data).__name__}")
+            data = bytes(data)
+        if type(partition_key) is not str:
+            raise InvalidPartitionKey(
+                f"partition key must be a str, got {type(partition_key).__name__}")
+        if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
+            raise InvalidPartitionKey(
+                f"partition key must be 1-{MAX_PARTITION_KEY_LENGTH} characters, "
+                f"got {len(partition_key)}")
+        pk_bytes = partition_key.encode()
+        if explicit_hash_key is None:
+            hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
+        else:
+            if type(explicit_hash_key) is not str:
+                raise ValueError("explicit hash key must be a decimal str")
+            hash_key = parse_explicit_hash_key(explicit_hash_key)
+        size = len(data) + len(pk_bytes)
+        if size > self.config.max_record_size:
+            raise RecordTooLarge(
+                f"record of {size} bytes (data + partition key) exceeds max_record_size "
+                f"of {self.config.max_record_size}")
+        self._seq += 1
+        record = _UserRecord(data, partition_key, explicit_hash_key, hash_key, handle, now,
+                             self._seq, size)
+        self._buffered_records += 1
+        self._buffered_bytes += size
+        self._m_received += 1
+        if self._next_sweep == _INF:
+            self._next_sweep = now + min(_SWEEP_INTERVAL, self._ttl)
+        self._route(record, now)
+
+    def _route(self, record: _UserRecord, now: float) -> None:
+        shard_map = self._map
+        if shard_map is None:
+            shard = self._unrouted
+        else:
+            i = shard_map.lookup(record.hash_key)
+            shard = self._shards[i] if i >= 0 else self._unrouted
+        if self._aggregation and shard.limiter is not None and not self._refresh.wanted \
+                and not self._refresh.outstanding:
+            agg = shard.agg
+            if agg is None:
+                agg = shard.agg = Aggregator(self.config.aggregation_max_size,
+                                             self.config.aggregation_max_count)
+                deadline = record.arrival + self._mbt
+                shard.agg_deadline = deadline
+                if deadline < self._next_collect:
+                    self._next_collect = deadline
+            if agg.try_add(record.partition_key, record.explicit_hash_key, record.data,
+                           record):
+                shard.agg_arrivals += record.arrival
+                if record.arrival + self._mbt < shard.agg_deadline:
+                    # A re-routed older record: the aggregate is due sooner.
+                    shard.agg_deadline = record.arrival + self._mbt
+                    self._next_collect = min(self._next_collect, shard.agg_deadline)
+                return
+            if agg.count:
+                self._seal(shard)
+                agg = shard.agg = Aggregator(self.config.aggregation_max_size,
+                                             self.config.aggregation_max_count)
+                deadline = record.arrival + self._mbt
+                shard.agg_deadline = deadline
+                if agg.try_add(record.partition_key, record.explicit_hash_key, record.data,
+                               record):
+                    shard.agg_arrivals = record.arrival
+                    return
+            # Too large to aggregate even alone: it goes plain.
+            shard.agg = None
+            shard.agg_deadline = _INF
+        self._enqueue(self._plain(record, shard))
+
+    def _plain(self, record: _UserRecord, shard: _Shard) -> _KRecord:
+        entry = {"Data": b64encode(record.data).decode(), "PartitionKey": record.partition_key}
+        if record.explicit_hash_key is not None:
+            entry["ExplicitHashKey"] = record.explicit_hash_key
+        return _KRecord([record], entry, record.size, shard, record.arrival + self._mbt,
+                        False, record.arrival)
+
+    def _seal(self, shard: _Shard) -> None:
+        """Turn the shard's open aggregator into a queued Kinesis record."""
+        agg = shard.agg
+        assert agg is not None
+        shard.agg = None
+        deadline = shard.agg_deadline
+        shard.agg_deadline = _INF
+        items: list[_UserRecord] = agg.items  # type: ignore[assignment]
+        if agg.count == 1:
+            krecord = self._plain(items[0], shard)
+        else:
+            data = agg.serialize()
+            krecord = _KRecord(
+                items,
+                {"Data": b64encode(data).decode(), "PartitionKey": AGGREGATED_PARTITION_KEY,
+                 "ExplicitHashKey": str(items[0].hash_key)},
+                len(data) + len(AGGREGATED_PARTITION_KEY), shard, deadline, True,
+                shard.agg_arrivals)
+        shard.agg_arrivals = 0.0
+        self._enqueue(krecord)
+
+    def _enqueue(self, krecord: _KRecord) -> None:
+        krecord.shard.queue.append(krecord)
+        self._queued_count += 1
+        self._queued_bytes += krecord.size
+        deadline = krecord.deadline
+        if deadline < self._queue_deadline:
+            self._queue_deadline = deadline
+            if deadline < self._next_collect:
+                self._next_collect = deadline
+        if self._queued_count >= self.config.collection_max_count \
+                or self._queued_bytes >= self.config.collection_max_size:
+            self._full_pending = True
+
+    def _rebuild(self, items: list[_UserRecord], shard: _Shard) -> _KRecord:
+        """A Kinesis record of ``items`` (a subset of one that fitted) for ``shard``."""
+        if len(items) == 1:
+            return self._plain(items[0], shard)
+        agg = Aggregator(self.config.aggregation_max_size, self.config.aggregation_max_count)
+        for item in items:
+            added = agg.try_add(item.partition_key, item.explicit_hash_key, item.data, item)
+            assert added, "a subset of an aggregated record always fits"
+        data = agg.serialize()
+        return _KRecord(
+            items,
+            {"Data": b64encode(data).decode(), "PartitionKey": AGGREGATED_PARTITION_KEY,
+             "ExplicitHashKey": str(items[0].hash_key)},
+            len(data) + 1, shard, min(i.arrival for i in items) + self._mbt, True,
+            sum(i.arrival for i in items))
+
+    # ------------------------------------------------------------------ flush / poll
+
+    def flush(self, now: float) -> None:
+        """Make everything buffered ready to send at the next ``poll()``."""
+        for shard in self._all_shards():
+            if shard.agg is not None and shard.agg.count:
+                self._seal(shard)
+        self._force = True
+        self._next_collect = now
+
+    def poll(self, now: float) -> Poll:
+        """Requests to send now, completions to resolve, and when to call again."""
+        completions = self._pending
+        self._pending = []
+        if now >= self._next_sweep:
+            self._sweep(now, completions)
+        refresh = False
+        if self._refresh.due(now):
+            self._refresh.start(now)
+            self._m_refreshes += 1
+            refresh = True
+        requests: list[PutRecordsRequest] = []
+        if len(self._in_flight) < self.config.max_connections:
+            if now >= self._next_collect or self._full_pending:
+                requests = self._collect(now)
+            deadline = self._next_collect
+        else:
+            # Nothing can leave before an answer frees a slot, and an answer wakes us.
+            deadline = _INF
+        if self._buffered_records and self._next_sweep < deadline:
+            deadline = self._next_sweep
+        refresh_at = self._refresh.wake_at()
+        if refresh_at is not None and refresh_at < deadline:
+            deadline = refresh_at
+        return Poll(requests, completions, None if deadline == _INF else deadline, refresh)
+
+    def _all_shards(self) -> list[_Shard]:
+        return [*self._shards, self._unrouted]
+
+    def _collect(self, now: float) -> list[PutRecordsRequest]:
+        config = self.config
+        shards = self._all_shards()
+        # 1. Seal aggregators past their buffered-time deadline.
+        for shard in shards:
+            if shard.agg is not None and shard.agg_deadline <= now:
+                self._seal(shard)
+        due = self._force or now >= self._next_collect
+        self._force = False
+        self._full_pending = False
+        slots = config.max_connections - len(self._in_flight)
+        collector = Collector(config.collection_max_count, config.collection_max_size)
+        preserve = self._preserve
+        batches: list[list[_KRecord]] = []
+        batch: list[_KRecord] = []
+        next_wake = _INF
+        n = len(shards)
+        start = self._rr % n
+        self._rr += 1
+        blocked = False
+        for k in range(n):
+            shard = shards[(start + k) % n]
+            if not shard.queue and not shard.retries:
+                continue
+            if preserve and (shard.in_flight or shard.shard_id is None):
+                # One request per shard at a time; unrouted records wait for the map.
+                blocked = blocked or bool(shard.in_flight)
+                continue
+            limiter = shard.limiter
+            while True:
+                krecord, from_retries = self._next_sendable(shard, now, preserve)
+                if krecord is None:
+                    break
+                size = krecord.size
+                if not collector.try_add(size):
+                    batches.append(batch)
+                    batch = []
+                    collector.reset()
+                    slots -= 1
+                    if slots == 0:
+                        blocked = True
+                        break
+                    collector.try_add(size)
+                if limiter is not None:
+                    wait = limiter.take(1, size, now)
+                    if wait:
+                        collector.count -= 1
+                        collector.size -= size
+                        if now + wait < next_wake:
+                            next_wake = now + wait
+                        break
+                if from_retries:
+                    shard.retries.popleft()
+                else:
+                    shard.queue.popleft()
+                    self._queued_count -= 1
+                    self._queued_bytes -= size
+                batch.append(krecord)
+                if preserve:
+                    shard.in_flight += 1
+                    break
+            if shard.retries:
+                wake = min(r.not_before for r in shard.retries)
+                if now < wake < next_wake:
+                    next_wake = wake
+            if slots == 0:
+                break
+        if batch:
+            if due or collector.full():
+                batches.append(batch)
+            else:
+                # Neither due nor full: put the records back and wait for more.
+                for krecord in reversed(batch):
+                    self._unsend(krecord)
+        if due:
+            # What is left is blocked (limits, slots, in flight): those wake us.
+            self._queue_deadline = _INF
+            self._blocked = blocked
+        elif self._queue_deadline < next_wake:
+            next_wake = self._queue_deadline
+        for shard in shards:
+            if shard.agg is not None and shard.agg_deadline < next_wake:
+                next_wake = shard.agg_deadline
+        self._next_collect = next_wake
+        if blocked and not due:
+            self._full_pending = True
+        return [self._request(b, now) for b in batches if b]
+
+    def _next_sendable(self, shard: _Shard, now: float,
+                       preserve: bool) -> tuple[_KRecord | None, bool]:
+        """The shard's next record to send and whether it is a retry (None: nothing)."""
+        retries = shard.retries
+        if retries:
+            if retries[0].not_before <= now:
+                return retries[0], True
+            if preserve:
+                return None, False  # the oldest records go first, or nothing does
+            for i, krecord in enumerate(retries):
+                if krecord.not_before <= now:
+                    del retries[i]
+                    retries.appendleft(krecord)
+                    return krecord, True
+        if shard.queue:
+            return shard.queue[0], False
+        return None, False
+
+    def _unsend(self, krecord: _KRecord) -> None:
+        shard = krecord.shard
+        if shard.limiter is not None:
+            shard.limiter.records.tokens += 1
+            shard.limiter.bytes.tokens += krecord.size
+        if self._preserve:
+            shard.in_flight -= 1
+        shard.queue.appendleft(krecord)
+        self._queued_count += 1
+        self._queued_bytes += krecord.size
+
+    def _request(self, batch: list[_KRecord], now: float) -> PutRecordsRequest:
+        self._request_ids += 1
+        entries = [krecord.entry for krecord in batch]
+        size = 0
+        users = 0
+        for krecord in batch:
+            size += krecord.size
+            count = len(krecord.items)
+            users += count
+            if not krecord.attempts:
+                self._m_buffering += now * count - krecord.arrivals
+                self._m_buffered_n += count
+        request = PutRecordsRequest(
+            id=self._request_ids,
+            body=put_records_body(self.stream_name, self.stream_arn, entries),
+            record_count=len(batch), byte_size=size, user_record_count=users,
+            started=now, records=batch)
+        self._in_flight[request.id] = request
+        self._m_requests += 1
+        self._m_request_krecords += len(batch)
+        return request
+
+    # ------------------------------------------------------------------ answers
+
+    def on_response(self, request: PutRecordsRequest, response: Mapping[str, Any],
+                    now: float) -> list[Completion]:
+        """Match a 200 PutRecords answer entry by entry; return the settled records."""
+        if self._in_flight.pop(request.id, None) is None:
+            return []  # abandoned by fail_all()
+        self._answered(request, now)
+        completions: list[Completion] = []
+        entries = response.get("Records") if isinstance(response, Mapping) else None
+        batch: list[_KRecord] = request.records
+        if not isinstance(entries, list) or len(entries) != len(batch):
+            got = len(entries) if isinstance(entries, list) else "no"
+            error = KinesisError.for_code(
+                _MALFORMED, f"PutRecords answered {got} entries for {len(batch)} records",
+                status=500)
+            for krecord in batch:
+                self._failed(krecord, error.error_code, error.message, 500, request.started,
+                             now, completions)
+            return completions
+        ok: Attempt | None = None
+        for krecord, entry in zip(batch, entries, strict=True):
+            code = entry.get("ErrorCode") if isinstance(entry, Mapping) else _MALFORMED
+            if code is None:
+                shard_id = entry.get("ShardId")
+                sequence = entry.get("SequenceNumber")
+                if not isinstance(shard_id, str) or not isinstance(sequence, str):
+                    self._failed(krecord, _MALFORMED, "entry without ShardId/SequenceNumber",
+                                 500, request.started, now, completions)
+                    continue
+                if ok is None:
+                    ok = Attempt(request.started, now, True, None, None)
+                self._delivered(krecord, shard_id, sequence, ok, now, completions)
+            else:
+                message = entry.get("ErrorMessage") if isinstance(entry, Mapping) else None
+                self._failed(krecord, str(code), str(message or ""), 400, request.started,
+                             now, completions)
+        return completions
+
+    def on_error(self, request: PutRecordsRequest, error: BaseException,
+                 now: float) -> list[Completion]:
+        """The whole request failed: classify the error and treat every entry alike."""
+        if self._in_flight.pop(request.id, None) is None:
+            return []
+        self._answered(request, now)
+        completions: list[Completion] = []
+        if isinstance(error, KinesisError):
+            code, message, status = error.error_code, error.message, error.http_status
+        else:
+            code, message, status = type(error).__name__, str(error), 0
+        action = action_for_error(error, fail_if_throttled=self.config.fail_if_throttled)
+        for krecord in request.records:
+            self._failed(krecord, code, message, status, request.started, now, completions,
+                         action=action, cause=error)
+        return completions
+
+    def _answered(self, request: PutRecordsRequest, now: float) -> None:
+        self._m_responses += 1
+        self._m_request_time += now - request.started
+        if self._preserve:
+            for krecord in request.records:
+                krecord.shard.in_flight -= 1
+        if self._blocked:
+            # Due records waited for a slot or for their shard's request: try again now.
+            self._blocked = False
+            self._next_collect = now
+        elif self._queued_count:
+            self._full_pending = True
+
+    def _delivered(self, krecord: _KRecord, shard_id: str, sequence: str, ok: Attempt,
+                   now: float, completions: list[Completion]) -> None:
+        predicted = krecord.shard.shard_id
+        if predicted is not None and predicted != shard_id:
+            self._m_mispredicted += 1
+            self._refresh.invalidate()
+            if krecord.aggregated:
+                self._split_mispredicted(krecord, shard_id, sequence, ok, now, completions)
+                return
+        self._m_krecords_put += 1
+        self._m_kdata_put += krecord.size
+        aggregated = krecord.aggregated
+        append = completions.append
+        for sub, record in enumerate(krecord.items):
+            append((record.handle, RecordResult(shard_id, sequence, sub if aggregated else 0,
+                                                (*record.attempts, ok))))
+            self._m_data_put += record.size
+        n = len(krecord.items)
+        self._m_put += n
+        self._settle(krecord.items)
+
+    def _split_mispredicted(self, krecord: _KRecord, shard_id: str, sequence: str,
+                            ok: Attempt, now: float, completions: list[Completion]) -> None:
+        """An aggregated record landed on ``shard_id``: keep the sub-records it owns."""
+        self._m_krecords_put += 1
+        self._m_kdata_put += krecord.size
+        index = self._map.index_of(shard_id) if self._map is not None else -1
+        if index < 0:
+            for sub, record in enumerate(krecord.items):
+                self._unverified.append((record, shard_id, sequence, sub, ok))
+            return
+        start, end = self._map.range_of(index) if self._map is not None else (0, -1)
+        again: list[_UserRecord] = []
+        delivered: list[_UserRecord] = []
+        for sub, record in enumerate(krecord.items):
+            if start <= record.hash_key <= end:
+                completions.append((record.handle,
+                                    RecordResult(shard_id, sequence, sub,
+                                                 (*record.attempts, ok))))
+                delivered.append(record)
+            else:
+                again.append(record)
+        self._count_put(delivered)
+        self._settle(delivered)
+        for record in again:
+            # Sent but not kept where a consumer would read it: count it as a failed try.
+            record.attempts = (*record.attempts, Attempt(
+                ok.started, now, False, "Mispredicted",
+                f"aggregated record landed on {shard_id}, outside this record's hash key"))
+            self._route(record, now)
+
+    def _count_put(self, records: Iterable[_UserRecord]) -> None:
+        for record in records:
+            self._m_put += 1
+            self._m_data_put += record.size
+
+    def _settle(self, records: Iterable[_UserRecord], success: bool = True) -> None:
+        """The records got their completion: release their budget, count retries."""
+        n = 0
+        size = 0
+        retries = 0
+        for record in records:
+            n += 1
+            size += record.size
+            retries += len(record.attempts)
+        # A success's attempts hold only the failed tries; a failure's include the last one.
+        self._m_retries += retries if success else max(0, retries - n)
+        self._m_completed += n
+        self._buffered_records -= n
+        self._buffered_bytes -= size
+
+    def _failed(self, krecord: _KRecord, code: str, message: str, status: int, started: float,
+                now: float, completions: list[Completion], *, action: Action | None = None,
+                cause: BaseException | None = None) -> None:
+        self._m_errors += 1
+        self._errors_by_code[code] = self._errors_by_code.get(code, 0) + 1
+        attempt = Attempt(started, now, False, code, message)
+        for record in krecord.items:
+            record.attempts = (*record.attempts, attempt)
+        if action is None:
+            action = classify(code, status=status,
+                              fail_if_throttled=self.config.fail_if_throttled)
+        if action is Action.FAIL:
+            self._fail(krecord.items, code, message, cause, completions)
+            return
+        live = [r for r in krecord.items if now - r.arrival < self._ttl]
+        if len(live) < len(krecord.items):
+            self._expire([r for r in krecord.items if now - r.arrival >= self._ttl], now,
+                         completions, f"last error {code}: {message}")
+        if not live:
+            return
+        if action is Action.RETRY_AFTER_REFRESH:
+            self._refresh.invalidate()
+        krecord.attempts += 1
+        delay = self._backoff.delay(krecord.attempts, krecord.last_delay)
+        if action is Action.RETRY_AFTER_REFRESH or krecord.shard.stale:
+            # The record was built for a map we no longer trust: route its users afresh.
+            if self._preserve:
+                self._requeue_front(live, now + delay)
+            else:
+                for record in live:
+                    self._route(record, now)
+            return
+        if len(live) < len(krecord.items):
+            krecord = self._rebuild(live, krecord.shard)
+            krecord.attempts = 1
+        krecord.last_delay = delay
+        krecord.not_before = now + delay
+        shard = krecord.shard
+        if self._preserve:
+            # It was the shard's oldest record in flight: ahead of everything newer.
+            shard.retries.appendleft(krecord)
+        else:
+            shard.retries.append(krecord)
+        if krecord.not_before < self._next_collect:
+            self._next_collect = krecord.not_before
+
+    def _requeue_front(self, records: list[_UserRecord], not_before: float) -> None:
+        """preserve_order: re-route ``records`` as plain retries ahead of newer records."""
+        by_shard: dict[int, list[_UserRecord]] = {}
+        for record in sorted(records, key=lambda r: r.seq):
+            i = self._map.lookup(record.hash_key) if self._map is not None else -1
+            by_shard.setdefault(i, []).append(record)
+        for i, group in by_shard.items():
+            shard = self._shards[i] if i >= 0 else self._unrouted
+            krecords = [self._plain(record, shard) for record in group]
+            for krecord in krecords:
+                krecord.attempts = 1
+                krecord.not_before = not_before
+            shard.retries.extendleft(reversed(krecords))
+        if not_before < self._next_collect:
+            self._next_collect = not_before
+
+    def _fail(self, records: Iterable[_UserRecord], code: str, message: str,
+              cause: BaseException | None, completions: list[Completion]) -> None:
+        settled = list(records)
+        for record in settled:
+            completions.append((record.handle,
+                                RecordFailed(code, message, record.attempts, cause)))
+        self._m_failed += len(settled)
+        self._settle(settled, success=False)
+
+    def _expire(self, records: list[_UserRecord], now: float, completions: list[Completion],
+                detail: str) -> None:
+        message = f"not delivered within record_ttl of {self._ttl}s"
+        if detail:
+            message += f" ({detail})"
+        self._m_expired += len(records)
+        self._fail(records, RecordExpired.code, message, None, completions)
+
+    # ------------------------------------------------------------------ TTL
+
+    def _sweep(self, now: float, completions: list[Completion]) -> None:
+        """Fail records past ``record_ttl`` wherever they wait (not in flight)."""
+        self._next_sweep = now + min(_SWEEP_INTERVAL, self._ttl) if self._buffered_records \
+            else _INF
+        horizon = now - self._ttl
+        for shard in self._all_shards():
+            for name in ("queue", "retries"):
+                queue: deque[_KRecord] = getattr(shard, name)
+                # A Kinesis record's deadline is its oldest user record's + the buffered time.
+                if not any(k.deadline - self._mbt <= horizon for k in queue):
+                    continue
+                kept: deque[_KRecord] = deque()
+                for krecord in queue:
+                    old = [r for r in krecord.items if r.arrival <= horizon]
+                    if not old:
+                        kept.append(krecord)
+                        continue
+                    if name == "queue":
+                        self._queued_count -= 1
+                        self._queued_bytes -= krecord.size
+                    self._expire(old, now, completions, "")
+                    live = [r for r in krecord.items if r.arrival > horizon]
+                    if live:
+                        rebuilt = self._rebuild(live, shard)
+                        rebuilt.attempts = krecord.attempts
+                        rebuilt.not_before = krecord.not_before
+                        rebuilt.last_delay = krecord.last_delay
+                        kept.append(rebuilt)
+                        if name == "queue":
+                            self._queued_count += 1
+                            self._queued_bytes += rebuilt.size
+                queue.clear()
+                queue.extend(kept)
+        if self._unverified:
+            old_unverified = [u for u in self._unverified if u[0].arrival <= horizon]
+            if old_unverified:
+                self._unverified = [u for u in self._unverified if u[0].arrival > horizon]
+                self._expire([u[0] for u in old_unverified], now, completions,
+                             "delivered to a shard the refreshed map never confirmed")
+
+    # ------------------------------------------------------------------ shard map
+
+    def set_shard_map(self, shards: Sequence[tuple[str, int, int]], now: float) -> None:
+        """Install the open shards from ListShards; re-route what the change affects."""
+        new_map = ShardMap(shards)
+        old = {s.shard_id: s for s in self._shards}
+        new_shards: list[_Shard] = []
+        for i, shard_id in enumerate(new_map.ids):
+            hash_range = new_map.range_of(i)
+            kept = old.pop(shard_id, None)
+            if kept is not None and kept.hash_range == hash_range:
+                new_shards.append(kept)
+            else:
+                limiter = kept.limiter if kept is not None else None
+                new_shards.append(_Shard(shard_id, hash_range,
+                                         limiter or ShardLimiter(self.config.rate_limit, now)))
+                if kept is not None:
+                    old[shard_id] = kept  # its contents must move
+        # Everything waiting on a shard that changed (or on no shard) is routed again.
+        moving: list[_UserRecord] = []
+        for shard in [*old.values(), self._unrouted]:
+            shard.stale = shard.shard_id is not None
+            moving.extend(self._drain(shard))
+        self._map = new_map
+        self._shards = new_shards
+        self._refresh.installed(now)
+        moving.sort(key=lambda r: r.seq)
+        for record in moving:
+            self._route(record, now)
+        if self._unverified:
+            unverified, self._unverified = self._unverified, []
+            for record, shard_id, sequence, sub, ok in unverified:
+                index = new_map.index_of(shard_id)
+                start, end = new_map.range_of(index) if index >= 0 else (0, -1)
+                if start <= record.hash_key <= end:
+                    self._pending.append((record.handle, RecordResult(
+                        shard_id, sequence, sub, (*record.attempts, ok))))
+                    self._count_put([record])
+                    self._settle([record])
+                else:
+                    record.attempts = (*record.attempts, Attempt(
+                        ok.started, now, False, "Mispredicted",
+                        f"aggregated record landed on {shard_id}, outside this record's "
+                        "hash key"))
+                    self._route(record, now)
+        if moving or self._queued_count:
+            self._next_collect = min(self._next_collect, now)
+
+    def _drain(self, shard: _Shard) -> list[_UserRecord]:
+        records: list[_UserRecord] = []
+        if shard.agg is not None:
+            records.extend(shard.agg.items)  # type: ignore[arg-type]
+            shard.agg = None
+            shard.agg_deadline = _INF
+            shard.agg_arrivals = 0.0
+        for krecord in shard.queue:
+            self._queued_count -= 1
+            self._queued_bytes -= krecord.size
+            records.extend(krecord.items)
+        shard.queue.clear()
+        for krecord in shard.retries:
+            records.extend(krecord.items)
+        shard.retries.clear()
+        return records
+
+    def on_shard_map_error(self, error: BaseException, now: float) -> None:
+        """ListShards failed: keep the current map and ask again after the interval.
+
+        Records held because their answering shard was unknown are sent again (a
+        possible duplicate beats a possible loss).
+        """
+        self._refresh.failed()
+        if self._unverified:
+            unverified, self._unverified = self._unverified, []
+            for record, shard_id, _sequence, _sub, ok in unverified:
+                record.attempts = (*record.attempts, Attempt(
+                    ok.started, now, False, "Mispredicted",
+                    f"landed on unknown shard {shard_id}; shard map refresh failed: {error}"))
+                self._route(record, now)
+            self._next_collect = min(self._next_collect, now)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def fail_all(self, error: BaseException, now: float) -> list[Completion]:
+        """Fail every record the core holds, in flight included (the shell is closing)."""
+        if isinstance(error, KinesisError):
+            code, message = error.error_code, error.message
+        else:
+            code, message = ProducerClosed.code, str(error) or type(error).__name__
+        completions: list[Completion] = self._pending
+        self._pending = []
+        records: list[_UserRecord] = []
+        for shard in self._all_shards():
+            records.extend(self._drain(shard))
+        for request in self._in_flight.values():
+            for krecord in request.records:
+                records.extend(krecord.items)
+                krecord.shard.in_flight = 0
+        self._in_flight.clear()
+        records.extend(u[0] for u in self._unverified)
+        self._unverified = []
+        self._fail(records, code, message, error, completions)
+        self._next_collect = _INF
+        return completions
+
+    # ------------------------------------------------------------------ metrics
+
+    def metrics(self) -> dict[str, float]:
+        """Counters and averages under the KPL's metric names (times in milliseconds)."""
+        completed = self._m_completed
+        metrics: dict[str, float] = {
+            "UserRecordsReceived": self._m_received,
+            "UserRecordsPending": self._buffered_records,
+            "UserRecordsPut": self._m_put,
+            "UserRecordsDataPut": self._m_data_put,
+            "UserRecordsFailed": self._m_failed,
+            "UserRecordExpired": self._m_expired,
+            "KinesisRecordsPut": self._m_krecords_put,
+            "KinesisRecordsDataPut": self._m_kdata_put,
+            "PutRecordsRequests": self._m_requests,
+            "AllErrors": self._m_errors,
+            "RetriesPerRecord": self._m_retries / completed if completed else 0.0,
+            "BufferingTime": 1000.0 * self._m_buffering / self._m_buffered_n
+            if self._m_buffered_n else 0.0,
+            "RequestTime": 1000.0 * self._m_request_time / self._m_responses
+            if self._m_responses else 0.0,
+            "UserRecordsPerKinesisRecord": self._m_put / self._m_krecords_put
+            if self._m_krecords_put else 0.0,
+            "KinesisRecordsPerPutRecordsRequest": self._m_request_krecords / self._m_requests
+            if self._m_requests else 0.0,
+            "ShardMapMispredictions": self._m_mispredicted,
+            "ShardMapRefreshes": self._m_refreshes,
+            "InFlightRequests": len(self._in_flight),
+            "BufferedBytes": self._buffered_bytes,
+        }
+        for code, count in sorted(self._errors_by_code.items()):
+            metrics[f"ErrorsByCode.{code}"] = count
+        return metrics
