@@ -19,6 +19,7 @@ Shapes are data (:data:`ACTIONS`), written from the botocore service model.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from binascii import Error as BinasciiError
 from binascii import a2b_base64, b2a_base64
@@ -58,8 +59,8 @@ class Shape:
     """A structure's members in model order."""
     member_str: str | None = None
     """How a structure element of a list prints in a constraint message."""
-    required_unless: str | None = None
-    """Required unless this sibling member is present (StreamName unless StreamARN)."""
+    required_unless: tuple[str, ...] = ()
+    """Required unless one of these sibling members is present (StreamName/StreamARN)."""
     regex: re.Pattern[str] | None = field(default=None, compare=False)
 
     def req(self) -> Shape:
@@ -105,7 +106,8 @@ def _int(min: int | None = None, max: int | None = None) -> Shape:
     return Shape("integer", min=min, max=max)
 
 
-_STREAM = (("StreamName", Shape(**{**_fields(STREAM_NAME), "required_unless": "StreamARN"})),)
+_STREAM = (("StreamName", dataclasses.replace(STREAM_NAME, required_unless=("StreamARN",))),)
+_LIST_SHARDS_STREAM = dataclasses.replace(STREAM_NAME, required_unless=("StreamARN", "NextToken"))
 _ARN_ID = (("StreamARN", STREAM_ARN), ("StreamId", STREAM_ID))
 
 #: Input shape of every action, members in the model's order.
@@ -130,7 +132,9 @@ ACTIONS: dict[str, Shape] = {
         ("NextToken", NEXT_TOKEN),
     ),
     "ListShards": _struct(
-        *_STREAM, ("NextToken", NEXT_TOKEN), ("ExclusiveStartShardId", SHARD_ID),
+        ("StreamName", _LIST_SHARDS_STREAM),
+        ("NextToken", NEXT_TOKEN),
+        ("ExclusiveStartShardId", SHARD_ID),
         ("MaxResults", _int(1, 10000)), ("StreamCreationTimestamp", TIMESTAMP),
         ("ShardFilter", _struct(
             ("Type", Shape("string", required=True, enum=(
@@ -404,7 +408,7 @@ def _check(shape: Shape, value: Any, path: str, errors: list[str]) -> None:
         for name, member in shape.members:
             item = value.get(name)
             unless = member.required_unless
-            if item is None and unless and value.get(unless) is None:
+            if item is None and unless and all(value.get(u) is None for u in unless):
                 _check(member.req(), None, prefix + _lower_first(name), errors)
                 continue
             _check(member, item, prefix + _lower_first(name), errors)
