@@ -1,0 +1,178 @@
+"""The wire protocol below boto3: raw HTTP against the real server on port 0."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.server.conftest import FakeClock, ServerThread, make_client
+
+AUTH = {
+    "Authorization": "AWS4-HMAC-SHA256 Credential=x/20260101/us-east-1/kinesis/aws4_request, "
+    "SignedHeaders=host;x-amz-date, Signature=abc",
+    "X-Amz-Date": "20260101T000000Z",
+    "Content-Type": "application/x-amz-json-1.1",
+}
+
+
+def post(
+    url: str, target: str | None, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        all_headers = dict(AUTH if headers is None else headers)
+        if target is not None:
+            all_headers["X-Amz-Target"] = f"Kinesis_20131202.{target}"
+        conn.request("POST", "/", body=body, headers=all_headers)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def error_body(body: bytes) -> tuple[str, str]:
+    parsed = orjson.loads(body)
+    assert set(parsed) == {"__type", "message"}
+    return parsed["__type"], parsed["message"]
+
+
+def test_success_has_request_id_and_empty_body_without_output(server_url: str) -> None:
+    status, headers, body = post(server_url, "CreateStream", b'{"StreamName":"w1","ShardCount":1}')
+    assert status == 200
+    assert body == b""
+    assert headers["x-amzn-RequestId"]
+    assert headers["Content-Type"].startswith("application/x-amz-json-1.1")
+    status, headers, body = post(server_url, "DescribeLimits", b"")
+    assert status == 200
+    assert orjson.loads(body)["ShardLimit"] == 500
+
+
+def test_unknown_operation(server_url: str) -> None:
+    for target in ("Frobnicate", None):
+        status, headers, body = post(server_url, target, b"{}")
+        assert status == 400
+        assert error_body(body)[0] == "UnknownOperationException"
+        assert headers["x-amzn-RequestId"]
+    status, _, body = post(server_url, None, b"{}", {**AUTH, "X-Amz-Target": "Other.ListStreams"})
+    assert error_body(body)[0] == "UnknownOperationException"
+
+
+def test_serialization_exception_for_bad_json_and_types(server_url: str) -> None:
+    status, _, body = post(server_url, "ListStreams", b"{not json")
+    assert status == 400
+    assert error_body(body)[0] == "SerializationException"
+    status, _, body = post(server_url, "ListStreams", b'{"Limit": "ten"}')
+    assert (status, error_body(body)) == (
+        400,
+        ("SerializationException", "class java.lang.String can not be converted to an Integer"),
+    )
+
+
+def test_missing_and_garbled_authorization(server_url: str) -> None:
+    no_auth = {"Content-Type": "application/x-amz-json-1.1"}
+    status, headers, body = post(server_url, "ListStreams", b"{}", no_auth)
+    assert status == 400
+    assert error_body(body) == (
+        "MissingAuthenticationTokenException",
+        "Missing Authentication Token",
+    )
+    assert headers["x-amzn-RequestId"]
+    garbled = {**no_auth, "Authorization": "Bearer token"}
+    status, _, body = post(server_url, "ListStreams", b"{}", garbled)
+    code, message = error_body(body)
+    assert code == "IncompleteSignatureException"
+    assert message == (
+        "Authorization header requires 'Credential' parameter. Authorization header requires "
+        "'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. "
+        "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. "
+        "Authorization=Bearer token"
+    )
+    partial = {**AUTH, "Authorization": "AWS4-HMAC-SHA256 Credential=x/y, Signature=abc"}
+    status, _, body = post(server_url, "ListStreams", b"{}", partial)
+    assert error_body(body) == (
+        "IncompleteSignatureException",
+        "Authorization header requires 'SignedHeaders' parameter. "
+        "Authorization=AWS4-HMAC-SHA256 Credential=x/y, Signature=abc",
+    )
+
+
+def test_oversized_body_is_a_bare_413_without_reading_it(server_url: str) -> None:
+    parts = urlsplit(server_url)
+    with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=10) as sock:
+        head = (
+            "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.PutRecords\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in AUTH.items())
+            + f"Content-Length: {15 * 1024 * 1024 + 1}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b"{" * 1000)  # far less than announced
+        reply = sock.recv(65536).decode("latin-1")
+    status_line, _, rest = reply.partition("\r\n")
+    assert status_line == "HTTP/1.1 413 Request Entity Too Large"
+    headers, _, body = rest.partition("\r\n\r\n")
+    assert body == ""
+    assert "x-amzn-requestid" in headers.lower()
+
+
+def test_chunked_body_over_the_cap_is_a_413() -> None:
+    thread = ServerThread(max_request_bytes=1000).start()
+    try:
+        parts = urlsplit(thread.url)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        try:
+
+            def chunks() -> Iterator[bytes]:
+                for _ in range(10):
+                    yield b" " * 200
+
+            conn.request(
+                "POST",
+                "/",
+                body=chunks(),
+                encode_chunked=True,
+                headers={**AUTH, "X-Amz-Target": "Kinesis_20131202.ListStreams"},
+            )
+            response = conn.getresponse()
+            assert response.status == 413
+            assert response.read() == b""
+        finally:
+            conn.close()
+        status, _, body = post(thread.url, "ListStreams", b" " * 900 + b"{}")
+        assert status == 200
+        assert orjson.loads(body)["StreamNames"] == []
+    finally:
+        thread.stop()
+
+
+@pytest.fixture
+def clocked() -> Iterator[tuple[Any, FakeClock]]:
+    clock = FakeClock()
+    thread = ServerThread(clock=clock, state_delay_seconds=0.0).start()
+    client = make_client(thread.url)
+    try:
+        yield client, clock
+    finally:
+        client.close()
+        thread.stop()
+
+
+def test_iterator_expires_after_five_minutes_over_the_wire(clocked: tuple[Any, FakeClock]) -> None:
+    client, clock = clocked
+    client.create_stream(StreamName="exp", ShardCount=1)
+    it = client.get_shard_iterator(
+        StreamName="exp", ShardId="shardId-000000000000", ShardIteratorType="LATEST"
+    )["ShardIterator"]
+    clock.now += 299
+    fresh = client.get_records(ShardIterator=it)["NextShardIterator"]
+    clock.now += 2
+    with pytest.raises(ClientError) as info:
+        client.get_records(ShardIterator=it)
+    assert info.value.response["Error"]["Code"] == "ExpiredIteratorException"
+    assert client.get_records(ShardIterator=fresh)["Records"] == []
