@@ -12,8 +12,8 @@ import re
 from hashlib import md5
 
 __all__ = [
-    "MAX_HASH_KEY",
     "HASH_KEY_SPACE",
+    "MAX_HASH_KEY",
     "ExplicitHashKeyError",
     "hash_key_for",
     "parse_explicit_hash_key",
