@@ -1,0 +1,397 @@
+"""The asyncio producer: ``await producer.put()`` in front of the sans-IO core.
+
+Theory of operation:
+
+- :meth:`Producer.put` hands the record to :class:`~kpl.core.pipeline.ProducerCore`
+  (which validates it at once), wakes the one sender task and returns the record's
+  future. It awaits only when the buffer budget (``max_buffered_bytes`` /
+  ``max_buffered_records``, counted by the core over every record not yet completed)
+  has no room: then it queues behind earlier waiters, first come first served, and is
+  let in as completions free the budget. :meth:`Producer.put_nowait` raises
+  :class:`~kpl.errors.BufferFull` instead.
+- Each future's handle in the core is ``(future, epoch)``. :meth:`Producer.flush` starts
+  a new epoch and returns when no record of an earlier epoch is outstanding — so it
+  waits for exactly what was put before it, however many puts follow.
+- Nothing can hang: the core expires every record at ``record_ttl``; a request is
+  bounded by ``request_timeout``; :meth:`Producer.close` drains within that bound and
+  then cancels what is left, failing those records with ``ProducerClosed``.
+- If the sender task dies, a done-callback fails every pending future, every waiter,
+  and stores the error; later calls raise ``ProducerClosed`` chained to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import warnings
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Literal, TypeVar, cast
+
+from kpl.auth import CredentialProvider, Credentials
+from kpl.client import KinesisClient
+from kpl.config import ProducerConfig
+from kpl.core.pipeline import Completion, ProducerCore
+from kpl.core.results import RecordResult
+from kpl.errors import BufferFull, ProducerClosed
+from kpl.sender import Sender
+from kpl.transport import AioHttpTransport, Transport
+
+__all__ = ["Producer", "run"]
+
+T = TypeVar("T")
+
+_State = Literal["new", "running", "closing", "closed"]
+# What the core holds for each record: its future and the flush epoch it was put in.
+_Handle = tuple["asyncio.Future[RecordResult]", int]
+
+# Slack on top of record_ttl + request_timeout before close() stops waiting for the
+# core to expire records and cancels instead (the core should never need it).
+_CLOSE_GRACE = 1.0
+
+
+class Producer:
+    """Puts user records into one stream, aggregated, batched, rate limited and retried.
+
+    ``async with Producer("s", endpoint_url="http://127.0.0.1:4567") as producer:``
+    — leave out ``endpoint_url`` to target real AWS Kinesis in ``region``. Pass a
+    ``transport`` (e.g. :class:`kpl.transport.MockTransport`) to replace the network.
+    """
+
+    def __init__(
+        self,
+        stream_name: str,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        config: ProducerConfig | None = None,
+        *,
+        credentials: Credentials | CredentialProvider | None = None,
+        transport: Transport | None = None,
+        stream_arn: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.stream_name = stream_name
+        self.config = config = config if config is not None else ProducerConfig()
+        self._core = ProducerCore(
+            stream_name, config, rng=rng if rng is not None else random.Random(),
+            stream_arn=stream_arn,
+        )
+        self._owns_transport = transport is None
+        if transport is None:
+            transport = AioHttpTransport(
+                endpoint_url,
+                region=region,
+                credentials=credentials,
+                max_connections=config.max_connections,
+                connect_timeout=config.connect_timeout,
+                request_timeout=config.request_timeout,
+            )
+        self._transport = transport
+        self._client = KinesisClient(transport=transport, owns_transport=False)
+        self._stream_arn = stream_arn
+        self._sender: Sender | None = None  # made in start(): it needs the running loop
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state: _State = "new"
+        self._error: BaseException | None = None
+        # Flush bookkeeping: outstanding records per epoch, and flush() waiters.
+        self._epoch = 0
+        self._outstanding: dict[int, int] = {}
+        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # put() calls waiting for buffer room, in arrival order: (bytes needed, future).
+        self._room_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._max_bytes = config.max_buffered_bytes
+        self._max_records = config.max_buffered_records
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Producer:
+        self.start()
+        if self._sender is not None:
+            # Wait (bounded) for the first ListShards so that records can be aggregated
+            # from the first put; without a map they would go out unaggregated.
+            await asyncio.wait({self._sender.first_shard_map},
+                               timeout=self.config.request_timeout)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Start the sender task (``async with`` and the first put() do it for you)."""
+        if self._state != "new":
+            self._raise_if_unusable()
+            return
+        self._loop = loop = asyncio.get_running_loop()
+        self._sender = sender = Sender(
+            self._core, self._client, self._resolve,
+            stream_name=self.stream_name, stream_arn=self._stream_arn,
+        )
+        self._state = "running"
+        self._task = loop.create_task(sender.run(), name=f"kpl-sender[{self.stream_name}]")
+        self._task.add_done_callback(self._sender_done)
+
+    def _raise_if_unusable(self) -> None:
+        if self._error is not None:
+            raise ProducerClosed(
+                f"the producer's sender task failed: {self._error!r}"
+            ) from self._error
+        if self._state in ("closing", "closed"):
+            raise ProducerClosed("the producer is closed")
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has finished."""
+        return self._state == "closed"
+
+    async def close(self) -> None:
+        """Flush, stop the sender and release connections; never hangs.
+
+        Every record put before close() is delivered or failed when it returns:
+        failures surface through the records' futures, not here.
+        """
+        if self._state == "closed":
+            return
+        if self._state == "closing":
+            # A concurrent close(): wait for the first one to finish.
+            if self._task is not None:
+                await asyncio.wait({self._task})
+            return
+        started = self._task is not None
+        self._state = "closing"
+        try:
+            if self._task is not None and not self._task.done():
+                loop = asyncio.get_running_loop()
+                self._core.flush(loop.time())
+                if self._sender is not None:
+                    self._sender.stop()
+                bound = self.config.record_ttl + self.config.request_timeout + _CLOSE_GRACE
+                done, _ = await asyncio.wait({self._task}, timeout=bound)
+                if not done:
+                    self._task.cancel()
+                    await asyncio.wait({self._task})
+        finally:
+            if self._task is not None and not self._task.done():
+                # close() itself was cancelled: do not leave the sender behind.
+                self._task.cancel()
+            self._state = "closed"
+            if started:
+                self._fail_leftovers(ProducerClosed("the producer closed"))
+            if self._owns_transport:
+                await self._transport.close()
+
+    def _fail_leftovers(self, error: BaseException) -> None:
+        """Fail whatever the core still holds, and every waiter."""
+        loop = self._loop
+        if loop is not None and self._core.buffered_records:
+            self._resolve(self._core.fail_all(error, loop.time()))
+        for _, waiter in self._room_waiters:
+            if not waiter.done():
+                waiter.set_exception(ProducerClosed(str(error)))
+        self._room_waiters.clear()
+        for _, waiter in self._flush_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._flush_waiters.clear()
+
+    def _sender_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            error: BaseException | None = ProducerClosed("the producer's sender was cancelled")
+            if self._state in ("closing", "closed"):
+                error = None  # close() cancelled it on purpose after the drain bound
+        else:
+            error = task.exception()
+        if error is not None and self._error is None:
+            self._error = error
+        self._fail_leftovers(error if error is not None else ProducerClosed("closed"))
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_state", "closed") in ("running", "closing"):
+            _warn(
+                f"unclosed {self!r}: use 'async with Producer(...)' or await close()",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+
+    def __repr__(self) -> str:
+        return f"<Producer stream={self.stream_name!r} state={self._state}>"
+
+    # ------------------------------------------------------------------ putting
+
+    def _has_room(self, size: int) -> bool:
+        core = self._core
+        if core.buffered_records == 0:
+            return True  # a record always fits an empty buffer (config guarantees bytes)
+        return (
+            core.buffered_records < self._max_records
+            and core.buffered_bytes + size <= self._max_bytes
+        )
+
+    def _add(
+        self, data: bytes, partition_key: str, explicit_hash_key: str | None
+    ) -> asyncio.Future[RecordResult]:
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[RecordResult] = loop.create_future()
+        epoch = self._epoch
+        self._core.add(data, partition_key, explicit_hash_key, (future, epoch), loop.time())
+        self._outstanding[epoch] = self._outstanding.get(epoch, 0) + 1
+        self._sender.wake()  # type: ignore[union-attr]  # start() made it
+        return future
+
+    def put_nowait(
+        self, data: bytes, partition_key: str, explicit_hash_key: str | None = None
+    ) -> asyncio.Future[RecordResult]:
+        """Buffer a record now or raise :class:`~kpl.errors.BufferFull`.
+
+        Bad input (too large, a malformed key) raises at once; so does a closed producer.
+        """
+        self.start()
+        if self._room_waiters or not self._has_room(len(data) + len(partition_key)):
+            raise BufferFull(
+                f"buffer budget full: {self._core.buffered_records} records / "
+                f"{self._core.buffered_bytes} bytes buffered (max {self._max_records} / "
+                f"{self._max_bytes})"
+            )
+        return self._add(data, partition_key, explicit_hash_key)
+
+    async def put(
+        self, data: bytes, partition_key: str, explicit_hash_key: str | None = None
+    ) -> asyncio.Future[RecordResult]:
+        """Buffer a record and return its future; wait only while the budget is full.
+
+        The future resolves to a :class:`~kpl.RecordResult`, or raises
+        :class:`~kpl.RecordFailed` with the error code and every attempt. Bad input
+        (too large, a malformed key) raises here at once.
+        """
+        self.start()
+        size = len(data) + len(partition_key)
+        if self._room_waiters or not self._has_room(size):
+            await self._wait_for_room(size)
+        return self._add(data, partition_key, explicit_hash_key)
+
+    async def _wait_for_room(self, size: int) -> None:
+        loop = self._loop
+        assert loop is not None
+        waiter: asyncio.Future[None] = loop.create_future()
+        entry = (size, waiter)
+        self._room_waiters.append(entry)
+        # Records may sit in a half-full batch waiting for record_max_buffered_time:
+        # poll the core now so the deadline is set and completions will follow.
+        self._sender.wake()  # type: ignore[union-attr]  # start() made it
+        try:
+            await waiter
+        except BaseException:
+            if entry in self._room_waiters:
+                self._room_waiters.remove(entry)
+            elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._wake_room_waiters()  # pass the room we were given to the next one
+            raise
+        self._raise_if_unusable()
+
+    def _wake_room_waiters(self) -> None:
+        """Let waiting put() calls in, in order, while there is room for them."""
+        waiters = self._room_waiters
+        # Each admitted waiter adds its record only when it runs, so admit by a running
+        # tally rather than re-reading the core's counters.
+        records = self._core.buffered_records
+        size_total = self._core.buffered_bytes
+        while waiters:
+            size, waiter = waiters[0]
+            if records and (
+                records + 1 > self._max_records or size_total + size > self._max_bytes
+            ):
+                break
+            waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                records += 1
+                size_total += size
+
+    # ------------------------------------------------------------------ completions
+
+    def _resolve(self, completions: Sequence[Completion]) -> None:
+        """Settle futures; update flush epochs; admit waiting put() calls."""
+        outstanding = self._outstanding
+        for handle, outcome in completions:
+            future, epoch = cast(_Handle, handle)
+            if not future.done():
+                if isinstance(outcome, RecordResult):
+                    future.set_result(outcome)
+                else:
+                    future.set_exception(outcome)
+            left = outstanding[epoch] - 1
+            if left:
+                outstanding[epoch] = left
+            else:
+                del outstanding[epoch]
+        if self._room_waiters:
+            self._wake_room_waiters()
+        if self._flush_waiters:
+            self._wake_flush_waiters()
+
+    def _wake_flush_waiters(self) -> None:
+        oldest = min(self._outstanding, default=None)
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for epoch, waiter in self._flush_waiters:
+            if oldest is None or oldest > epoch:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((epoch, waiter))
+        self._flush_waiters = still
+
+    async def flush(self) -> None:
+        """Send everything buffered now; return when every record put before this call
+        is acknowledged or failed (at the latest ``record_ttl`` after its put)."""
+        if self._state == "new" or self._task is None:
+            return
+        if self._error is not None:
+            self._raise_if_unusable()
+        loop = asyncio.get_running_loop()
+        epoch = self._epoch
+        self._epoch += 1
+        if not any(e <= epoch for e in self._outstanding):
+            return
+        self._core.flush(loop.time())
+        self._sender.wake()  # type: ignore[union-attr]  # start() made it
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._flush_waiters.append((epoch, waiter))
+        await waiter
+        if self._error is not None:
+            self._raise_if_unusable()
+
+    # ------------------------------------------------------------------ introspection
+
+    def metrics(self) -> dict[str, float]:
+        """The KPL's metrics (UserRecordsReceived, UserRecordsPut, KinesisRecordsPut,
+        BufferingTime, RetriesPerRecord, AllErrors, ...) as plain numbers."""
+        stats = dict(self._core.metrics())
+        return stats
+
+    @property
+    def buffered_records(self) -> int:
+        """User records put and not yet completed."""
+        return self._core.buffered_records
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes (data + partition keys) put and not yet completed."""
+        return self._core.buffered_bytes
+
+
+def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T:
+    """Run ``main`` like :func:`asyncio.run`, on uvloop when it is installed.
+
+    Choosing the event loop is the application's decision; this helper is a
+    convenience (equivalent: ``uvloop.install()`` before ``asyncio.run``).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    else:
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(debug=debug, loop_factory=loop_factory) as runner:
+        return runner.run(main)

@@ -1,0 +1,402 @@
+"""The Producer shell over a MockTransport running a small Kinesis stand-in.
+
+These tests drive the real ProducerCore; what they check is the shell: futures,
+backpressure, flush, close, retries carried through, failure surfacing, the sender's
+life cycle. The same scenarios against the real server are in test_producer_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from kpl.config import ProducerConfig
+from kpl.core.hashing import partition_key_hash
+from kpl.core.results import RecordResult
+from kpl.errors import (
+    BufferFull,
+    InvalidPartitionKey,
+    ProducerClosed,
+    RecordFailed,
+    RecordTooLarge,
+)
+from kpl.producer import Producer, run
+from kpl.transport import MockRequest, MockTransport
+
+from .conftest import FakeKinesis, even_shards
+
+FAST = ProducerConfig(record_max_buffered_time=0.01, min_backoff=0.0, max_backoff=0.01,
+                      shard_map_refresh_min_interval=0.0)
+
+
+def fast(**changes: Any) -> ProducerConfig:
+    from dataclasses import replace
+
+    return replace(FAST, **changes)
+
+
+async def put_many(producer: Producer, count: int, keys: int) -> list[
+    tuple[str, bytes, asyncio.Future[RecordResult]]
+]:
+    out = []
+    for i in range(count):
+        key = f"key-{i % keys}"
+        data = f"record-{i}".encode()
+        out.append((key, data, await producer.put(data, partition_key=key)))
+    return out
+
+
+async def test_all_records_delivered_and_decoded_by_reference() -> None:
+    fake = FakeKinesis(shards=even_shards(4))
+    async with Producer("s", config=FAST, transport=fake.transport()) as producer:
+        puts = await put_many(producer, 3000, keys=300)
+        results = await asyncio.gather(*(f for _, _, f in puts))
+    delivered = fake.delivered()
+    assert sorted((d.partition_key, d.data) for d in delivered) == sorted(
+        (k, d) for k, d, _ in puts
+    )
+    # Each future names exactly where the reference deaggregator found the record.
+    where = {(d.partition_key, d.data): d for d in delivered}
+    for (key, data, _), result in zip(puts, results, strict=True):
+        found = where[(key, data)]
+        assert (result.shard_id, result.sequence_number, result.sub_sequence_number) == (
+            found.shard_id, found.sequence_number, found.sub_sequence_number)
+        assert result.attempts
+        assert result.attempts[-1].success
+    # Aggregation happened, and every sub-record lies in the shard that stores it.
+    assert len(fake.stored) < 3000
+    ranges = {shard_id: (start, end) for shard_id, start, end in fake.shards}
+    for d in delivered:
+        start, end = ranges[d.shard_id]
+        assert start <= partition_key_hash(d.partition_key) <= end
+    stats = producer.metrics()
+    assert stats["UserRecordsReceived"] == 3000
+    assert stats["UserRecordsPut"] == 3000
+    assert producer.closed
+
+
+async def test_put_returns_before_delivery() -> None:
+    gate = asyncio.Event()
+    fake = FakeKinesis()
+
+    async def handler(request: MockRequest) -> Any:
+        if request.action == "PutRecords":
+            await gate.wait()
+        return fake.handle(request)
+
+    async with Producer("s", config=FAST, transport=MockTransport(handler)) as producer:
+        future = await producer.put(b"x", partition_key="k")
+        assert not future.done()
+        gate.set()
+        result = await future
+    assert result.shard_id.startswith("shardId-")
+
+
+async def test_entry_failures_are_retried_to_success() -> None:
+    rng = random.Random(7)
+
+    def fault(entry: dict[str, Any], call: int) -> str | None:
+        if call < 6 and rng.random() < 0.5:
+            return rng.choice(["ProvisionedThroughputExceededException", "InternalFailure"])
+        return None
+
+    fake = FakeKinesis(entry_fault=fault)
+    async with Producer("s", config=fast(aggregation_enabled=False),
+                        transport=fake.transport()) as producer:
+        puts = await put_many(producer, 400, keys=40)
+        results = await asyncio.gather(*(f for _, _, f in puts))
+    assert sorted(d.data for d in fake.delivered()) == sorted(d for _, d, _ in puts)
+    retried = [r for r in results if len(r.attempts) > 1]
+    assert retried, "the fault should have forced retries"
+    for r in retried:
+        assert not r.attempts[0].success
+        assert r.attempts[0].error_code in (
+            "ProvisionedThroughputExceededException", "InternalFailure")
+        assert r.attempts[-1].success
+    assert producer.metrics()["RetriesPerRecord"] > 0
+
+
+async def test_whole_request_failures_are_retried() -> None:
+    def fault(request: MockRequest, call: int) -> BaseException | None:
+        return ConnectionResetError("injected reset") if call < 3 else None
+
+    fake = FakeKinesis(request_fault=fault)
+    async with Producer("s", config=FAST, transport=fake.transport()) as producer:
+        puts = await put_many(producer, 50, keys=5)
+        results = await asyncio.gather(*(f for _, _, f in puts))
+    assert len(fake.delivered()) == 50
+    assert any(a.error_code == "NetworkError" for r in results for a in r.attempts)
+
+
+async def test_unknown_stream_fails_at_once() -> None:
+    fake = FakeKinesis(stream_name="s")
+    config = fast(record_ttl=30.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with Producer("missing", config=config, transport=fake.transport()) as producer:
+        future = await producer.put(b"x", partition_key="k")
+        with pytest.raises(RecordFailed) as caught:
+            await future
+    assert caught.value.code == "ResourceNotFoundException"
+    assert loop.time() - started < 5.0  # not retried until the 30 s TTL
+
+
+async def test_dead_endpoint_fails_every_record_within_ttl() -> None:
+    def refuse(request: MockRequest) -> Any:
+        raise ConnectionRefusedError("connection refused")
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    producer = Producer("s", config=fast(record_ttl=0.3), transport=MockTransport(refuse))
+    async with producer:
+        futures = [f for _, _, f in await put_many(producer, 20, keys=3)]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    assert loop.time() - started < 3.0
+    assert all(isinstance(o, RecordFailed) for o in outcomes)
+    failure = outcomes[0]
+    assert isinstance(failure, RecordFailed)
+    assert failure.attempts  # every attempt is carried
+    assert any(a.error_code == "NetworkError" for a in failure.attempts) or (
+        failure.code == "NetworkError")
+
+
+async def test_fail_if_throttled_fails_throttled_records_at_once() -> None:
+    fake = FakeKinesis(entry_fault=lambda e, c: "ProvisionedThroughputExceededException")
+    async with Producer("s", config=fast(fail_if_throttled=True),
+                        transport=fake.transport()) as producer:
+        future = await producer.put(b"x", partition_key="k")
+        with pytest.raises(RecordFailed) as caught:
+            await future
+    assert caught.value.code == "ProvisionedThroughputExceededException"
+    assert len(caught.value.attempts) == 1
+
+
+async def test_bad_input_raises_at_put_and_loses_nothing() -> None:
+    fake = FakeKinesis()
+    async with Producer("s", config=fast(max_record_size=1024, aggregation_max_size=1024),
+                        transport=fake.transport()) as producer:
+        good = await producer.put(b"before", partition_key="k")
+        with pytest.raises(RecordTooLarge):
+            await producer.put(b"x" * 2000, partition_key="k")
+        with pytest.raises(InvalidPartitionKey):
+            await producer.put(b"x", partition_key="")
+        with pytest.raises(InvalidPartitionKey):
+            await producer.put(b"x", partition_key="k" * 257)
+        with pytest.raises(ValueError, match="hash key"):
+            await producer.put(b"x", partition_key="k", explicit_hash_key="-1")
+        with pytest.raises(RecordTooLarge):
+            producer.put_nowait(b"x" * 2000, partition_key="k")
+        after = await producer.put(b"after", partition_key="k")
+        await asyncio.gather(good, after)
+    assert sorted(d.data for d in fake.delivered()) == [b"after", b"before"]
+    assert producer.metrics()["UserRecordsReceived"] == 2
+
+
+async def test_backpressure_put_nowait_and_put() -> None:
+    gate = asyncio.Event()
+    fake = FakeKinesis()
+
+    async def handler(request: MockRequest) -> Any:
+        if request.action == "PutRecords":
+            await gate.wait()
+        return fake.handle(request)
+
+    config = fast(max_buffered_records=10)
+    async with Producer("s", config=config, transport=MockTransport(handler)) as producer:
+        futures = [producer.put_nowait(b"x%d" % i, partition_key=f"k{i}") for i in range(10)]
+        with pytest.raises(BufferFull):
+            producer.put_nowait(b"over", partition_key="k")
+        blocked = asyncio.create_task(producer.put(b"waits", partition_key="k"))
+        for _ in range(20):
+            await asyncio.sleep(0)  # let the sender run: the buffer is still full
+        assert not blocked.done()
+        assert producer.buffered_records == 10
+        gate.set()
+        last = await blocked
+        await asyncio.gather(*futures, last)
+    assert len(fake.delivered()) == 11
+
+
+async def test_memory_stays_within_budget_under_a_stalled_endpoint() -> None:
+    stall = asyncio.Event()
+
+    fake = FakeKinesis()
+
+    async def handler(request: MockRequest) -> Any:
+        if request.action == "PutRecords":
+            await stall.wait()
+        return fake.handle(request)
+
+    config = fast(max_buffered_bytes=64 * 1024, max_record_size=1024, aggregation_max_size=1024,
+                  record_ttl=60)
+    producer = Producer("s", config=config, transport=MockTransport(handler))
+    async with producer:
+        putter = asyncio.create_task(put_many(producer, 10_000, keys=100))
+        peak = 0
+        for _ in range(200):
+            await asyncio.sleep(0)
+            peak = max(peak, producer.buffered_bytes)
+        assert not putter.done()  # blocked by the budget, not buffering without bound
+        assert 0 < peak <= 64 * 1024
+        putter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await putter
+        stall.set()
+
+
+async def test_flush_waits_for_what_was_put_before_it() -> None:
+    gate = asyncio.Event()
+    fake = FakeKinesis()
+
+    async def handler(request: MockRequest) -> Any:
+        if request.action == "PutRecords":
+            await gate.wait()
+        return fake.handle(request)
+
+    config = fast(record_max_buffered_time=60.0)  # only flush() can send these
+    async with Producer("s", config=config, transport=MockTransport(handler)) as producer:
+        before = [f for _, _, f in await put_many(producer, 5, keys=5)]
+        flushing = asyncio.create_task(producer.flush())
+        after = await producer.put(b"later", partition_key="k")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not flushing.done()
+        gate.set()
+        await flushing
+        assert all(f.done() for f in before)
+        await producer.flush()
+        assert after.done()
+    assert len(fake.delivered()) == 6
+
+
+async def test_flush_with_nothing_pending_returns() -> None:
+    async with Producer("s", config=FAST, transport=FakeKinesis().transport()) as producer:
+        await producer.flush()
+
+
+async def test_close_cannot_hang_on_a_silent_endpoint() -> None:
+    never = asyncio.Event()
+
+    async def silent(request: MockRequest) -> Any:
+        await never.wait()
+
+    loop = asyncio.get_running_loop()
+    config = fast(record_ttl=0.2, request_timeout=0.2)
+    producer = Producer("s", config=config, transport=MockTransport(silent))
+    future = await producer.put(b"x", partition_key="k")
+    started = loop.time()
+    await producer.close()
+    assert loop.time() - started < 3.0
+    assert future.done()
+    with pytest.raises(RecordFailed):
+        future.result()
+    with pytest.raises(ProducerClosed):
+        await producer.put(b"y", partition_key="k")
+
+
+async def test_sender_crash_fails_pending_and_later_calls() -> None:
+    fake = FakeKinesis()
+    gate = asyncio.Event()
+
+    async def handler(request: MockRequest) -> Any:
+        if request.action == "PutRecords":
+            await gate.wait()
+        return fake.handle(request)
+
+    producer = Producer("s", config=FAST, transport=MockTransport(handler))
+    future = await producer.put(b"x", partition_key="k")
+    boom = RuntimeError("core bug")
+
+    def broken_poll(now: float) -> Any:
+        raise boom
+
+    producer._core.poll = broken_poll  # type: ignore[method-assign]
+    producer._sender.wake()
+    with pytest.raises(RecordFailed):
+        await future
+    with pytest.raises(ProducerClosed) as caught:
+        await producer.put(b"y", partition_key="k")
+    assert caught.value.__cause__ is boom
+    with pytest.raises(ProducerClosed):
+        await producer.flush()
+    await producer.close()
+
+
+async def test_unclosed_producer_warns() -> None:
+    producer = Producer("s", config=FAST, transport=FakeKinesis().transport())
+    producer.start()
+    task = producer._task
+    assert task is not None
+    task.cancel()
+    await asyncio.wait({task})
+    del producer, task
+    with pytest.warns(ResourceWarning, match="unclosed"):
+        gc.collect()
+
+
+async def test_preserve_order_keeps_per_key_order_under_failures() -> None:
+    rng = random.Random(3)
+
+    def fault(entry: dict[str, Any], call: int) -> str | None:
+        return "InternalFailure" if rng.random() < 0.3 else None
+
+    fake = FakeKinesis(entry_fault=fault)
+    config = fast(preserve_order=True, aggregation_enabled=False)
+    async with Producer("s", config=config, transport=fake.transport()) as producer:
+        puts = await put_many(producer, 600, keys=6)
+        await asyncio.gather(*(f for _, _, f in puts))
+    arrived: dict[str, list[bytes]] = defaultdict(list)
+    for d in fake.delivered():  # stored in arrival order
+        arrived[d.partition_key].append(d.data)
+    expected: dict[str, list[bytes]] = defaultdict(list)
+    for key, data, _ in puts:
+        expected[key].append(data)
+    assert arrived == expected
+
+
+async def test_reshard_under_load_is_followed() -> None:
+    fake = FakeKinesis(shards=even_shards(2))
+    async with Producer("s", config=FAST, transport=fake.transport()) as producer:
+        first = await put_many(producer, 500, keys=100)
+        await asyncio.gather(*(f for _, _, f in first))
+        # Split both shards behind the producer's back: its map is now stale.
+        fake.shards = [
+            (f"shardId-00000000000{i + 2}", start, end)
+            for i, (start, end) in enumerate(
+                r for _, s, e in even_shards(2) for r in ((s, (s + e) // 2), ((s + e) // 2 + 1, e))
+            )
+        ]
+        second = await put_many(producer, 500, keys=100)
+        results = await asyncio.gather(*(f for _, _, f in second))
+    ranges = {shard_id: (start, end) for shard_id, start, end in [*even_shards(2), *fake.shards]}
+
+    def holds(shard_id: str, key: str) -> bool:
+        start, end = ranges[shard_id]
+        return start <= partition_key_hash(key) <= end
+
+    # Every future names a shard that owns the record's hash key ...
+    for (key, _, _), result in zip(second, results, strict=True):
+        assert result.shard_id in {s for s, _, _ in fake.shards}
+        assert holds(result.shard_id, key)
+    # ... and every record is stored where a consumer keeps it (a copy that landed in a
+    # wrong child shard through the stale map is dropped by consumers and was re-sent).
+    kept = {(d.partition_key, d.data)
+            for d in fake.delivered() if holds(d.shard_id, d.partition_key)}
+    assert {(k, v) for k, v, _ in first + second} <= kept
+    stats = producer.metrics()
+    assert stats["ShardMapMispredictions"] > 0
+    assert fake.list_shards_calls <= 3  # the first map and one refresh, not a storm
+
+
+def test_run_uses_uvloop_when_installed() -> None:
+    import uvloop
+
+    async def main() -> type:
+        return type(asyncio.get_running_loop())
+
+    assert run(main()) is uvloop.Loop
