@@ -1,5 +1,60 @@
-"""kpl: an asyncio producer library for Kinesis-style data streams."""
+"""kpl: an asyncio producer library for Kinesis-style data streams.
+
+``async with Producer("my-stream", endpoint_url=...) as producer:`` then
+``future = await producer.put(data, partition_key=...)``; see :class:`Producer`.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from kpl import errors
+from kpl.auth import Credentials, NoCredentialsError
+from kpl.client import KinesisClient
+from kpl.config import ProducerConfig
+from kpl.consumer import UserRecord, deaggregate, deaggregate_records
+from kpl.core.results import Attempt, RecordResult
+from kpl.errors import (
+    BufferFull,
+    InvalidPartitionKey,
+    KinesisError,
+    NetworkError,
+    ProducerClosed,
+    ProvisionedThroughputExceededException,
+    RecordExpired,
+    RecordFailed,
+    RecordTooLarge,
+    RequestTimeout,
+    ResourceNotFoundException,
+    ValidationException,
+)
+from kpl.producer import Producer, run
+from kpl.transport import AioHttpTransport, MockTransport, Transport
+
+__all__ = [
+    "AioHttpTransport",
+    "Attempt",
+    "BufferFull",
+    "Credentials",
+    "InvalidPartitionKey",
+    "KinesisClient",
+    "KinesisError",
+    "MockTransport",
+    "NetworkError",
+    "NoCredentialsError",
+    "Producer",
+    "ProducerClosed",
+    "ProducerConfig",
+    "ProvisionedThroughputExceededException",
+    "RecordExpired",
+    "RecordFailed",
+    "RecordResult",
+    "RecordTooLarge",
+    "RequestTimeout",
+    "ResourceNotFoundException",
+    "Transport",
+    "UserRecord",
+    "ValidationException",
+    "deaggregate",
+    "deaggregate_records",
+    "errors",
+    "run",
+]
