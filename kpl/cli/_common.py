@@ -105,3 +105,16 @@ def is_terminal(stream: Any = None) -> bool:
 def format_exit(args: Sequence[str]) -> str:  # pragma: no cover - debugging aid
     """The command line as typed, for messages."""
     return " ".join(args)
+
+
+#: How long the commands wait for a stream to become ACTIVE (or go away).
+STATE_TIMEOUT_S: Final = 60.0
+
+
+async def wait_for_active(client: Any, name: str, limit_s: float = STATE_TIMEOUT_S) -> Any:
+    """``client.wait_for_active(name)`` bounded by ``limit_s`` with a clear message."""
+    try:
+        async with asyncio.timeout(limit_s):
+            return await client.wait_for_active(name)
+    except TimeoutError:
+        raise TimeoutError(f"stream {name!r} is not ACTIVE after {limit_s:g} s") from None

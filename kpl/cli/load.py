@@ -30,7 +30,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from kpl.cli._common import CliError, describe_error, is_terminal, run
+from kpl.cli._common import CliError, describe_error, is_terminal, run, wait_for_active
 from kpl.config import ProducerConfig
 from kpl.loadgen import (
     LoadStats,
@@ -208,10 +208,9 @@ class LiveView(NoView):
 
 
 def _embedded_server(server_args: tuple[str, ...]) -> contextlib.AbstractAsyncContextManager[Any]:
-    from server.cli_args import config_from_args
-
     from kpl.cli.server import server_parser
     from server import StreamServer
+    from server.cli_args import config_from_args
 
     config = config_from_args(server_parser("kpl load --server-args").parse_args(server_args))
     return StreamServer(config=config, host="127.0.0.1", port=0)
@@ -261,10 +260,10 @@ async def _ensure_stream(client: Any, name: str, shards: int, phase: Callable[[s
         phase(f"creating stream {name} with {shards} shards")
         with contextlib.suppress(ResourceInUseException):  # created meanwhile by another
             await client.create_stream(name, shards)
-        summary = await client.wait_for_active(name, timeout=60.0)
+        summary = await wait_for_active(client, name)
     if summary.get("StreamStatus") != "ACTIVE":
         phase(f"waiting for stream {name} to be ACTIVE")
-        summary = await client.wait_for_active(name, timeout=60.0)
+        summary = await wait_for_active(client, name)
     return int(summary.get("OpenShardCount", shards))
 
 

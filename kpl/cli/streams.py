@@ -15,7 +15,14 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from kpl.cli._common import CliError, describe_error, endpoint_options, resolve_endpoint, run
+from kpl.cli._common import (
+    CliError,
+    describe_error,
+    endpoint_options,
+    resolve_endpoint,
+    run,
+    wait_for_active,
+)
 from kpl.client import KinesisClient
 from kpl.errors import KinesisError, ResourceNotFoundException
 
@@ -76,7 +83,7 @@ def create(
 
     async def action(client: KinesisClient) -> dict[str, Any] | None:
         await client.create_stream(name, shards, on_demand=on_demand)
-        return await client.wait_for_active(name) if wait else None
+        return await wait_for_active(client, name) if wait else None
 
     summary = _with_client(endpoint, region, action)
     count = summary.get("OpenShardCount", shards) if summary else shards
@@ -197,7 +204,7 @@ async def _reshard_then_wait(
 ) -> list[dict[str, Any]]:
     await call
     if wait:
-        await client.wait_for_active(name)
+        await wait_for_active(client, name)
     return await client.list_shards(name)
 
 

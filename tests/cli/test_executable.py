@@ -1,0 +1,83 @@
+"""The installed ``kpl`` executable, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+KPL = Path(sys.executable).with_name("kpl")
+
+pytestmark = pytest.mark.skipif(not KPL.exists(), reason="the kpl console script is not installed")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("KPL_ENDPOINT", None)
+    return env
+
+
+def test_kpl_load_records_json_acknowledges_every_record() -> None:
+    done = subprocess.run(
+        [str(KPL), "load", "--records", "20000", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["records_sent"] == 20000
+    assert summary["records_acked"] == 20000
+    assert summary["records_failed"] == 0
+    assert summary["records_unresolved"] == 0
+    assert summary["records_per_s"] > 0
+    assert summary["kinesis_records"] > 0
+    assert summary["put_records_calls"] > 0
+    assert summary["latency_ms"]["max"] >= summary["latency_ms"]["p99"] > 0
+
+
+def test_ctrl_c_stops_flushes_and_prints_the_summary() -> None:
+    proc = subprocess.Popen(
+        [str(KPL), "load", "--duration", "120", "--rate", "2000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        # The first progress line says the run is producing; then interrupt it.
+        first = proc.stdout.readline()
+        assert "producing" in first, first
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "kpl load summary" in out
+    assert "interrupted" in out
+    assert "Traceback" not in err
+
+
+def test_kpl_error_is_one_line_and_non_zero() -> None:
+    done = subprocess.run(
+        [str(KPL), "streams", "list", "--endpoint", "http://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "cannot reach" in done.stderr
