@@ -815,7 +815,8 @@ class Engine:
         meta = stream.meta
         max_size = meta.max_record_size_kib * 1024
         total = 0
-        for i, (data, key, _explicit) in enumerate(entries, 1):
+        # Every whole-request refusal comes before any entry takes a sequence number.
+        for i, (data, key, explicit) in enumerate(entries, 1):
             if len(data) > max_size:
                 raise constraint_error(
                     f"records.{i}.member.data",
@@ -823,6 +824,8 @@ class Engine:
                     data,
                     f"Member must have length less than or equal to {max_size}",
                 )
+            if explicit is not None and len(explicit) > 38:
+                self._explicit_hash_key(explicit)
             total += len(data) + (len(key) if key.isascii() else len(key.encode()))
         request_cap = PUT_RECORDS_MAX_BYTES if max_size <= MIB else PUT_RECORDS_MAX_BYTES_LARGE
         if total > request_cap:

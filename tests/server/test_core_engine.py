@@ -22,6 +22,7 @@ from server.core.errors import (
     ValidationException,
 )
 from server.core.seqnum import DIGITS, parse_sequence_number
+from server.core.validation import validate
 from server.storage.memory import MemoryStorage
 
 T0 = 1_800_000_000.0
@@ -757,3 +758,43 @@ def test_closed_shard_end_gives_child_shards() -> None:
     assert page["ChildShards"][0]["ParentShards"] == [parent.shard_id]
     r = h("PutRecord", StreamName="s", Data=b64(b"y"), PartitionKey="k")
     assert r["ShardId"] == "shardId-000000000001"
+
+
+def test_put_records_fast_path_matches_full_validation() -> None:
+    """The inline entry checks answer exactly as the generic validator would."""
+    fast, slow = Harness(), Harness()
+    for h in (fast, slow):
+        h.stream("s", 3)
+    body = {
+        "StreamName": "s",
+        "Records": [
+            {"Data": b64(bytes([i]) * i), "PartitionKey": f"k{i}é", "Unknown": [1]}
+            for i in range(20)
+        ]
+        + [{"Data": "", "PartitionKey": "x", "ExplicitHashKey": str(MAX_HASH_KEY)}],
+    }
+    assert fast("PutRecords", **body) == slow.engine.put_records(
+        validate("PutRecords", body), slow.now
+    )
+    for bad in (
+        {"StreamName": "s!", "Records": [{"Data": "", "PartitionKey": "k"}]},
+        {"StreamName": 1, "Records": [{"Data": "", "PartitionKey": "k"}]},
+        {"StreamARN": "arn:nope", "Records": [{"Data": "", "PartitionKey": "k"}]},
+    ):
+        err = fast.error("PutRecords", bad)
+        assert isinstance(err, ValidationException | SerializationException)
+
+
+def test_put_records_refuses_before_numbering() -> None:
+    h = Harness()
+    h.stream("s", 1)
+    entries = [{"Data": b64(b"x"), "PartitionKey": "k"}] * 3 + [
+        {"Data": b64(b"x"), "PartitionKey": "k", "ExplicitHashKey": str(MAX_HASH_KEY + 1)}
+    ]
+    err = h.error("PutRecords", {"StreamName": "s", "Records": entries})
+    assert isinstance(err, InvalidArgumentException)
+    assert h.read_all("s", "shardId-000000000000") == []
+    first = h("PutRecord", StreamName="s", Data=b64(b"y"), PartitionKey="k")["SequenceNumber"]
+    parsed = parse_sequence_number(int(first))
+    assert parsed is not None
+    assert parsed.counter == 0
