@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from server.config import ServerConfig
+from server.core.faults import parse_latency_ms
 
 __all__ = ["add_server_arguments", "config_from_args"]
 
@@ -41,6 +42,27 @@ def _account(text: str) -> str:
     if not (len(text) == 12 and text.isdigit()):
         raise argparse.ArgumentTypeError(f"must be 12 digits, got {text!r}")
     return text
+
+
+def _scale(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _latency(text: str) -> tuple[float, float]:
+    try:
+        return parse_latency_ms(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +99,40 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-auth", action="store_true",
         help="accept requests without a SigV4 Authorization header (default: required)",
     )
+    limits = parser.add_argument_group("limits and fault injection")
+    limits.add_argument(
+        "--limits", choices=("aws", "off"), default=_DEFAULTS.limits,
+        help="aws: throttle per shard (1 MiB/s + 1,000 records/s in, 5 calls/s + 2 MiB/s "
+        "out) and control-plane calls like the service; off: no limits "
+        f"(default: {_DEFAULTS.limits})",
+    )
+    limits.add_argument(
+        "--limits-scale", type=_scale, default=_DEFAULTS.limits_scale, metavar="F",
+        help="multiply the per-shard limits by F, e.g. 0.01 for tests "
+        f"(default: {_DEFAULTS.limits_scale:g})",
+    )
+    limits.add_argument(
+        "--throttle-rate", type=_probability, default=_DEFAULTS.throttle_rate, metavar="F",
+        help="fail each PutRecords entry with ProvisionedThroughputExceededException with "
+        "probability F, on top of the real limits (default: 0)",
+    )
+    limits.add_argument(
+        "--internal-failure-rate", type=_probability,
+        default=_DEFAULTS.internal_failure_rate, metavar="F",
+        help="fail each PutRecords entry with InternalFailure with probability F (default: 0)",
+    )
+    limits.add_argument(
+        "--error-rate", type=_probability, default=_DEFAULTS.error_rate, metavar="F",
+        help="answer a whole request with 500 InternalFailure with probability F (default: 0)",
+    )
+    limits.add_argument(
+        "--latency-ms", type=_latency, default=_DEFAULTS.latency_ms, metavar="N[-M]",
+        help="add N ms (or uniformly N to M ms) of latency to every response (default: 0)",
+    )
+    limits.add_argument(
+        "--seed", type=int, default=_DEFAULTS.seed,
+        help="seed the server's random numbers (fault draws, ids) for repeatable runs",
+    )
 
 
 def config_from_args(ns: argparse.Namespace) -> ServerConfig:
@@ -89,4 +145,11 @@ def config_from_args(ns: argparse.Namespace) -> ServerConfig:
         shard_limit=ns.shard_limit,
         state_delay_seconds=ns.state_delay,
         require_auth=not ns.no_auth,
+        limits=ns.limits,
+        limits_scale=ns.limits_scale,
+        throttle_rate=ns.throttle_rate,
+        internal_failure_rate=ns.internal_failure_rate,
+        error_rate=ns.error_rate,
+        latency_ms=ns.latency_ms,
+        seed=ns.seed,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.core.engine import EngineConfig
+from server.core.faults import FaultSettings, check_latency_ms, check_rate
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ServerConfig"]
 
@@ -39,6 +40,20 @@ class ServerConfig:
     """Larger bodies get a bare 413 without being read."""
     require_auth: bool = True
     """Require a SigV4-shaped ``Authorization`` header (signatures are not verified)."""
+    limits: str = "aws"
+    """``aws``: enforce the service's per-shard and control-plane rates; ``off``: none."""
+    limits_scale: float = 1.0
+    """Multiplies the per-shard read/write limits (small numbers for fast tests)."""
+    throttle_rate: float = 0.0
+    """Injected: probability a PutRecords entry fails with ProvisionedThroughputExceeded."""
+    internal_failure_rate: float = 0.0
+    """Injected: probability a PutRecords entry fails with InternalFailure."""
+    error_rate: float = 0.0
+    """Injected: probability a whole request answers 500 InternalFailure."""
+    latency_ms: tuple[float, float] = (0.0, 0.0)
+    """Injected: added response latency, uniform in ``[low, high]`` milliseconds."""
+    seed: int | None = None
+    """Seed of the server's ``random.Random`` (fault draws, ids); ``None``: unseeded."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -55,6 +70,24 @@ class ServerConfig:
             raise ValueError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
         if not (len(self.account_id) == 12 and self.account_id.isdigit()):
             raise ValueError(f"account_id must be 12 digits, got {self.account_id!r}")
+        if self.limits not in ("aws", "off"):
+            raise ValueError(f"limits must be 'aws' or 'off', got {self.limits!r}")
+        if not 0 < self.limits_scale < float("inf"):
+            raise ValueError(f"limits_scale must be > 0, got {self.limits_scale}")
+        check_rate("throttle_rate", self.throttle_rate)
+        check_rate("internal_failure_rate", self.internal_failure_rate)
+        check_rate("error_rate", self.error_rate)
+        check_latency_ms(self.latency_ms)
+        self.fault_settings()  # the combined checks (throttle + internal failure <= 1)
+
+    def fault_settings(self) -> FaultSettings:
+        """The fault-injection part of the settings."""
+        return FaultSettings(
+            throttle_rate=self.throttle_rate,
+            internal_failure_rate=self.internal_failure_rate,
+            error_rate=self.error_rate,
+            latency_ms=self.latency_ms,
+        )
 
     def engine_config(self) -> EngineConfig:
         """The part of the settings the sans-IO engine uses."""

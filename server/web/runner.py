@@ -17,7 +17,9 @@ from aiohttp import web
 
 from server.config import ServerConfig
 from server.core.engine import Engine
+from server.core.faults import Faults
 from server.core.hooks import FaultInjector, ThroughputGate
+from server.core.throughput import Limits, Throughput
 from server.storage.base import Storage
 from server.storage.memory import MemoryStorage
 from server.web.app import make_app
@@ -56,8 +58,13 @@ class StreamServer:
         return MemoryStorage()
 
     def _make_hooks(self) -> tuple[ThroughputGate | None, FaultInjector | None]:
-        """Throughput limits and fault injection from the config (issue 3); none yet."""
-        return None, None
+        """Throughput limits and fault injection from the config (issue 3)."""
+        config = self.config
+        throughput = (
+            Throughput(Limits.aws(config.limits_scale)) if config.limits == "aws" else None
+        )
+        settings = config.fault_settings()
+        return throughput, (Faults(settings) if settings.active else None)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -85,7 +92,7 @@ class StreamServer:
         self.engine = Engine(
             self.config.engine_config(),
             storage,
-            random.Random(),
+            random.Random(self.config.seed),
             throughput=throughput,
             faults=faults,
         )

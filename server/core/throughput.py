@@ -1,0 +1,282 @@
+"""Per-shard throughput limits and control-plane rates, as plain arithmetic over ``now``.
+
+Theory of operation
+-------------------
+Every limit is a **token bucket refilled continuously**: ``rate`` tokens per second up to
+``capacity = rate * burst_seconds`` (one second of burst by default). A bucket starts
+full the first time it is used. Why buckets rather than fixed one-second windows:
+
+* a producer pacing itself at the nominal rate takes tokens as fast as they come back,
+  so it is (almost) never throttled, whatever the phase of its batches against the
+  wall-clock second;
+* a burst of several times the rate empties the bucket in the first fraction of a
+  second, and the rest is throttled until tokens come back: a producer sees the
+  service's ``ProvisionedThroughputExceededException`` and recovers about one second
+  later, as with the real service;
+* a fixed window would let a producer put twice the limit across a window boundary and
+  throttle a paced one that happens to straddle it.
+
+The service does not publish its algorithm; it documents the per-second limits and that
+"subsequent calls made within the next 1 second" (5 seconds after a 10 MiB GetRecords)
+are throttled. One second of burst reproduces both closely enough.
+
+Per shard (scaled by ``Limits.aws(scale)``; ``KINESIS.md``, ``kpl.core.limits``):
+
+=================  ==========================  ===========================================
+bucket             rate                        how it is taken
+=================  ==========================  ===========================================
+write records      1,000 records/s             with write bytes, all or nothing per entry
+write bytes        1 MiB/s (data + part. key)  with write records
+read calls         5 GetRecords/s              one per call; refused when empty
+read bytes         2 MiB/s                     charged *after* a call with what it
+                                               returned (may go into debt); a call is
+                                               refused while the bucket is in debt
+=================  ==========================  ===========================================
+
+A take larger than a bucket's whole capacity (a 10 MiB record on a stream that allows
+large records, or any record under a tiny ``--limits-scale``) is admitted only when the
+bucket is full and leaves it in debt, so the *average* stays at the limit, as the service
+documents for large records. After a 10 MiB GetRecords the read-bytes bucket owes
+8 MiB, so reads are refused for 4 seconds (the service says "within the next 5 seconds";
+we stay within one second of it without a second mechanism).
+
+Control plane (account- or stream-wide, **not** scaled by ``--limits-scale``: the
+figures are already small and tests drive them with a fake clock). Rates are the ones
+the service model documents for each operation (botocore
+``data/kinesis/2013-12-02/service-2.json``, operation documentation, read 2026-11):
+
+=====================  ========  =========  ==============================================
+action                 per sec.  scope      model text
+=====================  ========  =========  ==============================================
+CreateStream           5         account    "limit of five transactions per second per account"
+DeleteStream           5         account    same
+ListStreams            5         account    same
+SplitShard             5         account    same
+MergeShards            5         account    same
+AddTagsToStream        5         account    same
+RemoveTagsFromStream   5         account    same
+ListTagsForStream      5         account    same
+DescribeStream         10        account    "limit of 10 transactions per second per account"
+UpdateShardCount       10        account    "Make over 10 TPS. TPS over 10 will trigger ..."
+DescribeStreamSummary  20        account    "limit of 20 transactions per second per account"
+ListShards             1000      stream     "limit of 1000 transactions per second per data
+                                            stream" (older docs said 100; the model wins)
+DescribeLimits         1         account    "limit of one transaction per second per account"
+=====================  ========  =========  ==============================================
+
+Retention and max-record-size updates document no call rate and are not limited.
+GetShardIterator's documented 5/s per open shard is not enforced (it is not a
+control-plane call in the engine's seam and producers never call it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from kpl.core.limits import (
+    SHARD_READ_BYTES_PER_SECOND,
+    SHARD_READ_CALLS_PER_SECOND,
+    SHARD_WRITE_BYTES_PER_SECOND,
+    SHARD_WRITE_RECORDS_PER_SECOND,
+)
+
+__all__ = [
+    "ACCOUNT",
+    "CONTROL_RATES",
+    "STREAM",
+    "ControlRate",
+    "Limits",
+    "Throughput",
+    "TokenBucket",
+]
+
+ACCOUNT: Final = "account"
+STREAM: Final = "stream"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRate:
+    """A control-plane call rate: ``per_second`` calls, counted per account or per stream."""
+
+    per_second: float
+    scope: str = ACCOUNT
+
+
+#: Published control-plane rates (see the module docstring for the sources).
+CONTROL_RATES: Final[dict[str, ControlRate]] = {
+    "CreateStream": ControlRate(5),
+    "DeleteStream": ControlRate(5),
+    "ListStreams": ControlRate(5),
+    "SplitShard": ControlRate(5),
+    "MergeShards": ControlRate(5),
+    "AddTagsToStream": ControlRate(5),
+    "RemoveTagsFromStream": ControlRate(5),
+    "ListTagsForStream": ControlRate(5),
+    "DescribeStream": ControlRate(10),
+    "UpdateShardCount": ControlRate(10),
+    "DescribeStreamSummary": ControlRate(20),
+    "ListShards": ControlRate(1000, STREAM),
+    "DescribeLimits": ControlRate(1),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-shard rates (per second) and the burst every bucket allows (seconds of rate)."""
+
+    write_records_per_second: float = SHARD_WRITE_RECORDS_PER_SECOND
+    write_bytes_per_second: float = SHARD_WRITE_BYTES_PER_SECOND
+    read_calls_per_second: float = SHARD_READ_CALLS_PER_SECOND
+    read_bytes_per_second: float = SHARD_READ_BYTES_PER_SECOND
+    burst_seconds: float = 1.0
+
+    @classmethod
+    def aws(cls, scale: float = 1.0) -> Limits:
+        """The service's per-shard limits multiplied by ``scale`` (> 0)."""
+        if not scale > 0:
+            raise ValueError(f"limits scale must be > 0, got {scale}")
+        return cls(
+            write_records_per_second=SHARD_WRITE_RECORDS_PER_SECOND * scale,
+            write_bytes_per_second=SHARD_WRITE_BYTES_PER_SECOND * scale,
+            read_calls_per_second=SHARD_READ_CALLS_PER_SECOND * scale,
+            read_bytes_per_second=SHARD_READ_BYTES_PER_SECOND * scale,
+        )
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``capacity``; starts full at ``now``.
+
+    ``level`` may go negative (debt) through :meth:`charge` or an oversized take.
+    A clock that steps back refills nothing (and never un-refills).
+    """
+
+    __slots__ = ("capacity", "level", "rate", "stamp")
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.level = capacity
+        self.stamp = now
+
+    def refill(self, now: float) -> float:
+        """Bring the level up to ``now`` and return it."""
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            level = self.level + elapsed * self.rate
+            self.level = level if level < self.capacity else self.capacity
+            self.stamp = now
+        return self.level
+
+    def can_take(self, amount: float, now: float) -> bool:
+        """Whether :meth:`take` of ``amount`` would succeed now (refills first)."""
+        level = self.refill(now)
+        if amount <= self.capacity:
+            return level >= amount
+        # Larger than the bucket can ever hold: allowed from a full bucket, into debt.
+        return level >= self.capacity
+
+    def take(self, amount: float) -> None:
+        """Remove ``amount`` (after :meth:`can_take` said yes)."""
+        self.level -= amount
+
+    def charge(self, amount: float, now: float) -> None:
+        """Remove ``amount`` unconditionally (reads are charged after the fact)."""
+        self.refill(now)
+        self.level -= amount
+
+
+class _ShardBuckets:
+    __slots__ = ("read_bytes", "read_calls", "write_bytes", "write_records")
+
+    def __init__(self, limits: Limits, now: float) -> None:
+        burst = limits.burst_seconds
+        self.write_records = TokenBucket(
+            limits.write_records_per_second, limits.write_records_per_second * burst, now
+        )
+        self.write_bytes = TokenBucket(
+            limits.write_bytes_per_second, limits.write_bytes_per_second * burst, now
+        )
+        self.read_calls = TokenBucket(
+            limits.read_calls_per_second, limits.read_calls_per_second * burst, now
+        )
+        self.read_bytes = TokenBucket(
+            limits.read_bytes_per_second, limits.read_bytes_per_second * burst, now
+        )
+
+
+class Throughput:
+    """The engine's :class:`~server.core.hooks.ThroughputGate`: per-shard and control rates.
+
+    ``control`` maps an action to its :class:`ControlRate`; actions not in it are not
+    limited. Control buckets hold ``max(1, rate * burst)`` calls so that a rate below
+    one per second still admits a first call.
+    """
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        control: dict[str, ControlRate] | None = None,
+    ) -> None:
+        self.limits = limits if limits is not None else Limits()
+        self.control = dict(CONTROL_RATES if control is None else control)
+        self._shards: dict[tuple[str, str], _ShardBuckets] = {}
+        self._control: dict[tuple[str, str], TokenBucket] = {}
+
+    def _buckets(self, stream_name: str, shard_id: str, now: float) -> _ShardBuckets:
+        key = (stream_name, shard_id)
+        buckets = self._shards.get(key)
+        if buckets is None:
+            buckets = self._shards[key] = _ShardBuckets(self.limits, now)
+        return buckets
+
+    def admit_write(
+        self, stream_name: str, shard_id: str, records: int, size: int, now: float
+    ) -> bool:
+        """Take ``records`` and ``size`` bytes from the shard's write buckets, or nothing."""
+        buckets = self._buckets(stream_name, shard_id, now)
+        count = buckets.write_records
+        volume = buckets.write_bytes
+        if count.can_take(records, now) and volume.can_take(size, now):
+            count.take(records)
+            volume.take(size)
+            return True
+        return False
+
+    def admit_read(self, stream_name: str, shard_id: str, now: float) -> bool:
+        """One GetRecords call: refused when the call bucket is empty or bytes are owed."""
+        buckets = self._buckets(stream_name, shard_id, now)
+        if buckets.read_bytes.refill(now) < 0:
+            return False
+        calls = buckets.read_calls
+        if calls.can_take(1, now):
+            calls.take(1)
+            return True
+        return False
+
+    def record_read(self, stream_name: str, shard_id: str, size: int, now: float) -> None:
+        """Charge what a GetRecords call returned (data + partition keys)."""
+        if size:
+            self._buckets(stream_name, shard_id, now).read_bytes.charge(size, now)
+
+    def admit_control(self, action: str, stream_name: str | None, now: float) -> bool:
+        """One control-plane call against the action's published rate."""
+        rate = self.control.get(action)
+        if rate is None:
+            return True
+        key = (action, (stream_name or "") if rate.scope == STREAM else "")
+        bucket = self._control.get(key)
+        if bucket is None:
+            capacity = max(1.0, rate.per_second * self.limits.burst_seconds)
+            bucket = self._control[key] = TokenBucket(rate.per_second, capacity, now)
+        if bucket.can_take(1, now):
+            bucket.take(1)
+            return True
+        return False
+
+    def forget_stream(self, stream_name: str) -> None:
+        """Drop every bucket of a deleted stream (a new stream of that name starts fresh)."""
+        for key in [k for k in self._shards if k[0] == stream_name]:
+            del self._shards[key]
+        for key in [k for k in self._control if k[1] == stream_name]:
+            del self._control[key]
