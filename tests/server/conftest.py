@@ -30,10 +30,14 @@ class FakeClock:
 
 
 class ServerThread:
-    """Runs a StreamServer on a private event loop until :meth:`stop`."""
+    """Runs a StreamServer on a private event loop until :meth:`stop`.
+
+    Throughput and control-plane limits are off unless a test asks for them: these tests
+    are about the API, and a test module's burst of calls must not be throttled.
+    """
 
     def __init__(self, **overrides: Any) -> None:
-        self._overrides = overrides
+        self._overrides = {"limits": "off", **overrides}
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
