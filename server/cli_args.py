@@ -99,6 +99,16 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-auth", action="store_true",
         help="accept requests without a SigV4 Authorization header (default: required)",
     )
+    group.add_argument(
+        "--data-dir", default=None, metavar="DIR",
+        help="keep streams and records in DIR, durably: every acknowledged record survives "
+        "a crash (default: in memory only)",
+    )
+    group.add_argument(
+        "--segment-bytes", type=_positive_int, default=_DEFAULTS.segment_bytes, metavar="N",
+        help="with --data-dir: roll a shard's log segment over at N bytes "
+        f"(default: {_DEFAULTS.segment_bytes})",
+    )
     limits = parser.add_argument_group("limits and fault injection")
     limits.add_argument(
         "--limits", choices=("aws", "off"), default=_DEFAULTS.limits,
@@ -152,4 +162,6 @@ def config_from_args(ns: argparse.Namespace) -> ServerConfig:
         error_rate=ns.error_rate,
         latency_ms=ns.latency_ms,
         seed=ns.seed,
+        data_dir=ns.data_dir,
+        segment_bytes=ns.segment_bytes,
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from server.core.engine import EngineConfig
 from server.core.faults import FaultSettings, check_latency_ms, check_rate
+from server.storage.durable import DEFAULT_SEGMENT_BYTES
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ServerConfig"]
 
@@ -54,6 +56,11 @@ class ServerConfig:
     """Injected: added response latency, uniform in ``[low, high]`` milliseconds."""
     seed: int | None = None
     """Seed of the server's ``random.Random`` (fault draws, ids); ``None``: unseeded."""
+    data_dir: str | Path | None = None
+    """Keep streams and records in this directory (durable, survives kill -9); ``None``:
+    in memory only."""
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    """With ``data_dir``: a shard's log segment rolls over at this size."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -78,6 +85,8 @@ class ServerConfig:
         check_rate("internal_failure_rate", self.internal_failure_rate)
         check_rate("error_rate", self.error_rate)
         check_latency_ms(self.latency_ms)
+        if self.segment_bytes < 1:
+            raise ValueError(f"segment_bytes must be >= 1, got {self.segment_bytes}")
         self.fault_settings()  # the combined checks (throttle + internal failure <= 1)
 
     def fault_settings(self) -> FaultSettings:

@@ -21,6 +21,7 @@ from server.core.faults import Faults
 from server.core.hooks import FaultInjector, ThroughputGate
 from server.core.throughput import Limits, Throughput
 from server.storage.base import Storage
+from server.storage.durable import DurableStorage
 from server.storage.memory import MemoryStorage
 from server.web.app import make_app
 
@@ -54,7 +55,9 @@ class StreamServer:
     # -- seams for later issues ------------------------------------------------------
 
     def _make_storage(self) -> Storage:
-        """The storage for this server: memory today; issue 4 picks a durable one here."""
+        """The storage for this server: on disk with ``data_dir``, else in memory."""
+        if self.config.data_dir is not None:
+            return DurableStorage(self.config.data_dir, segment_bytes=self.config.segment_bytes)
         return MemoryStorage()
 
     def _make_hooks(self) -> tuple[ThroughputGate | None, FaultInjector | None]:
@@ -104,6 +107,8 @@ class StreamServer:
             await site.start()
         except BaseException:
             await runner.cleanup()
+            if self._storage is None:
+                storage.close()
             raise
         self._runner = runner
         address = runner.addresses[0]
