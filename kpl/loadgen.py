@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -34,8 +34,10 @@ THROTTLE_CODE: Final = "ProvisionedThroughputExceededException"
 #: Relative width of one latency bucket.
 _BUCKET_GROWTH: Final = 1.01
 _LOG_GROWTH: Final = math.log(_BUCKET_GROWTH)
+_INV_LOG_GROWTH: Final = 1 / _LOG_GROWTH
 #: Latencies below this (seconds) share bucket 0; nothing real is that fast.
 _MIN_LATENCY_S: Final = 1e-6
+_LOG_MIN_SCALED: Final = math.log(_MIN_LATENCY_S) * _INV_LOG_GROWTH
 
 
 def parse_record_size(text: str) -> tuple[int, int]:
@@ -129,14 +131,13 @@ class RecordSource:
 
     def next(self) -> tuple[bytes, str]:
         """One record: ``(data, partition_key)``."""
-        rng = self._rng
-        size = (
-            self._size_min
-            if self._size_min == self._size_max
-            else rng.randint(self._size_min, self._size_max)
-        )
-        offset = rng.randrange(len(self._block) - size + 1)
-        return self._block[offset : offset + size], self._keys[rng.randrange(len(self._keys))]
+        # random() and int() cost a third of randrange(): this runs once per record.
+        random_ = self._rng.random
+        low = self._size_min
+        size = low + int(random_() * (self._size_max - low + 1))
+        offset = int(random_() * (len(self._block) - size + 1))
+        keys = self._keys
+        return self._block[offset : offset + size], keys[int(random_() * len(keys))]
 
 
 class LatencyHistogram:
@@ -151,20 +152,19 @@ class LatencyHistogram:
         self.maximum = 0.0
 
     @staticmethod
-    def _index(value: float) -> int:
-        if value <= _MIN_LATENCY_S:
-            return 0
-        return 1 + int(math.log(value / _MIN_LATENCY_S) / _LOG_GROWTH)
-
-    @staticmethod
     def _upper(index: int) -> float:
         return float(_MIN_LATENCY_S * _BUCKET_GROWTH**index)
 
     def add(self, value: float) -> None:
         """Record one latency in seconds (negative values count as zero)."""
-        value = max(0.0, value)
-        index = self._index(value)
-        self._buckets[index] = self._buckets.get(index, 0) + 1
+        # Called once per acknowledged record: one log, one dict update.
+        if value > _MIN_LATENCY_S:
+            index = 1 + int(math.log(value) * _INV_LOG_GROWTH - _LOG_MIN_SCALED)
+        else:
+            index = 0
+            value = max(0.0, value)
+        buckets = self._buckets
+        buckets[index] = buckets.get(index, 0) + 1
         self.count += 1
         self.total += value
         if value > self.maximum:
@@ -234,7 +234,10 @@ class Snapshot:
 class LoadStats:
     """Everything ``kpl load`` counts, fed with outcomes and ``now``.
 
-    ``start`` is the moment of the first put; timeline intervals are ``interval_s`` wide.
+    ``start`` is the moment of the first put; timeline intervals are ``interval_s`` wide
+    (doubled whenever there would be more than ``max_intervals``). Each acknowledged
+    record costs one histogram insertion, into its interval; the whole run's and the live
+    view's percentiles are merges of intervals.
     """
 
     def __init__(self, start: float, *, interval_s: float = 1.0, max_intervals: int = 1800) -> None:
@@ -256,16 +259,20 @@ class LoadStats:
         self.errors_by_code: dict[str, int] = {}
         #: error codes of records that finally failed
         self.failures_by_code: dict[str, int] = {}
-        self.latency = LatencyHistogram()
         self.timeline: list[Interval] = []
         self.last_outcome: float | None = None
+        # The interval outcomes go to until `_current_end` (a cache of _interval()).
+        self._current: Interval | None = None
+        self._current_end = start
         self._window_start = start
-        self._window_records = 0
+        self._window_acked = 0
         self._window_bytes = 0
-        self._window_latency = LatencyHistogram()
         self._last_rates = (0.0, 0.0)
 
     def _interval(self, now: float) -> Interval:
+        current = self._current
+        if current is not None and now < self._current_end:
+            return current
         index = max(0, int((now - self.start) / self.interval_s))
         while index >= self.max_intervals:
             # Long runs: halve the resolution rather than grow without bound.
@@ -274,7 +281,11 @@ class LoadStats:
         timeline = self.timeline
         while len(timeline) <= index:
             timeline.append(Interval(start=len(timeline) * self.interval_s))
-        return timeline[index]
+        current = timeline[index]
+        if index == len(timeline) - 1:
+            self._current = current
+            self._current_end = self.start + (index + 1) * self.interval_s
+        return current
 
     def _coarsen(self) -> None:
         merged: list[Interval] = []
@@ -296,13 +307,14 @@ class LoadStats:
                 pair.latency.merge(second.latency)
             merged.append(pair)
         self.timeline = merged
+        self._current = None
 
     def on_sent(self, size: int) -> None:
         """A record was handed to the producer."""
         self.records_sent += 1
         self.bytes_sent += size
 
-    def _count_attempts(self, attempt_codes: Iterable[str | None]) -> None:
+    def _count_attempts(self, attempt_codes: Sequence[str | None]) -> None:
         for code in attempt_codes:
             if code is None:
                 continue
@@ -311,31 +323,26 @@ class LoadStats:
                 self.throttles += 1
 
     def on_acked(
-        self, size: int, latency_s: float, attempt_codes: Iterable[str | None], now: float
+        self, size: int, latency_s: float, attempt_codes: Sequence[str | None], now: float
     ) -> None:
         """A record was acknowledged; ``attempt_codes`` has one entry per attempt
         (``None`` for the successful one)."""
-        codes = list(attempt_codes)
         self.records_acked += 1
         self.bytes_acked += size
-        self.retries += max(0, len(codes) - 1)
-        self._count_attempts(codes)
-        self.latency.add(latency_s)
+        if len(attempt_codes) > 1:
+            self.retries += len(attempt_codes) - 1
+            self._count_attempts(attempt_codes)
         interval = self._interval(now)
         interval.records += 1
         interval.bytes += size
         interval.latency.add(latency_s)
-        self._window_records += 1
-        self._window_bytes += size
-        self._window_latency.add(latency_s)
         self.last_outcome = now
 
-    def on_failed(self, code: str, attempt_codes: Iterable[str | None], now: float) -> None:
+    def on_failed(self, code: str, attempt_codes: Sequence[str | None], now: float) -> None:
         """A record finally failed with ``code``."""
-        codes = list(attempt_codes)
         self.records_failed += 1
-        self.retries += max(0, len(codes) - 1)
-        self._count_attempts(codes)
+        self.retries += max(0, len(attempt_codes) - 1)
+        self._count_attempts(attempt_codes)
         self.failures_by_code[code] = self.failures_by_code.get(code, 0) + 1
         self._interval(now).failed += 1
         self.last_outcome = now
@@ -345,13 +352,38 @@ class LoadStats:
         """Records put whose outcome is not known yet."""
         return self.records_sent - self.records_acked - self.records_failed
 
+    @property
+    def latency(self) -> LatencyHistogram:
+        """The whole run's latencies (a merge of every interval)."""
+        total = LatencyHistogram()
+        for interval in self.timeline:
+            total.merge(interval.latency)
+        return total
+
+    def _recent_latency(self, since: float, now: float) -> LatencyHistogram:
+        """Latencies of the intervals overlapping ``[since, now]``, else of the last
+        interval that has any."""
+        first = max(0, int((since - self.start) / self.interval_s))
+        last = int((now - self.start) / self.interval_s)
+        recent = LatencyHistogram()
+        for interval in self.timeline[first : last + 1]:
+            recent.merge(interval.latency)
+        if recent.count == 0:
+            for interval in reversed(self.timeline):
+                if interval.latency.count:
+                    return interval.latency
+        return recent
+
     def snapshot(self, now: float) -> Snapshot:
-        """Figures for the live view; rates and percentiles cover the time since the
-        previous snapshot (the whole run's percentiles when nothing was acked since)."""
+        """Figures for the live view: rates over the time since the previous snapshot,
+        percentiles over the latest interval(s)."""
         span = now - self._window_start
         if span > 0:
-            self._last_rates = (self._window_records / span, self._window_bytes / span)
-        window = self._window_latency if self._window_latency.count else self.latency
+            self._last_rates = (
+                (self.records_acked - self._window_acked) / span,
+                (self.bytes_acked - self._window_bytes) / span,
+            )
+        recent = self._recent_latency(self._window_start, now)
         snap = Snapshot(
             elapsed_s=max(0.0, now - self.start),
             records_sent=self.records_sent,
@@ -362,14 +394,13 @@ class LoadStats:
             bytes_per_s=self._last_rates[1],
             retries=self.retries,
             throttles=self.throttles,
-            p50_ms=window.percentile(50) * 1000,
-            p99_ms=window.percentile(99) * 1000,
+            p50_ms=recent.percentile(50) * 1000,
+            p99_ms=recent.percentile(99) * 1000,
             errors_by_code=dict(self.errors_by_code),
         )
         self._window_start = now
-        self._window_records = 0
-        self._window_bytes = 0
-        self._window_latency = LatencyHistogram()
+        self._window_acked = self.records_acked
+        self._window_bytes = self.bytes_acked
         return snap
 
 

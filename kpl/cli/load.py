@@ -320,8 +320,9 @@ async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[st
             else:
                 error = future.exception()
                 if error is None:
-                    result = future.result()
-                    codes = [a.error_code for a in result.attempts]
+                    attempts = future.result().attempts
+                    # The usual case, one successful attempt, needs no list of codes.
+                    codes = [a.error_code for a in attempts] if len(attempts) > 1 else ()
                     stats.on_acked(size, now - t0, codes, now)
                 else:
                     code = str(
