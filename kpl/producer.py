@@ -31,9 +31,10 @@ from typing import Any, Literal, TypeVar, cast
 from kpl.auth import CredentialProvider, Credentials
 from kpl.client import KinesisClient
 from kpl.config import ProducerConfig
+from kpl.core.hashing import parse_explicit_hash_key
 from kpl.core.pipeline import Completion, ProducerCore
 from kpl.core.results import RecordResult
-from kpl.errors import BufferFull, ProducerClosed
+from kpl.errors import BufferFull, InvalidPartitionKey, ProducerClosed, RecordTooLarge
 from kpl.sender import Sender
 from kpl.transport import AioHttpTransport, Transport
 
@@ -41,9 +42,12 @@ __all__ = ["Producer", "run"]
 
 T = TypeVar("T")
 
-_State = Literal["new", "running", "closing", "closed"]
+_State = Literal["new", "running", "failed", "closing", "closed"]
 # What the core holds for each record: its future and the flush epoch it was put in.
 _Handle = tuple["asyncio.Future[RecordResult]", int]
+
+# put() yields to the loop once per this many calls (see put()).
+_YIELD_EVERY = 256
 
 # Slack on top of record_ttl + request_timeout before close() stops waiting for the
 # core to expire records and cancels instead (the core should never need it).
@@ -90,6 +94,7 @@ class Producer:
         self._client = KinesisClient(transport=transport, owns_transport=False)
         self._stream_arn = stream_arn
         self._sender: Sender | None = None  # made in start(): it needs the running loop
+        self._wakeup = asyncio.Event()  # replaced by the sender's own in start()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state: _State = "new"
@@ -101,6 +106,7 @@ class Producer:
         # put() calls waiting for buffer room, in arrival order: (bytes needed, future).
         self._room_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._max_bytes = config.max_buffered_bytes
+        self._puts_since_yield = 0
         self._max_records = config.max_buffered_records
 
     # ------------------------------------------------------------------ lifecycle
@@ -127,6 +133,7 @@ class Producer:
             self._core, self._client, self._resolve,
             stream_name=self.stream_name, stream_arn=self._stream_arn,
         )
+        self._wakeup = sender.wakeup
         self._state = "running"
         self._task = loop.create_task(sender.run(), name=f"kpl-sender[{self.stream_name}]")
         self._task.add_done_callback(self._sender_done)
@@ -136,7 +143,7 @@ class Producer:
             raise ProducerClosed(
                 f"the producer's sender task failed: {self._error!r}"
             ) from self._error
-        if self._state in ("closing", "closed"):
+        if self._state != "running":
             raise ProducerClosed("the producer is closed")
 
     @property
@@ -203,10 +210,12 @@ class Producer:
             error = task.exception()
         if error is not None and self._error is None:
             self._error = error
+        if error is not None and self._state == "running":
+            self._state = "failed"  # put() checks the state first: make it take the slow path
         self._fail_leftovers(error if error is not None else ProducerClosed("closed"))
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if getattr(self, "_state", "closed") in ("running", "closing"):
+        if getattr(self, "_state", "closed") in ("running", "failed", "closing"):
             _warn(
                 f"unclosed {self!r}: use 'async with Producer(...)' or await close()",
                 ResourceWarning,
@@ -237,7 +246,7 @@ class Producer:
         epoch = self._epoch
         self._core.add(data, partition_key, explicit_hash_key, (future, epoch), loop.time())
         self._outstanding[epoch] = self._outstanding.get(epoch, 0) + 1
-        self._sender.wake()  # type: ignore[union-attr]  # start() made it
+        self._wakeup.set()
         return future
 
     def put_nowait(
@@ -247,8 +256,10 @@ class Producer:
 
         Bad input (too large, a malformed key) raises at once; so does a closed producer.
         """
-        self.start()
+        if self._state != "running":
+            self.start()
         if self._room_waiters or not self._has_room(len(data) + len(partition_key)):
+            self._validate(data, partition_key, explicit_hash_key)
             raise BufferFull(
                 f"buffer budget full: {self._core.buffered_records} records / "
                 f"{self._core.buffered_bytes} bytes buffered (max {self._max_records} / "
@@ -263,13 +274,48 @@ class Producer:
 
         The future resolves to a :class:`~kpl.RecordResult`, or raises
         :class:`~kpl.RecordFailed` with the error code and every attempt. Bad input
-        (too large, a malformed key) raises here at once.
+        (too large, a malformed key) raises here at once, also when the buffer is full.
         """
-        self.start()
+        if self._state != "running":
+            self.start()
+        core = self._core
         size = len(data) + len(partition_key)
-        if self._room_waiters or not self._has_room(size):
+        # _has_room() inlined: this is the per-record hot path.
+        if self._room_waiters or (core.buffered_records and (
+            core.buffered_records >= self._max_records
+            or core.buffered_bytes + size > self._max_bytes
+        )):
+            self._validate(data, partition_key, explicit_hash_key)
             await self._wait_for_room(size)
-        return self._add(data, partition_key, explicit_hash_key)
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[RecordResult] = loop.create_future()
+        epoch = self._epoch
+        core.add(data, partition_key, explicit_hash_key, (future, epoch), loop.time())
+        outstanding = self._outstanding
+        outstanding[epoch] = outstanding.get(epoch, 0) + 1
+        self._wakeup.set()
+        self._puts_since_yield += 1
+        if self._puts_since_yield >= _YIELD_EVERY:
+            # A tight put() loop never suspends while there is room; without this the
+            # sender could not ship full requests (or honour record_max_buffered_time)
+            # until the budget filled up.
+            self._puts_since_yield = 0
+            await asyncio.sleep(0)
+        return future
+
+    def _validate(self, data: bytes, partition_key: str, explicit_hash_key: str | None) -> None:
+        """Reject bad input before waiting for room (the core checks again on add)."""
+        if not isinstance(partition_key, str) or not 0 < len(partition_key) <= 256:
+            raise InvalidPartitionKey("partition key must be a str of 1-256 characters")
+        if explicit_hash_key is not None:
+            parse_explicit_hash_key(explicit_hash_key)
+        size = len(data) + len(partition_key.encode())
+        if size > self.config.max_record_size:
+            raise RecordTooLarge(
+                f"record of {size} bytes (data + partition key) exceeds max_record_size "
+                f"of {self.config.max_record_size}"
+            )
 
     async def _wait_for_room(self, size: int) -> None:
         loop = self._loop
@@ -279,7 +325,7 @@ class Producer:
         self._room_waiters.append(entry)
         # Records may sit in a half-full batch waiting for record_max_buffered_time:
         # poll the core now so the deadline is set and completions will follow.
-        self._sender.wake()  # type: ignore[union-attr]  # start() made it
+        self._wakeup.set()
         try:
             await waiter
         except BaseException:
@@ -355,7 +401,7 @@ class Producer:
         if not any(e <= epoch for e in self._outstanding):
             return
         self._core.flush(loop.time())
-        self._sender.wake()  # type: ignore[union-attr]  # start() made it
+        self._wakeup.set()
         waiter: asyncio.Future[None] = loop.create_future()
         self._flush_waiters.append((epoch, waiter))
         await waiter

@@ -51,7 +51,8 @@ class Sender:
         self._resolve = resolve
         self._stream_name = stream_name
         self._stream_arn = stream_arn
-        self._wakeup = asyncio.Event()
+        #: Set it to make the loop poll the core again (the producer does on every put).
+        self.wakeup = asyncio.Event()
         self._stopping = False
         self._in_flight: dict[asyncio.Task[Any], PutRecordsRequest] = {}
         self._refresh: asyncio.Task[list[tuple[str, int, int]]] | None = None
@@ -65,12 +66,12 @@ class Sender:
 
     def wake(self) -> None:
         """Make the loop poll the core again (new records, a flush, stop)."""
-        self._wakeup.set()
+        self.wakeup.set()
 
     def stop(self) -> None:
         """Exit once every record has been answered (or failed by the core)."""
         self._stopping = True
-        self._wakeup.set()
+        self.wakeup.set()
 
     async def _put_records(self, request: PutRecordsRequest) -> Any:
         body = await self._client.transport.call("PutRecords", request.body)
@@ -112,7 +113,7 @@ class Sender:
         wake_task: asyncio.Task[Any] | None = None
         try:
             while True:
-                self._wakeup.clear()
+                self.wakeup.clear()
                 now = loop.time()
                 poll = core.poll(now)
                 if poll.completions:
@@ -131,7 +132,7 @@ class Sender:
                 ):
                     return
                 if wake_task is None or wake_task.done():
-                    wake_task = loop.create_task(self._wakeup.wait())
+                    wake_task = loop.create_task(self.wakeup.wait())
                 waits: set[asyncio.Task[Any]] = {wake_task, *self._in_flight}
                 if self._refresh is not None:
                     waits.add(self._refresh)

@@ -222,6 +222,30 @@ async def test_backpressure_put_nowait_and_put() -> None:
     assert len(fake.delivered()) == 11
 
 
+async def test_bad_input_raises_at_once_even_when_the_buffer_is_full() -> None:
+    never = asyncio.Event()
+
+    async def stalled(request: MockRequest) -> Any:
+        if request.action == "PutRecords":
+            await never.wait()
+        return FakeKinesis().handle(request)
+
+    config = fast(max_buffered_records=1, max_record_size=1024, aggregation_max_size=1024,
+                  record_ttl=0.2, request_timeout=0.1)
+    async with Producer("s", config=config, transport=MockTransport(stalled)) as producer:
+        first = producer.put_nowait(b"fills the budget", partition_key="k")
+        with pytest.raises(RecordTooLarge):
+            await producer.put(b"x" * 2000, partition_key="k")
+        with pytest.raises(InvalidPartitionKey):
+            await producer.put(b"x", partition_key="")
+        with pytest.raises(ValueError, match="hash key"):
+            producer.put_nowait(b"x", partition_key="k", explicit_hash_key="01")
+        with pytest.raises(BufferFull):
+            producer.put_nowait(b"x", partition_key="k")
+    with pytest.raises(RecordFailed):
+        await first
+
+
 async def test_memory_stays_within_budget_under_a_stalled_endpoint() -> None:
     stall = asyncio.Event()
 
