@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import click
 
 from kpl.errors import KinesisError, NetworkError, RequestTimeout
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Where ``kpl server`` listens by default, and so where the stream tools look first.
@@ -45,19 +44,6 @@ def describe_error(error: BaseException, endpoint: str | None = None) -> str:
     if isinstance(error, TimeoutError):
         return one_line(str(error) or "timed out")
     return one_line(f"{type(error).__name__}: {error}")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on a fresh event loop (uvloop when installed)."""
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
 
 
 def resolve_endpoint(endpoint: str | None) -> str | None:

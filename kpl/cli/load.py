@@ -30,7 +30,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from kpl.cli._common import CliError, describe_error, is_terminal, run, wait_for_active
+from kpl.cli._common import CliError, describe_error, is_terminal, wait_for_active
 from kpl.config import ProducerConfig
 from kpl.loadgen import (
     LoadStats,
@@ -41,6 +41,7 @@ from kpl.loadgen import (
     summarize,
     timeline_rows,
 )
+from kpl.producer import run
 
 __all__ = ["LoadOptions", "load", "run_load"]
 

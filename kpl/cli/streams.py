@@ -20,11 +20,11 @@ from kpl.cli._common import (
     describe_error,
     endpoint_options,
     resolve_endpoint,
-    run,
     wait_for_active,
 )
 from kpl.client import KinesisClient
 from kpl.errors import KinesisError, ResourceNotFoundException
+from kpl.producer import run
 
 __all__ = ["streams"]
 

@@ -14,24 +14,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import click
 import orjson
 
-from kpl.cli._common import CliError, describe_error, endpoint_options, resolve_endpoint, run
+from kpl.cli._common import CliError, describe_error, endpoint_options, resolve_endpoint
 from kpl.client import KinesisClient
-from kpl.core.aggregation import decode
+from kpl.consumer import UserRecord, deaggregate
 from kpl.errors import (
     ExpiredIteratorException,
     KinesisError,
     ProvisionedThroughputExceededException,
     ResourceNotFoundException,
 )
+from kpl.producer import run
 
-__all__ = ["UserRecordLine", "format_line", "tail", "user_records"]
+__all__ = ["format_line", "tail", "user_records"]
 
 #: Between two GetRecords calls on an idle shard (the service allows 5 calls/s per shard).
 IDLE_POLL_S: Final = 0.25
@@ -39,27 +39,14 @@ IDLE_POLL_S: Final = 0.25
 THROTTLED_POLL_S: Final = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class UserRecordLine:
-    """One user record as tail prints it."""
-
-    shard_id: str
-    partition_key: str
-    sequence_number: str
-    sub_sequence_number: int | None  #: ``None`` for a record that was not aggregated
-    data: bytes
-
-
-def user_records(shard_id: str, record: dict[str, Any]) -> Iterator[UserRecordLine]:
+def user_records(record: dict[str, Any]) -> list[UserRecord]:
     """The user records of one GetRecords record (``Data`` already bytes)."""
-    data: bytes = record["Data"]
-    sequence = str(record["SequenceNumber"])
-    parts = decode(data)
-    if parts is None:
-        yield UserRecordLine(shard_id, str(record["PartitionKey"]), sequence, None, data)
-        return
-    for index, part in enumerate(parts):
-        yield UserRecordLine(shard_id, part.partition_key, sequence, index, part.data)
+    return deaggregate(
+        record["Data"],
+        str(record["PartitionKey"]),
+        record.get("ExplicitHashKey"),
+        str(record["SequenceNumber"]),
+    )
 
 
 def _text(data: bytes) -> str | None:
@@ -71,24 +58,24 @@ def _text(data: bytes) -> str | None:
     return text if text.isprintable() else None
 
 
-def format_line(line: UserRecordLine, *, as_json: bool = False) -> str:
+def format_line(shard_id: str, record: UserRecord, *, as_json: bool = False) -> str:
     """The printed form of one user record."""
-    text = _text(line.data)
+    text = _text(record.data)
     if as_json:
         obj: dict[str, Any] = {
-            "shard_id": line.shard_id,
-            "partition_key": line.partition_key,
-            "sequence_number": line.sequence_number,
-            "sub_sequence_number": line.sub_sequence_number,
+            "shard_id": shard_id,
+            "partition_key": record.partition_key,
+            "sequence_number": record.sequence_number,
+            "sub_sequence_number": record.sub_sequence_number,
+            "aggregated": record.aggregated,
         }
         if text is None:
-            obj["data_base64"] = base64.b64encode(line.data).decode("ascii")
+            obj["data_base64"] = base64.b64encode(record.data).decode("ascii")
         else:
             obj["data"] = text
         return orjson.dumps(obj).decode()
-    sub = 0 if line.sub_sequence_number is None else line.sub_sequence_number
-    shown = text if text is not None else "base64:" + base64.b64encode(line.data).decode("ascii")
-    return f"{line.partition_key}\t{line.sequence_number}/{sub}\t{shown}"
+    shown = text if text is not None else "base64:" + base64.b64encode(record.data).decode("ascii")
+    return f"{record.partition_key}\t{record.sequence_number}/{record.sub_sequence_number}\t{shown}"
 
 
 @dataclass
@@ -127,8 +114,8 @@ class _Follower:
 
     def _emit(self, shard_id: str, record: dict[str, Any]) -> None:
         out = sys.stdout
-        for line in user_records(shard_id, record):
-            out.write(format_line(line, as_json=self.as_json) + "\n")
+        for user_record in user_records(record):
+            out.write(format_line(shard_id, user_record, as_json=self.as_json) + "\n")
             self.printed += 1
             if self.max_records is not None and self.printed >= self.max_records:
                 out.flush()

@@ -108,6 +108,40 @@ def test_load_against_an_endpoint(runner: CliRunner, server_url: str) -> None:
     assert summary["settings"]["endpoint"] == server_url
 
 
+def test_load_counts_retries_and_throttles(runner: CliRunner) -> None:
+    # The embedded server throttles a fifth of the entries: every record still arrives.
+    result = invoke(
+        runner, "load", "--records", "2000", "--no-aggregation", "--json",
+        "--server-args", "--throttle-rate 0.2 --seed 3",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["records_acked"] == 2000
+    assert summary["records_failed"] == 0
+    assert summary["throttles"] > 100
+    assert summary["retries"] >= summary["throttles"]
+    assert (
+        summary["errors_by_code"]["ProvisionedThroughputExceededException"]
+        == (summary["throttles"])
+    )
+    assert summary["settings"]["server_args"] == "--throttle-rate 0.2 --seed 3"
+
+
+def test_load_failed_records_exit_non_zero_with_the_summary(runner: CliRunner) -> None:
+    result = invoke(
+        runner, "load", "--records", "50", "--json", "--record-ttl", "0.3",
+        "--server-args", "--internal-failure-rate 1",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["records_sent"] == 50
+    assert summary["records_acked"] == 0
+    assert summary["records_failed"] == 50
+    assert sum(summary["failures_by_code"].values()) == 50
+    assert summary["errors_by_code"]["InternalFailure"] >= 50
+    assert result.stderr.strip().splitlines() == ["kpl load: 50 records failed, 0 unresolved"]
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -121,6 +155,8 @@ def test_load_against_an_endpoint(runner: CliRunner, server_url: str) -> None:
         (["--report", "out.txt"], ".html or .png"),
         (["--endpoint", "ftp://x"], "http://"),
         (["--endpoint", "http://127.0.0.1:1", "--server-args", "--port 1"], "embedded"),
+        (["--server-args", "--no-such-flag"], "--no-such-flag"),
+        (["--server-args", "--limits sometimes"], "--limits"),
     ],
 )
 def test_load_bad_flags_are_one_line(runner: CliRunner, args: list[str], fragment: str) -> None:
