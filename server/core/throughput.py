@@ -92,6 +92,7 @@ __all__ = [
 ]
 
 ACCOUNT: Final = "account"
+_SLACK_SECONDS: Final = 1e-6
 STREAM: Final = "stream"
 
 
@@ -170,7 +171,9 @@ class TokenBucket:
 
     def can_take(self, amount: float, now: float) -> bool:
         """Whether :meth:`take` of ``amount`` would succeed now (refills first)."""
-        level = self.refill(now)
+        # A microsecond of refill as slack: epoch seconds near 1.8e9 carry only ~0.2 us
+        # of precision, so "exactly on time" would otherwise be refused by rounding.
+        level = self.refill(now) + self.rate * _SLACK_SECONDS
         if amount <= self.capacity:
             return level >= amount
         # Larger than the bucket can ever hold: allowed from a full bucket, into debt.
