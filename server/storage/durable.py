@@ -637,7 +637,7 @@ class DurableStorage:
             size += len(frame)
             seqs.append(record[0])
             arrivals.append(record[1])
-            ends.append(size)
+            ends.append(len(chunk))
         self._write(shard, segment, chunk, seqs, arrivals, ends)
 
     def _new_segment_or_fail(self, shard: _ShardLog) -> _Segment:
@@ -741,27 +741,31 @@ class DurableStorage:
     def _run_job(self, job: _Job) -> None:
         """The sync pass proper (worker thread): metadata, data, then directories."""
         with self._pass_lock:
-            try:
-                for dir_fd, raw in job.metas:
-                    fd = os.open(
-                        _META_TMP, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd
-                    )
-                    try:
-                        _write_all(fd, raw)
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                    os.replace(_META_TMP, _META_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                for fd in job.data_fds:
+            self._do_job(job)
+
+    @staticmethod
+    def _do_job(job: _Job) -> None:
+        try:
+            for dir_fd, raw in job.metas:
+                fd = os.open(
+                    _META_TMP, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd
+                )
+                try:
+                    _write_all(fd, raw)
                     os.fsync(fd)
-                for fd in job.dir_fds:
-                    os.fsync(fd)
-            finally:
-                for fd in job.close_fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            for path in job.remove_paths:
-                shutil.rmtree(path, ignore_errors=True)
+                finally:
+                    os.close(fd)
+                os.replace(_META_TMP, _META_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            for fd in job.data_fds:
+                os.fsync(fd)
+            for fd in job.dir_fds:
+                os.fsync(fd)
+        finally:
+            for fd in job.close_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        for path in job.remove_paths:
+            shutil.rmtree(path, ignore_errors=True)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -916,11 +920,19 @@ class DurableStorage:
         return dropped
 
     def close(self) -> None:
-        """Close every file; waits for a sync pass still running in its thread."""
+        """Sync what is still pending (a clean shutdown loses nothing), close every file.
+
+        Waits for a sync pass still running in its worker thread.
+        """
         if self._closed:
             return
         self._closed = True
         with self._pass_lock:
+            if self._failed is None and self._synced < self._changes:
+                try:
+                    self._do_job(self._snapshot())
+                except OSError as error:
+                    log.error("final sync failed: %s", error)
             fds = list(self._retired)
             self._retired = []
             for stream in self._streams.values():
