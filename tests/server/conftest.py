@@ -30,14 +30,10 @@ class FakeClock:
 
 
 class ServerThread:
-    """Runs a StreamServer on a private event loop until :meth:`stop`.
-
-    Throughput and control-plane limits are off unless a test asks for them: these tests
-    are about the API, and a test module's burst of calls must not be throttled.
-    """
+    """Runs a StreamServer on a private event loop until :meth:`stop`."""
 
     def __init__(self, **overrides: Any) -> None:
-        self._overrides = {"limits": "off", **overrides}
+        self._overrides = overrides
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -89,8 +85,12 @@ def make_client(url: str) -> Any:
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    """The URL of a real server shared by a test module (state delay 0)."""
-    thread = ServerThread(state_delay_seconds=0.0).start()
+    """The URL of a real server shared by a test module (state delay 0, limits off).
+
+    Limits are off because these tests are about the API: a module's burst of control
+    calls must not be throttled (the limit tests start their own servers).
+    """
+    thread = ServerThread(state_delay_seconds=0.0, limits="off").start()
     try:
         yield thread.url
     finally:

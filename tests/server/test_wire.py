@@ -122,7 +122,7 @@ def test_oversized_body_is_a_bare_413_without_reading_it(server_url: str) -> Non
 
 
 def test_chunked_body_over_the_cap_is_a_413() -> None:
-    thread = ServerThread(max_request_bytes=1000).start()
+    thread = ServerThread(max_request_bytes=1000, limits="off").start()
     try:
         parts = urlsplit(thread.url)
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
@@ -154,7 +154,7 @@ def test_chunked_body_over_the_cap_is_a_413() -> None:
 @pytest.fixture
 def clocked() -> Iterator[tuple[Any, FakeClock]]:
     clock = FakeClock()
-    thread = ServerThread(clock=clock, state_delay_seconds=0.0).start()
+    thread = ServerThread(clock=clock, state_delay_seconds=0.0, limits="off").start()
     client = make_client(thread.url)
     try:
         yield client, clock
