@@ -136,9 +136,11 @@ class Storage(Protocol):
     # -- metadata -------------------------------------------------------------------
 
     def load_streams(self) -> list[StreamMeta]:
-        """Every stream saved and not deleted, as of the last :meth:`save_stream`.
+        """Every stream saved and not deleted, as the storage found it when opened.
 
-        Called once at start-up; the engine owns the returned objects afterwards.
+        Called once at start-up, before any other call; the engine owns the returned
+        objects afterwards. (A durable implementation answers with what it recovered; the
+        memory one, which cannot restart, with what was saved so far.)
         """
         ...
 
@@ -162,6 +164,10 @@ class Storage(Protocol):
         ``records`` is non-empty, in strictly increasing sequence-number order, each
         number greater than any earlier appended to this shard, with non-decreasing
         arrival times. The call must not keep a reference that the caller could mutate.
+        Several appends may come before one :meth:`wait_durable` (concurrent requests).
+        The records become readable no later than when a :meth:`wait_durable` that covers
+        them returns (memory storage shows them at once; a durable one may wait, so that
+        a reader never sees a record that could still be lost).
         """
         ...
 
