@@ -451,18 +451,40 @@ def summarize(
     }
 
 
-def timeline_rows(stats: LoadStats) -> list[dict[str, float]]:
-    """The per-interval timeline as plain rows (for reports): seconds since start,
-    records/s, MB/s, p50/p99 latency in ms, failures/s."""
-    width = stats.interval_s
+def timeline_rows(stats: LoadStats, end: float | None = None) -> list[dict[str, float]]:
+    """The per-interval timeline as plain rows (for reports): the interval's middle in
+    seconds since start, records/s, MB/s, p50/p99 latency in ms, failures/s.
+
+    The last interval is cut at ``end`` (the run's end), so its rates are not diluted by
+    the part of it that never happened; a last sliver shorter than half an interval is
+    folded into the one before, so its few records do not read as a spike.
+    """
+    spans: list[tuple[float, float, Interval]] = []
+    for iv in stats.timeline:
+        width = stats.interval_s
+        if end is not None:
+            width = max(1e-9, min(width, end - stats.start - iv.start))
+        spans.append((iv.start, width, iv))
+    if len(spans) >= 2 and spans[-1][1] < stats.interval_s / 2:
+        start, width, prev = spans[-2]
+        _, tail_width, tail = spans.pop()
+        merged = Interval(
+            start=start,
+            records=prev.records + tail.records,
+            bytes=prev.bytes + tail.bytes,
+            failed=prev.failed + tail.failed,
+        )
+        merged.latency.merge(prev.latency)
+        merged.latency.merge(tail.latency)
+        spans[-1] = (start, width + tail_width, merged)
     return [
         {
-            "t_s": iv.start,
+            "t_s": start + width / 2,
             "records_per_s": iv.records / width,
             "mb_per_s": iv.bytes / width / 1e6,
             "p50_ms": iv.latency.percentile(50) * 1000,
             "p99_ms": iv.latency.percentile(99) * 1000,
             "failed_per_s": iv.failed / width,
         }
-        for iv in stats.timeline
+        for start, width, iv in spans
     ]

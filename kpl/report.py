@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import importlib.util
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -59,7 +60,8 @@ def _figure(summary: Mapping[str, Any], rows: Sequence[Mapping[str, float]]) -> 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 7), layout="constrained")
+    fig = Figure(figsize=(10, 7.5))
+    fig.subplots_adjust(left=0.08, right=0.92, top=0.9, bottom=0.17, hspace=0.25)
     throughput, latency = fig.subplots(2, 1, sharex=True)
     t = [r["t_s"] for r in rows]
     throughput.plot(t, [r["records_per_s"] for r in rows], color="tab:blue", label="records/s")
@@ -87,6 +89,18 @@ def _figure(summary: Mapping[str, Any], rows: Sequence[Mapping[str, float]]) -> 
     latency.legend(loc="upper right")
     latency.set_title("Latency")
     fig.suptitle(_title(summary))
+    # The settings under the charts, so a PNG passed around still says what was run.
+    settings = summary.get("settings", {})
+    line = ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None)
+    lat = summary.get("latency_ms", {})
+    figures = (
+        f"acked {summary.get('records_acked', 0):,} of {summary.get('records_sent', 0):,}, "
+        f"failed {summary.get('records_failed', 0):,}, retries {summary.get('retries', 0):,}, "
+        f"{summary.get('duration_s', 0):.2f} s; latency p50 {lat.get('p50', 0):.1f} ms, "
+        f"p99 {lat.get('p99', 0):.1f} ms, max {lat.get('max', 0):.1f} ms"
+    )
+    footer = "\n".join([figures, *textwrap.wrap(line, width=150)])
+    fig.text(0.01, 0.01, footer, fontsize=8, va="bottom", linespacing=1.4)
     return fig
 
 

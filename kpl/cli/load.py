@@ -689,7 +689,9 @@ def load(
         from kpl.report import ReportError, render_report
 
         try:
-            render_report(report, summary, timeline_rows(stats))
+            render_report(
+                report, summary, timeline_rows(stats, stats.start + summary["duration_s"])
+            )
         except ReportError as error:
             raise CliError(str(error)) from error
 

@@ -211,5 +211,13 @@ def test_timeline_coarsens_on_long_runs() -> None:
     assert stats.interval_s == 4.0
     assert sum(iv.records for iv in stats.timeline) == 10
     rows = timeline_rows(stats)
-    assert [r["t_s"] for r in rows] == [0.0, 4.0, 8.0]
+    assert [r["t_s"] for r in rows] == [2.0, 6.0, 10.0]
     assert rows[0]["records_per_s"] == 1.0
+    # Cut at the run's end (10 s), the last interval covers 2 s, not 4.
+    rows = timeline_rows(stats, end=10.0)
+    assert [r["t_s"] for r in rows] == [2.0, 6.0, 9.0]
+    assert rows[-1]["records_per_s"] == 1.0
+    # A sliver of a last interval (0.5 s of 4) joins the one before it.
+    rows = timeline_rows(stats, end=8.5)
+    assert [r["t_s"] for r in rows] == [2.0, 6.25]
+    assert rows[-1]["records_per_s"] == pytest.approx(6 / 4.5)
