@@ -499,7 +499,8 @@ class Engine:
 
     def list_streams(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """ListStreams: names in order, with ExclusiveStartStreamName or NextToken."""
-        limit: int = request.get("Limit", 100)
+        # The service answers at most 100 names per call, whatever Limit asks for.
+        limit: int = min(request.get("Limit", 100), 100)
         start: str | None = request.get("ExclusiveStartStreamName")
         token: str | None = request.get("NextToken")
         if token is not None:

@@ -798,3 +798,13 @@ def test_put_records_refuses_before_numbering() -> None:
     parsed = parse_sequence_number(int(first))
     assert parsed is not None
     assert parsed.counter == 0
+
+
+def test_list_streams_answers_at_most_100_names() -> None:
+    h = Harness(shard_limit=200)
+    for i in range(102):
+        h("CreateStream", StreamName=f"s{i:03d}", ShardCount=1)
+    page = h("ListStreams", Limit=10000)
+    assert len(page["StreamNames"]) == 100
+    assert page["HasMoreStreams"] is True
+    assert h("ListStreams", NextToken=page["NextToken"])["StreamNames"] == ["s100", "s101"]
