@@ -31,14 +31,21 @@ def test_hash_key_vectors_from_the_kpl() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("0", 0), ("1", 1), (str(MAX_HASH_KEY), MAX_HASH_KEY), ("12345678901234567890", 12345678901234567890)],
+    [
+        ("0", 0),
+        ("1", 1),
+        (str(MAX_HASH_KEY), MAX_HASH_KEY),
+        ("12345678901234567890", 12345678901234567890),
+    ],
 )
 def test_explicit_hash_key_parses(text: str, expected: int) -> None:
     assert parse_explicit_hash_key(text) == expected
     assert hash_key_for("ignored", text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "-1", "01", "1.5", " 1", "abc", str(MAX_HASH_KEY + 1), "9" * 40])
+@pytest.mark.parametrize(
+    "text", ["", "-1", "01", "1.5", " 1", "abc", str(MAX_HASH_KEY + 1), "9" * 40]
+)
 def test_explicit_hash_key_rejects(text: str) -> None:
     with pytest.raises(ExplicitHashKeyError):
         parse_explicit_hash_key(text)
