@@ -83,8 +83,9 @@ class ProducerConfig:
         _positive("connect_timeout", self.connect_timeout)
         _positive("min_backoff", self.min_backoff, zero_ok=True)
         _positive("max_backoff", self.max_backoff, zero_ok=True)
-        _positive("shard_map_refresh_min_interval", self.shard_map_refresh_min_interval,
-                  zero_ok=True)
+        _positive(
+            "shard_map_refresh_min_interval", self.shard_map_refresh_min_interval, zero_ok=True
+        )
         _positive("rate_limit", self.rate_limit)
         if self.max_backoff < self.min_backoff:
             raise ValueError(

@@ -37,8 +37,12 @@ class UserRecord:
     aggregated: bool = False
 
 
-def deaggregate(data: bytes, partition_key: str, explicit_hash_key: str | None = None,
-                sequence_number: str | None = None) -> list[UserRecord]:
+def deaggregate(
+    data: bytes,
+    partition_key: str,
+    explicit_hash_key: str | None = None,
+    sequence_number: str | None = None,
+) -> list[UserRecord]:
     """The user records inside one Kinesis record (itself, when it is not aggregated)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
@@ -60,13 +64,17 @@ def deaggregate_records(records: Iterable[Mapping[str, Any]]) -> list[UserRecord
             raw = record["Data"]
             partition_key = record["PartitionKey"]
         except KeyError as missing:
-            raise ValueError(f"a Kinesis record needs Data and PartitionKey, missing {missing}")\
-                from None
+            raise ValueError(
+                f"a Kinesis record needs Data and PartitionKey, missing {missing}"
+            ) from None
         if isinstance(raw, str):
             try:
                 raw = base64.b64decode(raw, validate=True)
             except binascii.Error as error:
                 raise ValueError(f"record Data is not valid base64: {error}") from None
-        out.extend(deaggregate(raw, partition_key, record.get("ExplicitHashKey"),
-                               record.get("SequenceNumber")))
+        out.extend(
+            deaggregate(
+                raw, partition_key, record.get("ExplicitHashKey"), record.get("SequenceNumber")
+            )
+        )
     return out

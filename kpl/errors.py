@@ -77,8 +77,9 @@ class KinesisError(Exception):
         if "code" in cls.__dict__:
             KinesisError._registry[cls.code] = cls
 
-    def __init__(self, message: str = "", *, code: str | None = None,
-                 status: int | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, code: str | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         # A generic KinesisError keeps the code it was made for (an unknown code).
@@ -326,8 +327,13 @@ class RecordFailed(Exception):
     one holding the final error. ``cause`` is the error that decided the failure.
     """
 
-    def __init__(self, code: str, message: str, attempts: tuple[Attempt, ...],
-                 cause: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        attempts: tuple[Attempt, ...],
+        cause: BaseException | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
@@ -335,8 +341,10 @@ class RecordFailed(Exception):
         self.cause = cause
 
     def __repr__(self) -> str:
-        return (f"RecordFailed(code={self.code!r}, message={self.message!r}, "
-                f"attempts={len(self.attempts)})")
+        return (
+            f"RecordFailed(code={self.code!r}, message={self.message!r}, "
+            f"attempts={len(self.attempts)})"
+        )
 
 
 class BufferFull(Exception):

@@ -69,20 +69,34 @@ def _build_messages() -> tuple[Any, Any, Any]:
     tag.field.add(name="key", number=1, type=label.TYPE_STRING, label=label.LABEL_REQUIRED)
     tag.field.add(name="value", number=2, type=label.TYPE_STRING, label=label.LABEL_OPTIONAL)
     record = proto.message_type.add(name="Record")
-    record.field.add(name="partition_key_index", number=1, type=label.TYPE_UINT64,
-                     label=label.LABEL_REQUIRED)
-    record.field.add(name="explicit_hash_key_index", number=2, type=label.TYPE_UINT64,
-                     label=label.LABEL_OPTIONAL)
+    record.field.add(
+        name="partition_key_index", number=1, type=label.TYPE_UINT64, label=label.LABEL_REQUIRED
+    )
+    record.field.add(
+        name="explicit_hash_key_index", number=2, type=label.TYPE_UINT64, label=label.LABEL_OPTIONAL
+    )
     record.field.add(name="data", number=3, type=label.TYPE_BYTES, label=label.LABEL_REQUIRED)
-    record.field.add(name="tags", number=4, type=label.TYPE_MESSAGE,
-                     type_name=".kpl.aggregation.Tag", label=label.LABEL_REPEATED)
+    record.field.add(
+        name="tags",
+        number=4,
+        type=label.TYPE_MESSAGE,
+        type_name=".kpl.aggregation.Tag",
+        label=label.LABEL_REPEATED,
+    )
     aggregated = proto.message_type.add(name="AggregatedRecord")
-    aggregated.field.add(name="partition_key_table", number=1, type=label.TYPE_STRING,
-                         label=label.LABEL_REPEATED)
-    aggregated.field.add(name="explicit_hash_key_table", number=2, type=label.TYPE_STRING,
-                         label=label.LABEL_REPEATED)
-    aggregated.field.add(name="records", number=3, type=label.TYPE_MESSAGE,
-                         type_name=".kpl.aggregation.Record", label=label.LABEL_REPEATED)
+    aggregated.field.add(
+        name="partition_key_table", number=1, type=label.TYPE_STRING, label=label.LABEL_REPEATED
+    )
+    aggregated.field.add(
+        name="explicit_hash_key_table", number=2, type=label.TYPE_STRING, label=label.LABEL_REPEATED
+    )
+    aggregated.field.add(
+        name="records",
+        number=3,
+        type=label.TYPE_MESSAGE,
+        type_name=".kpl.aggregation.Record",
+        label=label.LABEL_REPEATED,
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return tuple(  # type: ignore[return-value]
@@ -131,20 +145,45 @@ class SubRecord:
     data: bytes
 
 
-def encode_sub_record(partition_key_index: int, explicit_hash_key_index: int | None,
-                      data: bytes) -> bytes:
+def encode_sub_record(
+    partition_key_index: int, explicit_hash_key_index: int | None, data: bytes
+) -> bytes:
     """The complete ``records`` field (tag, length, body) of one sub-record."""
     if explicit_hash_key_index is None:
         body_len = 1 + varint_size(partition_key_index) + 1 + varint_size(len(data)) + len(data)
-        return b"".join((TAG_RECORD, encode_varint(body_len), TAG_PARTITION_KEY_INDEX,
-                         encode_varint(partition_key_index), TAG_DATA,
-                         encode_varint(len(data)), data))
-    body_len = (1 + varint_size(partition_key_index) + 1 + varint_size(explicit_hash_key_index)
-                + 1 + varint_size(len(data)) + len(data))
-    return b"".join((TAG_RECORD, encode_varint(body_len), TAG_PARTITION_KEY_INDEX,
-                     encode_varint(partition_key_index), TAG_EXPLICIT_HASH_KEY_INDEX,
-                     encode_varint(explicit_hash_key_index), TAG_DATA,
-                     encode_varint(len(data)), data))
+        return b"".join(
+            (
+                TAG_RECORD,
+                encode_varint(body_len),
+                TAG_PARTITION_KEY_INDEX,
+                encode_varint(partition_key_index),
+                TAG_DATA,
+                encode_varint(len(data)),
+                data,
+            )
+        )
+    body_len = (
+        1
+        + varint_size(partition_key_index)
+        + 1
+        + varint_size(explicit_hash_key_index)
+        + 1
+        + varint_size(len(data))
+        + len(data)
+    )
+    return b"".join(
+        (
+            TAG_RECORD,
+            encode_varint(body_len),
+            TAG_PARTITION_KEY_INDEX,
+            encode_varint(partition_key_index),
+            TAG_EXPLICIT_HASH_KEY_INDEX,
+            encode_varint(explicit_hash_key_index),
+            TAG_DATA,
+            encode_varint(len(data)),
+            data,
+        )
+    )
 
 
 def _key_field(tag: bytes, key: bytes) -> bytes:
@@ -155,8 +194,9 @@ def _frame(body: bytes) -> bytes:
     return b"".join((MAGIC, body, md5(body).digest()))
 
 
-def encode(partition_keys: Sequence[str], explicit_hash_keys: Sequence[str],
-           records: Sequence[SubRecord]) -> bytes:
+def encode(
+    partition_keys: Sequence[str], explicit_hash_keys: Sequence[str], records: Sequence[SubRecord]
+) -> bytes:
     """An aggregated record's complete data, written by hand (same bytes as protobuf)."""
     parts: list[bytes] = []
     for key in partition_keys:
@@ -164,13 +204,17 @@ def encode(partition_keys: Sequence[str], explicit_hash_keys: Sequence[str],
     for key in explicit_hash_keys:
         parts.append(_key_field(TAG_EXPLICIT_HASH_KEY_TABLE, key.encode()))
     for record in records:
-        parts.append(encode_sub_record(record.partition_key_index,
-                                       record.explicit_hash_key_index, record.data))
+        parts.append(
+            encode_sub_record(
+                record.partition_key_index, record.explicit_hash_key_index, record.data
+            )
+        )
     return _frame(b"".join(parts))
 
 
-def encode_protobuf(partition_keys: Sequence[str], explicit_hash_keys: Sequence[str],
-                    records: Sequence[SubRecord]) -> bytes:
+def encode_protobuf(
+    partition_keys: Sequence[str], explicit_hash_keys: Sequence[str], records: Sequence[SubRecord]
+) -> bytes:
     """An aggregated record's complete data, serialised by the protobuf library."""
     message = AggregatedRecordMessage()
     message.partition_key_table.extend(partition_keys)
@@ -206,7 +250,7 @@ def decode(data: bytes) -> list[DecodedRecord] | None:
     """
     if len(data) <= len(MAGIC) + DIGEST_SIZE or not data.startswith(MAGIC):
         return None
-    body = data[len(MAGIC):-DIGEST_SIZE]
+    body = data[len(MAGIC) : -DIGEST_SIZE]
     if md5(body).digest() != data[-DIGEST_SIZE:]:
         return None
     message = AggregatedRecordMessage()

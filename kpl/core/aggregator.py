@@ -13,8 +13,9 @@ adds its table entry ``1 + varint_size(len) + len``; every user record adds
 Key tables are deduplicated through a dict from key to index, as the KPL does. Tests
 compare ``size`` with ``len(serialize())`` for many random cases.
 
-The bytes are written as records arrive (into a ``bytearray`` for the ``records`` field,
-into small lists for the tables), so ``serialize()`` is one join and one MD5.
+Each sub-record's bytes are written as it arrives (one ``b"".join`` of precomputed varints
+and its data — measured faster than growing a ``bytearray``); ``serialize()`` adds the
+key tables, joins, and takes one MD5.
 """
 
 from __future__ import annotations
@@ -28,18 +29,24 @@ __all__ = ["EMPTY_SIZE", "Aggregator"]
 #: Size of an aggregated record with no user records: magic + MD5.
 EMPTY_SIZE = len(MAGIC) + DIGEST_SIZE
 
-_VARINT = encode_varint
-
-
-def _vsize(n: int) -> int:
-    return 1 if n < 0x80 else 2 if n < 0x4000 else 3 if n < 0x200000 else varint_size(n)
+# Precomputed varints of 0..16383: every index, and the lengths of small records.
+_V: list[bytes] = [encode_varint(n) for n in range(0x4000)]
 
 
 class Aggregator:
     """A KPL aggregated record under construction; ``try_add()`` returns False when full."""
 
-    __slots__ = ("_ehk_index", "_ehk_parts", "_pk_index", "_pk_parts", "_records",
-                 "count", "items", "max_count", "max_size", "size")
+    __slots__ = (
+        "_ehk_index",
+        "_ehk_parts",
+        "_parts",
+        "_pk_index",
+        "count",
+        "items",
+        "max_count",
+        "max_size",
+        "size",
+    )
 
     def __init__(self, max_size: int, max_count: int) -> None:
         self.max_size = max_size
@@ -51,71 +58,121 @@ class Aggregator:
         self.items: list[object] = []
         self._pk_index: dict[str, int] = {}
         self._ehk_index: dict[str, int] = {}
-        self._pk_parts: list[bytes] = []
-        self._ehk_parts: list[bytes] = []
-        self._records = bytearray()
+        # Field 1 entries first, then field 2, then field 3 (the protobuf field order);
+        # partition keys and sub-records are kept apart and joined in serialize().
+        self._parts: list[bytes] = []  # sub-records (field 3)
+        self._ehk_parts: list[bytes] = []  # explicit hash key table (field 2)
 
-    def try_add(self, partition_key: str, explicit_hash_key: str | None, data: bytes,
-                item: object = None) -> bool:
-        """Add a user record if it fits; return False (changing nothing) when full."""
+    def try_add(
+        self,
+        partition_key: str,
+        explicit_hash_key: str | None,
+        data: bytes,
+        item: object = None,
+        partition_key_bytes: bytes | None = None,
+    ) -> bool:
+        """Add a user record if it fits; return False (changing nothing) when full.
+
+        ``partition_key_bytes`` may pass the key's UTF-8 bytes when the caller has them.
+        """
         if self.count >= self.max_count:
             return False
-        pk_bytes: bytes | None = None
         pk_index = self._pk_index.get(partition_key)
-        grow = 0
-        if pk_index is None:
-            pk_index = len(self._pk_parts)
-            pk_bytes = partition_key.encode()
-            n = len(pk_bytes)
-            grow = 1 + _vsize(n) + n
         n = len(data)
-        body = 2 + (1 if pk_index < 0x80 else _vsize(pk_index)) + _vsize(n) + n
-        ehk_bytes: bytes | None = None
-        ehk_index: int | None = None
-        if explicit_hash_key is not None:
+        if pk_index is None:
+            pk_index = len(self._pk_index)
+            pk_bytes = (
+                partition_key_bytes if partition_key_bytes is not None else partition_key.encode()
+            )
+            k = len(pk_bytes)
+            grow = 1 + (1 if k < 0x80 else 2 if k < 0x4000 else varint_size(k)) + k
+        else:
+            pk_bytes = None
+            grow = 0
+        body = (
+            (3 if pk_index < 0x80 else 4 if pk_index < 0x4000 else 2 + varint_size(pk_index))
+            + (1 if n < 0x80 else 2 if n < 0x4000 else varint_size(n))
+            + n
+        )
+        if explicit_hash_key is None:
+            size = (
+                self.size
+                + grow
+                + 1
+                + (1 if body < 0x80 else 2 if body < 0x4000 else varint_size(body))
+                + body
+            )
+            if size > self.max_size:
+                return False
+            self._parts.append(
+                b"".join(
+                    (
+                        b"\x1a",
+                        _V[body] if body < 0x4000 else encode_varint(body),
+                        b"\x08",
+                        _V[pk_index] if pk_index < 0x4000 else encode_varint(pk_index),
+                        b"\x1a",
+                        _V[n] if n < 0x4000 else encode_varint(n),
+                        data,
+                    )
+                )
+            )
+        else:
             ehk_index = self._ehk_index.get(explicit_hash_key)
+            ehk_bytes = None
             if ehk_index is None:
-                ehk_index = len(self._ehk_parts)
+                ehk_index = len(self._ehk_index)
                 ehk_bytes = explicit_hash_key.encode()
-                grow += 1 + _vsize(len(ehk_bytes)) + len(ehk_bytes)
-            body += 1 + _vsize(ehk_index)
-        size = self.size + grow + 1 + _vsize(body) + body
-        if size > self.max_size:
-            return False
+                grow += 1 + varint_size(len(ehk_bytes)) + len(ehk_bytes)
+            body += 1 + varint_size(ehk_index)
+            size = self.size + grow + 1 + varint_size(body) + body
+            if size > self.max_size:
+                return False
+            if ehk_bytes is not None:
+                self._ehk_index[explicit_hash_key] = ehk_index
+                self._ehk_parts.append(b"\x12" + encode_varint(len(ehk_bytes)) + ehk_bytes)
+            self._parts.append(
+                b"".join(
+                    (
+                        b"\x1a",
+                        encode_varint(body),
+                        b"\x08",
+                        encode_varint(pk_index),
+                        b"\x10",
+                        encode_varint(ehk_index),
+                        b"\x1a",
+                        encode_varint(n),
+                        data,
+                    )
+                )
+            )
+        if pk_bytes is not None:
+            self._pk_index[partition_key] = pk_index
         self.size = size
         self.count += 1
         self.items.append(item)
-        if pk_bytes is not None:
-            self._pk_index[partition_key] = pk_index
-            self._pk_parts.append(b"\x0a" + _VARINT(len(pk_bytes)) + pk_bytes)
-        records = self._records
-        if ehk_index is None:
-            records += b"\x1a" + _VARINT(body) + b"\x08" + _VARINT(pk_index) + b"\x1a" \
-                + _VARINT(n)
-        else:
-            if ehk_bytes is not None:
-                assert explicit_hash_key is not None
-                self._ehk_index[explicit_hash_key] = ehk_index
-                self._ehk_parts.append(b"\x12" + _VARINT(len(ehk_bytes)) + ehk_bytes)
-            records += b"\x1a" + _VARINT(body) + b"\x08" + _VARINT(pk_index) + b"\x10" \
-                + _VARINT(ehk_index) + b"\x1a" + _VARINT(n)
-        records += data
         return True
 
     def serialize(self) -> bytes:
         """The aggregated record's complete data: magic + protobuf + MD5."""
-        parts: list[bytes | bytearray] = [*self._pk_parts, *self._ehk_parts, self._records]
+        # The partition key table is rebuilt from the dict (insertion order = index order)
+        # rather than kept as encoded parts: one pass here beats one per add.
+        parts = [
+            b"\x0a" + (_V[len(b)] if len(b) < 0x4000 else encode_varint(len(b))) + b
+            for b in (key.encode() for key in self._pk_index)
+        ]
+        parts += self._ehk_parts
+        parts += self._parts
         body = b"".join(parts)
         return b"".join((MAGIC, body, md5(body).digest()))
 
-    def fits_alone(self, partition_key: str, explicit_hash_key: str | None,
-                   data: bytes) -> bool:
+    def fits_alone(self, partition_key: str, explicit_hash_key: str | None, data: bytes) -> bool:
         """Whether this user record would fit in an empty aggregator of the same limits."""
         pk = len(partition_key.encode())
         n = len(data)
-        body = 3 + _vsize(n) + n
-        size = EMPTY_SIZE + 1 + _vsize(pk) + pk
+        body = 3 + varint_size(n) + n
+        size = EMPTY_SIZE + 1 + varint_size(pk) + pk
         if explicit_hash_key is not None:
-            size += 1 + _vsize(len(explicit_hash_key)) + len(explicit_hash_key)
+            size += 1 + varint_size(len(explicit_hash_key)) + len(explicit_hash_key)
             body += 2
-        return size + 1 + _vsize(body) + body <= self.max_size
+        return size + 1 + varint_size(body) + body <= self.max_size

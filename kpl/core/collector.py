@@ -48,8 +48,9 @@ class Collector:
         self.size = 0
 
 
-def put_records_body(stream_name: str, stream_arn: str | None,
-                     entries: Sequence[dict[str, str]]) -> bytes:
+def put_records_body(
+    stream_name: str, stream_arn: str | None, entries: Sequence[dict[str, str]]
+) -> bytes:
     """The PutRecords JSON body: ``StreamARN`` when known, else ``StreamName``."""
     if stream_arn is not None:
         return orjson.dumps({"Records": entries, "StreamARN": stream_arn})

@@ -44,11 +44,12 @@ from __future__ import annotations
 import math
 import random
 from base64 import b64encode
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import md5
-from typing import Any
+from typing import Any, Final
 
 from kpl.config import ProducerConfig
 from kpl.core.aggregator import Aggregator
@@ -91,37 +92,62 @@ _from_bytes = int.from_bytes
 Completion = tuple[object, "RecordResult | RecordFailed"]
 
 
-class _UserRecord:
-    __slots__ = ("arrival", "attempts", "data", "explicit_hash_key", "handle", "hash_key",
-                 "partition_key", "seq", "size")
+def _as_bytes(data: object) -> bytes:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"data must be bytes, got {type(data).__name__}")
 
-    def __init__(self, data: bytes, partition_key: str, explicit_hash_key: str | None,
-                 hash_key: int, handle: object, arrival: float, seq: int, size: int) -> None:
-        self.data = data
-        self.partition_key = partition_key
-        self.explicit_hash_key = explicit_hash_key
-        self.hash_key = hash_key
-        self.handle = handle
-        self.arrival = arrival
-        self.seq = seq
-        self.size = size
-        self.attempts: tuple[Attempt, ...] = ()
+
+def _bad_partition_key(partition_key: object) -> InvalidPartitionKey:
+    if not isinstance(partition_key, str):
+        return InvalidPartitionKey(
+            f"partition key must be a str, got {type(partition_key).__name__}"
+        )
+    return InvalidPartitionKey(
+        f"partition key must be 1-{MAX_PARTITION_KEY_LENGTH} characters, got {len(partition_key)}"
+    )
+
+
+# A user record is a plain tuple: the cheapest object to make per record, and one the
+# garbage collector stops tracking once its fields are atomic (a tuple subclass, such as
+# a NamedTuple, stays tracked). Its failed attempts, rare, live in
+# ``ProducerCore._attempts`` keyed by its seq.
+_UserRecord = tuple[bytes, str, "str | None", int, object, float, int, int]
+_DATA: Final = 0
+_PK: Final = 1
+_EHK: Final = 2
+_HASH: Final = 3
+_HANDLE: Final = 4
+_ARRIVAL: Final = 5
+_SEQ: Final = 6
+_SIZE: Final = 7
+
+_new_result = tuple.__new__
 
 
 class _Shard:
     """Everything the core keeps for one predicted shard (or the unrouted pseudo-shard)."""
 
-    __slots__ = ("agg", "agg_arrivals", "agg_deadline", "hash_range", "in_flight", "limiter",
-                 "queue", "retries", "shard_id", "stale")
+    __slots__ = (
+        "agg",
+        "agg_deadline",
+        "hash_range",
+        "in_flight",
+        "limiter",
+        "queue",
+        "retries",
+        "shard_id",
+        "stale",
+    )
 
-    def __init__(self, shard_id: str | None, hash_range: tuple[int, int] | None,
-                 limiter: ShardLimiter | None) -> None:
+    def __init__(
+        self, shard_id: str | None, hash_range: tuple[int, int] | None, limiter: ShardLimiter | None
+    ) -> None:
         self.shard_id = shard_id
         self.hash_range = hash_range
         self.limiter = limiter
         self.agg: Aggregator | None = None
         self.agg_deadline = _INF
-        self.agg_arrivals = 0.0  # sum of arrivals in the open aggregator (BufferingTime)
         self.queue: deque[_KRecord] = deque()
         self.retries: deque[_KRecord] = deque()
         self.in_flight = 0
@@ -131,18 +157,33 @@ class _Shard:
 class _KRecord:
     """One Kinesis record: a plain user record or an aggregated one."""
 
-    __slots__ = ("aggregated", "arrivals", "attempts", "deadline", "entry", "items",
-                 "last_delay", "not_before", "shard", "size")
+    __slots__ = (
+        "aggregated",
+        "attempts",
+        "deadline",
+        "entry",
+        "items",
+        "last_delay",
+        "not_before",
+        "shard",
+        "size",
+    )
 
-    def __init__(self, items: list[_UserRecord], entry: dict[str, str], size: int,
-                 shard: _Shard, deadline: float, aggregated: bool, arrivals: float) -> None:
+    def __init__(
+        self,
+        items: list[_UserRecord],
+        entry: dict[str, str],
+        size: int,
+        shard: _Shard,
+        deadline: float,
+        aggregated: bool,
+    ) -> None:
         self.items = items
         self.entry = entry
         self.size = size
         self.shard = shard
         self.deadline = deadline
         self.aggregated = aggregated
-        self.arrivals = arrivals
         self.attempts = 0
         self.not_before = 0.0
         self.last_delay = 0.0
@@ -184,8 +225,14 @@ class Poll:
 class ProducerCore:
     """The sans-IO producer pipeline; see the module docstring for the rules."""
 
-    def __init__(self, stream_name: str, config: ProducerConfig, *, rng: random.Random,
-                 stream_arn: str | None = None) -> None:
+    def __init__(
+        self,
+        stream_name: str,
+        config: ProducerConfig,
+        *,
+        rng: random.Random,
+        stream_arn: str | None = None,
+    ) -> None:
         if not stream_name and not stream_arn:
             raise ValueError("a stream name or ARN is required")
         self.stream_name = stream_name
@@ -202,10 +249,14 @@ class ProducerCore:
         self._shards: list[_Shard] = []
         self._unrouted = _Shard(None, None, None)
         self._refresh = RefreshPolicy(config.shard_map_refresh_min_interval)
+        # Aggregate only with a map we trust: set by _refresh_changed().
+        self._fresh = False
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._max_record_size = config.max_record_size
         self._rr = 0  # round-robin start of collection
 
         self._seq = 0
-        self._buffered_records = 0
         self._buffered_bytes = 0
         self._queued_count = 0
         self._queued_bytes = 0
@@ -220,9 +271,9 @@ class ProducerCore:
         self._pending: list[Completion] = []
         # Delivered to a shard our map did not know: (record, shard, sequence, sub, attempt).
         self._unverified: list[tuple[_UserRecord, str, str, int, Attempt]] = []
-        self._metrics: dict[str, float] = {}
         self._errors_by_code: dict[str, int] = {}
-        self._m_received = 0
+        # Failed attempts of records still held, by record seq (empty when all goes well).
+        self._attempts: dict[int, tuple[Attempt, ...]] = {}
         self._m_put = 0
         self._m_data_put = 0
         self._m_krecords_put = 0
@@ -246,7 +297,7 @@ class ProducerCore:
     @property
     def buffered_records(self) -> int:
         """User records held by the core (buffered, queued or in flight)."""
-        return self._buffered_records
+        return self._seq - self._m_completed
 
     @property
     def buffered_bytes(self) -> int:
@@ -265,20 +316,24 @@ class ProducerCore:
 
     # ------------------------------------------------------------------ add
 
-    def add(self, data: bytes, partition_key: str, explicit_hash_key: str | None,
-            handle: object, now: float) -> None:
+    def add(
+        self,
+        data: bytes,
+        partition_key: str,
+        explicit_hash_key: str | None,
+        handle: object,
+        now: float,
+    ) -> None:
         """Buffer one user record; raise at once on bad input (nothing is kept then)."""
+        # The hot path: every line here runs once per record (bench/producer_core.py).
         if type(data) is not bytes:
-            if not isinstance(data, bytes | bytearray | memoryview):
-                raise TypeError(f"data must be bytes, got {type(data).__name__}")
-            data = bytes(data)
-        if type(partition_key) is not str:
-            raise InvalidPartitionKey(
-                f"partition key must be a str, got {type(partition_key).__name__}")
-        if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
-            raise InvalidPartitionKey(
-                f"partition key must be 1-{MAX_PARTITION_KEY_LENGTH} characters, "
-                f"got {len(partition_key)}")
+            data = _as_bytes(data)
+        if (
+            type(partition_key) is not str
+            or not partition_key
+            or len(partition_key) > MAX_PARTITION_KEY_LENGTH
+        ):
+            raise _bad_partition_key(partition_key)
         pk_bytes = partition_key.encode()
         if explicit_hash_key is None:
             hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
@@ -287,54 +342,66 @@ class ProducerCore:
                 raise ValueError("explicit hash key must be a decimal str")
             hash_key = parse_explicit_hash_key(explicit_hash_key)
         size = len(data) + len(pk_bytes)
-        if size > self.config.max_record_size:
+        if size > self._max_record_size:
             raise RecordTooLarge(
                 f"record of {size} bytes (data + partition key) exceeds max_record_size "
-                f"of {self.config.max_record_size}")
-        self._seq += 1
-        record = _UserRecord(data, partition_key, explicit_hash_key, hash_key, handle, now,
-                             self._seq, size)
-        self._buffered_records += 1
+                f"of {self._max_record_size}"
+            )
+        self._seq = seq = self._seq + 1
+        record = (data, partition_key, explicit_hash_key, hash_key, handle, now, seq, size)
         self._buffered_bytes += size
-        self._m_received += 1
-        if self._next_sweep == _INF:
-            self._next_sweep = now + min(_SWEEP_INTERVAL, self._ttl)
+        # Fast path: a fresh map and an open aggregator with room for the record.
+        if self._fresh:
+            i = bisect_right(self._starts, hash_key) - 1
+            if i >= 0 and hash_key <= self._ends[i]:
+                shard = self._shards[i]
+                agg = shard.agg
+                if agg is not None and agg.try_add(
+                    partition_key, explicit_hash_key, data, record, pk_bytes
+                ):
+                    return
         self._route(record, now)
+
+    def _refresh_changed(self) -> None:
+        refresh = self._refresh
+        self._fresh = (
+            self._aggregation
+            and self._map is not None
+            and not refresh.wanted
+            and not refresh.outstanding
+        )
 
     def _route(self, record: _UserRecord, now: float) -> None:
         shard_map = self._map
         if shard_map is None:
             shard = self._unrouted
         else:
-            i = shard_map.lookup(record.hash_key)
+            i = shard_map.lookup(record[_HASH])
             shard = self._shards[i] if i >= 0 else self._unrouted
-        if self._aggregation and shard.limiter is not None and not self._refresh.wanted \
-                and not self._refresh.outstanding:
+        if self._fresh and shard.limiter is not None:
             agg = shard.agg
             if agg is None:
-                agg = shard.agg = Aggregator(self.config.aggregation_max_size,
-                                             self.config.aggregation_max_count)
-                deadline = record.arrival + self._mbt
+                agg = shard.agg = Aggregator(
+                    self.config.aggregation_max_size, self.config.aggregation_max_count
+                )
+                deadline = record[_ARRIVAL] + self._mbt
                 shard.agg_deadline = deadline
                 if deadline < self._next_collect:
                     self._next_collect = deadline
-            if agg.try_add(record.partition_key, record.explicit_hash_key, record.data,
-                           record):
-                shard.agg_arrivals += record.arrival
-                if record.arrival + self._mbt < shard.agg_deadline:
+            if agg.try_add(record[_PK], record[_EHK], record[_DATA], record):
+                if record[_ARRIVAL] + self._mbt < shard.agg_deadline:
                     # A re-routed older record: the aggregate is due sooner.
-                    shard.agg_deadline = record.arrival + self._mbt
+                    shard.agg_deadline = record[_ARRIVAL] + self._mbt
                     self._next_collect = min(self._next_collect, shard.agg_deadline)
                 return
             if agg.count:
                 self._seal(shard)
-                agg = shard.agg = Aggregator(self.config.aggregation_max_size,
-                                             self.config.aggregation_max_count)
-                deadline = record.arrival + self._mbt
+                agg = shard.agg = Aggregator(
+                    self.config.aggregation_max_size, self.config.aggregation_max_count
+                )
+                deadline = record[_ARRIVAL] + self._mbt
                 shard.agg_deadline = deadline
-                if agg.try_add(record.partition_key, record.explicit_hash_key, record.data,
-                               record):
-                    shard.agg_arrivals = record.arrival
+                if agg.try_add(record[_PK], record[_EHK], record[_DATA], record):
                     return
             # Too large to aggregate even alone: it goes plain.
             shard.agg = None
@@ -342,11 +409,10 @@ class ProducerCore:
         self._enqueue(self._plain(record, shard))
 
     def _plain(self, record: _UserRecord, shard: _Shard) -> _KRecord:
-        entry = {"Data": b64encode(record.data).decode(), "PartitionKey": record.partition_key}
-        if record.explicit_hash_key is not None:
-            entry["ExplicitHashKey"] = record.explicit_hash_key
-        return _KRecord([record], entry, record.size, shard, record.arrival + self._mbt,
-                        False, record.arrival)
+        entry = {"Data": b64encode(record[_DATA]).decode(), "PartitionKey": record[_PK]}
+        if record[_EHK] is not None:
+            entry["ExplicitHashKey"] = record[_EHK]
+        return _KRecord([record], entry, record[_SIZE], shard, record[_ARRIVAL] + self._mbt, False)
 
     def _seal(self, shard: _Shard) -> None:
         """Turn the shard's open aggregator into a queued Kinesis record."""
@@ -362,11 +428,16 @@ class ProducerCore:
             data = agg.serialize()
             krecord = _KRecord(
                 items,
-                {"Data": b64encode(data).decode(), "PartitionKey": AGGREGATED_PARTITION_KEY,
-                 "ExplicitHashKey": str(items[0].hash_key)},
-                len(data) + len(AGGREGATED_PARTITION_KEY), shard, deadline, True,
-                shard.agg_arrivals)
-        shard.agg_arrivals = 0.0
+                {
+                    "Data": b64encode(data).decode(),
+                    "PartitionKey": AGGREGATED_PARTITION_KEY,
+                    "ExplicitHashKey": str(items[0][_HASH]),
+                },
+                len(data) + len(AGGREGATED_PARTITION_KEY),
+                shard,
+                deadline,
+                True,
+            )
         self._enqueue(krecord)
 
     def _enqueue(self, krecord: _KRecord) -> None:
@@ -378,8 +449,10 @@ class ProducerCore:
             self._queue_deadline = deadline
             if deadline < self._next_collect:
                 self._next_collect = deadline
-        if self._queued_count >= self.config.collection_max_count \
-                or self._queued_bytes >= self.config.collection_max_size:
+        if (
+            self._queued_count >= self.config.collection_max_count
+            or self._queued_bytes >= self.config.collection_max_size
+        ):
             self._full_pending = True
 
     def _rebuild(self, items: list[_UserRecord], shard: _Shard) -> _KRecord:
@@ -388,15 +461,21 @@ class ProducerCore:
             return self._plain(items[0], shard)
         agg = Aggregator(self.config.aggregation_max_size, self.config.aggregation_max_count)
         for item in items:
-            added = agg.try_add(item.partition_key, item.explicit_hash_key, item.data, item)
+            added = agg.try_add(item[_PK], item[_EHK], item[_DATA], item)
             assert added, "a subset of an aggregated record always fits"
         data = agg.serialize()
         return _KRecord(
             items,
-            {"Data": b64encode(data).decode(), "PartitionKey": AGGREGATED_PARTITION_KEY,
-             "ExplicitHashKey": str(items[0].hash_key)},
-            len(data) + 1, shard, min(i.arrival for i in items) + self._mbt, True,
-            sum(i.arrival for i in items))
+            {
+                "Data": b64encode(data).decode(),
+                "PartitionKey": AGGREGATED_PARTITION_KEY,
+                "ExplicitHashKey": str(items[0][_HASH]),
+            },
+            len(data) + 1,
+            shard,
+            min(i[_ARRIVAL] for i in items) + self._mbt,
+            True,
+        )
 
     # ------------------------------------------------------------------ flush / poll
 
@@ -412,11 +491,14 @@ class ProducerCore:
         """Requests to send now, completions to resolve, and when to call again."""
         completions = self._pending
         self._pending = []
+        if self._next_sweep == _INF and self.buffered_records:
+            self._next_sweep = now + min(_SWEEP_INTERVAL, self._ttl)
         if now >= self._next_sweep:
             self._sweep(now, completions)
         refresh = False
         if self._refresh.due(now):
             self._refresh.start(now)
+            self._refresh_changed()
             self._m_refreshes += 1
             refresh = True
         requests: list[PutRecordsRequest] = []
@@ -427,7 +509,7 @@ class ProducerCore:
         else:
             # Nothing can leave before an answer frees a slot, and an answer wakes us.
             deadline = _INF
-        if self._buffered_records and self._next_sweep < deadline:
+        if self.buffered_records and self._next_sweep < deadline:
             deadline = self._next_sweep
         refresh_at = self._refresh.wake_at()
         if refresh_at is not None and refresh_at < deadline:
@@ -529,8 +611,9 @@ class ProducerCore:
             self._full_pending = True
         return [self._request(b, now) for b in batches if b]
 
-    def _next_sendable(self, shard: _Shard, now: float,
-                       preserve: bool) -> tuple[_KRecord | None, bool]:
+    def _next_sendable(
+        self, shard: _Shard, now: float, preserve: bool
+    ) -> tuple[_KRecord | None, bool]:
         """The shard's next record to send and whether it is a retry (None: nothing)."""
         retries = shard.retries
         if retries:
@@ -568,13 +651,18 @@ class ProducerCore:
             count = len(krecord.items)
             users += count
             if not krecord.attempts:
-                self._m_buffering += now * count - krecord.arrivals
+                # Counted from the oldest user record of each Kinesis record.
+                self._m_buffering += (now - krecord.deadline + self._mbt) * count
                 self._m_buffered_n += count
         request = PutRecordsRequest(
             id=self._request_ids,
             body=put_records_body(self.stream_name, self.stream_arn, entries),
-            record_count=len(batch), byte_size=size, user_record_count=users,
-            started=now, records=batch)
+            record_count=len(batch),
+            byte_size=size,
+            user_record_count=users,
+            started=now,
+            records=batch,
+        )
         self._in_flight[request.id] = request
         self._m_requests += 1
         self._m_request_krecords += len(batch)
@@ -582,8 +670,9 @@ class ProducerCore:
 
     # ------------------------------------------------------------------ answers
 
-    def on_response(self, request: PutRecordsRequest, response: Mapping[str, Any],
-                    now: float) -> list[Completion]:
+    def on_response(
+        self, request: PutRecordsRequest, response: Mapping[str, Any], now: float
+    ) -> list[Completion]:
         """Match a 200 PutRecords answer entry by entry; return the settled records."""
         if self._in_flight.pop(request.id, None) is None:
             return []  # abandoned by fail_all()
@@ -594,11 +683,14 @@ class ProducerCore:
         if not isinstance(entries, list) or len(entries) != len(batch):
             got = len(entries) if isinstance(entries, list) else "no"
             error = KinesisError.for_code(
-                _MALFORMED, f"PutRecords answered {got} entries for {len(batch)} records",
-                status=500)
+                _MALFORMED,
+                f"PutRecords answered {got} entries for {len(batch)} records",
+                status=500,
+            )
             for krecord in batch:
-                self._failed(krecord, error.error_code, error.message, 500, request.started,
-                             now, completions)
+                self._failed(
+                    krecord, error.error_code, error.message, 500, request.started, now, completions
+                )
             return completions
         ok: Attempt | None = None
         for krecord, entry in zip(batch, entries, strict=True):
@@ -607,20 +699,29 @@ class ProducerCore:
                 shard_id = entry.get("ShardId")
                 sequence = entry.get("SequenceNumber")
                 if not isinstance(shard_id, str) or not isinstance(sequence, str):
-                    self._failed(krecord, _MALFORMED, "entry without ShardId/SequenceNumber",
-                                 500, request.started, now, completions)
+                    self._failed(
+                        krecord,
+                        _MALFORMED,
+                        "entry without ShardId/SequenceNumber",
+                        500,
+                        request.started,
+                        now,
+                        completions,
+                    )
                     continue
                 if ok is None:
                     ok = Attempt(request.started, now, True, None, None)
                 self._delivered(krecord, shard_id, sequence, ok, now, completions)
             else:
                 message = entry.get("ErrorMessage") if isinstance(entry, Mapping) else None
-                self._failed(krecord, str(code), str(message or ""), 400, request.started,
-                             now, completions)
+                self._failed(
+                    krecord, str(code), str(message or ""), 400, request.started, now, completions
+                )
         return completions
 
-    def on_error(self, request: PutRecordsRequest, error: BaseException,
-                 now: float) -> list[Completion]:
+    def on_error(
+        self, request: PutRecordsRequest, error: BaseException, now: float
+    ) -> list[Completion]:
         """The whole request failed: classify the error and treat every entry alike."""
         if self._in_flight.pop(request.id, None) is None:
             return []
@@ -632,8 +733,17 @@ class ProducerCore:
             code, message, status = type(error).__name__, str(error), 0
         action = action_for_error(error, fail_if_throttled=self.config.fail_if_throttled)
         for krecord in request.records:
-            self._failed(krecord, code, message, status, request.started, now, completions,
-                         action=action, cause=error)
+            self._failed(
+                krecord,
+                code,
+                message,
+                status,
+                request.started,
+                now,
+                completions,
+                action=action,
+                cause=error,
+            )
         return completions
 
     def _answered(self, request: PutRecordsRequest, now: float) -> None:
@@ -649,29 +759,70 @@ class ProducerCore:
         elif self._queued_count:
             self._full_pending = True
 
-    def _delivered(self, krecord: _KRecord, shard_id: str, sequence: str, ok: Attempt,
-                   now: float, completions: list[Completion]) -> None:
+    def _delivered(
+        self,
+        krecord: _KRecord,
+        shard_id: str,
+        sequence: str,
+        ok: Attempt,
+        now: float,
+        completions: list[Completion],
+    ) -> None:
         predicted = krecord.shard.shard_id
         if predicted is not None and predicted != shard_id:
             self._m_mispredicted += 1
             self._refresh.invalidate()
+            self._refresh_changed()
             if krecord.aggregated:
                 self._split_mispredicted(krecord, shard_id, sequence, ok, now, completions)
                 return
         self._m_krecords_put += 1
         self._m_kdata_put += krecord.size
-        aggregated = krecord.aggregated
         append = completions.append
-        for sub, record in enumerate(krecord.items):
-            append((record.handle, RecordResult(shard_id, sequence, sub if aggregated else 0,
-                                                (*record.attempts, ok))))
-            self._m_data_put += record.size
-        n = len(krecord.items)
+        first_try = (ok,)
+        size = 0
+        retries = 0
+        items = krecord.items
+        failed = self._attempts
+        if not failed:
+            for sub, record in enumerate(items):
+                append(
+                    (
+                        record[_HANDLE],
+                        _new_result(RecordResult, (shard_id, sequence, sub, first_try)),
+                    )
+                )
+                size += record[_SIZE]
+        else:
+            pop = failed.pop
+            for sub, record in enumerate(items):
+                attempts = pop(record[_SEQ], ())
+                retries += len(attempts)
+                append(
+                    (
+                        record[_HANDLE],
+                        _new_result(RecordResult, (shard_id, sequence, sub, (*attempts, ok))),
+                    )
+                )
+                size += record[_SIZE]
+        if not krecord.aggregated:
+            assert len(items) == 1
+        n = len(items)
         self._m_put += n
-        self._settle(krecord.items)
+        self._m_data_put += size
+        self._m_retries += retries
+        self._m_completed += n
+        self._buffered_bytes -= size
 
-    def _split_mispredicted(self, krecord: _KRecord, shard_id: str, sequence: str,
-                            ok: Attempt, now: float, completions: list[Completion]) -> None:
+    def _split_mispredicted(
+        self,
+        krecord: _KRecord,
+        shard_id: str,
+        sequence: str,
+        ok: Attempt,
+        now: float,
+        completions: list[Completion],
+    ) -> None:
         """An aggregated record landed on ``shard_id``: keep the sub-records it owns."""
         self._m_krecords_put += 1
         self._m_kdata_put += krecord.size
@@ -684,10 +835,13 @@ class ProducerCore:
         again: list[_UserRecord] = []
         delivered: list[_UserRecord] = []
         for sub, record in enumerate(krecord.items):
-            if start <= record.hash_key <= end:
-                completions.append((record.handle,
-                                    RecordResult(shard_id, sequence, sub,
-                                                 (*record.attempts, ok))))
+            if start <= record[_HASH] <= end:
+                completions.append(
+                    (
+                        record[_HANDLE],
+                        RecordResult(shard_id, sequence, sub, (*self._attempts_of(record), ok)),
+                    )
+                )
                 delivered.append(record)
             else:
                 again.append(record)
@@ -695,53 +849,80 @@ class ProducerCore:
         self._settle(delivered)
         for record in again:
             # Sent but not kept where a consumer would read it: count it as a failed try.
-            record.attempts = (*record.attempts, Attempt(
-                ok.started, now, False, "Mispredicted",
-                f"aggregated record landed on {shard_id}, outside this record's hash key"))
+            self._add_attempt(
+                record,
+                Attempt(
+                    ok.started,
+                    now,
+                    False,
+                    "Mispredicted",
+                    f"aggregated record landed on {shard_id}, outside this record's hash key",
+                ),
+            )
             self._route(record, now)
 
     def _count_put(self, records: Iterable[_UserRecord]) -> None:
         for record in records:
             self._m_put += 1
-            self._m_data_put += record.size
+            self._m_data_put += record[_SIZE]
+
+    def _attempts_of(self, record: _UserRecord) -> tuple[Attempt, ...]:
+        return self._attempts.get(record[_SEQ], ())
+
+    def _add_attempt(self, record: _UserRecord, attempt: Attempt) -> None:
+        self._attempts[record[_SEQ]] = (*self._attempts.get(record[_SEQ], ()), attempt)
 
     def _settle(self, records: Iterable[_UserRecord], success: bool = True) -> None:
-        """The records got their completion: release their budget, count retries."""
+        """The records got their completion: release budget and attempts, count retries."""
         n = 0
         size = 0
         retries = 0
+        pop = self._attempts.pop
         for record in records:
             n += 1
-            size += record.size
-            retries += len(record.attempts)
+            size += record[_SIZE]
+            retries += len(pop(record[_SEQ], ()))
         # A success's attempts hold only the failed tries; a failure's include the last one.
         self._m_retries += retries if success else max(0, retries - n)
         self._m_completed += n
-        self._buffered_records -= n
         self._buffered_bytes -= size
 
-    def _failed(self, krecord: _KRecord, code: str, message: str, status: int, started: float,
-                now: float, completions: list[Completion], *, action: Action | None = None,
-                cause: BaseException | None = None) -> None:
+    def _failed(
+        self,
+        krecord: _KRecord,
+        code: str,
+        message: str,
+        status: int,
+        started: float,
+        now: float,
+        completions: list[Completion],
+        *,
+        action: Action | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
         self._m_errors += 1
         self._errors_by_code[code] = self._errors_by_code.get(code, 0) + 1
         attempt = Attempt(started, now, False, code, message)
         for record in krecord.items:
-            record.attempts = (*record.attempts, attempt)
+            self._add_attempt(record, attempt)
         if action is None:
-            action = classify(code, status=status,
-                              fail_if_throttled=self.config.fail_if_throttled)
+            action = classify(code, status=status, fail_if_throttled=self.config.fail_if_throttled)
         if action is Action.FAIL:
             self._fail(krecord.items, code, message, cause, completions)
             return
-        live = [r for r in krecord.items if now - r.arrival < self._ttl]
+        live = [r for r in krecord.items if now - r[_ARRIVAL] < self._ttl]
         if len(live) < len(krecord.items):
-            self._expire([r for r in krecord.items if now - r.arrival >= self._ttl], now,
-                         completions, f"last error {code}: {message}")
+            self._expire(
+                [r for r in krecord.items if now - r[_ARRIVAL] >= self._ttl],
+                now,
+                completions,
+                f"last error {code}: {message}",
+            )
         if not live:
             return
         if action is Action.RETRY_AFTER_REFRESH:
             self._refresh.invalidate()
+            self._refresh_changed()
         krecord.attempts += 1
         delay = self._backoff.delay(krecord.attempts, krecord.last_delay)
         if action is Action.RETRY_AFTER_REFRESH or krecord.shard.stale:
@@ -769,8 +950,8 @@ class ProducerCore:
     def _requeue_front(self, records: list[_UserRecord], not_before: float) -> None:
         """preserve_order: re-route ``records`` as plain retries ahead of newer records."""
         by_shard: dict[int, list[_UserRecord]] = {}
-        for record in sorted(records, key=lambda r: r.seq):
-            i = self._map.lookup(record.hash_key) if self._map is not None else -1
+        for record in sorted(records, key=lambda r: r[_SEQ]):
+            i = self._map.lookup(record[_HASH]) if self._map is not None else -1
             by_shard.setdefault(i, []).append(record)
         for i, group in by_shard.items():
             shard = self._shards[i] if i >= 0 else self._unrouted
@@ -782,17 +963,25 @@ class ProducerCore:
         if not_before < self._next_collect:
             self._next_collect = not_before
 
-    def _fail(self, records: Iterable[_UserRecord], code: str, message: str,
-              cause: BaseException | None, completions: list[Completion]) -> None:
+    def _fail(
+        self,
+        records: Iterable[_UserRecord],
+        code: str,
+        message: str,
+        cause: BaseException | None,
+        completions: list[Completion],
+    ) -> None:
         settled = list(records)
         for record in settled:
-            completions.append((record.handle,
-                                RecordFailed(code, message, record.attempts, cause)))
+            completions.append(
+                (record[_HANDLE], RecordFailed(code, message, self._attempts_of(record), cause))
+            )
         self._m_failed += len(settled)
         self._settle(settled, success=False)
 
-    def _expire(self, records: list[_UserRecord], now: float, completions: list[Completion],
-                detail: str) -> None:
+    def _expire(
+        self, records: list[_UserRecord], now: float, completions: list[Completion], detail: str
+    ) -> None:
         message = f"not delivered within record_ttl of {self._ttl}s"
         if detail:
             message += f" ({detail})"
@@ -803,8 +992,7 @@ class ProducerCore:
 
     def _sweep(self, now: float, completions: list[Completion]) -> None:
         """Fail records past ``record_ttl`` wherever they wait (not in flight)."""
-        self._next_sweep = now + min(_SWEEP_INTERVAL, self._ttl) if self._buffered_records \
-            else _INF
+        self._next_sweep = now + min(_SWEEP_INTERVAL, self._ttl) if self.buffered_records else _INF
         horizon = now - self._ttl
         for shard in self._all_shards():
             for name in ("queue", "retries"):
@@ -814,7 +1002,7 @@ class ProducerCore:
                     continue
                 kept: deque[_KRecord] = deque()
                 for krecord in queue:
-                    old = [r for r in krecord.items if r.arrival <= horizon]
+                    old = [r for r in krecord.items if r[_ARRIVAL] <= horizon]
                     if not old:
                         kept.append(krecord)
                         continue
@@ -822,7 +1010,7 @@ class ProducerCore:
                         self._queued_count -= 1
                         self._queued_bytes -= krecord.size
                     self._expire(old, now, completions, "")
-                    live = [r for r in krecord.items if r.arrival > horizon]
+                    live = [r for r in krecord.items if r[_ARRIVAL] > horizon]
                     if live:
                         rebuilt = self._rebuild(live, shard)
                         rebuilt.attempts = krecord.attempts
@@ -835,11 +1023,15 @@ class ProducerCore:
                 queue.clear()
                 queue.extend(kept)
         if self._unverified:
-            old_unverified = [u for u in self._unverified if u[0].arrival <= horizon]
+            old_unverified = [u for u in self._unverified if u[0][_ARRIVAL] <= horizon]
             if old_unverified:
-                self._unverified = [u for u in self._unverified if u[0].arrival > horizon]
-                self._expire([u[0] for u in old_unverified], now, completions,
-                             "delivered to a shard the refreshed map never confirmed")
+                self._unverified = [u for u in self._unverified if u[0][_ARRIVAL] > horizon]
+                self._expire(
+                    [u[0] for u in old_unverified],
+                    now,
+                    completions,
+                    "delivered to a shard the refreshed map never confirmed",
+                )
 
     # ------------------------------------------------------------------ shard map
 
@@ -855,8 +1047,11 @@ class ProducerCore:
                 new_shards.append(kept)
             else:
                 limiter = kept.limiter if kept is not None else None
-                new_shards.append(_Shard(shard_id, hash_range,
-                                         limiter or ShardLimiter(self.config.rate_limit, now)))
+                new_shards.append(
+                    _Shard(
+                        shard_id, hash_range, limiter or ShardLimiter(self.config.rate_limit, now)
+                    )
+                )
                 if kept is not None:
                     old[shard_id] = kept  # its contents must move
         # Everything waiting on a shard that changed (or on no shard) is routed again.
@@ -866,8 +1061,11 @@ class ProducerCore:
             moving.extend(self._drain(shard))
         self._map = new_map
         self._shards = new_shards
+        self._starts = [new_map.range_of(i)[0] for i in range(len(new_map))]
+        self._ends = [new_map.range_of(i)[1] for i in range(len(new_map))]
         self._refresh.installed(now)
-        moving.sort(key=lambda r: r.seq)
+        self._refresh_changed()
+        moving.sort(key=lambda r: r[_SEQ])
         for record in moving:
             self._route(record, now)
         if self._unverified:
@@ -875,16 +1073,27 @@ class ProducerCore:
             for record, shard_id, sequence, sub, ok in unverified:
                 index = new_map.index_of(shard_id)
                 start, end = new_map.range_of(index) if index >= 0 else (0, -1)
-                if start <= record.hash_key <= end:
-                    self._pending.append((record.handle, RecordResult(
-                        shard_id, sequence, sub, (*record.attempts, ok))))
+                if start <= record[_HASH] <= end:
+                    self._pending.append(
+                        (
+                            record[_HANDLE],
+                            RecordResult(shard_id, sequence, sub, (*self._attempts_of(record), ok)),
+                        )
+                    )
                     self._count_put([record])
                     self._settle([record])
                 else:
-                    record.attempts = (*record.attempts, Attempt(
-                        ok.started, now, False, "Mispredicted",
-                        f"aggregated record landed on {shard_id}, outside this record's "
-                        "hash key"))
+                    self._add_attempt(
+                        record,
+                        Attempt(
+                            ok.started,
+                            now,
+                            False,
+                            "Mispredicted",
+                            f"aggregated record landed on {shard_id}, outside this record's "
+                            "hash key",
+                        ),
+                    )
                     self._route(record, now)
         if moving or self._queued_count:
             self._next_collect = min(self._next_collect, now)
@@ -895,7 +1104,6 @@ class ProducerCore:
             records.extend(shard.agg.items)  # type: ignore[arg-type]
             shard.agg = None
             shard.agg_deadline = _INF
-            shard.agg_arrivals = 0.0
         for krecord in shard.queue:
             self._queued_count -= 1
             self._queued_bytes -= krecord.size
@@ -913,12 +1121,20 @@ class ProducerCore:
         possible duplicate beats a possible loss).
         """
         self._refresh.failed()
+        self._refresh_changed()
         if self._unverified:
             unverified, self._unverified = self._unverified, []
             for record, shard_id, _sequence, _sub, ok in unverified:
-                record.attempts = (*record.attempts, Attempt(
-                    ok.started, now, False, "Mispredicted",
-                    f"landed on unknown shard {shard_id}; shard map refresh failed: {error}"))
+                self._add_attempt(
+                    record,
+                    Attempt(
+                        ok.started,
+                        now,
+                        False,
+                        "Mispredicted",
+                        f"landed on unknown shard {shard_id}; shard map refresh failed: {error}",
+                    ),
+                )
                 self._route(record, now)
             self._next_collect = min(self._next_collect, now)
 
@@ -952,8 +1168,8 @@ class ProducerCore:
         """Counters and averages under the KPL's metric names (times in milliseconds)."""
         completed = self._m_completed
         metrics: dict[str, float] = {
-            "UserRecordsReceived": self._m_received,
-            "UserRecordsPending": self._buffered_records,
+            "UserRecordsReceived": self._seq,
+            "UserRecordsPending": self.buffered_records,
             "UserRecordsPut": self._m_put,
             "UserRecordsDataPut": self._m_data_put,
             "UserRecordsFailed": self._m_failed,
@@ -964,13 +1180,17 @@ class ProducerCore:
             "AllErrors": self._m_errors,
             "RetriesPerRecord": self._m_retries / completed if completed else 0.0,
             "BufferingTime": 1000.0 * self._m_buffering / self._m_buffered_n
-            if self._m_buffered_n else 0.0,
+            if self._m_buffered_n
+            else 0.0,
             "RequestTime": 1000.0 * self._m_request_time / self._m_responses
-            if self._m_responses else 0.0,
+            if self._m_responses
+            else 0.0,
             "UserRecordsPerKinesisRecord": self._m_put / self._m_krecords_put
-            if self._m_krecords_put else 0.0,
+            if self._m_krecords_put
+            else 0.0,
             "KinesisRecordsPerPutRecordsRequest": self._m_request_krecords / self._m_requests
-            if self._m_requests else 0.0,
+            if self._m_requests
+            else 0.0,
             "ShardMapMispredictions": self._m_mispredicted,
             "ShardMapRefreshes": self._m_refreshes,
             "InFlightRequests": len(self._in_flight),

@@ -57,10 +57,12 @@ class ShardLimiter:
 
     def __init__(self, rate_limit_percent: float, now: float) -> None:
         scale = rate_limit_percent / 100.0
-        self.records = TokenBucket(SHARD_WRITE_RECORDS_PER_SECOND * scale,
-                                   SHARD_WRITE_RECORDS_PER_SECOND * scale, now)
-        self.bytes = TokenBucket(SHARD_WRITE_BYTES_PER_SECOND * scale,
-                                 SHARD_WRITE_BYTES_PER_SECOND * scale, now)
+        self.records = TokenBucket(
+            SHARD_WRITE_RECORDS_PER_SECOND * scale, SHARD_WRITE_RECORDS_PER_SECOND * scale, now
+        )
+        self.bytes = TokenBucket(
+            SHARD_WRITE_BYTES_PER_SECOND * scale, SHARD_WRITE_BYTES_PER_SECOND * scale, now
+        )
 
     def take(self, records: int, size: int, now: float) -> float:
         """Take one Kinesis record's tokens from both buckets, or nothing and the wait."""

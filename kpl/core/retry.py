@@ -64,8 +64,9 @@ def classify(code: str, *, status: int = 400, fail_if_throttled: bool = False) -
 def action_for_error(error: BaseException, *, fail_if_throttled: bool = False) -> Action:
     """The action for a whole-request failure; non-Kinesis exceptions are bugs: FAIL."""
     if isinstance(error, KinesisError):
-        return classify(error.error_code, status=error.http_status,
-                        fail_if_throttled=fail_if_throttled)
+        return classify(
+            error.error_code, status=error.http_status, fail_if_throttled=fail_if_throttled
+        )
     return Action.FAIL
 
 
@@ -79,8 +80,7 @@ class Backoff:
 
     __slots__ = ("jitter", "maximum", "minimum", "rng")
 
-    def __init__(self, minimum: float, maximum: float, jitter: Jitter,
-                 rng: random.Random) -> None:
+    def __init__(self, minimum: float, maximum: float, jitter: Jitter, rng: random.Random) -> None:
         self.minimum = minimum
         self.maximum = maximum
         self.jitter = jitter

@@ -35,7 +35,7 @@ class ShardMap:
 
     def __init__(self, shards: Sequence[tuple[str, int, int]]) -> None:
         ordered = sorted(shards, key=lambda shard: shard[1])
-        for (shard_id, start, end) in ordered:
+        for shard_id, start, end in ordered:
             if not 0 <= start <= end <= MAX_HASH_KEY:
                 raise ValueError(f"shard {shard_id} has an invalid hash key range {start}-{end}")
         for previous, current in pairwise(ordered):

@@ -23,10 +23,15 @@ VECTORS = json.loads(
 def test_kpl_vectors(vector: dict[str, Any]) -> None:
     data = base64.b64decode(vector["data"])
     records = deaggregate(data, vector["kinesis_partition_key"], sequence_number="49")
-    assert [(r.partition_key, r.explicit_hash_key, r.sub_sequence_number, r.data)
-            for r in records] == [
-        (e["partition_key"], e["explicit_hash_key"], e["sub_sequence_number"],
-         base64.b64decode(e["data"]))
+    assert [
+        (r.partition_key, r.explicit_hash_key, r.sub_sequence_number, r.data) for r in records
+    ] == [
+        (
+            e["partition_key"],
+            e["explicit_hash_key"],
+            e["sub_sequence_number"],
+            base64.b64decode(e["data"]),
+        )
         for e in vector["user_records"]
     ]
     assert all(r.sequence_number == "49" for r in records)
@@ -61,20 +66,27 @@ def test_get_records_dicts_bytes_and_base64() -> None:
     aggregator.try_add("x", None, b"1")
     aggregator.try_add("y", "5", b"2")
     aggregated = aggregator.serialize()
-    boto_style = [{"Data": aggregated, "PartitionKey": "a", "SequenceNumber": "1"},
-                  {"Data": b"plain", "PartitionKey": "p", "SequenceNumber": "2"}]
+    boto_style = [
+        {"Data": aggregated, "PartitionKey": "a", "SequenceNumber": "1"},
+        {"Data": b"plain", "PartitionKey": "p", "SequenceNumber": "2"},
+    ]
     json_style = [{**r, "Data": base64.b64encode(r["Data"]).decode()} for r in boto_style]
-    expected = [UserRecord("x", b"1", None, "1", 0, True), UserRecord("y", b"2", "5", "1", 1, True),
-                UserRecord("p", b"plain", None, "2", 0, False)]
+    expected = [
+        UserRecord("x", b"1", None, "1", 0, True),
+        UserRecord("y", b"2", "5", "1", 1, True),
+        UserRecord("p", b"plain", None, "2", 0, False),
+    ]
     assert deaggregate_records(boto_style) == expected
     assert deaggregate_records(json_style) == expected
 
 
 @pytest.mark.parametrize(
     ("record", "message"),
-    [({"PartitionKey": "a"}, "missing 'Data'"),
-     ({"Data": b"x"}, "missing 'PartitionKey'"),
-     ({"Data": "not base64!", "PartitionKey": "a"}, "not valid base64")],
+    [
+        ({"PartitionKey": "a"}, "missing 'Data'"),
+        ({"Data": b"x"}, "missing 'PartitionKey'"),
+        ({"Data": "not base64!", "PartitionKey": "a"}, "not valid base64"),
+    ],
 )
 def test_bad_records_are_rejected_clearly(record: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):

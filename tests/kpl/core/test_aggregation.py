@@ -38,16 +38,30 @@ def _random_key(rng: random.Random) -> str:
 
 
 def _reference_decode(data: bytes, partition_key: str = "a") -> list[dict[str, Any]]:
-    record = {"kinesis": {"kinesisSchemaVersion": "1.0", "sequenceNumber": "1",
-                          "approximateArrivalTimestamp": 0, "partitionKey": partition_key,
-                          "data": base64.b64encode(data).decode()}}
+    record = {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "sequenceNumber": "1",
+            "approximateArrivalTimestamp": 0,
+            "partitionKey": partition_key,
+            "data": base64.b64encode(data).decode(),
+        }
+    }
     return [r["kinesis"] for r in reference_deaggregate([record])]
 
 
 @pytest.mark.parametrize(
     ("value", "encoded"),
-    [(0, b"\x00"), (1, b"\x01"), (127, b"\x7f"), (128, b"\x80\x01"), (300, b"\xac\x02"),
-     (16383, b"\xff\x7f"), (16384, b"\x80\x80\x01"), (2**32, b"\x80\x80\x80\x80\x10")],
+    [
+        (0, b"\x00"),
+        (1, b"\x01"),
+        (127, b"\x7f"),
+        (128, b"\x80\x01"),
+        (300, b"\xac\x02"),
+        (16383, b"\xff\x7f"),
+        (16384, b"\x80\x80\x01"),
+        (2**32, b"\x80\x80\x80\x80\x10"),
+    ],
 )
 def test_varints(value: int, encoded: bytes) -> None:
     assert encode_varint(value) == encoded
@@ -60,15 +74,17 @@ def test_hand_encoder_is_byte_identical_to_protobuf() -> None:
         pks = list(dict.fromkeys(_random_key(rng) for _ in range(rng.randint(1, 20))))
         ehks = list(dict.fromkeys(str(rng.getrandbits(128)) for _ in range(rng.randint(0, 5))))
         records = [
-            SubRecord(rng.randrange(len(pks)),
-                      rng.randrange(len(ehks)) if ehks and rng.random() < 0.5 else None,
-                      rng.randbytes(rng.choice([0, 1, 100, 200, 20000])))
+            SubRecord(
+                rng.randrange(len(pks)),
+                rng.randrange(len(ehks)) if ehks and rng.random() < 0.5 else None,
+                rng.randbytes(rng.choice([0, 1, 100, 200, 20000])),
+            )
             for _ in range(rng.randint(1, 60))
         ]
         ours = encode(pks, ehks, records)
         assert ours == encode_protobuf(pks, ehks, records)
         assert ours.startswith(MAGIC)
-        assert ours[-DIGEST_SIZE:] == md5(ours[len(MAGIC):-DIGEST_SIZE]).digest()
+        assert ours[-DIGEST_SIZE:] == md5(ours[len(MAGIC) : -DIGEST_SIZE]).digest()
 
 
 def test_encode_sub_record_matches_protobuf_field() -> None:
@@ -93,8 +109,9 @@ def test_round_trip_through_our_decoder() -> None:
 def test_aggregator_size_is_exact_for_many_random_cases() -> None:
     rng = random.Random(1234)
     for case in range(600):
-        aggregator = Aggregator(rng.choice([100, 1000, 51_200, 1 << 20]),
-                                rng.choice([1, 5, 1000, 2**32 - 1]))
+        aggregator = Aggregator(
+            rng.choice([100, 1000, 51_200, 1 << 20]), rng.choice([1, 5, 1000, 2**32 - 1])
+        )
         for _ in range(rng.randint(1, 200)):
             ehk = str(rng.getrandbits(rng.choice([1, 20, 128]))) if rng.random() < 0.3 else None
             data = rng.randbytes(rng.choice([0, 1, 90, 127, 128, 5000, 17000]))
@@ -112,9 +129,16 @@ def test_aggregator_deduplicates_keys_and_matches_protobuf() -> None:
     adds = [("a", None, b"1"), ("b", "99", b"2"), ("a", "99", b"3"), ("b", None, b"4")]
     for pk, ehk, data in adds:
         assert aggregator.try_add(pk, ehk, data)
-    expected = encode_protobuf(["a", "b"], ["99"], [
-        SubRecord(0, None, b"1"), SubRecord(1, 0, b"2"), SubRecord(0, 0, b"3"),
-        SubRecord(1, None, b"4")])
+    expected = encode_protobuf(
+        ["a", "b"],
+        ["99"],
+        [
+            SubRecord(0, None, b"1"),
+            SubRecord(1, 0, b"2"),
+            SubRecord(0, 0, b"3"),
+            SubRecord(1, None, b"4"),
+        ],
+    )
     assert aggregator.serialize() == expected
     assert aggregator.size == len(expected)
 
@@ -148,8 +172,11 @@ def test_reference_deaggregator_decodes_ours() -> None:
     aggregator = Aggregator(51_200, 10_000)
     added: list[tuple[str, str | None, bytes]] = []
     while True:
-        item = (_random_key(rng), str(rng.getrandbits(128)) if rng.random() < 0.2 else None,
-                rng.randbytes(rng.randint(0, 300)))
+        item = (
+            _random_key(rng),
+            str(rng.getrandbits(128)) if rng.random() < 0.2 else None,
+            rng.randbytes(rng.randint(0, 300)),
+        )
         if not aggregator.try_add(*item):
             break
         added.append(item)
@@ -168,8 +195,11 @@ def test_we_decode_the_reference_aggregator() -> None:
     reference = RecordAggregator()
     added = []
     for i in range(200):
-        item = (f"key-{rng.randint(0, 30)}", str(rng.getrandbits(128)) if i % 3 == 0 else None,
-                rng.randbytes(rng.randint(1, 100)))
+        item = (
+            f"key-{rng.randint(0, 30)}",
+            str(rng.getrandbits(128)) if i % 3 == 0 else None,
+            rng.randbytes(rng.randint(1, 100)),
+        )
         assert reference.add_user_record(item[0], item[2], item[1]) is None
         added.append(item)
     _pk, _ehk, data = reference.clear_and_get().get_contents()
@@ -187,23 +217,32 @@ def test_kpl_vectors(vector: dict[str, Any]) -> None:
         return
     assert decoded is not None
     assert [(r.partition_key, r.explicit_hash_key, r.data) for r in decoded] == [
-        (e["partition_key"], e["explicit_hash_key"], base64.b64decode(e["data"]))
-        for e in expected
+        (e["partition_key"], e["explicit_hash_key"], base64.b64decode(e["data"])) for e in expected
     ]
     # Re-encoding the decoded records gives the KPL's bytes back.
     pks = list(dict.fromkeys(r.partition_key for r in decoded))
     ehks = list(dict.fromkeys(r.explicit_hash_key for r in decoded if r.explicit_hash_key))
-    subs = [SubRecord(pks.index(r.partition_key),
-                      ehks.index(r.explicit_hash_key) if r.explicit_hash_key else None, r.data)
-            for r in decoded]
+    subs = [
+        SubRecord(
+            pks.index(r.partition_key),
+            ehks.index(r.explicit_hash_key) if r.explicit_hash_key else None,
+            r.data,
+        )
+        for r in decoded
+    ]
     assert encode(pks, ehks, subs) == data
 
 
 @pytest.mark.parametrize(
     "data",
-    [b"", MAGIC, MAGIC + b"\x00" * 16, b"plain data",
-     MAGIC + b"\xff\xff" + md5(b"\xff\xff").digest(),
-     MAGIC + b"\x1a\x02\x08\x05" + md5(b"\x1a\x02\x08\x05").digest()],
+    [
+        b"",
+        MAGIC,
+        MAGIC + b"\x00" * 16,
+        b"plain data",
+        MAGIC + b"\xff\xff" + md5(b"\xff\xff").digest(),
+        MAGIC + b"\x1a\x02\x08\x05" + md5(b"\x1a\x02\x08\x05").digest(),
+    ],
     ids=["empty", "magic-only", "empty-body", "plain", "garbage-body", "index-out-of-table"],
 )
 def test_not_aggregated(data: bytes) -> None:

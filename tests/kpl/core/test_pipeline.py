@@ -33,8 +33,10 @@ Injector = Callable[[dict[str, Any], int], "str | None"]
 
 def even_shards(n: int, first: int = 0) -> list[tuple[str, int, int]]:
     step = HASH_KEY_SPACE // n
-    return [(f"shardId-{first + i:012d}", i * step,
-             MAX_HASH_KEY if i == n - 1 else (i + 1) * step - 1) for i in range(n)]
+    return [
+        (f"shardId-{first + i:012d}", i * step, MAX_HASH_KEY if i == n - 1 else (i + 1) * step - 1)
+        for i in range(n)
+    ]
 
 
 @dataclass
@@ -69,8 +71,9 @@ class Harness:
         elif isinstance(self.core_map, list):
             self.core.set_shard_map(self.core_map, self.now)
 
-    def put(self, data: bytes = b"x" * 100, key: str = "k",
-            explicit_hash_key: str | None = None) -> int:
+    def put(
+        self, data: bytes = b"x" * 100, key: str = "k", explicit_hash_key: str | None = None
+    ) -> int:
         self._handles += 1
         self.core.add(data, key, explicit_hash_key, self._handles, self.now)
         return self._handles
@@ -91,8 +94,12 @@ class Harness:
             assert handle not in self.outcomes, "one completion per record"
             self.outcomes[handle] = outcome
 
-    def answer(self, request: PutRecordsRequest, inject: Injector | None = None,
-               answering_map: ShardMap | None = None) -> None:
+    def answer(
+        self,
+        request: PutRecordsRequest,
+        inject: Injector | None = None,
+        answering_map: ShardMap | None = None,
+    ) -> None:
         """Answer like the service: place each entry by its hash key, store it."""
         self.unanswered.remove(request)
         shard_map = answering_map or self.true_map
@@ -114,8 +121,9 @@ class Harness:
         self.unanswered.remove(request)
         self._resolve(self.core.on_error(request, error, self.now))
 
-    def run(self, inject: Injector | None = None, until: float = 60.0,
-            latency: float = 0.01) -> None:
+    def run(
+        self, inject: Injector | None = None, until: float = 60.0, latency: float = 0.01
+    ) -> None:
         """Poll and answer everything until the core is empty (or ``until``)."""
         while self.core.buffered_records and self.now < until:
             poll = self.poll()
@@ -135,10 +143,12 @@ class Harness:
         out = []
         for item in self.stored:
             data = base64.b64decode(item.entry["Data"])
-            for record in deaggregate(data, item.entry["PartitionKey"],
-                                      item.entry.get("ExplicitHashKey")):
-                out.append((item.shard_id, record.partition_key, record.data,
-                            record.sub_sequence_number))
+            for record in deaggregate(
+                data, item.entry["PartitionKey"], item.entry.get("ExplicitHashKey")
+            ):
+                out.append(
+                    (item.shard_id, record.partition_key, record.data, record.sub_sequence_number)
+                )
         return out
 
 
@@ -147,6 +157,7 @@ def keys(n: int) -> list[str]:
 
 
 # --- delivery and aggregation ---------------------------------------------------------
+
 
 def test_everything_is_delivered_aggregated_into_the_right_shards() -> None:
     h = Harness()
@@ -173,7 +184,8 @@ def test_everything_is_delivered_aggregated_into_the_right_shards() -> None:
     for shard_id, key, _data, _sub in stored:
         assert h.true_map.shard_id_for(hash_key_for(key)) == shard_id
     assert sorted(d for _s, _k, d, _ in stored) == sorted(
-        f"payload {i}".encode() for i in range(3000))
+        f"payload {i}".encode() for i in range(3000)
+    )
 
 
 def test_the_reference_deaggregator_reads_what_we_sent() -> None:
@@ -181,13 +193,22 @@ def test_the_reference_deaggregator_reads_what_we_sent() -> None:
     for i in range(500):
         h.put(f"r{i}".encode(), f"k{i % 13}", str(i) if i % 50 == 0 else None)
     h.run()
-    records = [{"kinesis": {"kinesisSchemaVersion": "1.0", "sequenceNumber": s.sequence,
-                            "approximateArrivalTimestamp": 0,
-                            "partitionKey": s.entry["PartitionKey"], "data": s.entry["Data"]}}
-               for s in h.stored]
+    records = [
+        {
+            "kinesis": {
+                "kinesisSchemaVersion": "1.0",
+                "sequenceNumber": s.sequence,
+                "approximateArrivalTimestamp": 0,
+                "partitionKey": s.entry["PartitionKey"],
+                "data": s.entry["Data"],
+            }
+        }
+        for s in h.stored
+    ]
     theirs = reference_deaggregate(records)
     assert sorted(base64.b64decode(r["kinesis"]["data"]) for r in theirs) == sorted(
-        f"r{i}".encode() for i in range(500))
+        f"r{i}".encode() for i in range(500)
+    )
 
 
 def test_aggregated_records_use_the_first_hash_key_and_a_placeholder_key() -> None:
@@ -208,9 +229,16 @@ def test_a_single_record_is_sent_plain() -> None:
     h.put(b"just me", "solo", "12345")
     h.core.flush(h.now)
     (request,) = h.poll().requests
-    assert orjson.loads(request.body) == {"StreamName": "stream", "Records": [
-        {"Data": base64.b64encode(b"just me").decode(), "PartitionKey": "solo",
-         "ExplicitHashKey": "12345"}]}
+    assert orjson.loads(request.body) == {
+        "StreamName": "stream",
+        "Records": [
+            {
+                "Data": base64.b64encode(b"just me").decode(),
+                "PartitionKey": "solo",
+                "ExplicitHashKey": "12345",
+            }
+        ],
+    }
     h.answer(request)
     (outcome,) = h.outcomes.values()
     assert isinstance(outcome, RecordResult)
@@ -233,7 +261,8 @@ def test_records_too_large_to_aggregate_go_plain() -> None:
     h.put(b"t" * 10, "k")
     h.run()
     assert sorted(d for _s, _k, d, _ in h.user_records_stored()) == sorted(
-        [b"s" * 10, b"L" * 5000, b"t" * 10])
+        [b"s" * 10, b"L" * 5000, b"t" * 10]
+    )
     assert any(s.entry["Data"] == base64.b64encode(b"L" * 5000).decode() for s in h.stored)
 
 
@@ -262,6 +291,7 @@ def test_without_a_map_records_go_plain_at_the_deadline() -> None:
 
 
 # --- timing: buffered time, flush, deadlines -------------------------------------------
+
 
 def test_nothing_leaves_before_the_buffered_time_then_everything_does() -> None:
     h = Harness()
@@ -303,9 +333,13 @@ def test_full_requests_leave_before_the_deadline() -> None:
 
 # --- collection limits, in-flight limit, rate limits ---------------------------------------
 
+
 def test_collection_byte_limit() -> None:
-    h = Harness(config=ProducerConfig(aggregation_enabled=False, collection_max_size=1_048_576,
-                                      rate_limit=10_000))
+    h = Harness(
+        config=ProducerConfig(
+            aggregation_enabled=False, collection_max_size=1_048_576, rate_limit=10_000
+        )
+    )
     for i in range(30):
         h.put(b"z" * 100_000, f"key{i}")
     h.core.flush(h.now)
@@ -314,8 +348,10 @@ def test_collection_byte_limit() -> None:
     for request in requests:
         assert request.byte_size <= 1_048_576
         body = orjson.loads(request.body)["Records"]
-        assert sum(len(base64.b64decode(e["Data"])) + len(e["PartitionKey"]) for e in body) \
+        assert (
+            sum(len(base64.b64decode(e["Data"])) + len(e["PartitionKey"]) for e in body)
             == request.byte_size
+        )
     assert len(requests) == 3  # 10 records of 100,005 bytes per MiB
 
 
@@ -328,8 +364,9 @@ def test_collection_max_count() -> None:
 
 
 def test_in_flight_limit() -> None:
-    h = Harness(config=ProducerConfig(aggregation_enabled=False, collection_max_count=10,
-                                      max_connections=2))
+    h = Harness(
+        config=ProducerConfig(aggregation_enabled=False, collection_max_count=10, max_connections=2)
+    )
     for i in range(100):
         h.put(key=f"k{i}")
     h.core.flush(h.now)
@@ -345,8 +382,9 @@ def test_in_flight_limit() -> None:
 
 
 def test_rate_limit_per_shard() -> None:
-    h = Harness(shards=even_shards(1),
-                config=ProducerConfig(aggregation_enabled=False, rate_limit=100))
+    h = Harness(
+        shards=even_shards(1), config=ProducerConfig(aggregation_enabled=False, rate_limit=100)
+    )
     for i in range(2500):
         h.put(b"r", f"k{i}")
     h.core.flush(h.now)
@@ -364,14 +402,17 @@ def test_rate_limit_per_shard() -> None:
 
 # --- retries ------------------------------------------------------------------------------
 
+
 def test_only_failed_entries_are_retried() -> None:
     h = Harness(config=ProducerConfig(aggregation_enabled=False))
     for i in range(10):
         h.put(f"{i}".encode(), f"k{i}")
     h.core.flush(h.now)
     (request,) = h.poll().requests
-    h.answer(request, inject=lambda _e, i: "ProvisionedThroughputExceededException"
-             if i in (2, 7) else None)
+    h.answer(
+        request,
+        inject=lambda _e, i: "ProvisionedThroughputExceededException" if i in (2, 7) else None,
+    )
     assert len(h.outcomes) == 8
     assert h.core.buffered_records == 2
     h.run()
@@ -389,8 +430,11 @@ def test_only_failed_entries_are_retried() -> None:
 
 
 def test_retry_waits_for_backoff() -> None:
-    h = Harness(config=ProducerConfig(aggregation_enabled=False, min_backoff=1.0,
-                                      max_backoff=1.0, jitter="decorrelated"))
+    h = Harness(
+        config=ProducerConfig(
+            aggregation_enabled=False, min_backoff=1.0, max_backoff=1.0, jitter="decorrelated"
+        )
+    )
     h.put()
     h.core.flush(h.now)
     (request,) = h.poll().requests
@@ -480,8 +524,11 @@ def test_a_dead_endpoint_fails_every_record_within_the_ttl() -> None:
 
 
 def test_records_stuck_behind_a_hung_request_expire() -> None:
-    h = Harness(config=ProducerConfig(record_ttl=2.0, max_connections=1,
-                                      aggregation_enabled=False, collection_max_count=1))
+    h = Harness(
+        config=ProducerConfig(
+            record_ttl=2.0, max_connections=1, aggregation_enabled=False, collection_max_count=1
+        )
+    )
     h.put(key="a")
     h.put(key="b")
     h.core.flush(h.now)
@@ -495,6 +542,7 @@ def test_records_stuck_behind_a_hung_request_expire() -> None:
 
 
 # --- shard map: misprediction and refresh ------------------------------------------------
+
 
 def test_reshard_while_in_flight_keeps_what_fits_and_reroutes_the_rest() -> None:
     # Aggregated for one shard; the map changes (split) before the answer comes back.
@@ -512,8 +560,7 @@ def test_reshard_while_in_flight_keeps_what_fits_and_reroutes_the_rest() -> None
     fits = {k for k in names if h.true_map.shard_id_for(hash_key_for(k)) == answering}
     assert 0 < len(fits) < 200
     assert {names[handle - 1] for handle in h.outcomes} == fits
-    assert all(isinstance(o, RecordResult) and o.shard_id == answering
-               for o in h.outcomes.values())
+    assert all(isinstance(o, RecordResult) and o.shard_id == answering for o in h.outcomes.values())
     assert h.core.metrics()["ShardMapMispredictions"] == 1
     h.run()
     assert len(h.outcomes) == 200
@@ -592,15 +639,19 @@ def test_new_map_reroutes_buffered_records() -> None:
     h.true_map = ShardMap(even_shards(4, first=4))
     h.run()
     assert len(h.outcomes) == 100
-    assert {o.shard_id for o in h.outcomes.values()  # type: ignore[union-attr]
-            } <= {s[0] for s in even_shards(4, first=4)}
+    assert {
+        o.shard_id
+        for o in h.outcomes.values()  # type: ignore[union-attr]
+    } <= {s[0] for s in even_shards(4, first=4)}
 
 
 # --- preserve_order ----------------------------------------------------------------------
 
+
 def test_preserve_order_one_request_per_shard_and_order_under_failures() -> None:
-    h = Harness(shards=even_shards(3), config=ProducerConfig(preserve_order=True,
-                                                             aggregation_max_size=2000))
+    h = Harness(
+        shards=even_shards(3), config=ProducerConfig(preserve_order=True, aggregation_max_size=2000)
+    )
     rng = random.Random(3)
     names = keys(12)
     expected: dict[str, list[bytes]] = {k: [] for k in names}
@@ -614,11 +665,14 @@ def test_preserve_order_one_request_per_shard_and_order_under_failures() -> None
             poll = h.poll()
             shards_used = [
                 h.true_map.shard_id_for(hash_key_for(e["PartitionKey"], e.get("ExplicitHashKey")))
-                for r in poll.requests for e in orjson.loads(r.body)["Records"]]
+                for r in poll.requests
+                for e in orjson.loads(r.body)["Records"]
+            ]
             assert len(shards_used) == len(set(shards_used))  # one record, one request
             for request in poll.requests:
-                h.answer(request, inject=lambda _e, _i: "InternalFailure"
-                         if rng.random() < 0.3 else None)
+                h.answer(
+                    request, inject=lambda _e, _i: "InternalFailure" if rng.random() < 0.3 else None
+                )
 
     def flaky(_entry: dict[str, Any], _index: int) -> str | None:
         return "ProvisionedThroughputExceededException" if rng.random() < 0.3 else None
@@ -632,8 +686,9 @@ def test_preserve_order_one_request_per_shard_and_order_under_failures() -> None
 
 
 def test_preserve_order_holds_a_shard_while_its_request_is_in_flight() -> None:
-    h = Harness(shards=even_shards(1), config=ProducerConfig(preserve_order=True,
-                                                             aggregation_enabled=False))
+    h = Harness(
+        shards=even_shards(1), config=ProducerConfig(preserve_order=True, aggregation_enabled=False)
+    )
     for i in range(5):
         h.put(f"{i}".encode(), "same")
     h.core.flush(h.now)
@@ -646,6 +701,7 @@ def test_preserve_order_holds_a_shard_while_its_request_is_in_flight() -> None:
 
 
 # --- budgets, bad input, shutdown, metrics -----------------------------------------------
+
 
 def test_budget_counters_follow_records() -> None:
     h = Harness()
@@ -670,7 +726,8 @@ def test_budget_counters_follow_records() -> None:
     ],
 )
 def test_bad_input_raises_at_once_and_keeps_nothing(
-        data: Any, key: Any, ehk: str | None, error: type[Exception], message: str) -> None:
+    data: Any, key: Any, ehk: str | None, error: type[Exception], message: str
+) -> None:
     h = Harness()
     with pytest.raises(error, match=message):
         h.core.add(data, key, ehk, object(), 0.0)
@@ -695,8 +752,9 @@ def test_fail_all_fails_buffered_and_in_flight_records() -> None:
         h.put(key=f"later{i}")
     h._resolve(h.core.fail_all(ProducerClosed("producer closed"), h.now))
     assert len(h.outcomes) == 15
-    assert all(isinstance(o, RecordFailed) and o.code == "ProducerClosed"
-               for o in h.outcomes.values())
+    assert all(
+        isinstance(o, RecordFailed) and o.code == "ProducerClosed" for o in h.outcomes.values()
+    )
     assert (h.core.buffered_records, h.core.in_flight) == (0, 0)
     for request in requests:
         assert h.core.on_response(request, {"Records": []}, h.now) == []

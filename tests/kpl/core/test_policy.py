@@ -24,10 +24,16 @@ from kpl.errors import (
 
 def test_defaults_are_the_kpl_defaults() -> None:
     config = ProducerConfig()
-    assert (config.record_max_buffered_time, config.record_ttl, config.aggregation_max_size,
-            config.collection_max_count, config.collection_max_size, config.rate_limit,
-            config.max_connections, config.request_timeout) == (
-        0.1, 30.0, 51_200, 500, 5 * 1024 * 1024, 150.0, 24, 6.0)
+    assert (
+        config.record_max_buffered_time,
+        config.record_ttl,
+        config.aggregation_max_size,
+        config.collection_max_count,
+        config.collection_max_size,
+        config.rate_limit,
+        config.max_connections,
+        config.request_timeout,
+    ) == (0.1, 30.0, 51_200, 500, 5 * 1024 * 1024, 150.0, 24, 6.0)
     assert config.aggregation_enabled
     assert not config.fail_if_throttled
     assert not config.preserve_order
@@ -69,12 +75,12 @@ def test_config_rejects_bad_values(options: dict[str, Any], message: str) -> Non
 
 
 def test_large_record_streams_can_raise_limits() -> None:
-    config = ProducerConfig(max_record_size=10 * 1024 * 1024,
-                            collection_max_size=10 * 1024 * 1024)
+    config = ProducerConfig(max_record_size=10 * 1024 * 1024, collection_max_size=10 * 1024 * 1024)
     assert config.collection_max_size == 10 * 1024 * 1024
 
 
 # --- errors ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("code", "cls", "retryable"),
@@ -116,6 +122,7 @@ def test_record_failed_carries_code_message_attempts() -> None:
 
 # --- the retry table ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("code", "action"),
     [
@@ -143,8 +150,14 @@ def test_retry_table(code: str, action: Action) -> None:
 
 
 @pytest.mark.parametrize(
-    "code", ["ProvisionedThroughputExceededException", "KMSThrottlingException",
-             "LimitExceededException", "ThrottlingException"])
+    "code",
+    [
+        "ProvisionedThroughputExceededException",
+        "KMSThrottlingException",
+        "LimitExceededException",
+        "ThrottlingException",
+    ],
+)
 def test_fail_if_throttled_fails_throttles(code: str) -> None:
     assert classify(code) is Action.RETRY
     assert classify(code, fail_if_throttled=True) is Action.FAIL
@@ -161,6 +174,7 @@ def test_action_for_error() -> None:
 
 
 # --- backoff and expiry ----------------------------------------------------------------
+
 
 def test_full_jitter_bounds() -> None:
     backoff = Backoff(0.1, 5.0, "full", random.Random(1))
@@ -199,3 +213,23 @@ def test_huge_attempt_numbers_stay_capped() -> None:
 @pytest.mark.parametrize(("now", "gone"), [(29.9, False), (30.0, True), (31.0, True)])
 def test_expiry(now: float, gone: bool) -> None:
     assert expired(0.0, 30.0, now) is gone
+
+
+def test_record_result_is_immutable_and_compares_by_value() -> None:
+    from kpl.core.results import Attempt, RecordResult
+
+    ok = Attempt(0.0, 1.0, True, None, None)
+    result = RecordResult("shardId-000000000000", "49", 3, (ok,))
+    assert (
+        result.shard_id,
+        result.sequence_number,
+        result.sub_sequence_number,
+        result.attempts,
+    ) == ("shardId-000000000000", "49", 3, (ok,))
+    assert result == RecordResult("shardId-000000000000", "49", 3, (ok,))
+    assert result != RecordResult("shardId-000000000000", "49", 4, (ok,))
+    assert hash(result) == hash(RecordResult("shardId-000000000000", "49", 3, (ok,)))
+    assert "sub_sequence_number=3" in repr(result)
+    with pytest.raises(AttributeError):
+        result.shard_id = "other"  # type: ignore[misc]
+    assert result._replace(sub_sequence_number=4).sub_sequence_number == 4

@@ -20,9 +20,13 @@ THREE = [
 
 @pytest.mark.parametrize(
     ("hash_key", "shard"),
-    [(0, "shardId-000000000000"), (THIRD, "shardId-000000000000"),
-     (THIRD + 1, "shardId-000000000001"), (2 * THIRD + 2, "shardId-000000000002"),
-     (MAX_HASH_KEY, "shardId-000000000002")],
+    [
+        (0, "shardId-000000000000"),
+        (THIRD, "shardId-000000000000"),
+        (THIRD + 1, "shardId-000000000001"),
+        (2 * THIRD + 2, "shardId-000000000002"),
+        (MAX_HASH_KEY, "shardId-000000000002"),
+    ],
 )
 def test_lookup_boundaries(hash_key: int, shard: str) -> None:
     assert ShardMap(THREE).shard_id_for(hash_key) == shard
@@ -40,10 +44,12 @@ def test_gaps_and_indexes() -> None:
 
 @pytest.mark.parametrize(
     ("shards", "message"),
-    [([("a", 0, 10), ("b", 5, 20)], "overlap"),
-     ([("a", 10, 5)], "invalid hash key range"),
-     ([("a", 0, MAX_HASH_KEY + 1)], "invalid hash key range"),
-     ([("a", 0, 5), ("a", 6, 9)], "duplicate")],
+    [
+        ([("a", 0, 10), ("b", 5, 20)], "overlap"),
+        ([("a", 10, 5)], "invalid hash key range"),
+        ([("a", 0, MAX_HASH_KEY + 1)], "invalid hash key range"),
+        ([("a", 0, 5), ("a", 6, 9)], "duplicate"),
+    ],
 )
 def test_bad_maps_are_rejected(shards: list[tuple[str, int, int]], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -86,6 +92,7 @@ def test_unasked_map_counts_as_fresh() -> None:
 
 
 # --- token buckets ----------------------------------------------------------------------
+
 
 def test_token_bucket_take_and_delay() -> None:
     bucket = TokenBucket(rate=10.0, capacity=10.0, now=0.0)
@@ -134,6 +141,7 @@ def test_shard_limiter_bytes_bucket() -> None:
 
 # --- collection -----------------------------------------------------------------------
 
+
 def test_collector_count_limit() -> None:
     collector = Collector(max_count=500, max_size=5 * 1024 * 1024)
     assert all(collector.try_add(10) for _ in range(500))
@@ -161,6 +169,10 @@ def test_collector_first_entry_always_fits() -> None:
 def test_put_records_body() -> None:
     entries = [{"Data": "AA==", "PartitionKey": "k"}]
     assert orjson.loads(put_records_body("s", None, entries)) == {
-        "StreamName": "s", "Records": entries}
+        "StreamName": "s",
+        "Records": entries,
+    }
     assert orjson.loads(put_records_body("s", "arn:aws:kinesis:x", entries)) == {
-        "StreamARN": "arn:aws:kinesis:x", "Records": entries}
+        "StreamARN": "arn:aws:kinesis:x",
+        "Records": entries,
+    }
