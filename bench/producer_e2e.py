@@ -1,0 +1,297 @@
+"""End-to-end producer throughput and memory, side by side with the reference path.
+
+Throughput: N records of 100 bytes over 10,000 partition keys into an 8-shard stream
+of the bundled server running in its own process (``python -m server``), timed from
+the first put until every record is acknowledged:
+
+  ours   kpl.Producer (aggregation, collection, rate limiter, retries, futures)
+  (b)    aws_kinesis_agg's RecordAggregator, one per shard (shard-aware via ListShards),
+         + boto3 ``put_records`` in 500-entry batches, no retries
+
+Memory: a child process puts records against a stalled endpoint (a socket that accepts
+and never answers) with a short record_ttl so that expiring records keep making room,
+and reports peak RSS growth against the configured byte budget.
+
+Run: ``.venv/bin/python bench/producer_e2e.py [--records 200000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import gc
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kpl import KinesisClient, Producer, ProducerConfig  # noqa: E402
+from kpl import run as kpl_run  # noqa: E402
+
+SHARDS = 8
+KEYS = 10_000
+RECORD_SIZE = 100
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@contextmanager
+def server_process() -> Iterator[str]:
+    """The bundled server in its own process, limits off when the flag exists."""
+    port = free_port()
+    help_text = subprocess.run(
+        [sys.executable, "-m", "server", "--help"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    args = [sys.executable, "-m", "server", "--port", str(port), "--host", "127.0.0.1"]
+    if "--no-limits" in help_text:
+        args.append("--no-limits")
+    elif "--limits" in help_text:
+        args += ["--limits", "off"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    raise RuntimeError(f"server did not start: {err}") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def workload(count: int) -> list[tuple[str, bytes]]:
+    keys = [f"user-{i:05d}" for i in range(KEYS)]
+    body = b"x" * (RECORD_SIZE - 8)
+    return [(keys[i % KEYS], b"%08d" % i + body) for i in range(count)]
+
+
+async def create_stream(url: str, name: str) -> None:
+    async with KinesisClient(url, region="us-east-1") as client:
+        await client.create_stream(name, SHARDS)
+        async with asyncio.timeout(30):
+            await client.wait_for_active(name)
+
+
+async def ours(url: str, records: list[tuple[str, bytes]], stream: str) -> float:
+    await create_stream(url, stream)
+    # The server's limits are off; our own rate limiter is set out of the way too, so
+    # both sides measure raw throughput (it still runs: "strictly more work").
+    config = ProducerConfig(rate_limit=1_000_000.0, max_buffered_records=len(records) + 1)
+    async with Producer(stream, endpoint_url=url, region="us-east-1",
+                        config=config) as producer:
+        put = producer.put
+        started = time.perf_counter()
+        futures = [await put(data, partition_key=key) for key, data in records]
+        await producer.flush()  # returns when every future above is resolved
+        elapsed = time.perf_counter() - started
+    if not all(f.done() and f.exception() is None for f in futures):
+        raise RuntimeError("flush() returned with unresolved or failed futures")
+    stats = producer.metrics()
+    assert stats["UserRecordsPut"] == len(records), stats
+    return elapsed
+
+
+def reference(url: str, records: list[tuple[str, bytes]], stream: str) -> float:
+    """aws_kinesis_agg + boto3: shard-aware aggregation, PutRecords, no retries."""
+    import boto3
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    from kpl.core.hashing import partition_key_hash
+
+    asyncio.run(create_stream(url, stream))
+    client = boto3.client(
+        "kinesis", endpoint_url=url, region_name="us-east-1",
+        aws_access_key_id="AKIDBENCH", aws_secret_access_key="bench",
+    )
+    shards = client.list_shards(StreamName=stream)["Shards"]
+    starts = sorted(int(s["HashKeyRange"]["StartingHashKey"]) for s in shards)
+    started = time.perf_counter()
+    aggregators = [RecordAggregator(max_size=51_200) for _ in starts]
+    batch: list[dict[str, object]] = []
+    batch_bytes = 0
+    sent = 0
+
+    def send() -> None:
+        nonlocal batch, batch_bytes, sent
+        answer = client.put_records(StreamName=stream, Records=batch)
+        if answer["FailedRecordCount"]:
+            raise RuntimeError(f"{answer['FailedRecordCount']} entries failed (no retries)")
+        sent += len(batch)
+        batch, batch_bytes = [], 0
+
+    def enqueue(agg_record: object) -> None:
+        nonlocal batch_bytes
+        pk, ehk, data = agg_record.get_contents()  # type: ignore[attr-defined]
+        size = len(data) + len(pk)
+        if len(batch) == 500 or batch_bytes + size > 5 * 1024 * 1024:
+            send()
+        entry: dict[str, object] = {"PartitionKey": pk, "Data": data}
+        if ehk is not None:  # the library leaves it out; pk then places it in the same shard
+            entry["ExplicitHashKey"] = ehk
+        batch.append(entry)
+        batch_bytes += size
+
+    for key, data in records:
+        shard = bisect.bisect_right(starts, partition_key_hash(key)) - 1
+        full = aggregators[shard].add_user_record(key, data)
+        if full is not None:
+            enqueue(full)
+    for aggregator in aggregators:
+        rest = aggregator.clear_and_get()
+        if rest is not None:
+            enqueue(rest)
+    if batch:
+        send()
+    return time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def memory_child(count: int, budget: int) -> None:
+    """Put ``count`` records against a stalled endpoint; print peak RSS growth."""
+
+    async def main() -> None:
+        accepted: list[socket.socket] = []
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1024)
+        listener.setblocking(False)
+        loop = asyncio.get_running_loop()
+
+        async def accept_forever() -> None:
+            while True:
+                conn, _ = await loop.sock_accept(listener)
+                accepted.append(conn)  # never read, never answered
+
+        acceptor = asyncio.create_task(accept_forever())
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        config = ProducerConfig(
+            max_buffered_bytes=budget, max_buffered_records=1_000_000,
+            record_ttl=1.0, request_timeout=0.5, record_max_buffered_time=0.05,
+        )
+        body = b"x" * RECORD_SIZE
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        failed = 0
+        async with Producer("stalled", endpoint_url=url, config=config) as producer:
+            # The shard map never arrives either: records go unaggregated and expire.
+            pending = []
+            for i in range(count):
+                pending.append(await producer.put(body, partition_key=f"k{i % KEYS}"))
+                if len(pending) >= 50_000:
+                    done = await asyncio.gather(*pending, return_exceptions=True)
+                    failed += sum(isinstance(d, Exception) for d in done)
+                    pending = []
+            done = await asyncio.gather(*pending, return_exceptions=True)
+            failed += sum(isinstance(d, Exception) for d in done)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        acceptor.cancel()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+        print(f"{count} {failed} {base} {peak}")
+
+    kpl_run(main())
+
+
+def memory(count: int, budget: int) -> tuple[int, int, int]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(count), str(budget)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout.split()
+    total, failed, base, peak = (int(x) for x in out)
+    if total != count or failed != count:
+        raise RuntimeError(f"memory child: unexpected outcome {out}")
+    return base, peak, peak - base
+
+
+def _fmt(runs: list[float]) -> str:
+    return " ".join(f"{r:.2f}" for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tune-gc", action="store_true",
+                        help="gc.freeze() and a larger gen-0 threshold, for both sides")
+    parser.add_argument("--memory-records", type=int, default=1_000_000)
+    parser.add_argument("--budget-mib", type=int, default=16)
+    parser.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return
+
+    records = workload(args.records)
+    print(f"{args.records} records of {RECORD_SIZE} B over {KEYS} keys into {SHARDS} shards")
+    if args.tune_gc:
+        # The application's choice, applied to both sides alike: fewer full collections
+        # while many medium-lived objects (buffered records, futures) are alive.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
+    ours_runs: list[tuple[float, float]] = []
+    ref_runs: list[tuple[float, float]] = []
+    with server_process() as url:
+        # Alternate the two, fresh streams each round; report medians (shared machine).
+        for round_ in range(args.rounds):
+            cpu = time.process_time()
+            wall = reference(url, records, f"bench-ref-{round_}")
+            ref_runs.append((wall, time.process_time() - cpu))
+            cpu = time.process_time()
+            wall = kpl_run(ours(url, records, f"bench-ours-{round_}"))
+            ours_runs.append((wall, time.process_time() - cpu))
+    ours_s = statistics.median(w for w, _ in ours_runs)
+    ref_s = statistics.median(w for w, _ in ref_runs)
+    ours_cpu = statistics.median(c for _, c in ours_runs)
+    ref_cpu = statistics.median(c for _, c in ref_runs)
+    ours_rate = args.records / ours_s
+    ref_rate = args.records / ref_s
+    print(f"  gc: {'frozen + threshold 50000' if args.tune_gc else 'Python defaults'}; "
+          f"median of {args.rounds} rounds")
+    print(f"  wall s  ours {_fmt([w for w, _ in ours_runs])}   "
+          f"(b) {_fmt([w for w, _ in ref_runs])}")
+    print(f"  kpl.Producer              {ours_rate:>10,.0f} records/s  ({ours_s:.2f} s wall, "
+          f"{ours_cpu:.2f} s CPU in this process)")
+    print(f"  (b) aws_kinesis_agg+boto3 {ref_rate:>10,.0f} records/s  ({ref_s:.2f} s wall, "
+          f"{ref_cpu:.2f} s CPU in this process)")
+    print(f"  ratio ours/(b)            {ours_rate / ref_rate:>10.2f}x wall, "
+          f"{ref_cpu / ours_cpu:.2f}x CPU  (target >= 2x)")
+
+    if not args.skip_memory:
+        budget = args.budget_mib * 1024 * 1024
+        base, peak, growth = memory(args.memory_records, budget)
+        print(f"memory: {args.memory_records} records put against a stalled endpoint, "
+              f"budget {args.budget_mib} MiB")
+        print(f"  RSS before puts {base / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB, "
+              f"growth {growth / 2**20:.1f} MiB = budget + {(growth - budget) / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
+
