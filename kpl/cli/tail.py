@@ -96,12 +96,14 @@ class _Follower:
     printed: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def start(self, shard_id: str, iterator_type: str) -> None:
+    def start(self, shard_id: str, iterator_type: str, iterator: str | None = None) -> None:
         if shard_id in self.started or self.done.is_set():
             return
         self.started.add(shard_id)
         self.known.add(shard_id)
-        task = asyncio.create_task(self._read(shard_id, iterator_type), name=f"tail {shard_id}")
+        task = asyncio.create_task(
+            self._read(shard_id, iterator_type, iterator), name=f"tail {shard_id}"
+        )
         self.tasks.add(task)
         task.add_done_callback(self._reader_done)
 
@@ -149,9 +151,10 @@ class _Follower:
             if not any(p in self.known and p not in self.finished for p in waiting):
                 self.start(child_id, "TRIM_HORIZON")
 
-    async def _read(self, shard_id: str, iterator_type: str) -> None:
+    async def _read(self, shard_id: str, iterator_type: str, iterator: str | None) -> None:
         client = self.client
-        iterator: str | None = await client.get_shard_iterator(self.stream, shard_id, iterator_type)
+        if iterator is None:
+            iterator = await client.get_shard_iterator(self.stream, shard_id, iterator_type)
         last_sequence: str | None = None
         while iterator is not None and not self.done.is_set():
             try:
@@ -217,8 +220,19 @@ async def _tail(
             ]
             iterator_type = "TRIM_HORIZON"
             follower.known = set(ids)
-        for shard in roots:
-            follower.start(shard["ShardId"], iterator_type)
+        # The first iterators are taken before anything is announced, so a record put
+        # after the announcement is seen even from LATEST.
+        root_ids = [shard["ShardId"] for shard in roots]
+        iterators = await asyncio.gather(
+            *(client.get_shard_iterator(stream, shard_id, iterator_type) for shard_id in root_ids)
+        )
+        for shard_id, iterator in zip(root_ids, iterators, strict=True):
+            follower.start(shard_id, iterator_type, iterator)
+        click.echo(
+            f"kpl tail: {'following' if follow else 'reading'} {len(root_ids)} shards of "
+            f"{stream} from {start} (Ctrl-C stops)",
+            err=True,
+        )
         try:
             if follower.tasks:
                 await follower.done.wait()

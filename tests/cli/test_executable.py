@@ -81,3 +81,75 @@ def test_kpl_error_is_one_line_and_non_zero() -> None:
     assert done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1
     assert "cannot reach" in done.stderr
+
+
+def test_kpl_server_runs_the_server_until_interrupted() -> None:
+    proc = subprocess.Popen(
+        [str(KPL), "server", "--port", "0", "--limits", "off"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line, line
+        url = line.split()[-1]
+        listed = subprocess.run(
+            [str(KPL), "streams", "list", "--json", "--endpoint", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_env(),
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout) == []
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+
+
+def test_kpl_tail_follows_new_records(server_url: str) -> None:
+    import asyncio
+
+    from kpl.client import KinesisClient
+
+    async def setup() -> None:
+        async with KinesisClient(server_url) as client:
+            await client.create_stream("live", 2)
+            await client.wait_for_active("live")
+            await client.put_record("live", b"old", "k")
+
+    async def put_new() -> None:
+        async with KinesisClient(server_url) as client:
+            for i in range(5):
+                await client.put_record("live", f"new-{i}".encode(), f"k{i}")
+
+    asyncio.run(setup())
+    proc = subprocess.Popen(
+        [str(KPL), "tail", "live", "-n", "5", "--endpoint", server_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert proc.stderr is not None
+        # Once tail says it follows, its LATEST iterators are taken: put the new records.
+        note = proc.stderr.readline()
+        assert "following 2 shards of live from latest" in note, note
+        asyncio.run(put_new())
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert sorted(line.split("\t")[2] for line in lines) == [f"new-{i}" for i in range(5)]
