@@ -74,6 +74,8 @@ from server.core.resharding import (
     plan_uniform_scaling,
     shard_not_found,
 )
+from server.core.retention import cutoff as retention_cutoff
+from server.core.retention import expired_shards
 from server.core.seqnum import COUNTER_SPAN, parse_sequence_number, shard_base
 from server.core.validation import DATA, constraint_error, decode_blob, validate
 from server.storage.base import ShardMeta, Storage, StoredRecord, StreamMeta
@@ -369,11 +371,24 @@ class Engine:
     def _trim(self, stream: _Stream, shard: _Shard, now: float) -> None:
         """Retention: drop the shard's records older than the stream's retention.
 
-        Lazily, on reads. Issue 3 may refine this (closed shards disappearing once empty).
+        Lazily, on reads (rules in ``server.core.retention``).
         """
-        cutoff = now - stream.meta.retention_hours * 3600.0
+        cutoff = retention_cutoff(stream.meta.retention_hours, now)
         if cutoff > 0:
             self.storage.trim(stream.meta.name, shard.meta.shard_id, cutoff)
+
+    def _expire_closed_shards(self, stream: _Stream, now: float) -> None:
+        """Forget closed shards whose records have all expired (the service stops listing them)."""
+        if len(stream.shards) == len(stream.route_shards):
+            return  # no closed shard: the common case costs one comparison
+        meta = stream.meta
+        gone = expired_shards(meta.shards, meta.retention_hours, now)
+        if not gone:
+            return
+        for shard_meta in gone:
+            self._trim(stream, stream.shards.pop(shard_meta.shard_id), now)
+        meta.shards = [m for m in meta.shards if m.shard_id in stream.shards]
+        self.storage.save_stream(meta)
 
     # -- control plane --------------------------------------------------------------
 
@@ -476,6 +491,7 @@ class Engine:
     def describe_stream(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """DescribeStream: every shard (open and closed), paged by Limit."""
         stream = self._stream(request, now)
+        self._expire_closed_shards(stream, now)
         limit: int = request.get("Limit", 100)
         start: str | None = request.get("ExclusiveStartShardId")
         shards = [s.meta for s in stream.shards.values()]
@@ -566,6 +582,7 @@ class Engine:
             stream = self._stream({"StreamName": name}, now)
         else:
             stream = self._stream(request, now)
+        self._expire_closed_shards(stream, now)
         limit: int = request.get("MaxResults", 1000)
         shards = [s.meta for s in stream.shards.values()]
         shard_filter: dict[str, Any] | None = request.get("ShardFilter")
@@ -688,6 +705,9 @@ class Engine:
                 f"longer than existing retention period ({current} hours). "
                 "Use IncreaseRetentionPeriod API."
             )
+        # Trim with the old retention first: an increase never revives expired records.
+        for shard in stream.shards.values():
+            self._trim(stream, shard, now)
         stream.meta.retention_hours = hours
         self.storage.save_stream(stream.meta)
 
@@ -1064,6 +1084,7 @@ class Engine:
     def get_shard_iterator(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """GetShardIterator: all five iterator types."""
         stream = self._data_stream(request, now)
+        self._expire_closed_shards(stream, now)
         shard = self._shard(stream, request["ShardId"])
         shard_id = shard.meta.shard_id
         kind: str = request["ShardIteratorType"]
@@ -1139,6 +1160,8 @@ class Engine:
         stream = self._streams.get(state.stream_name)
         if stream is not None:
             stream = self._advance(stream, now)
+        if stream is not None:
+            self._expire_closed_shards(stream, now)
         if (
             stream is None
             or stream.created_ms != state.stream_created_ms
