@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from kpl.auth import NoCredentialsError
 from kpl.cli._common import EXIT_INTERRUPTED, describe_error, one_line
 from kpl.cli.load import load
 from kpl.cli.server import server
@@ -50,7 +51,7 @@ class KplGroup(click.Group):
         except click.Abort:
             click.echo("kpl: interrupted", err=True)
             code = EXIT_INTERRUPTED
-        except (KinesisError, TimeoutError) as error:
+        except (KinesisError, TimeoutError, NoCredentialsError) as error:
             click.echo(f"kpl: error: {describe_error(error)}", err=True)
             code = 1
         except Exception as error:

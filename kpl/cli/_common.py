@@ -10,6 +10,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
+from kpl.auth import NoCredentialsError
 from kpl.errors import KinesisError, NetworkError, RequestTimeout
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,6 +44,8 @@ def describe_error(error: BaseException, endpoint: str | None = None) -> str:
         return one_line(str(error))
     if isinstance(error, TimeoutError):
         return one_line(str(error) or "timed out")
+    if isinstance(error, NoCredentialsError):
+        return one_line(str(error))
     return one_line(f"{type(error).__name__}: {error}")
 
 
@@ -59,6 +62,14 @@ def resolve_endpoint(endpoint: str | None) -> str | None:
             param_hint="'--endpoint'",
         )
     return endpoint
+
+
+def check_region(endpoint_url: str | None, region: str | None) -> None:
+    """A real AWS endpoint (``endpoint_url=None``) needs a region: say so as a flag error."""
+    if endpoint_url is None and not (
+        region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    ):
+        raise click.UsageError("the AWS endpoint needs a region: pass --region or set AWS_REGION")
 
 
 def endpoint_options(func: F) -> F:

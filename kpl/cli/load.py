@@ -30,7 +30,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from kpl.cli._common import CliError, describe_error, is_terminal, wait_for_active
+from kpl.cli._common import (
+    AWS_ENDPOINT,
+    CliError,
+    check_region,
+    describe_error,
+    is_terminal,
+    wait_for_active,
+)
 from kpl.config import ProducerConfig
 from kpl.loadgen import (
     LoadStats,
@@ -58,7 +65,8 @@ class LoadOptions:
     """Everything one ``kpl load`` run needs (validated by the command)."""
 
     stream: str = "kpl-load"
-    endpoint: str | None = None  #: ``None``: start the embedded server
+    #: ``None``: start the embedded server; ``"aws"``: the region's AWS endpoint
+    endpoint: str | None = None
     region: str | None = None
     shards: int = 4
     records: int | None = None
@@ -294,10 +302,12 @@ async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[st
 
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(_signals(on_signal))
-        endpoint = opts.endpoint
+        endpoint: str | None = opts.endpoint
         if endpoint is None:
             server = await stack.enter_async_context(_embedded_server(opts.server_args))
             endpoint = str(server.url)
+        elif endpoint == AWS_ENDPOINT:
+            endpoint = None  # the client and producer pick the region's endpoint
         client = await stack.enter_async_context(KinesisClient(endpoint, region=opts.region))
         shards = await _ensure_stream(client, opts.stream, opts.shards, set_phase)
         producer = await stack.enter_async_context(
@@ -464,12 +474,15 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
         raise click.BadParameter(str(error)) from error
 
 
-@click.command("load")
+@click.command("load", short_help="Drive the producer at a stream and report what happened.")
 @click.option(
     "--endpoint",
     metavar="URL",
     default=None,
-    help="Stream API endpoint; without it the load runs against an embedded server.",
+    help=(
+        "Stream API endpoint URL, or 'aws' for the region's AWS endpoint; without it the "
+        "load runs against an embedded server."
+    ),
 )
 @click.option("--region", metavar="REGION", default=None, help="Region to sign for.")
 @click.option("--stream", default="kpl-load", show_default=True, help="Stream to load.")
@@ -598,10 +611,13 @@ def load(
         duration = DEFAULT_DURATION_S
     if endpoint is not None and server_args is not None:
         raise click.UsageError("--server-args is for the embedded server (no --endpoint)")
-    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+    if endpoint not in (None, AWS_ENDPOINT) and not endpoint.startswith(("http://", "https://")):
         raise click.BadParameter(
-            f"must be an http:// or https:// URL, got {endpoint!r}", param_hint="'--endpoint'"
+            f"must be an http:// or https:// URL (or 'aws'), got {endpoint!r}",
+            param_hint="'--endpoint'",
         )
+    if endpoint == AWS_ENDPOINT:
+        check_region(None, region)
     size_min, size_max = record_size
     overrides: dict[str, Any] = {}
     if no_aggregation:

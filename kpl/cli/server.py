@@ -37,6 +37,7 @@ def server_parser(prog: str = "kpl server") -> argparse.ArgumentParser:
     "server",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     add_help_option=False,
+    short_help="Run the local stream server (python -m server).",
 )
 @click.pass_context
 def server(ctx: click.Context) -> int:

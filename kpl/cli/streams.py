@@ -17,6 +17,7 @@ from rich.table import Table
 
 from kpl.cli._common import (
     CliError,
+    check_region,
     describe_error,
     endpoint_options,
     resolve_endpoint,
@@ -42,6 +43,7 @@ def _with_client(
     endpoint: str | None, region: str | None, action: Callable[[KinesisClient], Awaitable[Any]]
 ) -> Any:
     url = resolve_endpoint(endpoint)
+    check_region(url, region)
 
     async def go() -> Any:
         try:

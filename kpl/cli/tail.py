@@ -20,7 +20,13 @@ from typing import Any, Final
 import click
 import orjson
 
-from kpl.cli._common import CliError, describe_error, endpoint_options, resolve_endpoint
+from kpl.cli._common import (
+    CliError,
+    check_region,
+    describe_error,
+    endpoint_options,
+    resolve_endpoint,
+)
 from kpl.client import KinesisClient
 from kpl.consumer import UserRecord, deaggregate
 from kpl.errors import (
@@ -247,7 +253,7 @@ async def _tail(
         return 0
 
 
-@click.command("tail")
+@click.command("tail", short_help="Print the records of a stream as they arrive.")
 @click.argument("stream")
 @click.option(
     "--from",
@@ -287,6 +293,7 @@ def tail(
     separated by tabs. Ctrl-C stops.
     """
     url = resolve_endpoint(endpoint)
+    check_region(url, region)
     try:
         return run(_tail(url, region, stream, start, not no_follow, as_json, max_records))
     except KinesisError as error:

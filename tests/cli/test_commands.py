@@ -352,3 +352,19 @@ def test_top_level_errors(runner: CliRunner) -> None:
     assert result.exit_code == 0
     for command in ("server", "load", "streams", "tail"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["load", "--endpoint", "aws", "--records", "1"],
+        ["streams", "list", "--endpoint", "aws"],
+        ["tail", "s", "--endpoint", "aws"],
+    ],
+)
+def test_aws_endpoint_without_a_region_is_one_line(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    assert_one_line_error(invoke(runner, *args), "needs a region", "--region")
