@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from kpl.auth import CredentialProvider, Credentials
+from kpl.errors import KinesisError
 from kpl.transport import AioHttpTransport, Transport
 
 __all__ = ["KinesisClient", "ShardRange"]
@@ -29,7 +31,9 @@ class KinesisClient:
 
     ``async with KinesisClient("http://127.0.0.1:4567") as client: ...`` — or pass a
     ``transport`` (then closing the client closes that transport too, unless
-    ``owns_transport=False``).
+    ``owns_transport=False``). With ``max_attempts > 1`` a call failing with a retryable
+    error (throttling, 5xx, network) is tried again after a jittered exponential backoff
+    starting at ``backoff`` seconds; a retried PutRecord may then be stored twice.
     """
 
     def __init__(
@@ -43,7 +47,13 @@ class KinesisClient:
         max_connections: int = 10,
         connect_timeout: float = 6.0,
         request_timeout: float = 30.0,
+        max_attempts: int = 1,
+        backoff: float = 0.05,
     ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self.max_attempts = max_attempts
+        self.backoff = backoff
         if transport is None:
             transport = AioHttpTransport(
                 endpoint_url,
@@ -71,7 +81,18 @@ class KinesisClient:
 
     async def call(self, action: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Invoke ``action`` with a JSON payload; return the parsed answer ({} if empty)."""
-        body = await self.transport.call(action, orjson.dumps(payload or {}))
+        body_out = orjson.dumps(payload or {})
+        attempt = 1
+        while True:
+            try:
+                body = await self.transport.call(action, body_out)
+                break
+            except KinesisError as error:
+                if attempt >= self.max_attempts or not error.is_retryable:
+                    raise
+            # Full jitter: spreads concurrent callers (the AWS SDKs' standard mode).
+            await asyncio.sleep(random.uniform(0, self.backoff * 2 ** (attempt - 1)))
+            attempt += 1
         if not body:
             return {}
         answer = orjson.loads(body)

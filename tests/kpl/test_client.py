@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kpl.client import KinesisClient
-from kpl.errors import ResourceNotFoundException
+from kpl.errors import InternalFailure, ResourceNotFoundException, ValidationException
 from kpl.transport import MockRequest, MockResponse, MockTransport
 
 
@@ -132,3 +132,31 @@ async def test_non_object_answer_is_a_clear_error() -> None:
     async with KinesisClient(transport=MockTransport(lambda request: b"[1]")) as client:
         with pytest.raises(TypeError, match="not an object"):
             await client.call("ListStreams")
+
+
+async def test_retryable_errors_are_retried_up_to_max_attempts() -> None:
+    answers = iter([
+        MockResponse(500, {"__type": "InternalFailure"}),
+        MockResponse(400, {"__type": "LimitExceededException"}),
+        {"StreamDescriptionSummary": {"StreamStatus": "ACTIVE"}},
+    ])
+    transport = MockTransport(lambda request: next(answers))
+    async with KinesisClient(transport=transport, max_attempts=3, backoff=0.0) as client:
+        summary = await client.describe_stream_summary("s")
+    assert summary["StreamStatus"] == "ACTIVE"
+    assert len(transport.requests) == 3
+
+
+async def test_retries_stop_at_max_attempts_and_skip_permanent_errors() -> None:
+    transport = MockTransport(lambda request: MockResponse(500, {"__type": "InternalFailure"}))
+    async with KinesisClient(transport=transport, max_attempts=2, backoff=0.0) as client:
+        with pytest.raises(InternalFailure):
+            await client.describe_stream_summary("s")
+    assert len(transport.requests) == 2
+    permanent = MockTransport(lambda request: MockResponse(400, {"__type": "ValidationException"}))
+    async with KinesisClient(transport=permanent, max_attempts=5, backoff=0.0) as client:
+        with pytest.raises(ValidationException):
+            await client.describe_stream_summary("s")
+    assert len(permanent.requests) == 1
+    with pytest.raises(ValueError, match="max_attempts"):
+        KinesisClient(transport=permanent, max_attempts=0)

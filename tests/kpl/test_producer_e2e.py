@@ -35,7 +35,7 @@ async def server_url() -> AsyncIterator[str]:
 
 
 async def make_stream(url: str, name: str, shards: int) -> KinesisClient:
-    client = KinesisClient(url, region="us-east-1")
+    client = KinesisClient(url, region="us-east-1", max_attempts=20, backoff=0.01)
     await client.create_stream(name, shards)
     async with asyncio.timeout(10):
         await client.wait_for_active(name, interval=0.01)
@@ -182,3 +182,57 @@ async def test_reshard_under_load(server_url: str) -> None:
     kept = {(r["partition_key"], r["data"]) for r in stored if r["in_range"]}
     assert {(k, d) for k, d, _ in puts} <= kept
     assert len({r.shard_id for r in results}) >= 3  # records reached the children
+
+
+async def test_injected_failures_are_retried_to_success() -> None:
+    # Per-entry throttles and internal failures, and whole-request 500s, from the server.
+    async with StreamServer(port=0, state_delay_seconds=0.0, throttle_rate=0.3,
+                            internal_failure_rate=0.1, error_rate=0.2, seed=5) as server:
+        client = await make_stream(server.url, "faulty", 4)
+        try:
+            config = ProducerConfig(aggregation_enabled=False, **FAST)
+            async with Producer("faulty", endpoint_url=server.url, config=config) as producer:
+                puts = []
+                for i in range(600):
+                    key, data = f"k{i % 60}", b"%04d" % i
+                    puts.append((key, data, await producer.put(data, partition_key=key)))
+                results = await asyncio.gather(*(f for _, _, f in puts))
+            stored = await read_back(client, "faulty")
+        finally:
+            await client.close()
+    # Failed entries were not stored, so every record is there exactly once.
+    assert sorted((r["partition_key"], r["data"]) for r in stored) == sorted(
+        (k, d) for k, d, _ in puts)
+    codes = {a.error_code for r in results for a in r.attempts if not a.success}
+    assert "ProvisionedThroughputExceededException" in codes
+    assert "InternalFailure" in codes
+    stats = producer.metrics()
+    assert stats["RetriesPerRecord"] > 0
+    assert stats["UserRecordsPut"] == 600
+
+
+async def test_preserve_order_under_injected_failures() -> None:
+    async with StreamServer(port=0, state_delay_seconds=0.0, throttle_rate=0.3,
+                            error_rate=0.1, latency_ms=(0.0, 5.0), seed=11) as server:
+        client = await make_stream(server.url, "ordered", 2)
+        try:
+            config = ProducerConfig(preserve_order=True, aggregation_enabled=False,
+                                    collection_max_count=20, **FAST)
+            async with Producer("ordered", endpoint_url=server.url, config=config) as producer:
+                puts = []
+                for i in range(600):
+                    key, data = f"k{i % 12}", b"%05d" % i
+                    puts.append((key, data, await producer.put(data, partition_key=key)))
+                    if i % 50 == 0:
+                        await asyncio.sleep(0)  # interleave sending with producing
+                await asyncio.gather(*(f for _, _, f in puts))
+            stored = await read_back(client, "ordered")  # in shard order, sub-records in order
+        finally:
+            await client.close()
+    arrived: dict[str, list[bytes]] = {}
+    for r in stored:
+        arrived.setdefault(r["partition_key"], []).append(r["data"])
+    expected: dict[str, list[bytes]] = {}
+    for key, data, _ in puts:
+        expected.setdefault(key, []).append(data)
+    assert arrived == expected
