@@ -41,6 +41,7 @@ class Aggregator:
         "_ehk_parts",
         "_parts",
         "_pk_index",
+        "_pk_parts",
         "count",
         "items",
         "max_count",
@@ -62,6 +63,7 @@ class Aggregator:
         # partition keys and sub-records are kept apart and joined in serialize().
         self._parts: list[bytes] = []  # sub-records (field 3)
         self._ehk_parts: list[bytes] = []  # explicit hash key table (field 2)
+        self._pk_parts: list[bytes] = []  # partition key table (field 1)
 
     def try_add(
         self,
@@ -78,46 +80,44 @@ class Aggregator:
         if self.count >= self.max_count:
             return False
         pk_index = self._pk_index.get(partition_key)
-        n = len(data)
         if pk_index is None:
             pk_index = len(self._pk_index)
-            pk_bytes = (
-                partition_key_bytes if partition_key_bytes is not None else partition_key.encode()
-            )
+            pk_bytes = partition_key_bytes or partition_key.encode()
             k = len(pk_bytes)
-            grow = 1 + (1 if k < 0x80 else 2 if k < 0x4000 else varint_size(k)) + k
+            grow = 2 + k + (k >= 0x80) if k < 0x4000 else 1 + varint_size(k) + k
         else:
             pk_bytes = None
             grow = 0
-        body = (
-            (3 if pk_index < 0x80 else 4 if pk_index < 0x4000 else 2 + varint_size(pk_index))
-            + (1 if n < 0x80 else 2 if n < 0x4000 else varint_size(n))
-            + n
-        )
-        if explicit_hash_key is None:
-            size = (
-                self.size
-                + grow
-                + 1
-                + (1 if body < 0x80 else 2 if body < 0x4000 else varint_size(body))
-                + body
+        n = len(data)
+        if explicit_hash_key is None and n < 0x3F00 and pk_index < 0x4000:
+            # The common case, with every varint below 2**14: sizes by bool arithmetic.
+            body = 4 + n + (n >= 0x80) + (pk_index >= 0x80)
+            size = self.size + grow + 2 + body + (body >= 0x80)
+            if size > self.max_size:
+                return False
+            self._parts.append(
+                b"".join((b"\x1a", _V[body], b"\x08", _V[pk_index], b"\x1a", _V[n], data))
             )
+        elif explicit_hash_key is None:
+            body = 2 + varint_size(pk_index) + varint_size(n) + n
+            size = self.size + grow + 1 + varint_size(body) + body
             if size > self.max_size:
                 return False
             self._parts.append(
                 b"".join(
                     (
                         b"\x1a",
-                        _V[body] if body < 0x4000 else encode_varint(body),
+                        encode_varint(body),
                         b"\x08",
-                        _V[pk_index] if pk_index < 0x4000 else encode_varint(pk_index),
+                        encode_varint(pk_index),
                         b"\x1a",
-                        _V[n] if n < 0x4000 else encode_varint(n),
+                        encode_varint(n),
                         data,
                     )
                 )
             )
         else:
+            body = 2 + varint_size(pk_index) + varint_size(n) + n
             ehk_index = self._ehk_index.get(explicit_hash_key)
             ehk_bytes = None
             if ehk_index is None:
@@ -148,6 +148,7 @@ class Aggregator:
             )
         if pk_bytes is not None:
             self._pk_index[partition_key] = pk_index
+            self._pk_parts.append(b"\x0a" + encode_varint(len(pk_bytes)) + pk_bytes)
         self.size = size
         self.count += 1
         self.items.append(item)
@@ -155,13 +156,7 @@ class Aggregator:
 
     def serialize(self) -> bytes:
         """The aggregated record's complete data: magic + protobuf + MD5."""
-        # The partition key table is rebuilt from the dict (insertion order = index order)
-        # rather than kept as encoded parts: one pass here beats one per add.
-        parts = [
-            b"\x0a" + (_V[len(b)] if len(b) < 0x4000 else encode_varint(len(b))) + b
-            for b in (key.encode() for key in self._pk_index)
-        ]
-        parts += self._ehk_parts
+        parts = self._pk_parts + self._ehk_parts
         parts += self._parts
         body = b"".join(parts)
         return b"".join((MAGIC, body, md5(body).digest()))

@@ -49,6 +49,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import md5
+from operator import itemgetter
 from typing import Any, Final
 
 from kpl.config import ProducerConfig
@@ -123,6 +124,7 @@ _SEQ: Final = 6
 _SIZE: Final = 7
 
 _new_result = tuple.__new__
+_size_of = itemgetter(_SIZE)
 
 
 class _Shard:
@@ -778,23 +780,26 @@ class ProducerCore:
                 return
         self._m_krecords_put += 1
         self._m_kdata_put += krecord.size
-        append = completions.append
         first_try = (ok,)
         size = 0
         retries = 0
         items = krecord.items
         failed = self._attempts
         if not failed:
-            for sub, record in enumerate(items):
-                append(
+            # Everything on its first try (the usual case): one comprehension.
+            completions.extend(
+                [
                     (
                         record[_HANDLE],
                         _new_result(RecordResult, (shard_id, sequence, sub, first_try)),
                     )
-                )
-                size += record[_SIZE]
+                    for sub, record in enumerate(items)
+                ]
+            )
+            size = sum(map(_size_of, items))
         else:
             pop = failed.pop
+            append = completions.append
             for sub, record in enumerate(items):
                 attempts = pop(record[_SEQ], ())
                 retries += len(attempts)
