@@ -790,3 +790,93 @@ def test_stream_arn_is_used_when_given() -> None:
 def test_a_stream_is_required() -> None:
     with pytest.raises(ValueError, match="stream"):
         ProducerCore("", ProducerConfig(), rng=random.Random(1))
+
+
+# --- more edges ---------------------------------------------------------------------------
+
+
+def test_partly_expired_aggregate_is_rebuilt_with_the_live_records() -> None:
+    h = Harness(
+        shards=even_shards(1),
+        config=ProducerConfig(record_ttl=2.0, max_connections=1, record_max_buffered_time=0.1),
+    )
+    h.put(b"blocker", "k0")
+    h.core.flush(h.now)
+    (hung,) = h.poll().requests  # the only slot stays busy
+    h.now = 0.5
+    old = [h.put(b"old", f"old{i}") for i in range(3)]
+    h.now = 1.5
+    young = [h.put(b"young", f"young{i}") for i in range(3)]
+    h.core.flush(h.now)
+    h.now = 2.6  # the old ones are past their TTL; the young ones are not
+    h.poll()
+    assert all(getattr(h.outcomes.get(x), "code", None) == "Expired" for x in old)
+    assert not any(x in h.outcomes for x in young)
+    h.answer(hung)
+    h.run()
+    assert all(isinstance(h.outcomes[x], RecordResult) for x in young)
+    young_stored = [d for _s, _k, d, _ in h.user_records_stored() if d == b"young"]
+    assert len(young_stored) == 3
+    assert h.core.buffered_records == 0
+
+
+def test_preserve_order_retry_after_refresh_goes_first() -> None:
+    h = Harness(
+        shards=even_shards(1),
+        config=ProducerConfig(preserve_order=True, aggregation_enabled=False),
+    )
+    for i in range(4):
+        h.put(f"{i}".encode(), "same")
+    h.core.flush(h.now)
+    (first,) = h.poll().requests
+    h.answer(first, inject=lambda _e, _i: "ResourceInUseException")
+    h.run()
+    assert [d for _s, _k, d, _ in h.user_records_stored()] == [b"0", b"1", b"2", b"3"]
+    assert h.outcomes[1].attempts[0].error_code == "ResourceInUseException"
+
+
+def test_a_bug_in_the_shell_fails_records_with_its_name() -> None:
+    h = Harness()
+    h.put()
+    h.core.flush(h.now)
+    (request,) = h.poll().requests
+    h.fail(request, RuntimeError("oops"))
+    (failure,) = h.outcomes.values()
+    assert isinstance(failure, RecordFailed)
+    assert failure.code == "RuntimeError"
+    assert isinstance(failure.cause, RuntimeError)
+
+
+def test_a_gap_in_the_map_sends_plain() -> None:
+    # A map with a hole (mid-reshard): records in the hole are not aggregated.
+    half = HASH_KEY_SPACE // 2
+    h = Harness(shards=even_shards(1), core_map=[("shardId-000000000000", 0, half - 1)])
+    keys_in_hole = [k for k in keys(40) if hash_key_for(k) >= half][:5]
+    for key in keys_in_hole:
+        h.put(b"hole", key)
+    h.core.flush(h.now)
+    (request,) = h.poll().requests
+    assert request.record_count == len(keys_in_hole)
+
+
+def test_entry_without_shard_id_is_retried() -> None:
+    h = Harness()
+    h.put()
+    h.core.flush(h.now)
+    (request,) = h.poll().requests
+    h._resolve(h.core.on_response(request, {"Records": [{"SequenceNumber": "1"}]}, h.now))
+    h.unanswered.remove(request)
+    assert not h.outcomes
+    h.run()
+    (outcome,) = h.outcomes.values()
+    assert isinstance(outcome, RecordResult)
+
+
+def test_answers_to_unknown_requests_are_ignored() -> None:
+    h = Harness()
+    h.put()
+    h.core.flush(h.now)
+    (request,) = h.poll().requests
+    h.answer(request)
+    assert h.core.on_response(request, {"Records": []}, h.now) == []
+    assert h.core.on_error(request, NetworkError("late"), h.now) == []
