@@ -70,7 +70,7 @@ def test_varints(value: int, encoded: bytes) -> None:
 
 def test_hand_encoder_is_byte_identical_to_protobuf() -> None:
     rng = random.Random(7)
-    for _ in range(300):
+    for _ in range(150):
         pks = list(dict.fromkeys(_random_key(rng) for _ in range(rng.randint(1, 20))))
         ehks = list(dict.fromkeys(str(rng.getrandbits(128)) for _ in range(rng.randint(0, 5))))
         records = [
@@ -108,13 +108,15 @@ def test_round_trip_through_our_decoder() -> None:
 
 def test_aggregator_size_is_exact_for_many_random_cases() -> None:
     rng = random.Random(1234)
-    for case in range(600):
+    # Sizes around every varint boundary and the fast path's limit (0x3F00).
+    sizes = [0, 1, 90, 127, 128, 5000, 16127, 16128, 16383, 16384, 17000]
+    for case in range(300):
         aggregator = Aggregator(
             rng.choice([100, 1000, 51_200, 1 << 20]), rng.choice([1, 5, 1000, 2**32 - 1])
         )
-        for _ in range(rng.randint(1, 200)):
+        for _ in range(rng.randint(1, 120)):
             ehk = str(rng.getrandbits(rng.choice([1, 20, 128]))) if rng.random() < 0.3 else None
-            data = rng.randbytes(rng.choice([0, 1, 90, 127, 128, 5000, 17000]))
+            data = bytes(rng.choice(sizes))
             before = aggregator.size, aggregator.count
             if not aggregator.try_add(_random_key(rng), ehk, data):
                 assert (aggregator.size, aggregator.count) == before, case
@@ -122,6 +124,20 @@ def test_aggregator_size_is_exact_for_many_random_cases() -> None:
         assert aggregator.size == len(serialized), case
         assert aggregator.size <= aggregator.max_size
         assert aggregator.count <= aggregator.max_count
+
+
+@pytest.mark.parametrize("with_ehk", [False, True])
+def test_aggregator_size_is_exact_past_128_distinct_keys(with_ehk: bool) -> None:
+    aggregator = Aggregator(1 << 20, 2**32 - 1)
+    for i in range(400):
+        ehk = str(i * 7919) if with_ehk and i % 2 else None
+        assert aggregator.try_add(f"key-{i}", ehk, b"v" * (i % 200))
+        if i % 50 == 0:
+            assert aggregator.size == len(aggregator.serialize())
+    assert aggregator.size == len(aggregator.serialize())
+    assert [r.partition_key for r in decode(aggregator.serialize()) or []] == [
+        f"key-{i}" for i in range(400)
+    ]
 
 
 def test_aggregator_deduplicates_keys_and_matches_protobuf() -> None:
