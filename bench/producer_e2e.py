@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kpl import KinesisClient, Producer, ProducerConfig  # noqa: E402
+from kpl import KinesisClient, Producer, ProducerConfig, RecordResult  # noqa: E402
 from kpl import run as kpl_run  # noqa: E402
 
 SHARDS = 8
@@ -191,7 +192,7 @@ def memory_child(count: int, budget: int) -> None:
         acceptor = asyncio.create_task(accept_forever())
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         config = ProducerConfig(
-            max_buffered_bytes=budget, max_buffered_records=1_000_000,
+            max_buffered_bytes=budget, max_buffered_records=100_000,
             record_ttl=1.0, request_timeout=0.5, record_max_buffered_time=0.05,
         )
         body = b"x" * RECORD_SIZE
@@ -199,13 +200,12 @@ def memory_child(count: int, budget: int) -> None:
         failed = 0
         async with Producer("stalled", endpoint_url=url, config=config) as producer:
             # The shard map never arrives either: records go unaggregated and expire.
-            pending = []
+            # Futures are checked as they finish (an unretrieved failure would be logged).
+            pending: deque[asyncio.Future[RecordResult]] = deque()
             for i in range(count):
                 pending.append(await producer.put(body, partition_key=f"k{i % KEYS}"))
-                if len(pending) >= 50_000:
-                    done = await asyncio.gather(*pending, return_exceptions=True)
-                    failed += sum(isinstance(d, Exception) for d in done)
-                    pending = []
+                while pending and pending[0].done():
+                    failed += pending.popleft().exception() is not None
             done = await asyncio.gather(*pending, return_exceptions=True)
             failed += sum(isinstance(d, Exception) for d in done)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -63,8 +63,9 @@ def test_producer_signatures() -> None:
 
 
 def test_result_and_failure_shapes() -> None:
-    fields = list(kpl.RecordResult.__dataclass_fields__)
-    assert fields == ["shard_id", "sequence_number", "sub_sequence_number", "attempts"]
+    # A named tuple (built on the hot path); its field names and order are the API.
+    assert kpl.RecordResult._fields == (
+        "shard_id", "sequence_number", "sub_sequence_number", "attempts")
     attempt_fields = list(kpl.Attempt.__dataclass_fields__)
     assert attempt_fields == ["started", "ended", "success", "error_code", "error_message"]
     failed = kpl.RecordFailed("Expired", "too old", ())

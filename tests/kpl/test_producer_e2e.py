@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +238,17 @@ async def test_preserve_order_under_injected_failures() -> None:
     for key, data, _ in puts:
         expected.setdefault(key, []).append(data)
     assert arrived == expected
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "produce.py"
+
+
+async def test_example_produce_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("example_produce", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    await module.main()
+    out = capsys.readouterr().out
+    assert "delivered 10000, failed 0" in out
