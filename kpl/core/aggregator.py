@@ -148,7 +148,8 @@ class Aggregator:
             )
         if pk_bytes is not None:
             self._pk_index[partition_key] = pk_index
-            self._pk_parts.append(b"\x0a" + encode_varint(len(pk_bytes)) + pk_bytes)
+            k = len(pk_bytes)
+            self._pk_parts.append(b"\x0a" + (_V[k] if k < 0x4000 else encode_varint(k)) + pk_bytes)
         self.size = size
         self.count += 1
         self.items.append(item)
