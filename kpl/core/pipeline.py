@@ -14,7 +14,8 @@ hash key, so no sub-record can land in a shard that does not own it).
 ``poll(now)`` is the one place that sends:
 
 1. sweep records past ``record_ttl`` (at most every ``_SWEEP_INTERVAL``);
-2. seal aggregators older than ``record_max_buffered_time``;
+2. seal aggregators older than ``record_max_buffered_time`` (and, when a request leaves
+   anyway, those due within half of it: fewer, fuller requests);
 3. *collect*: when something is due (a buffered-time deadline passed, a retry's backoff
    ended, ``flush()``), every sendable Kinesis record goes out; otherwise only full
    PutRecords requests (500 entries or ``collection_max_size``) leave. Shards are visited
@@ -931,16 +932,13 @@ class ProducerCore:
         krecord.attempts += 1
         delay = self._backoff.delay(krecord.attempts, krecord.last_delay)
         if action is Action.RETRY_AFTER_REFRESH or krecord.shard.stale:
-            # The record was built for a map we no longer trust: route its users afresh.
-            if self._preserve:
-                self._requeue_front(live, now + delay)
-            else:
-                for record in live:
-                    self._route(record, now)
+            # Built for a map we no longer trust: route its users afresh, after the backoff.
+            self._requeue_front(live, now + delay, krecord.attempts)
             return
         if len(live) < len(krecord.items):
+            attempts = krecord.attempts
             krecord = self._rebuild(live, krecord.shard)
-            krecord.attempts = 1
+            krecord.attempts = attempts
         krecord.last_delay = delay
         krecord.not_before = now + delay
         shard = krecord.shard
@@ -952,8 +950,11 @@ class ProducerCore:
         if krecord.not_before < self._next_collect:
             self._next_collect = krecord.not_before
 
-    def _requeue_front(self, records: list[_UserRecord], not_before: float) -> None:
-        """preserve_order: re-route ``records`` as plain retries ahead of newer records."""
+    def _requeue_front(
+        self, records: list[_UserRecord], not_before: float, attempts: int = 1
+    ) -> None:
+        """Re-route ``records`` by the current map as plain retries due at ``not_before``,
+        ahead of their shards' newer records (what preserve_order needs)."""
         by_shard: dict[int, list[_UserRecord]] = {}
         for record in sorted(records, key=lambda r: r[_SEQ]):
             i = self._map.lookup(record[_HASH]) if self._map is not None else -1
@@ -962,7 +963,7 @@ class ProducerCore:
             shard = self._shards[i] if i >= 0 else self._unrouted
             krecords = [self._plain(record, shard) for record in group]
             for krecord in krecords:
-                krecord.attempts = 1
+                krecord.attempts = attempts
                 krecord.not_before = not_before
             shard.retries.extendleft(reversed(krecords))
         if not_before < self._next_collect:
