@@ -20,6 +20,7 @@ status, turns anything unexpected into a 500 ``InternalFailure``, and stamps an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,7 +39,7 @@ from server.core.hooks import FaultInjector
 from server.web.auth import check_authorization
 from server.web.codec import JSON_CONTENT_TYPE, decode_request, encode_error, encode_response
 
-__all__ = ["ENGINE_KEY", "TARGETS", "make_app"]
+__all__ = ["ENGINE_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
 
 log = logging.getLogger("server.web")
 
@@ -65,6 +66,8 @@ _WRITES = frozenset(
 )
 
 ENGINE_KEY = web.AppKey("engine", Engine)
+#: Set by ``StreamServer.stop`` so injected latency never holds up a shutdown.
+STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,6 +78,12 @@ def _error_response(error: KinesisError) -> web.Response:
         body=encode_error(error.code, error.message),
         content_type=JSON_CONTENT_TYPE,
     )
+
+
+async def _pause(seconds: float, stopping: asyncio.Event) -> None:
+    """Sleep injected latency, cut short once the server is stopping."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
 
 
 @web.middleware
@@ -106,6 +115,7 @@ def make_app(
     storage = engine.storage
     handle = engine.handle
     implemented = engine.actions
+    stopping = asyncio.Event()
 
     async def read_body(request: web.Request) -> bytes | None:
         """The body, or ``None`` once it is known to exceed the cap (never read whole)."""
@@ -140,7 +150,7 @@ def make_app(
             fault = faults.request_fault(action, engine.rng)
             if fault is not None:
                 if fault.delay_seconds > 0:
-                    await asyncio.sleep(fault.delay_seconds)
+                    await _pause(fault.delay_seconds, stopping)
                 if fault.error_code is not None:
                     raise for_code(fault.error_code)(
                         "Internal service failure."
@@ -156,5 +166,6 @@ def make_app(
 
     app = web.Application(middlewares=[error_middleware], client_max_size=cap + 1)
     app[ENGINE_KEY] = engine
+    app[STOPPING_KEY] = stopping
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

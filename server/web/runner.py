@@ -23,7 +23,7 @@ from server.core.throughput import Limits, Throughput
 from server.storage.base import Storage
 from server.storage.durable import DurableStorage
 from server.storage.memory import MemoryStorage
-from server.web.app import make_app
+from server.web.app import STOPPING_KEY, make_app
 
 __all__ = ["StreamServer"]
 
@@ -119,6 +119,7 @@ class StreamServer:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        runner.app[STOPPING_KEY].set()  # injected latency ends now, not after a shutdown wait
         try:
             await runner.cleanup()
         finally:
