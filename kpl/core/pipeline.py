@@ -492,6 +492,16 @@ class ProducerCore:
 
     def poll(self, now: float) -> Poll:
         """Requests to send now, completions to resolve, and when to call again."""
+        # The shell may poll after every put: answer "nothing yet" cheaply.
+        if (
+            now < self._next_collect
+            and now < self._next_sweep
+            and not self._full_pending
+            and not self._pending
+            and not self._refresh.wanted
+        ):
+            deadline = min(self._next_collect, self._next_sweep)
+            return Poll([], [], None if deadline == _INF else deadline, False)
         completions = self._pending
         self._pending = []
         if self._next_sweep == _INF and self.buffered_records:
