@@ -120,6 +120,7 @@ class View(Protocol):
     refresh_s: float
 
     def start(self) -> None: ...
+    def announce(self, phase: str) -> None: ...
     def update(self, snap: Snapshot, phase: str) -> None: ...
     def stop(self) -> None: ...
 
@@ -131,6 +132,9 @@ class NoView:
 
     def start(self) -> None:
         """Nothing to start."""
+
+    def announce(self, phase: str) -> None:
+        """Nothing to show."""
 
     def update(self, snap: Snapshot, phase: str) -> None:
         """Nothing to show."""
@@ -148,6 +152,10 @@ class LineView(NoView):
 
     def __init__(self, echo: Callable[[str], None]) -> None:
         self._echo = echo
+
+    def announce(self, phase: str) -> None:
+        """Say what the run is doing before records flow (starting, creating the stream)."""
+        self._echo(f"kpl load: {phase}")
 
     def update(self, snap: Snapshot, phase: str) -> None:
         """Print one line."""
@@ -178,6 +186,10 @@ class LiveView(NoView):
     def start(self) -> None:
         """Take over the terminal's last lines."""
         self._live.start()
+
+    def announce(self, phase: str) -> None:
+        """Show what the run is doing before records flow."""
+        self._live.update(Text.assemble((self._title, "bold"), f" — {phase}"), refresh=True)
 
     def update(self, snap: Snapshot, phase: str) -> None:
         """Redraw with the latest figures."""
@@ -212,8 +224,9 @@ class LiveView(NoView):
         self._live.update(Group(header, table, errors), refresh=True)
 
     def stop(self) -> None:
-        """Leave the last frame on screen."""
-        self._live.stop()
+        """Leave the last frame on screen (again: nothing)."""
+        if self._live.is_started:
+            self._live.stop()
 
 
 def _embedded_server(server_args: tuple[str, ...]) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -240,6 +253,18 @@ async def _signals(on_signal: Callable[[], None]) -> AsyncIterator[None]:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+async def _close_producer(producer: Any, abort: asyncio.Event) -> None:
+    """Close the producer; a (second) Ctrl-C cuts the close short instead of letting it
+    wait for in-flight records up to their TTL."""
+    closing: asyncio.Future[Any] = asyncio.ensure_future(producer.close())
+    aborted: asyncio.Future[Any] = asyncio.ensure_future(abort.wait())
+    await asyncio.wait({closing, aborted}, return_when=asyncio.FIRST_COMPLETED)
+    aborted.cancel()
+    if not closing.done():
+        closing.cancel()  # Producer.close() cancelled still stops its sender and transport
+    await asyncio.gather(closing, aborted, return_exceptions=True)
 
 
 def _metric(metrics: dict[str, Any], *names: str) -> float | None:
@@ -286,10 +311,16 @@ async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[st
     stop = asyncio.Event()
     abort = asyncio.Event()
     interrupted = False
+    producing = False
+    main = asyncio.current_task()
 
     def on_signal() -> None:
         nonlocal interrupted
         interrupted = True
+        if not producing and main is not None:
+            # Still starting (server, stream): nothing to summarise, stop right away.
+            main.cancel()
+            return
         if stop.is_set():
             abort.set()
         stop.set()
@@ -299,10 +330,19 @@ async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[st
     def set_phase(text: str) -> None:
         nonlocal phase
         phase = text
+        if not producing:
+            view.announce(text)
 
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(_signals(on_signal))
+        view.start()
+        stack.callback(view.stop)
         endpoint: str | None = opts.endpoint
+        set_phase(
+            "starting the embedded server"
+            if endpoint is None
+            else f"connecting to {endpoint} for stream {opts.stream}"
+        )
         if endpoint is None:
             server = await stack.enter_async_context(_embedded_server(opts.server_args))
             endpoint = str(server.url)
@@ -310,9 +350,11 @@ async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[st
             endpoint = None  # the client and producer pick the region's endpoint
         client = await stack.enter_async_context(KinesisClient(endpoint, region=opts.region))
         shards = await _ensure_stream(client, opts.stream, opts.shards, set_phase)
-        producer = await stack.enter_async_context(
-            Producer(opts.stream, endpoint_url=endpoint, region=opts.region, config=opts.producer)
+        producer = Producer(
+            opts.stream, endpoint_url=endpoint, region=opts.region, config=opts.producer
         )
+        producer.start()
+        stack.push_async_callback(_close_producer, producer, abort)
 
         rng = random.Random(opts.seed)
         source = RecordSource(rng, size_min=opts.size_min, size_max=opts.size_max, keys=opts.keys)
@@ -379,8 +421,8 @@ async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[st
                 await asyncio.sleep(view.refresh_s)
                 view.update(stats.snapshot(loop.time()), phase)
 
+        producing = True
         set_phase("producing")
-        view.start()
         tick = asyncio.create_task(ticker())
         try:
             putters = [asyncio.create_task(putter()) for _ in range(opts.producers)]

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -20,6 +21,14 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("KPL_ENDPOINT", None)
     return env
+
+
+def _read_until(stream: IO[str], text: str) -> str:
+    """Read lines until one contains ``text`` (the process's own progress output)."""
+    for line in stream:
+        if text in line:
+            return line
+    raise AssertionError(f"the output ended without {text!r}")
 
 
 def test_kpl_load_records_json_acknowledges_every_record() -> None:
@@ -53,9 +62,8 @@ def test_ctrl_c_stops_flushes_and_prints_the_summary() -> None:
     )
     try:
         assert proc.stdout is not None
-        # The first progress line says the run is producing; then interrupt it.
-        first = proc.stdout.readline()
-        assert "producing" in first, first
+        # Once a progress line says the run is producing, interrupt it.
+        _read_until(proc.stdout, "producing")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -153,3 +161,55 @@ def test_kpl_tail_follows_new_records(server_url: str) -> None:
     assert proc.returncode == 0, err
     lines = out.splitlines()
     assert sorted(line.split("\t")[2] for line in lines) == [f"new-{i}" for i in range(5)]
+
+
+def test_second_ctrl_c_gives_up_on_the_flush() -> None:
+    # Every entry fails and is retried until its 60 s TTL: the flush would wait that long;
+    # the second Ctrl-C ends it at once.
+    proc = subprocess.Popen(
+        [str(KPL), "load", "--duration", "60", "--rate", "500", "--record-ttl", "60",
+         "--server-args", "--internal-failure-rate 1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        _read_until(proc.stdout, "producing")
+        proc.send_signal(signal.SIGINT)
+        _read_until(proc.stdout, "flushing")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err
+    assert "kpl load summary" in out
+    assert "unresolved (gave up)" in out
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("kpl load: 0 records failed,")
+
+
+def test_ctrl_c_while_starting_exits_at_once() -> None:
+    # Every answer takes 30 s, so the run is still creating its stream when interrupted.
+    proc = subprocess.Popen(
+        [str(KPL), "load", "--records", "10", "--server-args", "--latency-ms 30000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        assert "starting the embedded server" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert err.strip() == "kpl load: interrupted before the run started"
+    assert "summary" not in out
