@@ -880,3 +880,35 @@ def test_answers_to_unknown_requests_are_ignored() -> None:
     h.answer(request)
     assert h.core.on_response(request, {"Records": []}, h.now) == []
     assert h.core.on_error(request, NetworkError("late"), h.now) == []
+
+
+def test_large_record_streams_collect_up_to_10_mib() -> None:
+    mib = 1024 * 1024
+    h = Harness(
+        shards=even_shards(1),
+        config=ProducerConfig(
+            max_record_size=10 * mib,
+            collection_max_size=10 * mib,
+            aggregation_max_size=1 * mib,
+            rate_limit=10_000,
+        ),
+    )
+    for i in range(7):
+        h.put(bytes(3 * mib), f"big{i}")
+    h.core.flush(h.now)
+    requests = h.poll().requests
+    assert [r.record_count for r in requests] == [3, 3, 1]
+    assert all(r.byte_size <= 10 * mib for r in requests)
+
+
+def test_idle_polls_are_cheap_and_keep_the_deadline() -> None:
+    h = Harness()
+    h.put()
+    first = h.poll()
+    for step in range(5):
+        h.now = 0.01 * (step + 1)
+        again = h.poll()
+        assert again.deadline == first.deadline == pytest.approx(0.1)
+        assert not again.requests
+    h.now = 0.1
+    assert h.poll().requests
