@@ -38,14 +38,22 @@ class UserRecord:
 
 
 def deaggregate(
-    data: bytes,
-    partition_key: str,
+    data: bytes | Mapping[str, Any],
+    partition_key: str | None = None,
     explicit_hash_key: str | None = None,
     sequence_number: str | None = None,
 ) -> list[UserRecord]:
-    """The user records inside one Kinesis record (itself, when it is not aggregated)."""
+    """The user records inside one Kinesis record (itself, when it is not aggregated).
+
+    ``data`` is the record's data with its ``partition_key``, or a whole GetRecords record
+    dict (``Data``, ``PartitionKey``, optional ``ExplicitHashKey``/``SequenceNumber``).
+    """
+    if isinstance(data, Mapping):
+        return deaggregate_records([data])
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        raise TypeError(f"data must be bytes or a record dict, got {type(data).__name__}")
+    if not isinstance(partition_key, str):
+        raise TypeError("partition_key is required with raw data")
     data = bytes(data)
     decoded = decode(data)
     if decoded is None:

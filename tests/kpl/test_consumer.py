@@ -96,3 +96,19 @@ def test_bad_records_are_rejected_clearly(record: dict[str, Any], message: str) 
 def test_data_must_be_bytes() -> None:
     with pytest.raises(TypeError, match="bytes"):
         deaggregate("text", "a")  # type: ignore[arg-type]
+
+
+def test_raw_data_needs_a_partition_key() -> None:
+    with pytest.raises(TypeError, match="partition_key"):
+        deaggregate(b"x")
+
+
+def test_deaggregate_takes_a_record_dict() -> None:
+    aggregator = Aggregator(51_200, 100)
+    aggregator.try_add("x", None, b"1")
+    aggregator.try_add("y", None, b"2")
+    record = {"Data": aggregator.serialize(), "PartitionKey": "a", "SequenceNumber": "9"}
+    assert deaggregate(record) == [
+        UserRecord("x", b"1", None, "9", 0, True),
+        UserRecord("y", b"2", None, "9", 1, True),
+    ]
