@@ -332,6 +332,34 @@ def test_tail_follows_across_a_split(runner: CliRunner, reshard_url: str) -> Non
     assert {line["shard_id"] for line in lines} >= {"shardId-000000000000"}
 
 
+def test_tail_follows_across_a_merge(runner: CliRunner, reshard_url: str) -> None:
+    server_url = reshard_url
+    ep = ("--endpoint", server_url)
+    assert invoke(runner, "streams", "create", "mg", "--shards", "2", *ep).exit_code == 0
+    keys = [f"k{i}" for i in range(30)]  # spread over both shards
+    asyncio.run(_put_plain(server_url, "mg", [(f"{k}-before".encode(), k) for k in keys]))
+    result = invoke(
+        runner, "streams", "merge", "mg", "shardId-000000000000", "shardId-000000000001", *ep
+    )
+    assert result.exit_code == 0, result.output
+    asyncio.run(_put_plain(server_url, "mg", [(f"{k}-after".encode(), k) for k in keys]))
+
+    result = invoke(runner, "tail", "mg", "--from", "trim-horizon", "--no-follow", "--json", *ep)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 60
+    by_key: dict[str, list[str]] = {}
+    for line in lines:
+        by_key.setdefault(line["partition_key"], []).append(line["data"])
+    # The merged child is read only after both parents: every key stays in order.
+    assert by_key == {k: [f"{k}-before", f"{k}-after"] for k in keys}
+    assert {line["shard_id"] for line in lines} == {
+        "shardId-000000000000",
+        "shardId-000000000001",
+        "shardId-000000000002",
+    }
+
+
 def test_tail_max_records(runner: CliRunner, server_url: str) -> None:
     assert invoke(runner, "streams", "create", "m", "--endpoint", server_url).exit_code == 0
     asyncio.run(_put_plain(server_url, "m", [(f"r{i}".encode(), "k") for i in range(10)]))
