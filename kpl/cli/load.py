@@ -267,22 +267,11 @@ async def _close_producer(producer: Any, abort: asyncio.Event) -> None:
     await asyncio.gather(closing, aborted, return_exceptions=True)
 
 
-def _metric(metrics: dict[str, Any], *names: str) -> float | None:
-    for name in names:
-        value = metrics.get(name)
-        if isinstance(value, int | float):
-            return float(value)
-    return None
-
-
-def _producer_counts(metrics: dict[str, Any]) -> tuple[int, int]:
-    """(Kinesis records put, PutRecords calls) from the producer's metrics."""
-    kinesis = _metric(metrics, "KinesisRecordsPut") or 0.0
-    calls = _metric(metrics, "PutRecordsRequests", "PutRecordsCalls", "KinesisRequests")
-    if calls is None:
-        per_call = _metric(metrics, "KinesisRecordsPerPutRecordsRequest")
-        calls = kinesis / per_call if per_call else 0.0
-    return round(kinesis), round(calls)
+def _producer_counts(metrics: dict[str, float]) -> tuple[int, int]:
+    """(Kinesis records put, PutRecords calls made) from the producer's metrics."""
+    return round(metrics.get("KinesisRecordsPut", 0.0)), round(
+        metrics.get("PutRecordsRequests", 0.0)
+    )
 
 
 async def _ensure_stream(client: Any, name: str, shards: int, phase: Callable[[str], None]) -> int:
