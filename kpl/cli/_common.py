@@ -1,11 +1,11 @@
-"""What every ``kpl`` subcommand shares: one-line errors, the event loop, endpoint options."""
+"""What every ``kpl`` subcommand shares: one-line errors, endpoint options, waiting for ACTIVE."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 import click
@@ -97,11 +97,6 @@ def is_terminal(stream: Any = None) -> bool:
     stream = sys.stdout if stream is None else stream
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
-
-
-def format_exit(args: Sequence[str]) -> str:  # pragma: no cover - debugging aid
-    """The command line as typed, for messages."""
-    return " ".join(args)
 
 
 #: How long the commands wait for a stream to become ACTIVE (or go away).

@@ -17,7 +17,6 @@ import functools
 import random
 import shlex
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from rich.text import Text
 
 from kpl.cli._common import (
     AWS_ENDPOINT,
+    EXIT_INTERRUPTED,
     CliError,
     check_region,
     describe_error,
@@ -722,7 +722,7 @@ def load(
         summary, stats = run(run_load(opts, view))
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("kpl load: interrupted before the run started", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except ValueError as error:
         raise CliError(str(error)) from error
     except Exception as error:
@@ -756,7 +756,3 @@ def load(
         )
         return 1
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(load())
