@@ -9,16 +9,19 @@ Layout under ``data_dir``::
     streams/s-<name>/<shard id>/<n>.seg    the shard's log segments, n = 1, 2, 3 ...
     trash/                                 deleted streams/shards, removed in the background
 
-**Frames.** A segment is a run of frames, one per record::
+**Frames.** A segment is a run of frames, one per :meth:`~DurableStorage.append` (a batch
+that crosses a rollover is split, one frame per segment)::
 
     magic (2 bytes "KR") | payload length (u32 LE) | crc32 of payload (u32 LE) | payload
 
-and the payload is msgpack ``[seq (24-byte big-endian bin), arrival, partition_key, data]``.
-The magic lets recovery find the next frame after a damaged one without trusting a
-damaged length; the CRC tells a complete frame from a torn or corrupted one.
+and the payload is a msgpack list of ``[seq (24-byte big-endian bin), arrival,
+partition_key, data]``. One msgpack call and one CRC per PutRecords shard batch rather
+than per record is most of what keeps durability cheap. The magic lets recovery find the
+next frame after a damaged one without trusting a damaged length; the CRC tells a
+complete frame from a torn or corrupted one.
 
-**Writes and group commit.** :meth:`DurableStorage.append` encodes the frames and
-``os.write``\\ s them to the shard's active segment (the page cache: microseconds), then
+**Writes and group commit.** :meth:`DurableStorage.append` encodes the frame and writes
+it with ``os.write`` to the shard's active segment (the page cache: microseconds), then
 updates the in-memory index. :meth:`DurableStorage.save_stream` only encodes the
 metadata and queues it. Nothing is acknowledged yet: the web layer awaits
 :meth:`DurableStorage.wait_durable`, which runs ONE *sync pass* in a worker thread for
@@ -47,7 +50,7 @@ sequence number not above the previous one) starts a damaged region; recovery se
 for the next good frame. With none after it, the damage is a torn tail — the part of the
 log no completed pass synced, so never an acknowledged record — and the file is
 truncated there. With good frames after it (corruption in the middle), only the damaged
-bytes are skipped and logged; the records after them stay readable.
+frame's bytes are skipped and logged; the records after them stay readable.
 
 **Sequence numbers after a restart.** :meth:`~DurableStorage.last_sequence_number` is
 the highest number in the log. Retention deletes a segment only when a *later* segment
@@ -74,6 +77,7 @@ import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -94,15 +98,16 @@ _MAGIC = b"KR"
 _HEADER = struct.Struct("<2sII")
 _HEADER_SIZE = _HEADER.size
 _SEQ_BYTES = 24  # 10**56 < 2**192: every sequence number of our layout fits
-#: Upper bound of a frame's bytes beyond ``len(data) + len(partition_key)`` (header, msgpack
-#: array/bin/str headers, the 24-byte sequence number, the float); used to bound reads.
-_FRAME_OVERHEAD = 64
+#: Upper bound of a record's bytes in a frame beyond its data and UTF-8 key (msgpack
+#: array/bin/str headers, the 24-byte sequence number, the float): for rollover sizing.
+_RECORD_OVERHEAD = 48
 #: Larger payloads are taken as a damaged length field (records are at most a few MiB).
 _MAX_PAYLOAD = 64 * 1024 * 1024
 _META_FILE = "meta"
 _META_TMP = "meta.tmp"
 _SEGMENT_SUFFIX = ".seg"
 _BIG_INT_EXT = 1
+_FSYNC_THREADS = 8
 _O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 
@@ -159,22 +164,35 @@ def decode_meta(raw: bytes) -> StreamMeta:
 # -- frames -----------------------------------------------------------------------------
 
 
-def encode_frame(record: StoredRecord) -> bytes:
-    """One record as a checksummed frame."""
+def encode_frame(records: Sequence[StoredRecord]) -> bytes:
+    """A batch of records (one append to one segment) as one checksummed frame."""
     payload: bytes = msgpack.packb(
-        [record[0].to_bytes(_SEQ_BYTES, "big"), record[1], record[2], record[3]],
+        [[r[0].to_bytes(_SEQ_BYTES, "big"), r[1], r[2], r[3]] for r in records],
         use_bin_type=True,
     )
     return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def _decode_payload(payload: bytes) -> StoredRecord:
-    seq_raw, arrival, key, data = msgpack.unpackb(payload, raw=False)
-    return int.from_bytes(seq_raw, "big"), float(arrival), key, data
+def _decode_payload(payload: bytes, after_seq: int) -> list[StoredRecord] | None:
+    out: list[StoredRecord] = []
+    last = after_seq
+    for seq_raw, arrival, key, data in msgpack.unpackb(payload, raw=False):
+        seq = int.from_bytes(seq_raw, "big")
+        if seq <= last or not isinstance(key, str) or not isinstance(data, bytes):
+            return None
+        out.append((seq, float(arrival), key, data))
+        last = seq
+    return out or None
 
 
-def _frame_at(buf: bytes | memoryview, pos: int) -> tuple[StoredRecord, int] | None:
-    """The record of a good frame at ``pos`` and the frame's end, or ``None``."""
+def _frame_at(
+    buf: bytes | memoryview, pos: int, after_seq: int = -1
+) -> tuple[list[StoredRecord], int] | None:
+    """The records of a good frame at ``pos`` and the frame's end, or ``None``.
+
+    Good: magic, a plausible length, the CRC, msgpack that decodes to records whose
+    sequence numbers increase strictly from above ``after_seq``.
+    """
     if len(buf) - pos < _HEADER_SIZE:
         return None
     magic, length, crc = _HEADER.unpack_from(buf, pos)
@@ -185,23 +203,27 @@ def _frame_at(buf: bytes | memoryview, pos: int) -> tuple[StoredRecord, int] | N
     if zlib.crc32(payload) != crc:
         return None
     try:
-        record = _decode_payload(payload)
+        records = _decode_payload(payload, after_seq)
     except Exception:  # a CRC collision on garbage: treat as damaged
         return None
-    return record, end
+    return None if records is None else (records, end)
 
 
 @dataclass(slots=True)
 class ScanResult:
     """What :func:`scan_segment` found in one segment's bytes."""
 
-    records: list[StoredRecord] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    """Start of each record's frame."""
+    frames: list[tuple[int, int, list[StoredRecord]]] = field(default_factory=list)
+    """``(start, end, records)`` of each good frame."""
     good_end: int = 0
     """End of the last good frame: the file is truncated here when the tail is damaged."""
     skipped: list[tuple[int, int]] = field(default_factory=list)
     """Damaged ``(start, end)`` byte ranges followed by good frames (kept, not truncated)."""
+
+    @property
+    def records(self) -> list[StoredRecord]:
+        """Every record of the good frames, in order."""
+        return [r for frame in self.frames for r in frame[2]]
 
 
 def scan_segment(buf: bytes, after_seq: int) -> ScanResult:
@@ -211,12 +233,11 @@ def scan_segment(buf: bytes, after_seq: int) -> ScanResult:
     last = after_seq
     size = len(buf)
     while pos < size:
-        found = _frame_at(buf, pos)
-        if found is not None and found[0][0] > last:
-            record, end = found
-            result.records.append(record)
-            result.offsets.append(pos)
-            last = record[0]
+        found = _frame_at(buf, pos, last)
+        if found is not None:
+            records, end = found
+            result.frames.append((pos, end, records))
+            last = records[-1][0]
             pos = result.good_end = end
             continue
         # Damaged region: look for the next frame that checks out.
@@ -226,8 +247,7 @@ def scan_segment(buf: bytes, after_seq: int) -> ScanResult:
             probe = buf.find(_MAGIC, probe)
             if probe < 0:
                 break
-            found = _frame_at(buf, probe)
-            if found is not None and found[0][0] > last:
+            if _frame_at(buf, probe, last) is not None:
                 resume = probe
                 break
             probe += 1
@@ -242,9 +262,18 @@ def scan_segment(buf: bytes, after_seq: int) -> ScanResult:
 
 
 class _Segment:
-    """One segment file: its sequence numbers, arrivals and frame offsets."""
+    """One segment file and its index.
 
-    __slots__ = ("arrivals", "fd", "number", "offsets", "path", "seqs")
+    Per record: sequence numbers and arrivals (for bisect) and the running sum of
+    ``len(data) + len(partition_key)`` (so a read's byte budget is known before reading).
+    Per frame: where it starts and ends and its first record, so one ``pread`` fetches
+    exactly the frames holding the records a read returns.
+    """
+
+    __slots__ = (
+        "arrivals", "costs", "fd", "frame_ends", "frame_first", "frame_starts", "number",
+        "path", "seqs", "size",
+    )
 
     def __init__(self, path: Path, number: int, fd: int | None) -> None:
         self.path = path
@@ -253,12 +282,26 @@ class _Segment:
         """Open (read-write, append) while the segment is active; sealed ones reopen to read."""
         self.seqs: list[int] = []
         self.arrivals = array("d")
-        self.offsets = array("q", [0])
-        """``offsets[i]`` is where frame ``i`` starts; the last entry is the end of the log."""
+        self.costs = array("q", [0])
+        """``costs[i]``: the summed cost of records ``0 .. i-1``."""
+        self.frame_starts = array("q")
+        self.frame_ends = array("q")
+        self.frame_first = array("q")
+        self.size = 0
+        """Bytes of the file (the end of its last good frame)."""
 
-    @property
-    def size(self) -> int:
-        return self.offsets[-1]
+    def add_frame(self, start: int, end: int, records: Sequence[StoredRecord]) -> None:
+        self.frame_starts.append(start)
+        self.frame_ends.append(end)
+        self.frame_first.append(len(self.seqs))
+        self.seqs.extend([r[0] for r in records])
+        self.arrivals.extend([r[1] for r in records])
+        costs = self.costs
+        total = costs[-1]
+        for r in records:
+            total += len(r[3]) + len(r[2])
+            costs.append(total)
+        self.size = end
 
 
 class _ShardLog:
@@ -343,6 +386,7 @@ class DurableStorage:
         self._pass_lock = threading.Lock()
         self._closed = False
         self._packer = msgpack.Packer(use_bin_type=True)
+        self._fsync_pool: ThreadPoolExecutor | None = None
         self._lock_fd = -1
         self._root_fd = -1
         self._streams_fd = -1
@@ -453,16 +497,13 @@ class DurableStorage:
                 )
                 os.truncate(seg_path, scan.good_end)
                 self._dirty_data[self._keep_fd(os.open(seg_path, os.O_RDONLY))] = None
-            if not scan.records:
+            if not scan.frames:
                 seg_path.unlink()
                 self._dirty_dirs[shard.dir_fd] = None
                 continue
             segment = _Segment(seg_path, number, None)
-            segment.seqs = [r[0] for r in scan.records]
-            segment.arrivals = array("d", [r[1] for r in scan.records])
-            # Skipped damage stays in the file, so a frame ends where the next one starts.
-            segment.offsets = array("q", scan.offsets)
-            segment.offsets.append(scan.good_end)
+            for start, end, frame in scan.frames:
+                segment.add_frame(start, end, frame)
             shard.segments.append(segment)
             last = segment.seqs[-1]
         if last >= 0:
@@ -620,33 +661,24 @@ class DurableStorage:
         except OSError as error:
             log.error("opening the log of %s/%s failed: %s", stream_name, shard_id, error)
             raise InternalFailure() from error
+        # One frame per append (per segment, when the batch spans a rollover): one msgpack
+        # call and one CRC for up to 500 records is what keeps durability cheap.
         limit = self.segment_bytes
-        chunk = bytearray()
         size = segment.size
-        seqs: list[int] = []
-        arrivals: list[float] = []
-        ends: list[int] = []
-        # The hot path of a durable PutRecords: encode_frame inlined, one reused Packer.
-        pack = self._packer.pack
-        header = _HEADER.pack
-        crc32 = zlib.crc32
-        for record in records:
-            seq, arrival, key, data = record
-            payload = pack([seq.to_bytes(_SEQ_BYTES, "big"), arrival, key, data])
-            framed = _HEADER_SIZE + len(payload)
-            if size + framed > limit and size > 0:
-                self._write(shard, segment, chunk, seqs, arrivals, ends)
+        estimate = _HEADER_SIZE + 5
+        first = 0
+        for index, record in enumerate(records):
+            # An upper bound of the record's bytes in the frame (a key char is <= 4 bytes).
+            cost = len(record[3]) + 4 * len(record[2]) + _RECORD_OVERHEAD
+            if size + estimate + cost > limit and (size > 0 or index > first):
+                if index > first:
+                    self._write_frame(shard, segment, records[first:index])
                 segment = self._new_segment_or_fail(shard)
-                chunk = bytearray()
                 size = 0
-                seqs, arrivals, ends = [], [], []
-            chunk += header(_MAGIC, len(payload), crc32(payload))
-            chunk += payload
-            size += framed
-            seqs.append(seq)
-            arrivals.append(arrival)
-            ends.append(len(chunk))
-        self._write(shard, segment, chunk, seqs, arrivals, ends)
+                estimate = _HEADER_SIZE + 5
+                first = index
+            estimate += cost
+        self._write_frame(shard, segment, records[first:] if first else records)
 
     def _new_segment_or_fail(self, shard: _ShardLog) -> _Segment:
         try:
@@ -655,22 +687,17 @@ class DurableStorage:
             log.error("rolling over %s failed: %s", shard.path, error)
             raise InternalFailure() from error
 
-    def _write(
-        self,
-        shard: _ShardLog,
-        segment: _Segment,
-        chunk: bytearray,
-        seqs: list[int],
-        arrivals: list[float],
-        ends: list[int],
+    def _write_frame(
+        self, shard: _ShardLog, segment: _Segment, records: Sequence[StoredRecord]
     ) -> None:
-        if not seqs:
-            return
+        payload: bytes = self._packer.pack(
+            [[r[0].to_bytes(_SEQ_BYTES, "big"), r[1], r[2], r[3]] for r in records]
+        )
         fd = segment.fd
         assert fd is not None
         before = segment.size
         try:
-            _write_all(fd, chunk)
+            _write_all(fd, _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload)
         except OSError as error:
             log.error("writing to %s failed: %s", segment.path, error)
             try:
@@ -679,10 +706,8 @@ class DurableStorage:
                 # The log now ends in a partial frame we cannot remove: stop acknowledging.
                 self._failed = error
             raise InternalFailure() from error
-        segment.seqs.extend(seqs)
-        segment.arrivals.extend(arrivals)
-        segment.offsets.extend([before + e for e in ends])
-        shard.last_seq = seqs[-1]
+        segment.add_frame(before, before + _HEADER_SIZE + len(payload), records)
+        shard.last_seq = records[-1][0]
         self._dirty_data[fd] = None
         self._dirty_shards[shard] = None
         self._changes += 1
@@ -751,8 +776,22 @@ class DurableStorage:
         with self._pass_lock:
             self._do_job(job)
 
-    @staticmethod
-    def _do_job(job: _Job) -> None:
+    def _fsync_all(self, fds: list[int]) -> None:
+        """fsync ``fds`` concurrently: the filesystem journal commits them together, where
+        one after the other costs a journal commit each (measured: 4 files, ~8 ms in a
+        row vs ~0.5 ms at once). Returns only once every call has finished."""
+        if len(fds) <= 1:
+            for fd in fds:
+                os.fsync(fd)
+            return
+        if self._fsync_pool is None:
+            self._fsync_pool = ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="fsync")
+        futures = [self._fsync_pool.submit(os.fsync, fd) for fd in fds]
+        wait(futures)
+        for future in futures:
+            future.result()
+
+    def _do_job(self, job: _Job) -> None:
         try:
             for dir_fd, raw in job.metas:
                 fd = os.open(
@@ -764,10 +803,8 @@ class DurableStorage:
                 finally:
                     os.close(fd)
                 os.replace(_META_TMP, _META_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            for fd in job.data_fds:
-                os.fsync(fd)
-            for fd in job.dir_fds:
-                os.fsync(fd)
+            self._fsync_all(job.data_fds)
+            self._fsync_all(job.dir_fds)
         finally:
             for fd in job.close_fds:
                 with contextlib.suppress(OSError):
@@ -787,7 +824,8 @@ class DurableStorage:
     ) -> list[StoredRecord]:
         """Durable records from ``from_sequence_number`` on, found by binary search.
 
-        Reads whole frame ranges with ``pread``; each frame's CRC is checked again.
+        The index gives the records' positions and sizes, so one ``pread`` per segment
+        fetches exactly the frames holding them; each frame's CRC is checked again.
         """
         shard = self._find_shard(stream_name, shard_id)
         if shard is None or not shard.segments or limit <= 0:
@@ -808,44 +846,46 @@ class DurableStorage:
                 if j < len(seqs):
                     break  # stopped at the durable top
                 continue
-            offsets = segment.offsets
             if max_bytes > 0:
-                cap = offsets[i] + max(budget, 0) + (j - i) * _FRAME_OVERHEAD
-                j = max(i + 1, min(j, bisect_right(offsets, cap, i, j + 1) - 1))
-            for record in self._read_frames(segment, i, j):
-                if max_bytes > 0:
-                    cost = len(record[3]) + len(record[2])
-                    if cost > budget and out:
+                costs = segment.costs
+                # The last m with costs[m] - costs[i] <= budget: records i .. m-1 fit.
+                m = bisect_right(costs, costs[i] + budget, i, j + 1) - 1
+                if m == i:
+                    if out:
                         return out
-                    budget -= cost
-                out.append(record)
-            if max_bytes > 0 and budget <= 0:
-                break
-            if j < len(seqs):
-                break  # cut by the limit or the byte cap
+                    m = i + 1  # always at least one record
+                cut = min(j, m)
+                budget -= costs[cut] - costs[i]
+                j = cut
+            out.extend(self._read_frames(segment, i, j))
+            if j < len(seqs) or (max_bytes > 0 and budget <= 0):
+                break  # cut by the limit, the byte budget or the durable top
         return out
 
     def _read_frames(self, segment: _Segment, i: int, j: int) -> list[StoredRecord]:
         """Records ``i`` to ``j - 1`` of the segment, with one ``pread`` of their frames."""
-        offsets = segment.offsets
-        begin = offsets[i]
+        first = bisect_right(segment.frame_first, i) - 1
+        last = bisect_right(segment.frame_first, j - 1) - 1
+        begin = segment.frame_starts[first]
+        length = segment.frame_ends[last] - begin
         if segment.fd is not None:
-            buf = os.pread(segment.fd, offsets[j] - begin, begin)
+            buf = os.pread(segment.fd, length, begin)
         else:
             fd = os.open(segment.path, os.O_RDONLY)
             try:
-                buf = os.pread(fd, offsets[j] - begin, begin)
+                buf = os.pread(fd, length, begin)
             finally:
                 os.close(fd)
         out: list[StoredRecord] = []
         # Frames are parsed at their indexed offsets: damage recovery skipped may lie between.
-        for k in range(i, j):
-            found = _frame_at(buf, offsets[k] - begin)
+        for f in range(first, last + 1):
+            found = _frame_at(buf, segment.frame_starts[f] - begin)
             if found is None:
                 # Index and file disagree: the disk changed under us.
-                log.error("%s: bad frame at offset %d", segment.path, offsets[k])
+                log.error("%s: bad frame at offset %d", segment.path, segment.frame_starts[f])
                 raise InternalFailure()
-            out.append(found[0])
+            base = segment.frame_first[f]
+            out.extend(found[0][max(i - base, 0) : j - base])
         return out
 
     def _first_at_or_after_floor(self, shard: _ShardLog) -> tuple[int, int] | None:
@@ -959,3 +999,6 @@ class DurableStorage:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = -1
+            if self._fsync_pool is not None:
+                self._fsync_pool.shutdown()
+                self._fsync_pool = None

@@ -209,7 +209,7 @@ async def test_torn_tail_is_cut_and_numbers_continue(data_dir: Path, opened: lis
     store.close()
     (segment,) = segments(data_dir)
     good_size = segment.stat().st_size
-    torn = encode_frame(recs(6, 1)[0])[:-7]  # the crash hit mid-frame
+    torn = encode_frame(recs(6, 3))[:-7]  # the crash hit mid-frame
     with segment.open("ab") as f:
         f.write(torn)
     store = open_store(data_dir, opened)
@@ -244,7 +244,8 @@ def _flip(path: Path, offset: int) -> None:
 
 async def test_corrupt_last_frame_is_cut(data_dir: Path, opened: list[Any]) -> None:
     store = await fresh(data_dir, opened)
-    store.append("s1", SHARD, recs(1, 4))
+    store.append("s1", SHARD, recs(1, 3))
+    store.append("s1", SHARD, recs(4, 2))  # one frame per append
     await store.wait_durable()
     store.close()
     (segment,) = segments(data_dir)
@@ -252,6 +253,9 @@ async def test_corrupt_last_frame_is_cut(data_dir: Path, opened: list[Any]) -> N
     store = open_store(data_dir, opened)
     assert [r[0] for r in read_all(store)] == [BASE + 1, BASE + 2, BASE + 3]
     assert store.last_sequence_number("s1", SHARD) == BASE + 3
+    store.append("s1", SHARD, recs(4, 1))  # the cut records' numbers are free again
+    await store.wait_durable()
+    assert len(read_all(reopen(store, opened))) == 4
 
 
 @pytest.mark.parametrize("where", ["payload", "length", "magic"])
@@ -260,12 +264,13 @@ async def test_corrupt_frame_in_the_middle_is_skipped_not_cut(
 ) -> None:
     store = await fresh(data_dir, opened)
     records = recs(1, 6)
-    store.append("s1", SHARD, records)
+    for record in records:  # one frame each
+        store.append("s1", SHARD, [record])
     await store.wait_durable()
     store.close()
     (segment,) = segments(data_dir)
     size = segment.stat().st_size
-    frame = len(encode_frame(records[0]))  # all frames here have the same size
+    frame = len(encode_frame(records[:1]))  # all frames here have the same size
     third = 2 * frame
     _flip(segment, third + {"payload": frame - 2, "length": 4, "magic": 0}[where])
     with caplog.at_level(logging.WARNING, logger="server.storage"):
@@ -281,7 +286,8 @@ async def test_corrupt_frame_in_the_middle_is_skipped_not_cut(
 async def test_corrupt_frame_in_an_earlier_segment(data_dir: Path, opened: list[Any]) -> None:
     store = await fresh(data_dir, opened, segment_bytes=300)
     records = recs(1, 30)
-    store.append("s1", SHARD, records)
+    for record in records:
+        store.append("s1", SHARD, [record])
     await store.wait_durable()
     store.close()
     files = segments(data_dir)
@@ -289,7 +295,7 @@ async def test_corrupt_frame_in_an_earlier_segment(data_dir: Path, opened: list[
     in_first = len(durable.scan_segment(files[0].read_bytes(), -1).records)
     _flip(files[0], files[0].stat().st_size - 2)  # the first segment's last frame
     store = open_store(data_dir, opened, segment_bytes=300)
-    # Only the damaged record is lost; the later segments are all kept.
+    # Only the damaged frame is lost; the later segments are all kept.
     assert read_all(store) == records[: in_first - 1] + records[in_first:]
 
 
