@@ -661,6 +661,10 @@ class DurableStorage:
         except OSError as error:
             log.error("opening the log of %s/%s failed: %s", stream_name, shard_id, error)
             raise InternalFailure() from error
+        if shard.last_seq is not None and records[0][0] <= shard.last_seq:
+            # Recovery would take such a frame for damage: refuse it rather than lose it.
+            log.error("append to %s/%s out of sequence order", stream_name, shard_id)
+            raise InternalFailure()
         # One frame per append (per segment, when the batch spans a rollover): one msgpack
         # call and one CRC for up to 500 records is what keeps durability cheap.
         limit = self.segment_bytes

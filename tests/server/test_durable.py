@@ -563,3 +563,16 @@ async def test_answers_like_memory_storage(data_dir: Path, opened: list[Any]) ->
             "s1", SHARD
         )
     assert len(segments(data_dir)) > 3
+
+
+async def test_out_of_order_or_unknown_appends_are_refused(
+    data_dir: Path, opened: list[Any]
+) -> None:
+    store = await fresh(data_dir, opened)
+    store.append("s1", SHARD, recs(5, 2))
+    with pytest.raises(InternalFailure):
+        store.append("s1", SHARD, recs(6, 1))
+    with pytest.raises(InternalFailure):
+        store.append("nope", SHARD, recs(9, 1))
+    await store.wait_durable()
+    assert [r[0] for r in read_all(reopen(store, opened))] == [BASE + 5, BASE + 6]
