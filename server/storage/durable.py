@@ -79,6 +79,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
+from itertools import accumulate
+from operator import add
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +263,15 @@ def scan_segment(buf: bytes, after_seq: int) -> ScanResult:
 # -- in-memory index --------------------------------------------------------------------
 
 
+#: A batch of records as columns: sequence numbers, arrivals, keys, data (``zip(*records)``).
+_Columns = tuple[Sequence[int], Sequence[float], Sequence[str], Sequence[bytes]]
+
+
+def _columns(records: Sequence[StoredRecord]) -> _Columns:
+    seqs, arrivals, keys, datas = zip(*records, strict=True)
+    return seqs, arrivals, keys, datas
+
+
 class _Segment:
     """One segment file and its index.
 
@@ -290,17 +301,17 @@ class _Segment:
         self.size = 0
         """Bytes of the file (the end of its last good frame)."""
 
-    def add_frame(self, start: int, end: int, records: Sequence[StoredRecord]) -> None:
+    def add_frame(self, start: int, end: int, columns: _Columns) -> None:
+        seqs, arrivals, keys, datas = columns
         self.frame_starts.append(start)
         self.frame_ends.append(end)
         self.frame_first.append(len(self.seqs))
-        self.seqs.extend([r[0] for r in records])
-        self.arrivals.extend([r[1] for r in records])
+        self.seqs.extend(seqs)
+        self.arrivals.extend(arrivals)
         costs = self.costs
-        total = costs[-1]
-        for r in records:
-            total += len(r[3]) + len(r[2])
-            costs.append(total)
+        it = accumulate(map(add, map(len, datas), map(len, keys)), initial=costs[-1])
+        next(it)
+        costs.extend(it)
         self.size = end
 
 
@@ -503,7 +514,7 @@ class DurableStorage:
                 continue
             segment = _Segment(seg_path, number, None)
             for start, end, frame in scan.frames:
-                segment.add_frame(start, end, frame)
+                segment.add_frame(start, end, _columns(frame))
             shard.segments.append(segment)
             last = segment.seqs[-1]
         if last >= 0:
@@ -669,20 +680,26 @@ class DurableStorage:
         # call and one CRC for up to 500 records is what keeps durability cheap.
         limit = self.segment_bytes
         size = segment.size
+        columns = _columns(records)
+        frame = self._encode(columns)
+        if size + len(frame) <= limit or (size == 0 and len(records) == 1):
+            self._write_frame(shard, segment, frame, columns)
+            return
+        # The batch crosses the rollover size (rare): split it by an upper bound of each
+        # record's bytes in a frame (a key character is at most 4 bytes of UTF-8).
         estimate = _HEADER_SIZE + 5
         first = 0
         for index, record in enumerate(records):
-            # An upper bound of the record's bytes in the frame (a key char is <= 4 bytes).
             cost = len(record[3]) + 4 * len(record[2]) + _RECORD_OVERHEAD
             if size + estimate + cost > limit and (size > 0 or index > first):
                 if index > first:
-                    self._write_frame(shard, segment, records[first:index])
+                    self._write_records(shard, segment, records[first:index])
                 segment = self._new_segment_or_fail(shard)
                 size = 0
                 estimate = _HEADER_SIZE + 5
                 first = index
             estimate += cost
-        self._write_frame(shard, segment, records[first:] if first else records)
+        self._write_records(shard, segment, records[first:])
 
     def _new_segment_or_fail(self, shard: _ShardLog) -> _Segment:
         try:
@@ -691,17 +708,28 @@ class DurableStorage:
             log.error("rolling over %s failed: %s", shard.path, error)
             raise InternalFailure() from error
 
-    def _write_frame(
+    def _encode(self, columns: _Columns) -> bytes:
+        """The frame of a batch: one msgpack call and one CRC (the PutRecords hot path)."""
+        seqs, arrivals, keys, datas = columns
+        raw = [seq.to_bytes(_SEQ_BYTES, "big") for seq in seqs]
+        # msgpack writes tuples as arrays: [[seq, arrival, key, data], ...].
+        payload: bytes = self._packer.pack(list(zip(raw, arrivals, keys, datas, strict=True)))
+        return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+    def _write_records(
         self, shard: _ShardLog, segment: _Segment, records: Sequence[StoredRecord]
     ) -> None:
-        payload: bytes = self._packer.pack(
-            [[r[0].to_bytes(_SEQ_BYTES, "big"), r[1], r[2], r[3]] for r in records]
-        )
+        columns = _columns(records)
+        self._write_frame(shard, segment, self._encode(columns), columns)
+
+    def _write_frame(
+        self, shard: _ShardLog, segment: _Segment, frame: bytes, columns: _Columns
+    ) -> None:
         fd = segment.fd
         assert fd is not None
         before = segment.size
         try:
-            _write_all(fd, _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload)
+            _write_all(fd, frame)
         except OSError as error:
             log.error("writing to %s failed: %s", segment.path, error)
             try:
@@ -710,8 +738,8 @@ class DurableStorage:
                 # The log now ends in a partial frame we cannot remove: stop acknowledging.
                 self._failed = error
             raise InternalFailure() from error
-        segment.add_frame(before, before + _HEADER_SIZE + len(payload), records)
-        shard.last_seq = records[-1][0]
+        segment.add_frame(before, before + len(frame), columns)
+        shard.last_seq = columns[0][-1]
         self._dirty_data[fd] = None
         self._dirty_shards[shard] = None
         self._changes += 1
