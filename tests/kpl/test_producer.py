@@ -8,6 +8,7 @@ life cycle. The same scenarios against the real server are in test_producer_e2e.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import random
 from collections import defaultdict
@@ -296,6 +297,46 @@ async def test_flush_waits_for_what_was_put_before_it() -> None:
         await producer.flush()
         assert after.done()
     assert len(fake.delivered()) == 6
+
+
+async def test_overlapping_flushes_each_wait_for_their_own_records() -> None:
+    fake = FakeKinesis()
+    holds = {b"A": asyncio.Event(), b"B": asyncio.Event(), b"C": asyncio.Event()}
+
+    async def handler(request: MockRequest) -> Any:
+        if request.action == "PutRecords":
+            for entry in request.json()["Records"]:
+                await holds[base64.b64decode(entry["Data"])].wait()
+        return fake.handle(request)
+
+    async def settle() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    config = fast(record_max_buffered_time=60.0, aggregation_enabled=False)
+    async with Producer("s", config=config, transport=MockTransport(handler)) as producer:
+        a = await producer.put(b"A", partition_key="a")
+        flush_a = asyncio.create_task(producer.flush())
+        await settle()
+        b = await producer.put(b"B", partition_key="b")
+        flush_b = asyncio.create_task(producer.flush())
+        await settle()
+        c = await producer.put(b"C", partition_key="c")
+        flush_c = asyncio.create_task(producer.flush())
+        await settle()
+        holds[b"B"].set()
+        await b
+        await settle()
+        assert not flush_a.done()  # A is still in flight
+        assert not flush_b.done()  # so is A, put before it
+        holds[b"A"].set()
+        await flush_b
+        assert flush_a.done()
+        assert a.done()
+        assert not flush_c.done()
+        holds[b"C"].set()
+        await flush_c
+        assert c.done()
 
 
 async def test_flush_with_nothing_pending_returns() -> None:
