@@ -576,3 +576,41 @@ async def test_out_of_order_or_unknown_appends_are_refused(
         store.append("nope", SHARD, recs(9, 1))
     await store.wait_durable()
     assert [r[0] for r in read_all(reopen(store, opened))] == [BASE + 5, BASE + 6]
+
+
+async def test_a_failed_metadata_replace_leaves_the_old_version(
+    data_dir: Path, opened: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await fresh(data_dir, opened)
+    changed = make_meta()
+    changed.retention_hours = 48
+    changed.tags = {"new": "tags"}
+    store.save_stream(changed)
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EIO, "crash before the rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(InternalFailure):
+        await store.wait_durable()
+    monkeypatch.undo()
+    store.close()
+    # The temp file was written and synced; the rename never happened: the old version.
+    assert (data_dir / "streams" / "s-s1" / "meta.tmp").exists()
+    (meta,) = open_store(data_dir, opened).load_streams()
+    assert meta == make_meta()
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_shared_pass(
+    data_dir: Path, opened: list[Any]
+) -> None:
+    store = await fresh(data_dir, opened)
+    store.append("s1", SHARD, recs(1, 1))
+    first = asyncio.ensure_future(store.wait_durable())
+    await asyncio.sleep(0)  # the pass has started
+    store.append("s1", SHARD, recs(2, 1))
+    second = asyncio.ensure_future(store.wait_durable())
+    first.cancel()
+    await second
+    assert first.cancelled()
+    assert [r[0] for r in read_all(store)] == [BASE + 1, BASE + 2]
