@@ -58,7 +58,10 @@ class ProducerConfig:
     request_timeout: float = 6.0
     #: Seconds to establish a connection.
     connect_timeout: float = 6.0
-    #: Budget of buffered data + partition keys; put() waits (put_nowait raises) above it.
+    #: Memory budget of the records put and not yet completed: each is charged its data,
+    #: its partition key and a fixed per-record overhead (``kpl.producer.RECORD_OVERHEAD``,
+    #: 1152 bytes: future, bookkeeping, encoded copy), so that the budget bounds memory
+    #: rather than payload. put() waits (put_nowait raises) while a record does not fit.
     max_buffered_bytes: int = 64 * MIB
     #: Budget of buffered user records.
     max_buffered_records: int = 100_000

@@ -9,7 +9,10 @@ record (``_KRecord``: base64 data and partition key rendered once, reused by ret
 queued on its shard. A Kinesis record of one user record is sent plain, never wrapped.
 Aggregation happens only with a fresh shard map: before the first map and while a
 refresh is pending, records are queued plain (the service then places each by its own
-hash key, so no sub-record can land in a shard that does not own it).
+hash key, so no sub-record can land in a shard that does not own it). Before the FIRST
+map, those plain records are also *held* (not sent) for up to :data:`FIRST_MAP_WAIT`
+seconds from the first ListShards: when the map arrives they are aggregated like any
+other record; only when that fetch fails or takes longer do they leave plain.
 
 ``poll(now)`` is the one place that sends:
 
@@ -73,6 +76,7 @@ from kpl.errors import (
 
 __all__ = [
     "AGGREGATED_PARTITION_KEY",
+    "FIRST_MAP_WAIT",
     "Attempt",
     "Completion",
     "Poll",
@@ -83,6 +87,9 @@ __all__ = [
 
 #: The partition key of an aggregated Kinesis record; its ExplicitHashKey places it.
 AGGREGATED_PARTITION_KEY = "a"
+#: Longest that records put before the first shard map wait for it (seconds from the
+#: first ListShards): then, or as soon as that call fails, they are sent unaggregated.
+FIRST_MAP_WAIT = 1.0
 #: How often buffered records are checked against ``record_ttl`` (at most).
 _SWEEP_INTERVAL = 0.5
 #: Error code for a PutRecords answer that does not match its request.
@@ -254,6 +261,9 @@ class ProducerCore:
         self._refresh = RefreshPolicy(config.shard_map_refresh_min_interval)
         # Aggregate only with a map we trust: set by _refresh_changed().
         self._fresh = False
+        # Records without a map are held until this `now` (set by the first ListShards;
+        # -inf once the first fetch failed or timed out: then they go plain).
+        self._hold_until = _INF
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._max_record_size = config.max_record_size
@@ -510,6 +520,8 @@ class ProducerCore:
             self._sweep(now, completions)
         refresh = False
         if self._refresh.due(now):
+            if self._map is None and self._hold_until == _INF:
+                self._hold_until = now + FIRST_MAP_WAIT
             self._refresh.start(now)
             self._refresh_changed()
             self._m_refreshes += 1
@@ -554,9 +566,13 @@ class ProducerCore:
         start = self._rr % n
         self._rr += 1
         blocked = False
+        # Before the first map (and within FIRST_MAP_WAIT), plain records wait for it.
+        holding = self._map is None and now < self._hold_until
         for k in range(n):
             shard = shards[(start + k) % n]
             if not shard.queue and not shard.retries:
+                continue
+            if holding:
                 continue
             if preserve and (shard.in_flight or shard.shard_id is None):
                 # One request per shard at a time; unrouted records wait for the map.
@@ -619,6 +635,9 @@ class ProducerCore:
         for shard in shards:
             if shard.agg is not None and shard.agg_deadline < next_wake:
                 next_wake = shard.agg_deadline
+        if holding:
+            # Only the map (which wakes the shell) or the end of the wait can help.
+            next_wake = self._hold_until
         self._next_collect = next_wake
         if blocked and not due:
             self._full_pending = True
@@ -1138,6 +1157,10 @@ class ProducerCore:
         """
         self._refresh.failed()
         self._refresh_changed()
+        if self._map is None and self._hold_until != -_INF:
+            # The first map is not coming soon: held records go out plain.
+            self._hold_until = -_INF
+            self._next_collect = min(self._next_collect, now)
         if self._unverified:
             unverified, self._unverified = self._unverified, []
             for record, shard_id, _sequence, _sub, ok in unverified:

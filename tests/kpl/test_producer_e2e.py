@@ -99,6 +99,31 @@ async def test_records_delivered_and_read_back_through_reference(stream: Stream)
     assert stats["UserRecordsPerKinesisRecord"] > 10  # aggregated per shard
 
 
+@pytest.mark.parametrize("started_by", ["first put", "async with"])
+async def test_a_fresh_producer_aggregates_its_first_records(
+    stream: Stream, started_by: str
+) -> None:
+    """Records put before the shard map arrives wait for it instead of going out plain."""
+    producer = Producer(stream.name, endpoint_url=stream.url, region="us-east-1",
+                        config=ProducerConfig(**FAST))
+    try:
+        if started_by == "async with":
+            await producer.__aenter__()
+        futures = [await producer.put(b"r%04d" % i, partition_key=f"user-{i % 50}")
+                   for i in range(3000)]
+        await producer.flush()
+        assert all(f.result().shard_id for f in futures)
+    finally:
+        await producer.close()
+    stats = producer.metrics()
+    assert stats["UserRecordsPut"] == 3000
+    # 3000 small records fit in one aggregated record per shard and per buffered-time
+    # window: far fewer Kinesis records than user records (3000 if sent plain).
+    assert stats["KinesisRecordsPut"] <= 40, stats
+    stored = await read_back(stream.client, stream.name)
+    assert len(stored) == 3000 and all(r["in_range"] for r in stored)
+
+
 def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

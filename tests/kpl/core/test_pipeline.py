@@ -15,7 +15,7 @@ from aws_kinesis_agg.deaggregator import deaggregate_records as reference_deaggr
 from kpl.config import ProducerConfig
 from kpl.consumer import deaggregate
 from kpl.core.hashing import HASH_KEY_SPACE, MAX_HASH_KEY, hash_key_for
-from kpl.core.pipeline import Poll, ProducerCore, PutRecordsRequest, RecordResult
+from kpl.core.pipeline import FIRST_MAP_WAIT, Poll, ProducerCore, PutRecordsRequest, RecordResult
 from kpl.core.shard_map import ShardMap
 from kpl.errors import (
     InvalidPartitionKey,
@@ -266,28 +266,56 @@ def test_records_too_large_to_aggregate_go_plain() -> None:
     assert any(s.entry["Data"] == base64.b64encode(b"L" * 5000).decode() for s in h.stored)
 
 
-def test_before_the_first_map_records_wait_unaggregated_then_aggregate() -> None:
+def test_before_the_first_map_records_are_held_then_aggregated() -> None:
     h = Harness(core_map=None)
     poll = h.poll()
     assert poll.refresh_shard_map
-    h.put(b"1", "a")
-    h.put(b"2", "b")
-    assert not h.poll().requests  # held for the buffered time
+    for i in range(50):
+        h.put(b"x" * 10, f"k{i}")
+    h.now = 0.5  # well past record_max_buffered_time, within FIRST_MAP_WAIT
+    poll = h.poll()
+    assert not poll.requests  # held: neither aggregated nor sent plain
+    assert poll.deadline == FIRST_MAP_WAIT  # wakes at the end of the wait at the latest
     h.core.set_shard_map(h.shards, h.now)
     h.run()
-    assert len(h.outcomes) == 2
+    assert len(h.outcomes) == 50
+    assert all(isinstance(o, RecordResult) for o in h.outcomes.values())
+    # One aggregated Kinesis record per shard, never one per user record.
+    assert len(h.stored) == len(h.shards)
+    assert all(s.entry["PartitionKey"] == "a" for s in h.stored)
     assert h.refreshes == 1
 
 
-def test_without_a_map_records_go_plain_at_the_deadline() -> None:
+def test_without_a_map_records_go_plain_after_the_wait() -> None:
     h = Harness(core_map=None)
     h.poll()  # asks for the map, which never comes
     for i in range(3):
         h.put(b"x", f"k{i}")
-    h.now = 0.1
+    h.now = FIRST_MAP_WAIT - 0.01
+    assert not h.poll().requests
+    h.now = FIRST_MAP_WAIT
     poll = h.poll()
     (request,) = poll.requests
     assert request.record_count == 3  # plain: the service places each one itself
+
+
+def test_a_failed_first_map_sends_held_records_plain_at_once() -> None:
+    h = Harness(core_map=None)
+    h.poll()
+    for i in range(3):
+        h.put(b"x", f"k{i}")
+    h.now = 0.2
+    assert not h.poll().requests
+    h.core.on_shard_map_error(NetworkError("refused"), h.now)
+    poll = h.poll()
+    (request,) = poll.requests
+    assert request.record_count == 3
+    h.answer(request)
+    assert len(h.outcomes) == 3
+    # Later records, still without a map, are not held either (only by the buffered time).
+    h.put(b"y", "k9")
+    h.now += 0.1
+    assert h.poll().requests
 
 
 # --- timing: buffered time, flush, deadlines -------------------------------------------
