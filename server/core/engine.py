@@ -91,6 +91,10 @@ _ON_DEMAND_STREAM_LIMIT = 50
 _MAX_TAGS = 50
 _TOKEN_TTL_MS = 300_000
 _SHARD_ID = re.compile(r"shardId-(\d{1,20})")
+#: GetShardIterator reads a shard id as the service does: the digits after one dash (or
+#: bare digits), so ``shardId-1`` is ``shardId-000000000001``; anything else is unknown.
+_LOOSE_SHARD_ID = re.compile(r"(?:[^-]*-)?(\d{1,40})")
+_MAX_SHARD_INDEX = 2**31 - 1
 _EXPLICIT_HASH_KEY = re.compile(r"0|[1-9]\d{0,38}")
 _STAND_IN_ENTRIES = [{"Data": "", "PartitionKey": "k"}]
 _TAG_PUNCTUATION = frozenset("_.:/=+-@% ")
@@ -267,9 +271,15 @@ class Engine:
         request = validate(action, body)
         gate = self.throughput
         if gate is not None and action in _CONTROL_ACTIONS:
-            name = request.get("StreamName")
+            name: str | None = request.get("StreamName")
+            arn: str | None = request.get("StreamARN")
+            if name is None and arn is not None:
+                name = arn.rpartition("/")[2]
             if not gate.admit_control(action, name, now):
-                raise LimitExceededException("Rate exceeded for account " + self._account + ".")
+                # The service names the stream when there is one ("Rate exceeded for
+                # stream S under account A.", the text SDK retry rules match on).
+                where = f"stream {name} under account " if name else "account "
+                raise LimitExceededException(f"Rate exceeded for {where}{self._account}.")
         return handler(request, now)
 
     # -- streams: lookup and lazy states --------------------------------------------
@@ -351,19 +361,6 @@ class Engine:
                 f"instead in state {stream.meta.status}"
             )
         return stream
-
-    def _shard(self, stream: _Stream, shard_id: str) -> _Shard:
-        shard = stream.shards.get(shard_id)
-        if shard is None:
-            match = _SHARD_ID.fullmatch(shard_id)
-            if match is not None:
-                shard = stream.shards.get(f"shardId-{int(match.group(1)):012d}")
-        if shard is None:
-            raise ResourceNotFoundException(
-                f"Shard {shard_id} in stream {stream.meta.name} under account "
-                f"{self._account} does not exist"
-            )
-        return shard
 
     def _open_shard_count(self, now: float) -> int:
         return sum(len(s.route_shards) for s in self._all_streams(now))
@@ -645,9 +642,11 @@ class Engine:
                 "Unicode letters, digits, white space, _ . / = + - % @."
             )
         if len(old.keys() | new.keys()) > _MAX_TAGS:
-            raise LimitExceededException(
+            # InvalidArgumentException and this wording as recorded against the service by
+            # kinesalite (there with the older limit of 10 in the text).
+            raise InvalidArgumentException(
                 f"Failed to add tags to stream {name} under account {self._account} because "
-                f"a given stream cannot have more than {_MAX_TAGS} tags."
+                f"a given stream cannot have more than {_MAX_TAGS} tags associated with it."
             )
 
     def add_tags_to_stream(self, request: dict[str, Any], now: float) -> None:
@@ -776,6 +775,11 @@ class Engine:
         ordering = request.get("SequenceNumberForOrdering")
         if ordering is not None:
             after = int(ordering)
+            if parse_sequence_number(after) is None:
+                raise InvalidArgumentException(
+                    f"ExclusiveMinimumSequenceNumber {ordering} used in PutRecord on stream "
+                    f"{stream.meta.name} under account {self._account} is invalid."
+                )
             # Only a number of this shard can be exceeded by this shard's counter.
             if shard.next_seq <= after < shard.seq_limit - 1:
                 shard.next_seq = after + 1
@@ -1081,12 +1085,42 @@ class Engine:
 
     # -- reads ----------------------------------------------------------------------
 
+    def _iterator_shard(self, request: dict[str, Any], now: float) -> tuple[_Stream, _Shard]:
+        """GetShardIterator's stream and shard, refused with the service's messages.
+
+        The shard id is read first: one that cannot name a shard is ``Could not find
+        shard``; a missing stream or shard is ``Shard ... does not exist`` (the service
+        words a missing stream that way here too, as kinesalite recorded).
+        """
+        name = self._stream_name(request)
+        text: str = request["ShardId"]
+        match = _LOOSE_SHARD_ID.fullmatch(text)
+        if match is None or int(match.group(1)) > _MAX_SHARD_INDEX:
+            raise ResourceNotFoundException(
+                f"Could not find shard {text} in stream {name} under account {self._account}."
+            )
+        shard_id = f"shardId-{int(match.group(1)):012d}"
+        stream = self._streams.get(name)
+        if stream is not None:
+            stream = self._advance(stream, now)
+        if stream is not None and stream.meta.status in _DATA_STATES:
+            self._expire_closed_shards(stream, now)
+            shard = stream.shards.get(shard_id)
+            if shard is not None:
+                return stream, shard
+        raise ResourceNotFoundException(
+            f"Shard {shard_id} in stream {name} under account {self._account} does not exist"
+        )
+
     def get_shard_iterator(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """GetShardIterator: all five iterator types."""
-        stream = self._data_stream(request, now)
-        self._expire_closed_shards(stream, now)
-        shard = self._shard(stream, request["ShardId"])
+        stream, shard = self._iterator_shard(request, now)
         shard_id = shard.meta.shard_id
+        gate = self.throughput
+        if gate is not None and not gate.admit_control(
+            "GetShardIterator", f"{stream.meta.name}/{shard_id}", now
+        ):
+            raise ProvisionedThroughputExceededException(self._throttled(stream, shard))
         kind: str = request["ShardIteratorType"]
         seq_text: str | None = request.get("StartingSequenceNumber")
         timestamp: float | None = request.get("Timestamp")

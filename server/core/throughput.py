@@ -62,11 +62,14 @@ DescribeStreamSummary  20        account    "limit of 20 transactions per second
 ListShards             1000      stream     "limit of 1000 transactions per second per data
                                             stream" (older docs said 100; the model wins)
 DescribeLimits         1         account    "limit of one transaction per second per account"
+GetShardIterator       5         shard      "limit of five transactions per second per
+                                            account per open shard"; over it the service
+                                            answers ProvisionedThroughputExceededException
 =====================  ========  =========  ==============================================
 
 Retention and max-record-size updates document no call rate and are not limited.
-GetShardIterator's documented 5/s per open shard is not enforced (it is not a
-control-plane call in the engine's seam and producers never call it).
+GetShardIterator goes through ``admit_control`` with ``"<stream>/<shard id>"`` as its
+stream-scoped key, so each shard has its own bucket.
 """
 
 from __future__ import annotations
@@ -119,6 +122,8 @@ CONTROL_RATES: Final[dict[str, ControlRate]] = {
     "DescribeStreamSummary": ControlRate(20),
     "ListShards": ControlRate(1000, STREAM),
     "DescribeLimits": ControlRate(1),
+    # Keyed "<stream>/<shard id>" by the engine: per shard.
+    "GetShardIterator": ControlRate(5, STREAM),
 }
 
 
@@ -295,5 +300,6 @@ class Throughput:
         """Drop every bucket of a deleted stream (a new stream of that name starts fresh)."""
         for key in [k for k in self._shards if k[0] == stream_name]:
             del self._shards[key]
-        for key in [k for k in self._control if k[1] == stream_name]:
+        prefix = stream_name + "/"
+        for key in [k for k in self._control if k[1] == stream_name or k[1].startswith(prefix)]:
             del self._control[key]

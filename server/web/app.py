@@ -7,7 +7,10 @@ Request flow (cheapest refusals first, as the service answers them):
 2. ``X-Amz-Target`` not in :data:`TARGETS` -> ``UnknownOperationException``;
 3. ``Authorization`` missing or not SigV4-shaped -> ``MissingAuthenticationTokenException``
    / ``IncompleteSignatureException``;
-4. the body is parsed (``SerializationException`` if it is not JSON);
+4. the body is parsed (``SerializationException`` if it is not JSON). CBOR
+   (``application/x-amz-cbor-1.1``, the Java SDKs' default) is not spoken: such a request
+   is refused with a ``SerializationException`` that says so and how to switch the SDK to
+   JSON (``AWS_CBOR_DISABLE=true`` / ``-Dcom.amazonaws.sdk.disableCbor``);
 5. fault injection (issue 3) may delay or fail the request here (``_dispatch``);
 6. the engine runs the action with ``now``; for writes, storage durability is awaited
    before answering.
@@ -32,6 +35,7 @@ from server.core.engine import Engine
 from server.core.errors import (
     InternalFailure,
     KinesisError,
+    SerializationException,
     UnknownOperationException,
     for_code,
 )
@@ -39,7 +43,7 @@ from server.core.hooks import FaultInjector
 from server.web.auth import check_authorization
 from server.web.codec import JSON_CONTENT_TYPE, decode_request, encode_error, encode_response
 
-__all__ = ["ENGINE_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
+__all__ = ["CBOR_CONTENT_TYPE", "ENGINE_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
 
 log = logging.getLogger("server.web")
 
@@ -63,6 +67,13 @@ _WRITES = frozenset(
         "DecreaseStreamRetentionPeriod", "UpdateMaxRecordSize", "SplitShard", "MergeShards",
         "UpdateShardCount",
     }
+)
+
+CBOR_CONTENT_TYPE = "application/x-amz-cbor-1.1"
+_CBOR_REFUSED = (
+    "This server speaks application/x-amz-json-1.1 only, not CBOR. Disable CBOR in the "
+    "client: environment variable AWS_CBOR_DISABLE=true or system property "
+    "com.amazonaws.sdk.disableCbor=true (Java SDKs, KCL, KPL)."
 )
 
 ENGINE_KEY = web.AppKey("engine", Engine)
@@ -145,6 +156,8 @@ def make_app(
         body = await read_body(request)
         if body is None:
             return web.Response(status=413)
+        if request.content_type == CBOR_CONTENT_TYPE:
+            raise SerializationException(_CBOR_REFUSED)
         payload = decode_request(body)
         if faults is not None:  # issue 3: whole-request faults and added latency
             fault = faults.request_fault(action, engine.rng)

@@ -33,7 +33,13 @@ def encode_response(result: dict[str, Any]) -> bytes:
 
 
 def encode_error(code: str, message: str) -> bytes:
-    """The JSON body of an error: ``{"__type": code, "message": message}``."""
+    """The JSON body of an error: ``{"__type": code, "message": message}``.
+
+    Without a message the service sends ``{"__type": code}`` alone (an unknown target, a
+    body that is not JSON), as recorded against it by kinesalite's authors.
+    """
+    if not message:
+        return orjson.dumps({"__type": code})
     return orjson.dumps({"__type": code, "message": message})
 
 
@@ -44,4 +50,5 @@ def decode_request(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise SerializationException("Malformed JSON request body.") from None
+        # The service names no cause: the error is ``{"__type": "SerializationException"}``.
+        raise SerializationException() from None

@@ -598,7 +598,11 @@ def test_tags() -> None:
     h("RemoveTagsFromStream", StreamName="s", TagKeys=["a", "zz"])
     assert [t["Key"] for t in h("ListTagsForStream", StreamName="s")["Tags"]] == ["b", "c"]
     err = h.error("AddTagsToStream", {"StreamName": "s", "Tags": {f"k{i}": "v" for i in range(49)}})
-    assert isinstance(err, LimitExceededException)
+    assert isinstance(err, InvalidArgumentException)
+    assert err.message == (
+        "Failed to add tags to stream s under account 000000000000 because a given stream "
+        "cannot have more than 50 tags associated with it."
+    )
     err = h.error("AddTagsToStream", {"StreamName": "s", "Tags": {"bad#": "v"}})
     assert isinstance(err, InvalidArgumentException)
     err = h.error("AddTagsToStream", {"StreamName": "s", "Tags": {"": "v"}})
@@ -808,3 +812,50 @@ def test_list_streams_answers_at_most_100_names() -> None:
     assert len(page["StreamNames"]) == 100
     assert page["HasMoreStreams"] is True
     assert h("ListStreams", NextToken=page["NextToken"])["StreamNames"] == ["s100", "s101"]
+
+
+def test_get_shard_iterator_reads_shard_ids_and_words_misses_as_the_service() -> None:
+    h = Harness()
+    h.stream(shards=2)
+    # "shardId-1" and bare digits name shard 1, as on the service.
+    for loose in ("shardId-1", "1", "shardId-000000000001"):
+        it = h("GetShardIterator", StreamName="s", ShardId=loose, ShardIteratorType="LATEST")
+        assert h("GetRecords", ShardIterator=it["ShardIterator"])["Records"] == []
+    err = h.error(
+        "GetShardIterator", {"StreamName": "s", "ShardId": "shard-x", "ShardIteratorType": "LATEST"}
+    )
+    assert isinstance(err, ResourceNotFoundException)
+    assert err.message == (
+        "Could not find shard shard-x in stream s under account 000000000000."
+    )
+    err = h.error(
+        "GetShardIterator",
+        {"StreamName": "s", "ShardId": "shardId-7", "ShardIteratorType": "LATEST"},
+    )
+    assert err.message == (
+        "Shard shardId-000000000007 in stream s under account 000000000000 does not exist"
+    )
+    # A missing stream is worded as a missing shard in this action.
+    err = h.error(
+        "GetShardIterator",
+        {"StreamName": "nope", "ShardId": "shardId-0", "ShardIteratorType": "LATEST"},
+    )
+    assert isinstance(err, ResourceNotFoundException)
+    assert err.message == (
+        "Shard shardId-000000000000 in stream nope under account 000000000000 does not exist"
+    )
+
+
+def test_put_record_refuses_a_sequence_number_for_ordering_not_from_the_service() -> None:
+    h = Harness()
+    h.stream()
+    body = {"StreamName": "s", "Data": b64(b"x"), "PartitionKey": "k"}
+    err = h.error("PutRecord", {**body, "SequenceNumberForOrdering": "12345"})
+    assert isinstance(err, InvalidArgumentException)
+    assert err.message == (
+        "ExclusiveMinimumSequenceNumber 12345 used in PutRecord on stream s under account "
+        "000000000000 is invalid."
+    )
+    first = h("PutRecord", **body)["SequenceNumber"]
+    second = h("PutRecord", **body, SequenceNumberForOrdering=first)["SequenceNumber"]
+    assert int(second) > int(first)

@@ -253,6 +253,45 @@ def test_control_plane_limit_through_the_engine() -> None:
         h("CreateStream", StreamName=f"s{i}", ShardCount=1)
     error = h.error("CreateStream", StreamName="s5", ShardCount=1)
     assert isinstance(error, LimitExceededException)
-    assert error.message == "Rate exceeded for account 000000000000."
+    assert error.message == "Rate exceeded for stream s5 under account 000000000000."
     h.now += 0.2
     h("CreateStream", StreamName="s5", ShardCount=1)
+    h.now += 1.0
+    h("DescribeLimits")
+    error = h.error("DescribeLimits")
+    assert isinstance(error, LimitExceededException)
+    assert error.message == "Rate exceeded for account 000000000000."
+    arn = "arn:aws:kinesis:us-east-1:000000000000:stream/s1"
+    for _ in range(10):
+        h("DescribeStream", StreamARN=arn)
+    error = h.error("DescribeStream", StreamARN=arn)
+    assert error.message == "Rate exceeded for stream s1 under account 000000000000."
+
+
+def test_get_shard_iterator_is_limited_to_five_per_second_per_shard() -> None:
+    h = Harness()
+    h("CreateStream", StreamName="s", ShardCount=2)
+    h.now += 1
+
+    def iterator(shard: str) -> Any:
+        return h(
+            "GetShardIterator", StreamName="s", ShardId=shard, ShardIteratorType="LATEST"
+        )["ShardIterator"]
+
+    for _ in range(5):
+        iterator("shardId-000000000000")
+    error = h.error(
+        "GetShardIterator", StreamName="s", ShardId="shardId-000000000000",
+        ShardIteratorType="LATEST",
+    )
+    assert isinstance(error, ProvisionedThroughputExceededException)
+    assert error.message == (
+        "Rate exceeded for shard shardId-000000000000 in stream s under account 000000000000."
+    )
+    assert iterator("shardId-000000000001")  # the other shard has its own budget
+    h.now += 0.2
+    assert iterator("shardId-000000000000")  # one call's worth came back
+    # A paced caller (5 per second) is never refused.
+    for _ in range(50):
+        h.now += 0.2
+        iterator("shardId-000000000000")

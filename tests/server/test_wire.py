@@ -56,19 +56,21 @@ def test_success_has_request_id_and_empty_body_without_output(server_url: str) -
 
 
 def test_unknown_operation(server_url: str) -> None:
+    # The service answers an unknown target with the type alone, no message member.
     for target in ("Frobnicate", None):
         status, headers, body = post(server_url, target, b"{}")
         assert status == 400
-        assert error_body(body)[0] == "UnknownOperationException"
+        assert orjson.loads(body) == {"__type": "UnknownOperationException"}
         assert headers["x-amzn-RequestId"]
     status, _, body = post(server_url, None, b"{}", {**AUTH, "X-Amz-Target": "Other.ListStreams"})
-    assert error_body(body)[0] == "UnknownOperationException"
+    assert orjson.loads(body) == {"__type": "UnknownOperationException"}
 
 
 def test_serialization_exception_for_bad_json_and_types(server_url: str) -> None:
-    status, _, body = post(server_url, "ListStreams", b"{not json")
+    status, headers, body = post(server_url, "ListStreams", b"{not json")
     assert status == 400
-    assert error_body(body)[0] == "SerializationException"
+    assert orjson.loads(body) == {"__type": "SerializationException"}
+    assert headers["x-amzn-RequestId"]
     status, _, body = post(server_url, "ListStreams", b'{"Limit": "ten"}')
     assert (status, error_body(body)) == (
         400,
@@ -176,3 +178,13 @@ def test_iterator_expires_after_five_minutes_over_the_wire(clocked: tuple[Any, F
         client.get_records(ShardIterator=it)
     assert info.value.response["Error"]["Code"] == "ExpiredIteratorException"
     assert client.get_records(ShardIterator=fresh)["Records"] == []
+
+
+def test_cbor_is_refused_with_a_clear_serialization_exception(server_url: str) -> None:
+    cbor = {**AUTH, "Content-Type": "application/x-amz-cbor-1.1"}
+    status, headers, body = post(server_url, "ListStreams", b"\xa0", cbor)  # CBOR for {}
+    code, message = error_body(body)
+    assert (status, code) == (400, "SerializationException")
+    assert "not CBOR" in message
+    assert "AWS_CBOR_DISABLE=true" in message
+    assert headers["x-amzn-RequestId"]
