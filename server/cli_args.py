@@ -86,7 +86,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--shard-limit", type=_positive_int, default=_DEFAULTS.shard_limit,
-        help="the account's shard quota; CreateStream beyond it is LimitExceededException "
+        help="the account's shard quota (open shards); CreateStream, SplitShard or "
+        "UpdateShardCount beyond it is LimitExceededException "
         f"(default: {_DEFAULTS.shard_limit})",
     )
     group.add_argument(

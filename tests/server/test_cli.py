@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -47,8 +48,17 @@ def test_cli_args_round_trip_and_help() -> None:
     )
     assert config_from_args(parser.parse_args([])) == ServerConfig()
     help_text = parser.format_help()
-    for flag in ("--host", "--port", "--region", "--account-id", "--shard-limit", "--state-delay"):
+    flags = (
+        "--host", "--port", "--region", "--account-id", "--shard-limit", "--state-delay",
+        "--no-auth", "--data-dir", "--segment-bytes", "--limits", "--limits-scale",
+        "--throttle-rate", "--internal-failure-rate", "--error-rate", "--latency-ms", "--seed",
+    )
+    for flag in flags:
         assert flag in help_text
+    # Every flag the parser knows is one of those, and each has a help text.
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert sorted(o for a in options for o in a.option_strings) == sorted(flags)
+    assert all(a.help for a in options)
     with pytest.raises(SystemExit):
         parser.parse_args(["--account-id", "12"])
 
@@ -107,7 +117,35 @@ def test_main_serves_aws_cli_and_stops_on_sigterm(tmp_path: Path) -> None:
             "hello",
         )
         assert put.returncode == 0, put.stderr
-        assert json.loads(put.stdout)["ShardId"].startswith("shardId-")
+        shard_id = json.loads(put.stdout)["ShardId"]
+        assert shard_id.startswith("shardId-")
+        described = aws("describe-stream", "--stream-name", "cli")
+        assert described.returncode == 0, described.stderr
+        description = json.loads(described.stdout)["StreamDescription"]
+        assert description["StreamStatus"] == "ACTIVE"
+        assert len(description["Shards"]) == 2
+        listed = aws("list-shards", "--stream-name", "cli")
+        assert listed.returncode == 0, listed.stderr
+        assert [s["ShardId"] for s in json.loads(listed.stdout)["Shards"]] == [
+            "shardId-000000000000",
+            "shardId-000000000001",
+        ]
+        iterator = aws(
+            "get-shard-iterator",
+            "--stream-name",
+            "cli",
+            "--shard-id",
+            shard_id,
+            "--shard-iterator-type",
+            "TRIM_HORIZON",
+        )
+        assert iterator.returncode == 0, iterator.stderr
+        got = aws("get-records", "--shard-iterator", json.loads(iterator.stdout)["ShardIterator"])
+        assert got.returncode == 0, got.stderr
+        records = json.loads(got.stdout)["Records"]
+        assert [(r["PartitionKey"], base64.b64decode(r["Data"])) for r in records] == [
+            ("k", b"hello")
+        ]
         missing = aws("describe-stream-summary", "--stream-name", "nope")
         assert missing.returncode != 0
         assert "ResourceNotFoundException" in missing.stderr
@@ -116,3 +154,32 @@ def test_main_serves_aws_cli_and_stops_on_sigterm(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
+
+
+def test_main_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    from server.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m server")
+    assert "--throttle-rate" in out
+
+
+def test_main_stops_on_sigint() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--port", "0", "--limits", "off"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "listening on http://127.0.0.1:" in proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
