@@ -52,6 +52,7 @@ from kpl.core.limits import (
     PUT_RECORDS_MAX_BYTES_LARGE,
 )
 from server.core.errors import (
+    DryRunOperationException,
     ExpiredNextTokenException,
     InvalidArgumentException,
     LimitExceededException,
@@ -406,6 +407,13 @@ class Engine:
             raise InvalidArgumentException(
                 "ShardCount must be specified for a stream in PROVISIONED mode."
             )
+        if request.get("RecordDistributionStrategy") == "AUTO":
+            # Service-managed placement is not modelled: refused rather than ignored, so
+            # no one tests a producer against a distribution this server does not do.
+            raise InvalidArgumentException(
+                "RecordDistributionStrategy AUTO is not supported by this server; "
+                "use USER_PARTITION_KEY (the default)."
+            )
         existing = self._streams.get(name)
         if existing is not None and self._advance(existing, now) is not None:
             raise ResourceInUseException(
@@ -759,6 +767,8 @@ class Engine:
         )
         shard = stream.route_shards[bisect_right(stream.route_starts, hash_key) - 1]
         size = len(data) + len(key.encode())
+        if request.get("DryRun"):
+            raise DryRunOperationException()
         gate = self.throughput
         if gate is not None and not gate.admit_write(
             stream.meta.name, shard.meta.shard_id, 1, size, now
@@ -872,6 +882,8 @@ class Engine:
             raise InvalidArgumentException(
                 f"Records size exceeds {request_cap // MIB} MB limit"
             )
+        if request.get("DryRun"):
+            raise DryRunOperationException()
         starts = stream.route_starts
         shards = stream.route_shards
         single = shards[0] if len(shards) == 1 else None
@@ -1116,11 +1128,6 @@ class Engine:
         """GetShardIterator: all five iterator types."""
         stream, shard = self._iterator_shard(request, now)
         shard_id = shard.meta.shard_id
-        gate = self.throughput
-        if gate is not None and not gate.admit_control(
-            "GetShardIterator", f"{stream.meta.name}/{shard_id}", now
-        ):
-            raise ProvisionedThroughputExceededException(self._throttled(stream, shard))
         kind: str = request["ShardIteratorType"]
         seq_text: str | None = request.get("StartingSequenceNumber")
         timestamp: float | None = request.get("Timestamp")
@@ -1183,6 +1190,13 @@ class Engine:
                 "Must specify timestampInMillis parameter only for iterator of type "
                 f"AT_TIMESTAMP. Current request has timestamp parameter with type {kind}."
             )
+        if request.get("DryRun"):
+            raise DryRunOperationException()
+        gate = self.throughput
+        if gate is not None and not gate.admit_control(
+            "GetShardIterator", f"{name}/{shard_id}", now
+        ):
+            raise ProvisionedThroughputExceededException(self._throttled(stream, shard))
         token = self.iterators.encode(
             IteratorState(name, shard_id, position, int(now * 1000), stream.created_ms)
         )
@@ -1208,6 +1222,8 @@ class Engine:
             )
         shard = stream.shards[state.shard_id]
         name = stream.meta.name
+        if request.get("DryRun"):
+            raise DryRunOperationException()
         gate = self.throughput
         if gate is not None and not gate.admit_read(name, state.shard_id, now):
             raise ProvisionedThroughputExceededException(self._throttled(stream, shard))

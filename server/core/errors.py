@@ -13,6 +13,7 @@ from typing import ClassVar
 
 __all__ = [
     "AccessDeniedException",
+    "DryRunOperationException",
     "ExpiredIteratorException",
     "ExpiredNextTokenException",
     "IncompleteSignatureException",
@@ -105,6 +106,17 @@ class ProvisionedThroughputExceededException(KinesisError):
     code = "ProvisionedThroughputExceededException"
 
 
+class DryRunOperationException(KinesisError):
+    """A request that would have succeeded, refused because it set ``DryRun``."""
+
+    code = "DryRunOperationException"
+
+    def __init__(
+        self, message: str = "The request was rejected because the DryRun parameter was specified."
+    ) -> None:
+        super().__init__(message)
+
+
 class AccessDeniedException(KinesisError):
     """The caller may not do this."""
 
@@ -149,6 +161,7 @@ _BY_CODE: dict[str, type[KinesisError]] = {
         ExpiredNextTokenException,
         ProvisionedThroughputExceededException,
         AccessDeniedException,
+        DryRunOperationException,
         MissingAuthenticationTokenException,
         IncompleteSignatureException,
         InternalFailure,

@@ -109,6 +109,8 @@ def _int(min: int | None = None, max: int | None = None) -> Shape:
 _STREAM = (("StreamName", dataclasses.replace(STREAM_NAME, required_unless=("StreamARN",))),)
 _LIST_SHARDS_STREAM = dataclasses.replace(STREAM_NAME, required_unless=("StreamARN", "NextToken"))
 _ARN_ID = (("StreamARN", STREAM_ARN), ("StreamId", STREAM_ID))
+#: ``DryRun``: check everything, then answer ``DryRunOperationException`` instead of acting.
+_DRY_RUN = (("DryRun", BOOLEAN),)
 
 #: Input shape of every action, members in the model's order.
 ACTIONS: dict[str, Shape] = {
@@ -121,6 +123,7 @@ ACTIONS: dict[str, Shape] = {
         ("Tags", TAG_MAP),
         ("WarmThroughputMiBps", _int(0)),
         ("MaxRecordSizeInKiB", MAX_RECORD_SIZE_KIB),
+        ("RecordDistributionStrategy", Shape("string", enum=("AUTO", "USER_PARTITION_KEY"))),
     ),
     "DeleteStream": _struct(*_STREAM, ("EnforceConsumerDeletion", BOOLEAN), *_ARN_ID),
     "DescribeStream": _struct(
@@ -149,7 +152,7 @@ ACTIONS: dict[str, Shape] = {
     "PutRecord": _struct(
         *_STREAM, ("Data", DATA.req()), ("PartitionKey", PARTITION_KEY.req()),
         ("ExplicitHashKey", HASH_KEY), ("SequenceNumberForOrdering", SEQUENCE_NUMBER),
-        *_ARN_ID,
+        *_ARN_ID, *_DRY_RUN,
     ),
     "PutRecords": _struct(
         ("Records", Shape("list", required=True, min=1, max=500, member=_struct(
@@ -157,7 +160,7 @@ ACTIONS: dict[str, Shape] = {
             ("PartitionKey", PARTITION_KEY.req()),
             member_str="com.amazonaws.kinesis.v20131202.PutRecordsRequestEntry",
         ))),
-        *_STREAM, *_ARN_ID,
+        *_STREAM, *_ARN_ID, *_DRY_RUN,
     ),
     "GetShardIterator": _struct(
         *_STREAM, ("ShardId", SHARD_ID.req()),
@@ -166,9 +169,11 @@ ACTIONS: dict[str, Shape] = {
             "AT_TIMESTAMP",
         ))),
         ("StartingSequenceNumber", SEQUENCE_NUMBER), ("Timestamp", TIMESTAMP), *_ARN_ID,
+        *_DRY_RUN,
     ),
     "GetRecords": _struct(
-        ("ShardIterator", _string(1, 512).req()), ("Limit", _int(1, 10000)), *_ARN_ID
+        ("ShardIterator", _string(1, 512).req()), ("Limit", _int(1, 10000)), *_ARN_ID,
+        *_DRY_RUN,
     ),
     "AddTagsToStream": _struct(*_STREAM, ("Tags", TAG_MAP.req()), *_ARN_ID),
     "RemoveTagsFromStream": _struct(

@@ -235,3 +235,60 @@ def test_errors_through_boto3(kinesis: Any, make_stream: Callable[..., str]) -> 
         "ResourceNotFoundException",
         "Stream missing under account 000000000000 not found.",
     )
+
+
+def test_dry_run_checks_everything_and_changes_nothing(
+    kinesis: Any, make_stream: Callable[..., str]
+) -> None:
+    name = make_stream(1)
+    dry = "The request was rejected because the DryRun parameter was specified."
+    assert error_of(
+        kinesis.put_record, StreamName=name, Data=b"x", PartitionKey="k", DryRun=True
+    ) == ("DryRunOperationException", dry, 400)
+    assert error_of(
+        kinesis.put_records,
+        StreamName=name,
+        Records=[{"Data": b"x", "PartitionKey": "k"}],
+        DryRun=True,
+    ) == ("DryRunOperationException", dry, 400)
+    # A dry run that would fail answers the real error.
+    code, _, _ = error_of(
+        kinesis.put_record, StreamName="missing", Data=b"x", PartitionKey="k", DryRun=True
+    )
+    assert code == "ResourceNotFoundException"
+    shard = {"StreamName": name, "ShardId": "shardId-000000000000"}
+    assert error_of(
+        kinesis.get_shard_iterator, **shard, ShardIteratorType="TRIM_HORIZON", DryRun=True
+    )[0] == "DryRunOperationException"
+    it = kinesis.get_shard_iterator(**shard, ShardIteratorType="TRIM_HORIZON", DryRun=False)
+    assert error_of(
+        kinesis.get_records, ShardIterator=it["ShardIterator"], DryRun=True
+    )[0] == "DryRunOperationException"
+    # Nothing was written by the dry runs.
+    assert kinesis.get_records(ShardIterator=it["ShardIterator"])["Records"] == []
+    kinesis.put_record(StreamName=name, Data=b"x", PartitionKey="k", DryRun=False)
+    assert len(kinesis.get_records(ShardIterator=it["ShardIterator"])["Records"]) == 1
+
+
+def test_record_distribution_strategy(kinesis: Any, stream_name: str) -> None:
+    code, message, _ = error_of(
+        kinesis.create_stream,
+        StreamName=stream_name,
+        StreamModeDetails={"StreamMode": "ON_DEMAND"},
+        RecordDistributionStrategy="AUTO",
+    )
+    assert code == "InvalidArgumentException"
+    assert "AUTO is not supported" in message
+    code, message, _ = error_of(
+        kinesis.create_stream, StreamName=stream_name, RecordDistributionStrategy="RANDOM"
+    )
+    assert message == (
+        "1 validation error detected: Value 'RANDOM' at 'recordDistributionStrategy' failed "
+        "to satisfy constraint: Member must satisfy enum value set: [AUTO, USER_PARTITION_KEY]"
+    )
+    kinesis.create_stream(StreamName=stream_name, RecordDistributionStrategy="USER_PARTITION_KEY")
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=stream_name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 40}
+    )
+    summary = kinesis.describe_stream_summary(StreamName=stream_name)
+    assert summary["StreamDescriptionSummary"]["OpenShardCount"] == 4
