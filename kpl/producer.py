@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import random
 import warnings
+from asyncio import InvalidStateError
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar, cast
@@ -35,7 +36,7 @@ from kpl.auth import CredentialProvider, Credentials
 from kpl.client import KinesisClient
 from kpl.config import ProducerConfig
 from kpl.core.hashing import parse_explicit_hash_key
-from kpl.core.pipeline import Completion, ProducerCore
+from kpl.core.pipeline import Completion, Delivered, ProducerCore
 from kpl.core.results import RecordResult
 from kpl.errors import BufferFull, InvalidPartitionKey, ProducerClosed, RecordTooLarge
 from kpl.sender import Sender
@@ -48,6 +49,7 @@ T = TypeVar("T")
 _State = Literal["new", "running", "failed", "closing", "closed"]
 # What the core holds for each record: its future and the flush epoch it was put in.
 _Handle = tuple["asyncio.Future[RecordResult]", int]
+_new_result = tuple.__new__
 
 #: Bytes charged against ``max_buffered_bytes`` for each outstanding record on top of
 #: its data and partition key, so that the budget bounds memory rather than payload:
@@ -394,11 +396,36 @@ class Producer:
         self._untagged_epoch = self._epoch
         return True
 
-    def _resolve(self, completions: Sequence[Completion]) -> None:
+    def _resolve(self, completions: Sequence[Completion | Delivered]) -> None:
         """Settle futures; update flush epochs; admit waiting put() calls."""
         outstanding = self._outstanding
         untagged = 0
-        for handle, outcome in completions:
+        for item in completions:
+            if type(item) is Delivered:
+                # A whole Kinesis record's user records: one tight loop, one result each.
+                shard_id = item.shard_id
+                sequence = item.sequence_number
+                attempts = item.attempts
+                for sub, handle in enumerate(item.handles):
+                    if type(handle) is tuple:
+                        future, epoch = cast(_Handle, handle)
+                        left = outstanding[epoch] - 1
+                        if left:
+                            outstanding[epoch] = left
+                        else:
+                            del outstanding[epoch]
+                    else:
+                        future = cast("asyncio.Future[RecordResult]", handle)
+                        untagged += 1
+                    # A try costs nothing in 3.11 (contextlib.suppress would cost a call).
+                    try:  # noqa: SIM105
+                        future.set_result(
+                            _new_result(RecordResult, (shard_id, sequence, sub, attempts))
+                        )
+                    except InvalidStateError:
+                        pass  # cancelled by its owner: nothing to tell
+                continue
+            handle, outcome = cast(Completion, item)
             if type(handle) is tuple:
                 future, epoch = cast(_Handle, handle)
                 left = outstanding[epoch] - 1

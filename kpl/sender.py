@@ -26,12 +26,12 @@ from typing import Any
 import orjson
 
 from kpl.client import KinesisClient
-from kpl.core.pipeline import Completion, ProducerCore, PutRecordsRequest
+from kpl.core.pipeline import Completion, Delivered, ProducerCore, PutRecordsRequest
 from kpl.errors import ProducerClosed
 
 __all__ = ["Sender"]
 
-Resolver = Callable[[Sequence[Completion]], None]
+Resolver = Callable[[Sequence[Completion | Delivered]], None]
 
 
 class Sender:

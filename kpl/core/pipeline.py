@@ -47,16 +47,18 @@ from __future__ import annotations
 
 import math
 import random
-from base64 import b64encode
+from base64 import b64decode, b64encode
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import md5
 from operator import itemgetter
 from typing import Any, Final
 
 from kpl.config import ProducerConfig
+from kpl.core.aggregation import decode as decode_aggregated
+from kpl.core.aggregation import encode_varint
 from kpl.core.aggregator import Aggregator
 from kpl.core.collector import Collector, put_records_body
 from kpl.core.hashing import parse_explicit_hash_key
@@ -79,10 +81,12 @@ __all__ = [
     "FIRST_MAP_WAIT",
     "Attempt",
     "Completion",
+    "Delivered",
     "Poll",
     "ProducerCore",
     "PutRecordsRequest",
     "RecordResult",
+    "iter_completions",
 ]
 
 #: The partition key of an aggregated Kinesis record; its ExplicitHashKey places it.
@@ -96,9 +100,64 @@ _SWEEP_INTERVAL = 0.5
 _MALFORMED = "MalformedResponse"
 
 _INF = math.inf
+_join = b"".join
+# Pre-encoded field headers for the fast path of add() (every varint below 2**14):
+# a sub-record's tag + length, its partition key index field, its data tag + length,
+# and a partition key table entry's tag + length.
+_RECORD_HEADERS: Final = [b"\x1a" + encode_varint(n) for n in range(0x4000)]
+_INDEX_FIELDS: Final = [b"\x08" + encode_varint(n) for n in range(0x4000)]
+_DATA_HEADERS: Final = _RECORD_HEADERS
+_KEY_HEADERS: Final = [b"\x0a" + encode_varint(n) for n in range(MAX_PARTITION_KEY_LENGTH * 4 + 1)]
 _from_bytes = int.from_bytes
+_new_result = tuple.__new__
 
 Completion = tuple[object, "RecordResult | RecordFailed"]
+
+
+class Delivered:
+    """The completion of every user record of one delivered Kinesis record, in bulk.
+
+    The record at index ``i`` of ``handles`` succeeded as
+    ``RecordResult(shard_id, sequence_number, i, attempts)``. One object per Kinesis
+    record instead of one ``(handle, RecordResult)`` pair per user record: the shell
+    builds each result as it resolves the future (see :func:`iter_completions`).
+    """
+
+    __slots__ = ("attempts", "handles", "sequence_number", "shard_id")
+
+    def __init__(
+        self,
+        handles: list[object],
+        shard_id: str,
+        sequence_number: str,
+        attempts: tuple[Attempt, ...],
+    ) -> None:
+        self.handles = handles
+        self.shard_id = shard_id
+        self.sequence_number = sequence_number
+        self.attempts = attempts
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivered({len(self.handles)} records, {self.shard_id}, {self.sequence_number})"
+        )
+
+
+#: What the core hands the shell: single completions and bulk deliveries, mixed.
+Completions = list["Completion | Delivered"]
+
+
+def iter_completions(
+    completions: Iterable[Completion | Delivered],
+) -> Iterator[Completion]:
+    """Every ``(handle, outcome)`` pair of ``completions``, bulk deliveries expanded."""
+    for item in completions:
+        if type(item) is Delivered:
+            shard_id, sequence, attempts = item.shard_id, item.sequence_number, item.attempts
+            for sub, handle in enumerate(item.handles):
+                yield handle, _new_result(RecordResult, (shard_id, sequence, sub, attempts))
+        else:
+            yield item  # type: ignore[misc]
 
 
 def _as_bytes(data: object) -> bytes:
@@ -131,7 +190,6 @@ _ARRIVAL: Final = 5
 _SEQ: Final = 6
 _SIZE: Final = 7
 
-_new_result = tuple.__new__
 _size_of = itemgetter(_SIZE)
 
 
@@ -156,7 +214,7 @@ class _Shard:
         self.shard_id = shard_id
         self.hash_range = hash_range
         self.limiter = limiter
-        self.agg: Aggregator | None = None
+        self.agg: _OpenAggregate | None = None
         self.agg_deadline = _INF
         self.queue: deque[_KRecord] = deque()
         self.retries: deque[_KRecord] = deque()
@@ -164,31 +222,103 @@ class _Shard:
         self.stale = False
 
 
+class _OpenAggregate(Aggregator):
+    """An aggregator plus what the pipeline keeps per user record in it, as columns.
+
+    ``items`` holds the handles. Arrival times and seqs are kept in parallel lists (of
+    objects made anyway) so that a buffered user record costs no object of its own for
+    the garbage collector to track and scan: its bytes live in the encoded aggregate.
+    ``first`` is the first record in full (the aggregate's hash key, and what a
+    one-record aggregate is sent as).
+    """
+
+    __slots__ = ("arrivals", "first", "seqs", "user_bytes")
+
+    def __init__(self, max_size: int, max_count: int, first: _UserRecord) -> None:
+        super().__init__(max_size, max_count)
+        self.first = first
+        self.arrivals: list[float] = []
+        self.seqs: list[int] = []
+        self.user_bytes = 0
+
+    def add_record(self, record: _UserRecord) -> bool:
+        """``try_add`` for a record tuple (the paths other than ``add``'s fast path)."""
+        if not self.try_add(record[_PK], record[_EHK], record[_DATA], record[_HANDLE]):
+            return False
+        self.arrivals.append(record[_ARRIVAL])
+        self.seqs.append(record[_SEQ])
+        self.user_bytes += record[_SIZE]
+        return True
+
+    def records(self) -> list[_UserRecord]:
+        """The user records in it, rebuilt from the encoded bytes and the columns."""
+        return _records_of(self.serialize(), self.items, self.arrivals, self.seqs)
+
+
+def _records_of(
+    data: bytes, handles: list[object], arrivals: list[float], seqs: list[int]
+) -> list[_UserRecord]:
+    decoded = decode_aggregated(data)
+    assert decoded is not None, "our own aggregate decodes"
+    assert len(decoded) == len(handles)
+    out: list[_UserRecord] = []
+    for sub, handle, arrival, seq in zip(decoded, handles, arrivals, seqs, strict=True):
+        pk_bytes = sub.partition_key.encode()
+        ehk = sub.explicit_hash_key
+        hash_key = (
+            _from_bytes(md5(pk_bytes).digest(), "big")
+            if ehk is None
+            else parse_explicit_hash_key(ehk)
+        )
+        out.append(
+            (sub.data, sub.partition_key, ehk, hash_key, handle, arrival, seq,
+             len(sub.data) + len(pk_bytes))
+        )
+    return out
+
+
 class _KRecord:
-    """One Kinesis record: a plain user record or an aggregated one."""
+    """One Kinesis record: a plain user record or an aggregated one.
+
+    Per user record only columns are kept (handles, arrivals, seqs); the rare paths
+    that need whole records (expiry of part of it, re-routing, a misprediction) get
+    them from ``items``, decoded from the entry's data on first use.
+    """
 
     __slots__ = (
+        "_items",
         "aggregated",
+        "arrivals",
         "attempts",
         "deadline",
         "entry",
-        "items",
+        "handles",
         "last_delay",
         "not_before",
+        "seqs",
         "shard",
         "size",
+        "user_bytes",
     )
 
     def __init__(
         self,
-        items: list[_UserRecord],
+        handles: list[object],
+        arrivals: list[float],
+        seqs: list[int],
+        user_bytes: int,
         entry: dict[str, str],
         size: int,
         shard: _Shard,
         deadline: float,
         aggregated: bool,
+        items: list[_UserRecord] | None = None,
     ) -> None:
-        self.items = items
+        self.handles = handles
+        self.arrivals = arrivals
+        self.seqs = seqs
+        self.user_bytes = user_bytes
+        self._items = items
         self.entry = entry
         self.size = size
         self.shard = shard
@@ -197,6 +327,40 @@ class _KRecord:
         self.attempts = 0
         self.not_before = 0.0
         self.last_delay = 0.0
+
+    @classmethod
+    def of(
+        cls,
+        items: list[_UserRecord],
+        entry: dict[str, str],
+        size: int,
+        shard: _Shard,
+        deadline: float,
+        aggregated: bool,
+    ) -> _KRecord:
+        """A Kinesis record of known user records (plain ones, rebuilt ones)."""
+        return cls(
+            [r[_HANDLE] for r in items],
+            [r[_ARRIVAL] for r in items],
+            [r[_SEQ] for r in items],
+            sum(r[_SIZE] for r in items),
+            entry,
+            size,
+            shard,
+            deadline,
+            aggregated,
+            items,
+        )
+
+    @property
+    def items(self) -> list[_UserRecord]:
+        """The user records, in sub-sequence order (decoded on first use)."""
+        items = self._items
+        if items is None:
+            items = self._items = _records_of(
+                b64decode(self.entry["Data"]), self.handles, self.arrivals, self.seqs
+            )
+        return items
 
 
 @dataclass(slots=True)
@@ -225,7 +389,7 @@ class Poll:
     #: Send these now (never more than the in-flight limit allows).
     requests: list[PutRecordsRequest]
     #: Resolve these futures (expired records, records settled by a new shard map).
-    completions: list[Completion]
+    completions: Completions
     #: Call ``poll()`` again at this ``now`` at the latest (``None``: only when woken).
     deadline: float | None
     #: Call ListShards and then ``set_shard_map()`` (or ``on_shard_map_error()``).
@@ -281,7 +445,7 @@ class ProducerCore:
         self._next_sweep = _INF
         self._in_flight: dict[int, PutRecordsRequest] = {}
         self._request_ids = 0
-        self._pending: list[Completion] = []
+        self._pending: Completions = []
         # Delivered to a shard our map did not know: (record, shard, sequence, sub, attempt).
         self._unverified: list[tuple[_UserRecord, str, str, int, Attempt]] = []
         self._errors_by_code: dict[str, int] = {}
@@ -361,19 +525,44 @@ class ProducerCore:
                 f"of {self._max_record_size}"
             )
         self._seq = seq = self._seq + 1
-        record = (data, partition_key, explicit_hash_key, hash_key, handle, now, seq, size)
         self._buffered_bytes += size
-        # Fast path: a fresh map and an open aggregator with room for the record.
-        if self._fresh:
+        # Fast path: a fresh map, no explicit hash key, small varints, and an open
+        # aggregator with room. Aggregator.try_add's common case inlined (its exact size
+        # arithmetic, the same bytes): no call, and no object made per record but the
+        # sub-record's bytes.
+        if self._fresh and explicit_hash_key is None:
             i = bisect_right(self._starts, hash_key) - 1
             if i >= 0 and hash_key <= self._ends[i]:
-                shard = self._shards[i]
-                agg = shard.agg
-                if agg is not None and agg.try_add(
-                    partition_key, explicit_hash_key, data, record, pk_bytes
-                ):
-                    return
-        self._route(record, now)
+                agg = self._shards[i].agg
+                n = len(data)
+                if agg is not None and agg.count < agg.max_count and n < 0x3F00:
+                    pk_table = agg._pk_index
+                    pk_index = pk_table.get(partition_key)
+                    if pk_index is None:
+                        pk_index = len(pk_table)
+                        k = len(pk_bytes)
+                        grow = 2 + k + (k >= 0x80)
+                    else:
+                        grow = 0
+                    if pk_index < 0x4000:
+                        body = 4 + n + (n >= 0x80) + (pk_index >= 0x80)
+                        new_size = agg.size + grow + 2 + body + (body >= 0x80)
+                        if new_size <= agg.max_size:
+                            if grow:
+                                pk_table[partition_key] = pk_index
+                                agg._pk_parts.append(_KEY_HEADERS[k] + pk_bytes)
+                            agg._parts.append(
+                                _join((_RECORD_HEADERS[body], _INDEX_FIELDS[pk_index],
+                                       _DATA_HEADERS[n], data))
+                            )
+                            agg.size = new_size
+                            agg.count += 1
+                            agg.items.append(handle)
+                            agg.arrivals.append(now)
+                            agg.seqs.append(seq)
+                            agg.user_bytes += size
+                            return
+        self._route((data, partition_key, explicit_hash_key, hash_key, handle, now, seq, size), now)
 
     def _refresh_changed(self) -> None:
         refresh = self._refresh
@@ -394,14 +583,14 @@ class ProducerCore:
         if self._fresh and shard.limiter is not None:
             agg = shard.agg
             if agg is None:
-                agg = shard.agg = Aggregator(
-                    self.config.aggregation_max_size, self.config.aggregation_max_count
+                agg = shard.agg = _OpenAggregate(
+                    self.config.aggregation_max_size, self.config.aggregation_max_count, record
                 )
                 deadline = record[_ARRIVAL] + self._mbt
                 shard.agg_deadline = deadline
                 if deadline < self._next_collect:
                     self._next_collect = deadline
-            if agg.try_add(record[_PK], record[_EHK], record[_DATA], record):
+            if agg.add_record(record):
                 if record[_ARRIVAL] + self._mbt < shard.agg_deadline:
                     # A re-routed older record: the aggregate is due sooner.
                     shard.agg_deadline = record[_ARRIVAL] + self._mbt
@@ -409,12 +598,12 @@ class ProducerCore:
                 return
             if agg.count:
                 self._seal(shard)
-                agg = shard.agg = Aggregator(
-                    self.config.aggregation_max_size, self.config.aggregation_max_count
+                agg = shard.agg = _OpenAggregate(
+                    self.config.aggregation_max_size, self.config.aggregation_max_count, record
                 )
                 deadline = record[_ARRIVAL] + self._mbt
                 shard.agg_deadline = deadline
-                if agg.try_add(record[_PK], record[_EHK], record[_DATA], record):
+                if agg.add_record(record):
                     return
             # Too large to aggregate even alone: it goes plain.
             shard.agg = None
@@ -425,7 +614,9 @@ class ProducerCore:
         entry = {"Data": b64encode(record[_DATA]).decode(), "PartitionKey": record[_PK]}
         if record[_EHK] is not None:
             entry["ExplicitHashKey"] = record[_EHK]
-        return _KRecord([record], entry, record[_SIZE], shard, record[_ARRIVAL] + self._mbt, False)
+        return _KRecord.of(
+            [record], entry, record[_SIZE], shard, record[_ARRIVAL] + self._mbt, False
+        )
 
     def _seal(self, shard: _Shard) -> None:
         """Turn the shard's open aggregator into a queued Kinesis record."""
@@ -434,17 +625,19 @@ class ProducerCore:
         shard.agg = None
         deadline = shard.agg_deadline
         shard.agg_deadline = _INF
-        items: list[_UserRecord] = agg.items  # type: ignore[assignment]
         if agg.count == 1:
-            krecord = self._plain(items[0], shard)
+            krecord = self._plain(agg.first, shard)
         else:
             data = agg.serialize()
             krecord = _KRecord(
-                items,
+                agg.items,
+                agg.arrivals,
+                agg.seqs,
+                agg.user_bytes,
                 {
                     "Data": b64encode(data).decode(),
                     "PartitionKey": AGGREGATED_PARTITION_KEY,
-                    "ExplicitHashKey": str(items[0][_HASH]),
+                    "ExplicitHashKey": str(agg.first[_HASH]),
                 },
                 len(data) + len(AGGREGATED_PARTITION_KEY),
                 shard,
@@ -474,10 +667,10 @@ class ProducerCore:
             return self._plain(items[0], shard)
         agg = Aggregator(self.config.aggregation_max_size, self.config.aggregation_max_count)
         for item in items:
-            added = agg.try_add(item[_PK], item[_EHK], item[_DATA], item)
+            added = agg.try_add(item[_PK], item[_EHK], item[_DATA])
             assert added, "a subset of an aggregated record always fits"
         data = agg.serialize()
-        return _KRecord(
+        return _KRecord.of(
             items,
             {
                 "Data": b64encode(data).decode(),
@@ -680,7 +873,7 @@ class ProducerCore:
         users = 0
         for krecord in batch:
             size += krecord.size
-            count = len(krecord.items)
+            count = len(krecord.handles)
             users += count
             if not krecord.attempts:
                 # Counted from the oldest user record of each Kinesis record.
@@ -704,12 +897,12 @@ class ProducerCore:
 
     def on_response(
         self, request: PutRecordsRequest, response: Mapping[str, Any], now: float
-    ) -> list[Completion]:
+    ) -> Completions:
         """Match a 200 PutRecords answer entry by entry; return the settled records."""
         if self._in_flight.pop(request.id, None) is None:
             return []  # abandoned by fail_all()
         self._answered(request, now)
-        completions: list[Completion] = []
+        completions: Completions = []
         entries = response.get("Records") if isinstance(response, Mapping) else None
         batch: list[_KRecord] = request.records
         if not isinstance(entries, list) or len(entries) != len(batch):
@@ -753,12 +946,12 @@ class ProducerCore:
 
     def on_error(
         self, request: PutRecordsRequest, error: BaseException, now: float
-    ) -> list[Completion]:
+    ) -> Completions:
         """The whole request failed: classify the error and treat every entry alike."""
         if self._in_flight.pop(request.id, None) is None:
             return []
         self._answered(request, now)
-        completions: list[Completion] = []
+        completions: Completions = []
         if isinstance(error, KinesisError):
             code, message, status = error.error_code, error.message, error.http_status
         else:
@@ -798,7 +991,7 @@ class ProducerCore:
         sequence: str,
         ok: Attempt,
         now: float,
-        completions: list[Completion],
+        completions: Completions,
     ) -> None:
         predicted = krecord.shard.shard_id
         if predicted is not None and predicted != shard_id:
@@ -810,39 +1003,23 @@ class ProducerCore:
                 return
         self._m_krecords_put += 1
         self._m_kdata_put += krecord.size
-        first_try = (ok,)
-        size = 0
-        retries = 0
-        items = krecord.items
+        handles = krecord.handles
+        n = len(handles)
         failed = self._attempts
+        retries = 0
         if not failed:
-            # Everything on its first try (the usual case): one comprehension.
-            completions.extend(
-                [
-                    (
-                        record[_HANDLE],
-                        _new_result(RecordResult, (shard_id, sequence, sub, first_try)),
-                    )
-                    for sub, record in enumerate(items)
-                ]
-            )
-            size = sum(map(_size_of, items))
+            # Everything on its first try (the usual case): one bulk completion.
+            completions.append(Delivered(handles, shard_id, sequence, (ok,)))
         else:
             pop = failed.pop
             append = completions.append
-            for sub, record in enumerate(items):
-                attempts = pop(record[_SEQ], ())
+            for sub, (handle, seq) in enumerate(zip(handles, krecord.seqs, strict=True)):
+                attempts = pop(seq, ())
                 retries += len(attempts)
                 append(
-                    (
-                        record[_HANDLE],
-                        _new_result(RecordResult, (shard_id, sequence, sub, (*attempts, ok))),
-                    )
+                    (handle, _new_result(RecordResult, (shard_id, sequence, sub, (*attempts, ok))))
                 )
-                size += record[_SIZE]
-        if not krecord.aggregated:
-            assert len(items) == 1
-        n = len(items)
+        size = krecord.user_bytes
         self._m_put += n
         self._m_data_put += size
         self._m_retries += retries
@@ -856,7 +1033,7 @@ class ProducerCore:
         sequence: str,
         ok: Attempt,
         now: float,
-        completions: list[Completion],
+        completions: Completions,
     ) -> None:
         """An aggregated record landed on ``shard_id``: keep the sub-records it owns."""
         self._m_krecords_put += 1
@@ -930,7 +1107,7 @@ class ProducerCore:
         status: int,
         started: float,
         now: float,
-        completions: list[Completion],
+        completions: Completions,
         *,
         action: Action | None = None,
         cause: BaseException | None = None,
@@ -938,22 +1115,26 @@ class ProducerCore:
         self._m_errors += 1
         self._errors_by_code[code] = self._errors_by_code.get(code, 0) + 1
         attempt = Attempt(started, now, False, code, message)
-        for record in krecord.items:
-            self._add_attempt(record, attempt)
+        failed = self._attempts
+        for seq in krecord.seqs:
+            failed[seq] = (*failed.get(seq, ()), attempt)
         if action is None:
             action = classify(code, status=status, fail_if_throttled=self.config.fail_if_throttled)
         if action is Action.FAIL:
-            self._fail(krecord.items, code, message, cause, completions)
+            self._fail_krecord(krecord, code, message, cause, completions)
             return
-        live = [r for r in krecord.items if now - r[_ARRIVAL] < self._ttl]
-        if len(live) < len(krecord.items):
+        if now - min(krecord.arrivals) < self._ttl:
+            live = None  # all of them (no need to decode an aggregate)
+        else:
+            live = [r for r in krecord.items if now - r[_ARRIVAL] < self._ttl]
+        if live is not None and len(live) < len(krecord.items):
             self._expire(
                 [r for r in krecord.items if now - r[_ARRIVAL] >= self._ttl],
                 now,
                 completions,
                 f"last error {code}: {message}",
             )
-        if not live:
+        if live is not None and not live:
             return
         if action is Action.RETRY_AFTER_REFRESH:
             self._refresh.invalidate()
@@ -962,9 +1143,11 @@ class ProducerCore:
         delay = self._backoff.delay(krecord.attempts, krecord.last_delay)
         if action is Action.RETRY_AFTER_REFRESH or krecord.shard.stale:
             # Built for a map we no longer trust: route its users afresh, after the backoff.
-            self._requeue_front(live, now + delay, krecord.attempts)
+            self._requeue_front(
+                krecord.items if live is None else live, now + delay, krecord.attempts
+            )
             return
-        if len(live) < len(krecord.items):
+        if live is not None and len(live) < len(krecord.items):
             attempts = krecord.attempts
             krecord = self._rebuild(live, krecord.shard)
             krecord.attempts = attempts
@@ -998,13 +1181,35 @@ class ProducerCore:
         if not_before < self._next_collect:
             self._next_collect = not_before
 
+    def _fail_krecord(
+        self,
+        krecord: _KRecord,
+        code: str,
+        message: str,
+        cause: BaseException | None,
+        completions: list[Completion | Delivered],
+    ) -> None:
+        """Fail every user record of ``krecord`` (from its columns: nothing decoded)."""
+        pop = self._attempts.pop
+        retries = 0
+        for handle, seq in zip(krecord.handles, krecord.seqs, strict=True):
+            attempts = pop(seq, ())
+            retries += len(attempts)
+            completions.append((handle, RecordFailed(code, message, attempts, cause)))
+        n = len(krecord.handles)
+        self._m_failed += n
+        # A failure's attempts include the last one, which is not a retry.
+        self._m_retries += max(0, retries - n)
+        self._m_completed += n
+        self._buffered_bytes -= krecord.user_bytes
+
     def _fail(
         self,
         records: Iterable[_UserRecord],
         code: str,
         message: str,
         cause: BaseException | None,
-        completions: list[Completion],
+        completions: Completions,
     ) -> None:
         settled = list(records)
         for record in settled:
@@ -1015,7 +1220,7 @@ class ProducerCore:
         self._settle(settled, success=False)
 
     def _expire(
-        self, records: list[_UserRecord], now: float, completions: list[Completion], detail: str
+        self, records: list[_UserRecord], now: float, completions: Completions, detail: str
     ) -> None:
         message = f"not delivered within record_ttl of {self._ttl}s"
         if detail:
@@ -1025,7 +1230,7 @@ class ProducerCore:
 
     # ------------------------------------------------------------------ TTL
 
-    def _sweep(self, now: float, completions: list[Completion]) -> None:
+    def _sweep(self, now: float, completions: Completions) -> None:
         """Fail records past ``record_ttl`` wherever they wait (not in flight)."""
         self._next_sweep = now + min(_SWEEP_INTERVAL, self._ttl) if self.buffered_records else _INF
         horizon = now - self._ttl
@@ -1037,6 +1242,9 @@ class ProducerCore:
                     continue
                 kept: deque[_KRecord] = deque()
                 for krecord in queue:
+                    if min(krecord.arrivals) > horizon:
+                        kept.append(krecord)
+                        continue
                     old = [r for r in krecord.items if r[_ARRIVAL] <= horizon]
                     if not old:
                         kept.append(krecord)
@@ -1136,7 +1344,7 @@ class ProducerCore:
     def _drain(self, shard: _Shard) -> list[_UserRecord]:
         records: list[_UserRecord] = []
         if shard.agg is not None:
-            records.extend(shard.agg.items)  # type: ignore[arg-type]
+            records.extend(shard.agg.records())
             shard.agg = None
             shard.agg_deadline = _INF
         for krecord in shard.queue:
@@ -1179,25 +1387,28 @@ class ProducerCore:
 
     # ------------------------------------------------------------------ shutdown
 
-    def fail_all(self, error: BaseException, now: float) -> list[Completion]:
+    def fail_all(self, error: BaseException, now: float) -> Completions:
         """Fail every record the core holds, in flight included (the shell is closing)."""
         if isinstance(error, KinesisError):
             code, message = error.error_code, error.message
         else:
             code, message = ProducerClosed.code, str(error) or type(error).__name__
-        completions: list[Completion] = self._pending
+        completions: Completions = self._pending
         self._pending = []
         records: list[_UserRecord] = []
         for shard in self._all_shards():
             records.extend(self._drain(shard))
+        in_flight: list[_KRecord] = []
         for request in self._in_flight.values():
             for krecord in request.records:
-                records.extend(krecord.items)
+                in_flight.append(krecord)
                 krecord.shard.in_flight = 0
         self._in_flight.clear()
         records.extend(u[0] for u in self._unverified)
         self._unverified = []
         self._fail(records, code, message, error, completions)
+        for krecord in in_flight:
+            self._fail_krecord(krecord, code, message, error, completions)
         self._next_collect = _INF
         return completions
 

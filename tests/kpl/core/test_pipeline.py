@@ -15,7 +15,16 @@ from aws_kinesis_agg.deaggregator import deaggregate_records as reference_deaggr
 from kpl.config import ProducerConfig
 from kpl.consumer import deaggregate
 from kpl.core.hashing import HASH_KEY_SPACE, MAX_HASH_KEY, hash_key_for
-from kpl.core.pipeline import FIRST_MAP_WAIT, Poll, ProducerCore, PutRecordsRequest, RecordResult
+from kpl.core.pipeline import (
+    FIRST_MAP_WAIT,
+    Completion,
+    Delivered,
+    Poll,
+    ProducerCore,
+    PutRecordsRequest,
+    RecordResult,
+    iter_completions,
+)
 from kpl.core.shard_map import ShardMap
 from kpl.errors import (
     InvalidPartitionKey,
@@ -88,8 +97,8 @@ class Harness:
         self.unanswered.extend(poll.requests)
         return poll
 
-    def _resolve(self, completions: list[tuple[object, Outcome]]) -> None:
-        for handle, outcome in completions:
+    def _resolve(self, completions: list[Completion | Delivered]) -> None:
+        for handle, outcome in iter_completions(completions):
             assert isinstance(handle, int)
             assert handle not in self.outcomes, "one completion per record"
             self.outcomes[handle] = outcome
