@@ -585,6 +585,8 @@ class Engine:
                 )
             start, name = self._read_token(token, now, "ListShards")
             stream = self._stream({"StreamName": name}, now)
+        elif "StreamName" not in request and "StreamARN" not in request:
+            raise InvalidArgumentException("Either NextToken or StreamName should be provided.")
         else:
             stream = self._stream(request, now)
         self._expire_closed_shards(stream, now)

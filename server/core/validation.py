@@ -107,7 +107,9 @@ def _int(min: int | None = None, max: int | None = None) -> Shape:
 
 
 _STREAM = (("StreamName", dataclasses.replace(STREAM_NAME, required_unless=("StreamARN",))),)
-_LIST_SHARDS_STREAM = dataclasses.replace(STREAM_NAME, required_unless=("StreamARN", "NextToken"))
+#: ListShards without a stream or a token is the engine's InvalidArgumentException (as the
+#: service answers it), not a validation error.
+_LIST_SHARDS_STREAM = STREAM_NAME
 _ARN_ID = (("StreamARN", STREAM_ARN), ("StreamId", STREAM_ID))
 #: ``DryRun``: check everything, then answer ``DryRunOperationException`` instead of acting.
 _DRY_RUN = (("DryRun", BOOLEAN),)

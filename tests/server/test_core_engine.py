@@ -669,6 +669,9 @@ def test_list_streams_and_list_shards_paging() -> None:
     assert "NextToken" not in more
     err = h.error("ListShards", {"StreamName": "a", "NextToken": shards["NextToken"]})
     assert isinstance(err, InvalidArgumentException)
+    err = h.error("ListShards", {})
+    assert isinstance(err, InvalidArgumentException)
+    assert err.message == "Either NextToken or StreamName should be provided."
     err = h.error("ListShards", {"NextToken": "bm9wZQ=="})
     assert err.message == "Invalid NextToken."
     after = h(
