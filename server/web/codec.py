@@ -44,9 +44,13 @@ def encode_error(code: str, message: str) -> bytes:
 
 
 def decode_request(body: bytes) -> Any:
-    """Parse a request body; an empty body is ``{}`` (actions without input)."""
+    """Parse a request body.
+
+    An empty body is refused like unparsable JSON, as the service does (kinesalite's
+    recording); SDKs send ``{}`` for actions without input.
+    """
     if not body:
-        return {}
+        raise SerializationException()
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

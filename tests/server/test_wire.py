@@ -50,9 +50,13 @@ def test_success_has_request_id_and_empty_body_without_output(server_url: str) -
     assert body == b""
     assert headers["x-amzn-RequestId"]
     assert headers["Content-Type"].startswith("application/x-amz-json-1.1")
-    status, headers, body = post(server_url, "DescribeLimits", b"")
+    status, headers, body = post(server_url, "DescribeLimits", b"{}")
     assert status == 200
     assert orjson.loads(body)["ShardLimit"] == 500
+    # An empty body is not "{}" for the service: it does not parse.
+    status, headers, body = post(server_url, "DescribeLimits", b"")
+    assert (status, orjson.loads(body)) == (400, {"__type": "SerializationException"})
+    assert headers["x-amzn-RequestId"]
 
 
 def test_unknown_operation(server_url: str) -> None:
