@@ -497,7 +497,8 @@ class Engine:
         """DescribeStream: every shard (open and closed), paged by Limit."""
         stream = self._stream(request, now)
         self._expire_closed_shards(stream, now)
-        limit: int = request.get("Limit", 100)
+        # "If you specify a value greater than 100, at most 100 results are returned."
+        limit: int = min(request.get("Limit", 100), 100)
         start: str | None = request.get("ExclusiveStartShardId")
         shards = [s.meta for s in stream.shards.values()]
         if start is not None:
@@ -590,7 +591,8 @@ class Engine:
         else:
             stream = self._stream(request, now)
         self._expire_closed_shards(stream, now)
-        limit: int = request.get("MaxResults", 1000)
+        # "If you specify a value greater than 1000, at most 1000 results are returned."
+        limit: int = min(request.get("MaxResults", 1000), 1000)
         shards = [s.meta for s in stream.shards.values()]
         shard_filter: dict[str, Any] | None = request.get("ShardFilter")
         if shard_filter is not None:

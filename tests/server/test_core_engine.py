@@ -862,3 +862,15 @@ def test_put_record_refuses_a_sequence_number_for_ordering_not_from_the_service(
     first = h("PutRecord", **body)["SequenceNumber"]
     second = h("PutRecord", **body, SequenceNumberForOrdering=first)["SequenceNumber"]
     assert int(second) > int(first)
+
+
+def test_describe_stream_and_list_shards_cap_their_pages() -> None:
+    h = Harness(shard_limit=2000)
+    h.stream(shards=1100)
+    page = h("DescribeStream", StreamName="s", Limit=10000)["StreamDescription"]
+    assert (len(page["Shards"]), page["HasMoreShards"]) == (100, True)
+    listed = h("ListShards", StreamName="s", MaxResults=10000)
+    assert len(listed["Shards"]) == 1000
+    rest = h("ListShards", NextToken=listed["NextToken"], MaxResults=10000)
+    assert len(rest["Shards"]) == 100
+    assert "NextToken" not in rest
