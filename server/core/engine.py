@@ -576,10 +576,11 @@ class Engine:
         token: str | None = request.get("NextToken")
         start: str | None = request.get("ExclusiveStartShardId")
         if token is not None:
-            if "StreamName" in request or "StreamARN" in request:
-                raise InvalidArgumentException(
-                    "NextToken and StreamName cannot be provided together."
-                )
+            for member in ("StreamName", "StreamARN"):
+                if member in request:
+                    raise InvalidArgumentException(
+                        f"NextToken and {member} cannot be provided together."
+                    )
             if start is not None:
                 raise InvalidArgumentException(
                     "NextToken and ExclusiveStartShardId cannot be provided together."

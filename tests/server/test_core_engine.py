@@ -669,6 +669,14 @@ def test_list_streams_and_list_shards_paging() -> None:
     assert "NextToken" not in more
     err = h.error("ListShards", {"StreamName": "a", "NextToken": shards["NextToken"]})
     assert isinstance(err, InvalidArgumentException)
+    assert err.message == "NextToken and StreamName cannot be provided together."
+    arn = "arn:aws:kinesis:us-east-1:000000000000:stream/a"
+    err = h.error("ListShards", {"StreamARN": arn, "NextToken": shards["NextToken"]})
+    assert err.message == "NextToken and StreamARN cannot be provided together."
+    err = h.error(
+        "ListShards", {"NextToken": shards["NextToken"], "ExclusiveStartShardId": "shardId-0"}
+    )
+    assert err.message == "NextToken and ExclusiveStartShardId cannot be provided together."
     err = h.error("ListShards", {})
     assert isinstance(err, InvalidArgumentException)
     assert err.message == "Either NextToken or StreamName should be provided."
