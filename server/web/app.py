@@ -7,10 +7,9 @@ Request flow (cheapest refusals first, as the service answers them):
 2. ``X-Amz-Target`` not in :data:`TARGETS` -> ``UnknownOperationException``;
 3. ``Authorization`` missing or not SigV4-shaped -> ``MissingAuthenticationTokenException``
    / ``IncompleteSignatureException``;
-4. the body is parsed (``SerializationException`` if it is not JSON). CBOR
-   (``application/x-amz-cbor-1.1``, the Java SDKs' default) is not spoken: such a request
-   is refused with a ``SerializationException`` that says so and how to switch the SDK to
-   JSON (``AWS_CBOR_DISABLE=true`` / ``-Dcom.amazonaws.sdk.disableCbor``);
+4. the body is parsed (``SerializationException`` if it does not parse): JSON 1.1, or
+   CBOR 1.1 when the ``Content-Type`` says ``application/x-amz-cbor-1.1`` (the Java SDKs'
+   default), in which case the answer, errors included, is CBOR too (``codec``);
 5. fault injection (issue 3) may delay or fail the request here (``_dispatch``);
 6. the engine runs the action with ``now``; for writes, storage durability is awaited
    before answering.
@@ -35,15 +34,23 @@ from server.core.engine import Engine
 from server.core.errors import (
     InternalFailure,
     KinesisError,
-    SerializationException,
     UnknownOperationException,
     for_code,
 )
 from server.core.hooks import FaultInjector
 from server.web.auth import check_authorization
-from server.web.codec import JSON_CONTENT_TYPE, decode_request, encode_error, encode_response
+from server.web.codec import (
+    CBOR_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    decode_cbor_request,
+    decode_request,
+    encode_cbor_error,
+    encode_cbor_response,
+    encode_error,
+    encode_response,
+)
 
-__all__ = ["CBOR_CONTENT_TYPE", "ENGINE_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
+__all__ = ["ENGINE_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
 
 log = logging.getLogger("server.web")
 
@@ -69,13 +76,6 @@ _WRITES = frozenset(
     }
 )
 
-CBOR_CONTENT_TYPE = "application/x-amz-cbor-1.1"
-_CBOR_REFUSED = (
-    "This server speaks application/x-amz-json-1.1 only, not CBOR. Disable CBOR in the "
-    "client: environment variable AWS_CBOR_DISABLE=true or system property "
-    "com.amazonaws.sdk.disableCbor=true (Java SDKs, KCL, KPL)."
-)
-
 ENGINE_KEY = web.AppKey("engine", Engine)
 #: Set by ``StreamServer.stop`` so injected latency never holds up a shutdown.
 STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
@@ -83,7 +83,13 @@ STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error_response(error: KinesisError) -> web.Response:
+def _error_response(error: KinesisError, cbor: bool) -> web.Response:
+    if cbor:
+        return web.Response(
+            status=error.status,
+            body=encode_cbor_error(error.code, error.message),
+            content_type=CBOR_CONTENT_TYPE,
+        )
     return web.Response(
         status=error.status,
         body=encode_error(error.code, error.message),
@@ -103,12 +109,14 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     try:
         response = await handler(request)
     except KinesisError as error:
-        response = _error_response(error)
+        response = _error_response(error, request.content_type == CBOR_CONTENT_TYPE)
     except web.HTTPException:
         raise
     except Exception:
         log.exception("internal failure handling %s", request.headers.get("X-Amz-Target"))
-        response = _error_response(InternalFailure())
+        response = _error_response(
+            InternalFailure(), request.content_type == CBOR_CONTENT_TYPE
+        )
     response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
     return response
 
@@ -156,9 +164,8 @@ def make_app(
         body = await read_body(request)
         if body is None:
             return web.Response(status=413)
-        if request.content_type == CBOR_CONTENT_TYPE:
-            raise SerializationException(_CBOR_REFUSED)
-        payload = decode_request(body)
+        cbor = request.content_type == CBOR_CONTENT_TYPE
+        payload = decode_cbor_request(body) if cbor else decode_request(body)
         if faults is not None:  # issue 3: whole-request faults and added latency
             fault = faults.request_fault(action, engine.rng)
             if fault is not None:
@@ -173,6 +180,11 @@ def make_app(
         result = handle(action, payload, clock())
         if action in _WRITES:
             await storage.wait_durable()
+        if cbor:
+            return web.Response(
+                body=b"" if result is None else encode_cbor_response(result),
+                content_type=CBOR_CONTENT_TYPE,
+            )
         if result is None:
             return web.Response(body=b"", content_type=JSON_CONTENT_TYPE)
         return web.Response(body=encode_response(result), content_type=JSON_CONTENT_TYPE)

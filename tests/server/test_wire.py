@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import http.client
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import cbor2
 import orjson
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.server.conftest import FakeClock, ServerThread, make_client
 
+CBOR = "application/x-amz-cbor-1.1"
 AUTH = {
     "Authorization": "AWS4-HMAC-SHA256 Credential=x/20260101/us-east-1/kinesis/aws4_request, "
     "SignedHeaders=host;x-amz-date, Signature=abc",
@@ -184,11 +187,81 @@ def test_iterator_expires_after_five_minutes_over_the_wire(clocked: tuple[Any, F
     assert client.get_records(ShardIterator=fresh)["Records"] == []
 
 
-def test_cbor_is_refused_with_a_clear_serialization_exception(server_url: str) -> None:
-    cbor = {**AUTH, "Content-Type": "application/x-amz-cbor-1.1"}
-    status, headers, body = post(server_url, "ListStreams", b"\xa0", cbor)  # CBOR for {}
-    code, message = error_body(body)
-    assert (status, code) == (400, "SerializationException")
-    assert "not CBOR" in message
-    assert "AWS_CBOR_DISABLE=true" in message
+def _millis(value: Any, immutable: bool) -> int:
+    return int(value)
+
+
+def cbor_post(url: str, target: str, request: dict[str, Any]) -> tuple[int, str, Any]:
+    """A CBOR 1.1 call as the Java SDKs make it; the answer decoded with tag 1 kept in ms."""
+    status, headers, body = post(
+        url, target, cbor2.dumps(request), {**AUTH, "Content-Type": CBOR}
+    )
     assert headers["x-amzn-RequestId"]
+    decoded = cbor2.loads(body, semantic_decoders={1: _millis}) if body else None
+    return status, headers["Content-Type"], decoded
+
+
+def test_cbor_round_trip_blobs_and_millisecond_timestamps(server_url: str) -> None:
+    status, content_type, _ = cbor_post(
+        server_url, "CreateStream", {"StreamName": "cbor", "ShardCount": 1}
+    )
+    assert (status, content_type) == (200, CBOR)
+    data = bytes(range(256))
+    status, _, put = cbor_post(
+        server_url, "PutRecord", {"StreamName": "cbor", "Data": data, "PartitionKey": "k"}
+    )
+    assert status == 200
+    assert put["ShardId"] == "shardId-000000000000"
+    _, _, batch = cbor_post(
+        server_url,
+        "PutRecords",
+        {"StreamName": "cbor", "Records": [{"Data": b"\x00two", "PartitionKey": "k"}]},
+    )
+    assert batch["FailedRecordCount"] == 0
+    # AT_TIMESTAMP with a tag-1 millisecond timestamp well in the past: from the start.
+    _, _, iterator = cbor_post(
+        server_url,
+        "GetShardIterator",
+        {
+            "StreamName": "cbor",
+            "ShardId": "shardId-000000000000",
+            "ShardIteratorType": "AT_TIMESTAMP",
+            "Timestamp": cbor2.CBORTag(1, 1_000_000_000_000),
+        },
+    )
+    status, _, got = cbor_post(
+        server_url, "GetRecords", {"ShardIterator": iterator["ShardIterator"]}
+    )
+    assert status == 200
+    assert [r["Data"] for r in got["Records"]] == [data, b"\x00two"]
+    assert got["Records"][0]["SequenceNumber"] == put["SequenceNumber"]
+    arrival = got["Records"][0]["ApproximateArrivalTimestamp"]
+    assert isinstance(arrival, int)
+    assert abs(arrival - time.time() * 1000) < 60_000  # milliseconds, not seconds
+    _, _, summary = cbor_post(server_url, "DescribeStreamSummary", {"StreamName": "cbor"})
+    created = summary["StreamDescriptionSummary"]["StreamCreationTimestamp"]
+    assert abs(created - time.time() * 1000) < 60_000
+
+
+def test_cbor_errors_are_cbor(server_url: str) -> None:
+    status, content_type, error = cbor_post(server_url, "DescribeStream", {"StreamName": "nope"})
+    assert (status, content_type) == (400, CBOR)
+    assert error == {
+        "__type": "ResourceNotFoundException",
+        "message": "Stream nope under account 000000000000 not found.",
+    }
+    status, _, body = post(server_url, "ListStreams", b"\xff\x00", {**AUTH, "Content-Type": CBOR})
+    assert (status, cbor2.loads(body)) == (400, {"__type": "SerializationException"})
+    # A tag 1 that does not hold a number does not parse either.
+    bad = cbor2.dumps({"StreamName": "x", "ShardId": "shardId-0",
+                       "ShardIteratorType": "AT_TIMESTAMP", "Timestamp": cbor2.CBORTag(1, "x")})
+    status, _, body = post(server_url, "GetShardIterator", bad, {**AUTH, "Content-Type": CBOR})
+    assert (status, cbor2.loads(body)) == (400, {"__type": "SerializationException"})
+    # Validation reads the same as over JSON.
+    status, _, error = cbor_post(
+        server_url, "PutRecord", {"StreamName": "cbor-x", "Data": b"x", "PartitionKey": ""}
+    )
+    assert error["message"] == (
+        "1 validation error detected: Value '' at 'partitionKey' failed to satisfy "
+        "constraint: Member must have length greater than or equal to 1"
+    )
