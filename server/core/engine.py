@@ -648,12 +648,26 @@ class Engine:
 
     # -- tags, retention, record size -----------------------------------------------
 
-    def _check_tags(self, name: str, new: dict[str, str], old: dict[str, str]) -> None:
-        if any(not _tag_chars_ok(k) or not _tag_chars_ok(v) for k, v in new.items()):
+    def _check_tag_texts(self, name: str, texts: list[str], verb: str) -> None:
+        """The service's two character checks, in its order (kinesalite's recording).
+
+        ``%`` passes the first (its list of valid characters names it) and is then refused
+        by the second, with a different message.
+        """
+        if not all(_tag_chars_ok(t) for t in texts):
             raise InvalidArgumentException(
                 "Some tags contain invalid characters. Valid characters: "
                 "Unicode letters, digits, white space, _ . / = + - % @."
             )
+        if any("%" in t for t in texts):
+            raise InvalidArgumentException(
+                f"Failed to {verb} stream {name} under account {self._account} because some "
+                "tags contained illegal characters. The allowed characters are Unicode "
+                "letters, white-spaces, '_',',','/','=','+','-','@'."
+            )
+
+    def _check_tags(self, name: str, new: dict[str, str], old: dict[str, str]) -> None:
+        self._check_tag_texts(name, [*new.keys(), *new.values()], "add tags to")
         if len(old.keys() | new.keys()) > _MAX_TAGS:
             # InvalidArgumentException and this wording as recorded against the service by
             # kinesalite (there with the older limit of 10 in the text).
@@ -673,6 +687,7 @@ class Engine:
     def remove_tags_from_stream(self, request: dict[str, Any], now: float) -> None:
         """RemoveTagsFromStream: remove the keys that exist; others are ignored."""
         stream = self._active_stream(request, now)
+        self._check_tag_texts(stream.meta.name, request["TagKeys"], "remove tags from")
         for key in request["TagKeys"]:
             stream.meta.tags.pop(key, None)
         self.storage.save_stream(stream.meta)

@@ -605,6 +605,21 @@ def test_tags() -> None:
     )
     err = h.error("AddTagsToStream", {"StreamName": "s", "Tags": {"bad#": "v"}})
     assert isinstance(err, InvalidArgumentException)
+    assert err.message == (
+        "Some tags contain invalid characters. Valid characters: Unicode letters, digits, "
+        "white space, _ . / = + - % @."
+    )
+    err = h.error("AddTagsToStream", {"StreamName": "s", "Tags": {"k": "50%"}})
+    assert err.message == (
+        "Failed to add tags to stream s under account 000000000000 because some tags "
+        "contained illegal characters. The allowed characters are Unicode letters, "
+        "white-spaces, '_',',','/','=','+','-','@'."
+    )
+    err = h.error("RemoveTagsFromStream", {"StreamName": "s", "TagKeys": ["a%"]})
+    assert isinstance(err, InvalidArgumentException)
+    assert err.message.startswith("Failed to remove tags from stream s under account ")
+    err = h.error("RemoveTagsFromStream", {"StreamName": "s", "TagKeys": ["a", "bad#"]})
+    assert err.message.startswith("Some tags contain invalid characters.")
     err = h.error("AddTagsToStream", {"StreamName": "s", "Tags": {"": "v"}})
     assert err.message.startswith(
         "1 validation error detected: Value '{=v}' at 'tags' failed to satisfy "
