@@ -66,6 +66,10 @@ _YIELD_EVERY = 256
 _CLOSE_GRACE = 1.0
 
 
+def _not_started() -> Any:
+    raise RuntimeError("the producer has not been started")
+
+
 class Producer:
     """Puts user records into one stream, aggregated, batched, rate limited and retried.
 
@@ -128,6 +132,9 @@ class Producer:
         self._max_bytes = config.max_buffered_bytes
         self._puts_since_yield = 0
         self._max_records = config.max_buffered_records
+        # Bound in start() (they need the running loop); put() calls them directly.
+        self._create_future: Callable[[], asyncio.Future[Any]] = _not_started
+        self._time: Callable[[], float] = _not_started
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -154,6 +161,8 @@ class Producer:
             stream_name=self.stream_name, stream_arn=self._stream_arn,
         )
         self._wakeup = sender.wakeup
+        self._create_future = loop.create_future
+        self._time = loop.time
         self._state = "running"
         self._task = loop.create_task(sender.run(), name=f"kpl-sender[{self.stream_name}]")
         self._task.add_done_callback(self._sender_done)
@@ -302,11 +311,45 @@ class Producer:
         :class:`~kpl.RecordFailed` with the error code and every attempt. Bad input
         (too large, a malformed key) raises here at once, also when the buffer is full.
         """
+        # The per-record hot path: one test for "running, room, no waiter, no older flush
+        # epoch draining", then the core; everything else is in _put_slow().
+        core = self._core
+        records = core.buffered_records
+        if (
+            self._state != "running"
+            or self._room_waiters
+            or self._epoch != self._untagged_epoch
+            or (records and (
+                records >= self._max_records
+                or core.buffered_bytes + (records + 1) * RECORD_OVERHEAD + len(data)
+                + len(partition_key) > self._max_bytes
+            ))
+        ):
+            return await self._put_slow(data, partition_key, explicit_hash_key)
+        future: asyncio.Future[RecordResult] = self._create_future()
+        # The future itself is the handle (no tuple per record).
+        core.add(data, partition_key, explicit_hash_key, future, self._time())
+        self._untagged_count += 1
+        sender = self._sender
+        if not sender.woken:  # type: ignore[union-attr]
+            sender.wake()  # type: ignore[union-attr]
+        self._puts_since_yield += 1
+        if self._puts_since_yield >= _YIELD_EVERY:
+            # A tight put() loop never suspends while there is room; without this the
+            # sender could not ship full requests (or honour record_max_buffered_time)
+            # until the budget filled up.
+            self._puts_since_yield = 0
+            await asyncio.sleep(0)
+        return future
+
+    async def _put_slow(
+        self, data: bytes, partition_key: str, explicit_hash_key: str | None
+    ) -> asyncio.Future[RecordResult]:
+        """put() when not started, out of room, behind waiters or during a flush drain."""
         if self._state != "running":
             self.start()
         core = self._core
         size = len(data) + len(partition_key) + RECORD_OVERHEAD
-        # _has_room() inlined: this is the per-record hot path.
         records = core.buffered_records
         if self._room_waiters or (records and (
             records >= self._max_records
@@ -314,24 +357,9 @@ class Producer:
         )):
             self._validate(data, partition_key, explicit_hash_key)
             await self._wait_for_room(size)
-        loop = self._loop
-        assert loop is not None
-        future: asyncio.Future[RecordResult] = loop.create_future()
-        if self._epoch == self._untagged_epoch or self._retag():
-            # The common case: the future itself is the handle (no tuple per record).
-            core.add(data, partition_key, explicit_hash_key, future, loop.time())
-            self._untagged_count += 1
-        else:
-            epoch = self._epoch
-            core.add(data, partition_key, explicit_hash_key, (future, epoch), loop.time())
-            outstanding = self._outstanding
-            outstanding[epoch] = outstanding.get(epoch, 0) + 1
-        self._wakeup.set()
+        future = self._add(data, partition_key, explicit_hash_key)
         self._puts_since_yield += 1
         if self._puts_since_yield >= _YIELD_EVERY:
-            # A tight put() loop never suspends while there is room; without this the
-            # sender could not ship full requests (or honour record_max_buffered_time)
-            # until the budget filled up.
             self._puts_since_yield = 0
             await asyncio.sleep(0)
         return future

@@ -53,6 +53,8 @@ class Sender:
         self._stream_arn = stream_arn
         #: Set it to make the loop poll the core again (the producer does on every put).
         self.wakeup = asyncio.Event()
+        #: Whether ``wakeup`` is set: put() tests this flag rather than call set().
+        self.woken = False
         self._stopping = False
         self._in_flight: dict[asyncio.Task[Any], PutRecordsRequest] = {}
         self._refresh: asyncio.Task[list[tuple[str, int, int]]] | None = None
@@ -66,6 +68,7 @@ class Sender:
 
     def wake(self) -> None:
         """Make the loop poll the core again (new records, a flush, stop)."""
+        self.woken = True
         self.wakeup.set()
 
     def stop(self) -> None:
@@ -114,6 +117,7 @@ class Sender:
         try:
             while True:
                 self.wakeup.clear()
+                self.woken = False
                 now = loop.time()
                 poll = core.poll(now)
                 if poll.completions:

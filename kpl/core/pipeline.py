@@ -94,6 +94,9 @@ AGGREGATED_PARTITION_KEY = "a"
 #: Longest that records put before the first shard map wait for it (seconds from the
 #: first ListShards): then, or as soon as that call fails, they are sent unaggregated.
 FIRST_MAP_WAIT = 1.0
+#: Most partition keys whose bytes and hash key are remembered (the cache is emptied
+#: when full: a workload of endless distinct keys pays one dict insert per record).
+KEY_CACHE_SIZE = 16_384
 #: How often buffered records are checked against ``record_ttl`` (at most).
 _SWEEP_INTERVAL = 0.5
 #: Error code for a PutRecords answer that does not match its request.
@@ -425,6 +428,7 @@ class ProducerCore:
         self._refresh = RefreshPolicy(config.shard_map_refresh_min_interval)
         # Aggregate only with a map we trust: set by _refresh_changed().
         self._fresh = False
+        self._key_cache: dict[str, tuple[bytes, int]] = {}
         # Records without a map are held until this `now` (set by the first ListShards;
         # -inf once the first fetch failed or timed out: then they go plain).
         self._hold_until = _INF
@@ -434,7 +438,11 @@ class ProducerCore:
         self._rr = 0  # round-robin start of collection
 
         self._seq = 0
-        self._buffered_bytes = 0
+        #: User records held by the core (buffered, queued or in flight): plain
+        #: attributes rather than properties, since the shell reads them on every put.
+        self.buffered_records = 0
+        #: Data + partition key bytes of the user records held by the core.
+        self.buffered_bytes = 0
         self._queued_count = 0
         self._queued_bytes = 0
         self._next_collect = _INF  # the earliest `now` at which collecting may send more
@@ -472,16 +480,6 @@ class ProducerCore:
     # ------------------------------------------------------------------ properties
 
     @property
-    def buffered_records(self) -> int:
-        """User records held by the core (buffered, queued or in flight)."""
-        return self._seq - self._m_completed
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Data + partition key bytes of the user records held by the core."""
-        return self._buffered_bytes
-
-    @property
     def in_flight(self) -> int:
         """Requests handed out by ``poll()`` and not yet answered."""
         return len(self._in_flight)
@@ -511,12 +509,23 @@ class ProducerCore:
             or len(partition_key) > MAX_PARTITION_KEY_LENGTH
         ):
             raise _bad_partition_key(partition_key)
-        pk_bytes = partition_key.encode()
         if explicit_hash_key is None:
-            hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
+            # Partition keys repeat (users, devices, sessions): their UTF-8 bytes and MD5
+            # hash key come from a bounded cache, a dict hit instead of an MD5 (the MD5
+            # object alone costs more than the rest of the aggregation of a record).
+            cached = self._key_cache.get(partition_key)
+            if cached is None:
+                pk_bytes = partition_key.encode()
+                hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
+                if len(self._key_cache) >= KEY_CACHE_SIZE:
+                    self._key_cache.clear()
+                self._key_cache[partition_key] = (pk_bytes, hash_key)
+            else:
+                pk_bytes, hash_key = cached
         else:
             if type(explicit_hash_key) is not str:
                 raise ValueError("explicit hash key must be a decimal str")
+            pk_bytes = partition_key.encode()
             hash_key = parse_explicit_hash_key(explicit_hash_key)
         size = len(data) + len(pk_bytes)
         if size > self._max_record_size:
@@ -525,7 +534,8 @@ class ProducerCore:
                 f"of {self._max_record_size}"
             )
         self._seq = seq = self._seq + 1
-        self._buffered_bytes += size
+        self.buffered_records += 1
+        self.buffered_bytes += size
         # Fast path: a fresh map, no explicit hash key, small varints, and an open
         # aggregator with room. Aggregator.try_add's common case inlined (its exact size
         # arithmetic, the same bytes): no call, and no object made per record but the
@@ -1024,7 +1034,8 @@ class ProducerCore:
         self._m_data_put += size
         self._m_retries += retries
         self._m_completed += n
-        self._buffered_bytes -= size
+        self.buffered_records -= n
+        self.buffered_bytes -= size
 
     def _split_mispredicted(
         self,
@@ -1097,7 +1108,8 @@ class ProducerCore:
         # A success's attempts hold only the failed tries; a failure's include the last one.
         self._m_retries += retries if success else max(0, retries - n)
         self._m_completed += n
-        self._buffered_bytes -= size
+        self.buffered_records -= n
+        self.buffered_bytes -= size
 
     def _failed(
         self,
@@ -1201,7 +1213,8 @@ class ProducerCore:
         # A failure's attempts include the last one, which is not a retry.
         self._m_retries += max(0, retries - n)
         self._m_completed += n
-        self._buffered_bytes -= krecord.user_bytes
+        self.buffered_records -= n
+        self.buffered_bytes -= krecord.user_bytes
 
     def _fail(
         self,
@@ -1444,7 +1457,7 @@ class ProducerCore:
             "ShardMapMispredictions": self._m_mispredicted,
             "ShardMapRefreshes": self._m_refreshes,
             "InFlightRequests": len(self._in_flight),
-            "BufferedBytes": self._buffered_bytes,
+            "BufferedBytes": self.buffered_bytes,
         }
         for code, count in sorted(self._errors_by_code.items()):
             metrics[f"ErrorsByCode.{code}"] = count

@@ -197,6 +197,26 @@ def test_everything_is_delivered_aggregated_into_the_right_shards() -> None:
     )
 
 
+def test_the_key_cache_is_bounded_and_never_changes_a_placement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("kpl.core.pipeline.KEY_CACHE_SIZE", 50)
+    h = Harness()
+    # 300 distinct keys (the cache empties itself five times), each put twice, plus
+    # non-ASCII keys whose UTF-8 length differs from their length in characters.
+    names = [f"user-{i}" for i in range(300)] + ["ключ-1", "ключ-2", "鍵"]
+    handles = {h.put(b"v", key): key for key in names + names}
+    assert len(h.core._key_cache) <= 50
+    h.run()
+    assert len(h.outcomes) == len(handles)
+    for handle, key in handles.items():
+        result = h.outcomes[handle]
+        assert isinstance(result, RecordResult)
+        assert result.shard_id == h.true_map.shard_id_for(hash_key_for(key))
+    assert sorted(k for _s, k, _d, _ in h.user_records_stored()) == sorted(names + names)
+    assert h.core.buffered_bytes == 0
+
+
 def test_the_reference_deaggregator_reads_what_we_sent() -> None:
     h = Harness()
     for i in range(500):
