@@ -46,7 +46,11 @@ class ThroughputGate(Protocol):
         ...
 
     def admit_control(self, action: str, stream_name: str | None, now: float) -> bool:
-        """Count one control-plane call; ``False`` if over the service's rate for it."""
+        """Count one control-plane call; ``False`` if over the service's rate for it.
+
+        ``stream_name`` keys stream-scoped rates; GetShardIterator passes
+        ``"<stream>/<shard id>"`` so its rate is per shard (``forget_stream`` drops those too).
+        """
         ...
 
     def forget_stream(self, stream_name: str) -> None:

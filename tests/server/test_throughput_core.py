@@ -295,3 +295,12 @@ def test_get_shard_iterator_is_limited_to_five_per_second_per_shard() -> None:
     for _ in range(50):
         h.now += 0.2
         iterator("shardId-000000000000")
+
+
+def test_forget_stream_drops_its_get_shard_iterator_buckets() -> None:
+    gate = Throughput()
+    for _ in range(5):
+        assert gate.admit_control("GetShardIterator", "s/shardId-000000000000", T0)
+    assert not gate.admit_control("GetShardIterator", "s/shardId-000000000000", T0)
+    gate.forget_stream("s")
+    assert gate.admit_control("GetShardIterator", "s/shardId-000000000000", T0)
