@@ -695,7 +695,8 @@ class Engine:
     def list_tags_for_stream(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """ListTagsForStream: tags sorted by key, paged by ExclusiveStartTagKey/Limit."""
         stream = self._stream(request, now)
-        limit: int = request.get("Limit", 10)
+        # No Limit: every tag (at most 50), as kinesalite recorded the service answering.
+        limit: int = request.get("Limit", _MAX_TAGS)
         start: str | None = request.get("ExclusiveStartTagKey")
         keys = sorted(stream.meta.tags)
         if start is not None:

@@ -597,6 +597,10 @@ def test_tags() -> None:
     assert page == {"Tags": [{"Key": "b", "Value": "2"}], "HasMoreTags": True}
     h("RemoveTagsFromStream", StreamName="s", TagKeys=["a", "zz"])
     assert [t["Key"] for t in h("ListTagsForStream", StreamName="s")["Tags"]] == ["b", "c"]
+    h("AddTagsToStream", StreamName="s", Tags={f"t{i:02d}": "v" for i in range(30)})
+    everything = h("ListTagsForStream", StreamName="s")  # no Limit: every tag
+    assert (len(everything["Tags"]), everything["HasMoreTags"]) == (32, False)
+    h("RemoveTagsFromStream", StreamName="s", TagKeys=[f"t{i:02d}" for i in range(30)])
     err = h.error("AddTagsToStream", {"StreamName": "s", "Tags": {f"k{i}": "v" for i in range(49)}})
     assert isinstance(err, InvalidArgumentException)
     assert err.message == (
