@@ -434,16 +434,17 @@ class Producer:
                 shard_id = item.shard_id
                 sequence = item.sequence_number
                 attempts = item.attempts
-                for sub, handle in enumerate(item.handles):
-                    if type(handle) is tuple:
-                        future, epoch = cast(_Handle, handle)
+                # (No typing.cast() in this loop: it is a real call per record.)
+                future: Any
+                for sub, future in enumerate(item.handles):
+                    if type(future) is tuple:
+                        future, epoch = future
                         left = outstanding[epoch] - 1
                         if left:
                             outstanding[epoch] = left
                         else:
                             del outstanding[epoch]
                     else:
-                        future = cast("asyncio.Future[RecordResult]", handle)
                         untagged += 1
                     # A try costs nothing in 3.11 (contextlib.suppress would cost a call).
                     try:  # noqa: SIM105

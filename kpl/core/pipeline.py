@@ -130,7 +130,7 @@ class Delivered:
 
     def __init__(
         self,
-        handles: list[object],
+        handles: Sequence[object],
         shard_id: str,
         sequence_number: str,
         attempts: tuple[Attempt, ...],
@@ -259,7 +259,7 @@ class _OpenAggregate(Aggregator):
 
 
 def _records_of(
-    data: bytes, handles: list[object], arrivals: list[float], seqs: list[int]
+    data: bytes, handles: Sequence[object], arrivals: Sequence[float], seqs: Sequence[int]
 ) -> list[_UserRecord]:
     decoded = decode_aggregated(data)
     assert decoded is not None, "our own aggregate decodes"
@@ -306,9 +306,9 @@ class _KRecord:
 
     def __init__(
         self,
-        handles: list[object],
-        arrivals: list[float],
-        seqs: list[int],
+        handles: Sequence[object],
+        arrivals: Sequence[float],
+        seqs: Sequence[int],
         user_bytes: int,
         entry: dict[str, str],
         size: int,
@@ -342,6 +342,13 @@ class _KRecord:
         aggregated: bool,
     ) -> _KRecord:
         """A Kinesis record of known user records (plain ones, rebuilt ones)."""
+        if len(items) == 1:
+            # Plain records are many when aggregation is off: 1-tuples are the smallest.
+            (record,) = items
+            return cls(
+                (record[_HANDLE],), (record[_ARRIVAL],), (record[_SEQ],), record[_SIZE],
+                entry, size, shard, deadline, aggregated, items,
+            )
         return cls(
             [r[_HANDLE] for r in items],
             [r[_ARRIVAL] for r in items],
