@@ -435,7 +435,7 @@ class ProducerCore:
         self._refresh = RefreshPolicy(config.shard_map_refresh_min_interval)
         # Aggregate only with a map we trust: set by _refresh_changed().
         self._fresh = False
-        self._key_cache: dict[str, tuple[bytes, int]] = {}
+        self._key_cache: dict[str, tuple[bytes, int, bytes]] = {}
         # Records without a map are held until this `now` (set by the first ListShards;
         # -inf once the first fetch failed or timed out: then they go plain).
         self._hold_until = _INF
@@ -524,15 +524,17 @@ class ProducerCore:
             if cached is None:
                 pk_bytes = partition_key.encode()
                 hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
+                # Also its entry in an aggregate's key table (tag, length, bytes).
+                key_entry = _KEY_HEADERS[len(pk_bytes)] + pk_bytes
                 if len(self._key_cache) >= KEY_CACHE_SIZE:
                     self._key_cache.clear()
-                self._key_cache[partition_key] = (pk_bytes, hash_key)
+                self._key_cache[partition_key] = (pk_bytes, hash_key, key_entry)
             else:
-                pk_bytes, hash_key = cached
+                pk_bytes, hash_key, key_entry = cached
         else:
             if type(explicit_hash_key) is not str:
                 raise ValueError("explicit hash key must be a decimal str")
-            pk_bytes = partition_key.encode()
+            pk_bytes = key_entry = partition_key.encode()  # (no fast path: entry unused)
             hash_key = parse_explicit_hash_key(explicit_hash_key)
         size = len(data) + len(pk_bytes)
         if size > self._max_record_size:
@@ -557,8 +559,7 @@ class ProducerCore:
                     pk_index = pk_table.get(partition_key)
                     if pk_index is None:
                         pk_index = len(pk_table)
-                        k = len(pk_bytes)
-                        grow = 2 + k + (k >= 0x80)
+                        grow = len(key_entry)
                     else:
                         grow = 0
                     if pk_index < 0x4000:
@@ -567,7 +568,7 @@ class ProducerCore:
                         if new_size <= agg.max_size:
                             if grow:
                                 pk_table[partition_key] = pk_index
-                                agg._pk_parts.append(_KEY_HEADERS[k] + pk_bytes)
+                                agg._pk_parts.append(key_entry)
                             agg._parts.append(
                                 _join((_RECORD_HEADERS[body], _INDEX_FIELDS[pk_index],
                                        _DATA_HEADERS[n], data))

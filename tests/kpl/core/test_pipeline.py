@@ -14,6 +14,7 @@ from aws_kinesis_agg.deaggregator import deaggregate_records as reference_deaggr
 
 from kpl.config import ProducerConfig
 from kpl.consumer import deaggregate
+from kpl.core.aggregator import Aggregator
 from kpl.core.hashing import HASH_KEY_SPACE, MAX_HASH_KEY, hash_key_for
 from kpl.core.pipeline import (
     FIRST_MAP_WAIT,
@@ -215,6 +216,29 @@ def test_the_key_cache_is_bounded_and_never_changes_a_placement(
         assert result.shard_id == h.true_map.shard_id_for(hash_key_for(key))
     assert sorted(k for _s, k, _d, _ in h.user_records_stored()) == sorted(names + names)
     assert h.core.buffered_bytes == 0
+
+
+def test_the_inlined_fast_path_builds_the_same_bytes_and_exact_sizes_as_aggregator() -> None:
+    """add() inlines Aggregator.try_add's common case: same bytes, same exact size."""
+    rng = random.Random(7)
+    config = ProducerConfig(aggregation_max_size=1_000_000, record_max_buffered_time=10.0)
+    h = Harness(config=config, shards=even_shards(1))
+    reference = Aggregator(config.aggregation_max_size, config.aggregation_max_count)
+    for i in range(2000):
+        # Data lengths around the one/two-byte varint edges, 300+ distinct keys (indexes
+        # past 127), keys repeated, non-ASCII keys, long keys.
+        key = rng.choice([f"k{rng.randrange(400)}", f"ключ{rng.randrange(5)}", "x" * 200])
+        data = rng.randbytes(rng.choice([0, 1, 120, 123, 124, 127, 128, 300, 1000]))
+        h.put(data, key)
+        assert reference.try_add(key, None, data)
+        if i % 97 == 0:
+            agg = h.core._shards[0].agg
+            assert agg is not None
+            assert agg.size == reference.size == len(agg.serialize())
+    agg = h.core._shards[0].agg
+    assert agg is not None
+    assert agg.count == 2000
+    assert agg.serialize() == reference.serialize()
 
 
 def test_the_reference_deaggregator_reads_what_we_sent() -> None:
