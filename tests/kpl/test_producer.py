@@ -465,3 +465,25 @@ def test_run_uses_uvloop_when_installed() -> None:
         return type(asyncio.get_running_loop())
 
     assert run(main()) is uvloop.Loop
+
+
+async def test_futures_cancelled_by_their_owner_do_not_disturb_the_others() -> None:
+    """Bulk completion skips a cancelled future, plain and during a flush drain."""
+    fake = FakeKinesis(shards=even_shards(2))
+    async with Producer("s", config=FAST, transport=fake.transport()) as producer:
+        first = [await producer.put(b"a%d" % i, partition_key=f"k{i % 7}") for i in range(200)]
+        flushing = asyncio.ensure_future(producer.flush())
+        await asyncio.sleep(0)  # the flush starts its epoch and waits
+        assert not flushing.done()
+        # Put while the flush drains: these records' handles carry their epoch.
+        second = [await producer.put(b"b%d" % i, partition_key=f"k{i % 7}") for i in range(200)]
+        assert producer._outstanding  # the second batch is tracked by its epoch
+        for future in first[::3] + second[::3]:
+            future.cancel()
+        await flushing
+        await producer.flush()
+        assert producer.buffered_records == 0
+    kept = [f for f in first + second if not f.cancelled()]
+    assert len(kept) == 400 - 67 - 67
+    assert all(isinstance(f.result(), RecordResult) for f in kept)
+    assert producer.metrics()["UserRecordsPut"] == 400  # sent all the same
