@@ -510,18 +510,17 @@ class ProducerCore:
         # The hot path: every line here runs once per record (bench/producer_core.py).
         if type(data) is not bytes:
             data = _as_bytes(data)
-        if (
-            type(partition_key) is not str
-            or not partition_key
-            or len(partition_key) > MAX_PARTITION_KEY_LENGTH
-        ):
+        if type(partition_key) is not str:
             raise _bad_partition_key(partition_key)
         if explicit_hash_key is None:
             # Partition keys repeat (users, devices, sessions): their UTF-8 bytes and MD5
             # hash key come from a bounded cache, a dict hit instead of an MD5 (the MD5
             # object alone costs more than the rest of the aggregation of a record).
+            # Only valid keys are cached, so a hit needs no length check either.
             cached = self._key_cache.get(partition_key)
             if cached is None:
+                if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
+                    raise _bad_partition_key(partition_key)
                 pk_bytes = partition_key.encode()
                 hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
                 # Also its entry in an aggregate's key table (tag, length, bytes).
@@ -532,6 +531,8 @@ class ProducerCore:
             else:
                 pk_bytes, hash_key, key_entry = cached
         else:
+            if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
+                raise _bad_partition_key(partition_key)
             if type(explicit_hash_key) is not str:
                 raise ValueError("explicit hash key must be a decimal str")
             pk_bytes = key_entry = partition_key.encode()  # (no fast path: entry unused)
