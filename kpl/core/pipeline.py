@@ -436,6 +436,8 @@ class ProducerCore:
         # Aggregate only with a map we trust: set by _refresh_changed().
         self._fresh = False
         self._key_cache: dict[str, tuple[bytes, int, bytes]] = {}
+        self._key_cache_since = 0  # _seq when the cache was last emptied
+        self._key_cache_off_until = 0  # paused (keys hardly repeat) until this _seq
         # Records without a map are held until this `now` (set by the first ListShards;
         # -inf once the first fetch failed or timed out: then they go plain).
         self._hold_until = _INF
@@ -525,9 +527,11 @@ class ProducerCore:
                 hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
                 # Also its entry in an aggregate's key table (tag, length, bytes).
                 key_entry = _KEY_HEADERS[len(pk_bytes)] + pk_bytes
-                if len(self._key_cache) >= KEY_CACHE_SIZE:
-                    self._key_cache.clear()
-                self._key_cache[partition_key] = (pk_bytes, hash_key, key_entry)
+                if self._seq >= self._key_cache_off_until:
+                    if len(self._key_cache) >= KEY_CACHE_SIZE:
+                        self._key_cache_full()
+                    else:
+                        self._key_cache[partition_key] = (pk_bytes, hash_key, key_entry)
             else:
                 pk_bytes, hash_key, key_entry = cached
         else:
@@ -582,6 +586,20 @@ class ProducerCore:
                             agg.user_bytes += size
                             return
         self._route((data, partition_key, explicit_hash_key, hash_key, handle, now, seq, size), now)
+
+    def _key_cache_full(self) -> None:
+        """Empty the full key cache; pause it while keys hardly repeat.
+
+        The cache filled after ``_seq - _key_cache_since`` records, KEY_CACHE_SIZE of
+        them misses: under half of them hits means mostly distinct keys, where caching
+        costs more than it saves, so it pauses for four times its size in records.
+        """
+        records = self._seq - self._key_cache_since
+        self._key_cache.clear()
+        if records < 2 * KEY_CACHE_SIZE:
+            self._key_cache_off_until = self._key_cache_since = self._seq + 4 * KEY_CACHE_SIZE
+        else:
+            self._key_cache_since = self._seq
 
     def _refresh_changed(self) -> None:
         refresh = self._refresh

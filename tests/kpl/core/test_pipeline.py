@@ -218,6 +218,23 @@ def test_the_key_cache_is_bounded_and_never_changes_a_placement(
     assert h.core.buffered_bytes == 0
 
 
+def test_the_key_cache_pauses_while_keys_do_not_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("kpl.core.pipeline.KEY_CACHE_SIZE", 50)
+    h = Harness()
+    for i in range(60):  # distinct: the cache fills after 50 records, all misses
+        h.put(b"v", f"once-{i}")
+    assert h.core._key_cache == {}  # paused for 200 records
+    for i in range(200):
+        h.put(b"v", f"again-{i % 10}")
+    assert 0 < len(h.core._key_cache) <= 10  # back on after the pause
+    for i in range(500):  # ten keys: always hits, never fills, never pauses
+        h.put(b"v", f"again-{i % 10}")
+    assert len(h.core._key_cache) == 10
+    h.run()
+    assert len(h.outcomes) == 760
+    assert all(isinstance(o, RecordResult) for o in h.outcomes.values())
+
+
 def test_the_inlined_fast_path_builds_the_same_bytes_and_exact_sizes_as_aggregator() -> None:
     """add() inlines Aggregator.try_add's common case: same bytes, same exact size."""
     rng = random.Random(7)
