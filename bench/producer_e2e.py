@@ -84,10 +84,10 @@ def server_process() -> Iterator[str]:
             proc.wait()
 
 
-def workload(count: int) -> list[tuple[str, bytes]]:
-    keys = [f"user-{i:05d}" for i in range(KEYS)]
+def workload(count: int, key_count: int = KEYS) -> list[tuple[str, bytes]]:
+    keys = [f"user-{i:07d}" for i in range(key_count)]
     body = b"x" * (RECORD_SIZE - 8)
-    return [(keys[i % KEYS], b"%08d" % i + body) for i in range(count)]
+    return [(keys[i % key_count], b"%08d" % i + body) for i in range(count)]
 
 
 async def create_stream(url: str, name: str) -> None:
@@ -286,6 +286,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keys", type=int, default=KEYS,
+                        help="distinct partition keys (the issue's workload: 10,000)")
     parser.add_argument("--no-tuned", action="store_true",
                         help="skip the second set of runs with the GC tuned (both sides)")
     parser.add_argument("--memory-records", type=int, default=1_000_000)
@@ -297,8 +299,8 @@ def main() -> None:
         memory_child(*args.memory_child)
         return
 
-    records = workload(args.records)
-    print(f"{args.records} records of {RECORD_SIZE} B over {KEYS} keys into {SHARDS} shards, "
+    records = workload(args.records, args.keys)
+    print(f"{args.records} records of {RECORD_SIZE} B over {args.keys} keys into {SHARDS} shards, "
           f"server (limits off) in its own process; median of {args.rounds} rounds")
     with server_process() as url:
         # The headline: Python's default garbage collector settings (a library must not
