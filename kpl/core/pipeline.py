@@ -39,8 +39,16 @@ and its sub-records whose hash keys lie in the answering shard count as delivere
 others are re-routed — or, when the answering shard is not in our map yet, held until
 the refreshed map can tell. ``on_error()`` treats every entry of the request alike.
 
-Every user record ends in exactly one Completion ``(handle, RecordResult | RecordFailed)``;
-each failure is its own :class:`~kpl.errors.RecordFailed` carrying every attempt.
+Every user record ends in exactly one completion: a ``(handle, RecordResult |
+RecordFailed)`` pair, or — for the user records of a delivered Kinesis record on their
+first try, the usual case — one bulk :class:`Delivered` (``iter_completions`` expands
+both). Each failure is its own :class:`~kpl.errors.RecordFailed` carrying every attempt.
+
+Memory per buffered record: a user record is encoded into its shard's aggregate as it
+arrives and the core keeps only columns beside it (handle, arrival time, seq), no object
+per record, so the garbage collector has nothing extra to track; the rare paths that need
+whole records again (partial expiry, re-routing after a reshard, a misprediction) decode
+them from the aggregate.
 """
 
 from __future__ import annotations
@@ -53,7 +61,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import md5
-from operator import itemgetter
 from typing import Any, Final
 
 from kpl.config import ProducerConfig
@@ -193,7 +200,6 @@ _ARRIVAL: Final = 5
 _SEQ: Final = 6
 _SIZE: Final = 7
 
-_size_of = itemgetter(_SIZE)
 
 
 class _Shard:
