@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 import random
+from array import array
 from base64 import b64decode, b64encode
 from bisect import bisect_right
 from collections import deque
@@ -110,7 +111,6 @@ _SWEEP_INTERVAL = 0.5
 _MALFORMED = "MalformedResponse"
 
 _INF = math.inf
-_join = b"".join
 # Pre-encoded field headers for the fast path of add() (every varint below 2**14):
 # a sub-record's tag + length, its partition key index field, its data tag + length,
 # and a partition key table entry's tag + length.
@@ -234,9 +234,9 @@ class _Shard:
 class _OpenAggregate(Aggregator):
     """An aggregator plus what the pipeline keeps per user record in it, as columns.
 
-    ``items`` holds the handles. Arrival times and seqs are kept in parallel lists (of
-    objects made anyway) so that a buffered user record costs no object of its own for
-    the garbage collector to track and scan: its bytes live in the encoded aggregate.
+    ``items`` holds the handles. Arrival times and seqs are kept in parallel arrays so
+    that a buffered user record costs no object of its own for the garbage collector to
+    track and scan: its bytes live in the encoded aggregate.
     ``first`` is the first record in full (the aggregate's hash key, and what a
     one-record aggregate is sent as).
     """
@@ -246,8 +246,10 @@ class _OpenAggregate(Aggregator):
     def __init__(self, max_size: int, max_count: int, first: _UserRecord) -> None:
         super().__init__(max_size, max_count)
         self.first = first
-        self.arrivals: list[float] = []
-        self.seqs: list[int] = []
+        # Raw machine numbers, not lists of objects: no float and int object per record
+        # stays alive (they would spread the heap the garbage collector scans).
+        self.arrivals = array("d")
+        self.seqs = array("q")
         self.user_bytes = 0
 
     def add_record(self, record: _UserRecord) -> bool:
@@ -580,9 +582,11 @@ class ProducerCore:
                             if grow:
                                 pk_table[partition_key] = pk_index
                                 agg._pk_parts.append(key_entry)
-                            agg._parts.append(
-                                _join((_RECORD_HEADERS[body], _INDEX_FIELDS[pk_index],
-                                       _DATA_HEADERS[n], data))
+                            # The pieces themselves, joined once by serialize(): no
+                            # per-record bytes object and no copy of the data here.
+                            agg._parts += (
+                                _RECORD_HEADERS[body], _INDEX_FIELDS[pk_index],
+                                _DATA_HEADERS[n], data,
                             )
                             agg.size = new_size
                             agg.count += 1
