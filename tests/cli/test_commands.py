@@ -204,8 +204,7 @@ def test_streams_round_trip(runner: CliRunner, server_url: str) -> None:
     assert json.loads(result.stdout) == []
 
 
-def test_streams_reshard(runner: CliRunner, reshard_url: str) -> None:
-    server_url = reshard_url
+def test_streams_reshard(runner: CliRunner, server_url: str) -> None:
     ep = ("--endpoint", server_url)
     assert invoke(runner, "streams", "create", "r", "--shards", "2", *ep).exit_code == 0
 
@@ -309,8 +308,7 @@ def test_tail_prints_what_was_put(runner: CliRunner, server_url: str) -> None:
     assert [int(sub) for _, (_, sub), _ in subs] == [0, 1, 2]
 
 
-def test_tail_follows_across_a_split(runner: CliRunner, reshard_url: str) -> None:
-    server_url = reshard_url
+def test_tail_follows_across_a_split(runner: CliRunner, server_url: str) -> None:
     ep = ("--endpoint", server_url)
     assert invoke(runner, "streams", "create", "s", "--shards", "1", *ep).exit_code == 0
     before = [(f"before-{i}".encode(), f"k{i}") for i in range(20)]
@@ -332,8 +330,7 @@ def test_tail_follows_across_a_split(runner: CliRunner, reshard_url: str) -> Non
     assert {line["shard_id"] for line in lines} >= {"shardId-000000000000"}
 
 
-def test_tail_follows_across_a_merge(runner: CliRunner, reshard_url: str) -> None:
-    server_url = reshard_url
+def test_tail_follows_across_a_merge(runner: CliRunner, server_url: str) -> None:
     ep = ("--endpoint", server_url)
     assert invoke(runner, "streams", "create", "mg", "--shards", "2", *ep).exit_code == 0
     keys = [f"k{i}" for i in range(30)]  # spread over both shards

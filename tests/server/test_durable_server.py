@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.server.conftest import FakeClock, ServerThread, make_client
+from tests.support import FakeClock, ServerThread, make_client
 
 STATE_DELAY = 1.0
 

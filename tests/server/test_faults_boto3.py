@@ -10,17 +10,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.server.conftest import ServerThread, make_client
+from tests.support import serve_with_client
 
 
 def client_for(**overrides: Any) -> Iterator[Any]:
-    thread = ServerThread(state_delay_seconds=0.0, seed=1234, **overrides).start()
-    client = make_client(thread.url)
-    try:
-        yield client
-    finally:
-        client.close()
-        thread.stop()
+    yield from serve_with_client(state_delay_seconds=0.0, seed=1234, **overrides)
 
 
 def new_stream(kinesis: Any) -> str:

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from kpl.core.hashing import MAX_HASH_KEY
 from server.core.resharding import open_ranges_tile, uniform_ranges
-from tests.server.conftest import FakeClock, ServerThread, make_client
+from tests.support import FakeClock, serve_with_client
 
 STATE_DELAY = 5.0
 ACCOUNT = "000000000000"
@@ -25,13 +25,7 @@ def clock() -> FakeClock:
 @pytest.fixture(scope="module")
 def kinesis(clock: FakeClock) -> Iterator[Any]:
     # Limits on (the default): resharding and reads must work under them too.
-    thread = ServerThread(state_delay_seconds=STATE_DELAY, limits="aws", clock=clock).start()
-    client = make_client(thread.url)
-    try:
-        yield client
-    finally:
-        client.close()
-        thread.stop()
+    yield from serve_with_client(state_delay_seconds=STATE_DELAY, limits="aws", clock=clock)
 
 
 @pytest.fixture(autouse=True)

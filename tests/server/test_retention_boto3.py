@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.conftest import FakeClock, ServerThread, make_client
+from tests.support import FakeClock, serve_with_client
 
 HOUR = 3600.0
 
@@ -20,13 +20,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture(scope="module")
 def kinesis(clock: FakeClock) -> Iterator[Any]:
-    thread = ServerThread(state_delay_seconds=0.0, clock=clock).start()
-    client = make_client(thread.url)
-    try:
-        yield client
-    finally:
-        client.close()
-        thread.stop()
+    yield from serve_with_client(state_delay_seconds=0.0, clock=clock)
 
 
 def read(kinesis: Any, name: str, **iterator: Any) -> list[bytes]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.server.conftest import FakeClock, ServerThread, make_client
+from tests.support import FakeClock, serve_with_client
 
 SCALE = 0.01  # 10 records/s and 10,485 bytes/s in, 0.05 calls/s and 20,971 bytes/s out
 ACCOUNT = "000000000000"
@@ -22,15 +22,9 @@ def clock() -> FakeClock:
 
 @pytest.fixture(scope="module")
 def kinesis(clock: FakeClock) -> Iterator[Any]:
-    thread = ServerThread(
+    yield from serve_with_client(
         state_delay_seconds=0.0, limits="aws", limits_scale=SCALE, clock=clock
-    ).start()
-    client = make_client(thread.url)
-    try:
-        yield client
-    finally:
-        client.close()
-        thread.stop()
+    )
 
 
 @pytest.fixture(autouse=True)

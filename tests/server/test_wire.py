@@ -14,7 +14,7 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.server.conftest import FakeClock, ServerThread, make_client
+from tests.support import FakeClock, ServerThread, serve_with_client
 
 CBOR = "application/x-amz-cbor-1.1"
 AUTH = {
@@ -163,13 +163,8 @@ def test_chunked_body_over_the_cap_is_a_413() -> None:
 @pytest.fixture
 def clocked() -> Iterator[tuple[Any, FakeClock]]:
     clock = FakeClock()
-    thread = ServerThread(clock=clock, state_delay_seconds=0.0, limits="off").start()
-    client = make_client(thread.url)
-    try:
+    for client in serve_with_client(clock=clock, state_delay_seconds=0.0, limits="off"):
         yield client, clock
-    finally:
-        client.close()
-        thread.stop()
 
 
 def test_iterator_expires_after_five_minutes_over_the_wire(clocked: tuple[Any, FakeClock]) -> None:
