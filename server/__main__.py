@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import sys
@@ -18,10 +19,10 @@ __all__ = ["main"]
 log = logging.getLogger("server")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m server") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m server",
-        description="A local server speaking the Kinesis Data Streams API (JSON 1.1).",
+        prog=prog,
+        description="A local server speaking the Kinesis Data Streams API (JSON 1.1 and CBOR 1.1).",
     )
     add_server_arguments(parser)
     return parser
@@ -55,20 +56,32 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``), serve until a signal, return 0."""
-    ns = _parser().parse_args(argv)
+def _bind_error(error: OSError, config: ServerConfig) -> str:
+    """The one line for a failure to start; a busy port says what to do about it."""
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {config.host}:{config.port}: address already in use "
+            "(is another server running there? --port 0 picks a free port)"
+        )
+    return str(error)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m server") -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), serve until a signal, return 0.
+
+    ``prog`` names the command in error lines (``kpl server`` runs this too)."""
+    ns = _parser(prog).parse_args(argv)
     try:
         config = config_from_args(ns)
     except ValueError as error:
-        print(f"python -m server: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(config))
     except OSError as error:
-        print(f"python -m server: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {_bind_error(error, config)}", file=sys.stderr)
         return 1
     return 0
 

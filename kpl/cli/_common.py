@@ -10,7 +10,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from kpl.auth import NoCredentialsError
+from kpl.auth import NoCredentialsError, is_loopback_url
 from kpl.errors import KinesisError, NetworkError, RequestTimeout
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,10 +33,28 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _refused(error: BaseException) -> bool:
+    """True when ``error`` was caused, at some depth, by a refused connection."""
+    seen: BaseException | None = error
+    for _ in range(8):  # a bounded walk: cause chains may loop
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or isinstance(
+            getattr(seen, "os_error", None), ConnectionRefusedError
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def describe_error(error: BaseException, endpoint: str | None = None) -> str:
     """The one line the user sees for an error from the API or the network."""
     if isinstance(error, NetworkError):
         where = f" {endpoint}" if endpoint else " the endpoint"
+        if _refused(error):
+            # aiohttp's text of a refused connection is noise ("ssl:default [Connect call
+            # failed ...]"); what the user needs is that nothing listens there.
+            return f"cannot reach{where}: connection refused (is a server running there?)"
         return one_line(f"cannot reach{where}: {error.message}")
     if isinstance(error, RequestTimeout):
         return one_line(f"no answer in time from {endpoint or 'the endpoint'}: {error.message}")
@@ -65,11 +83,17 @@ def resolve_endpoint(endpoint: str | None) -> str | None:
 
 
 def check_region(endpoint_url: str | None, region: str | None) -> None:
-    """A real AWS endpoint (``endpoint_url=None``) needs a region: say so as a flag error."""
-    if endpoint_url is None and not (
-        region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    ):
+    """A real AWS endpoint (``endpoint_url=None``) or any endpoint not on this machine
+    needs a region (only loopback ones default to us-east-1): say so as a flag error."""
+    if region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"):
+        return
+    if endpoint_url is None:
         raise click.UsageError("the AWS endpoint needs a region: pass --region or set AWS_REGION")
+    if not is_loopback_url(endpoint_url):
+        raise click.UsageError(
+            f"{endpoint_url} is not on this machine, so it needs a region: "
+            "pass --region or set AWS_REGION"
+        )
 
 
 def endpoint_options(func: F) -> F:

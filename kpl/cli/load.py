@@ -467,6 +467,27 @@ async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[st
     return summary, stats
 
 
+def throttle_note(summary: dict[str, Any]) -> str | None:
+    """A line under the summary saying why throttles are expected, when there were some.
+
+    The producer's rate limit lets each shard be sent up to ``rate_limit`` percent of its
+    write limit (150 by default, like the KPL), so against a server that enforces the real
+    limits some throttling is the normal cost of keeping every shard busy; the throttled
+    records were retried."""
+    if not summary.get("throttles"):
+        return None
+    rate_limit = summary.get("settings", {}).get("rate_limit")
+    note = "throttles are retried"
+    if isinstance(rate_limit, int | float) and rate_limit > 100:
+        note = (
+            f"throttles are expected: the producer sends each shard up to {rate_limit:g}% of"
+            " its write limit (--rate-limit, as the KPL does) and retries what is throttled"
+        )
+    if not summary.get("records_failed") and not summary.get("records_unresolved"):
+        note += "; every record was acknowledged"
+    return note
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     """The end-of-run summary as a two-column table."""
     lat = summary["latency_ms"]
@@ -647,8 +668,8 @@ def load(
             f"must be an http:// or https:// URL (or 'aws'), got {endpoint!r}",
             param_hint="'--endpoint'",
         )
-    if endpoint == AWS_ENDPOINT:
-        check_region(None, region)
+    if endpoint is not None:
+        check_region(None if endpoint == AWS_ENDPOINT else endpoint, region)
     size_min, size_max = record_size
     overrides: dict[str, Any] = {}
     if no_aggregation:
@@ -746,6 +767,9 @@ def load(
         click.echo(orjson.dumps(summary).decode())
     else:
         console.print(summary_table(summary))
+        note = throttle_note(summary)
+        if note is not None:
+            console.print(note, style="dim", highlight=False)
         if report is not None:
             console.print(f"report written to {report}", highlight=False)
     if summary["records_failed"] or summary["records_unresolved"]:

@@ -15,10 +15,12 @@ __all__ = ["server", "server_parser"]
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line through click (not usage + error)."""
+    """argparse that reports a bad flag as one line through click (not usage + error).
+
+    The ``kpl`` group adds the "(see 'kpl server --help')" hint to every UsageError."""
 
     def error(self, message: str) -> NoReturn:
-        raise click.UsageError(f"{message} (see '{self.prog} --help')")
+        raise click.UsageError(message)
 
 
 def server_parser(prog: str = "kpl server") -> argparse.ArgumentParser:
@@ -47,4 +49,4 @@ def server(ctx: click.Context) -> int:
     server_parser().parse_args(argv)
     from server.__main__ import main as server_main
 
-    return server_main(argv)
+    return server_main(argv, prog="kpl server")
