@@ -34,7 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("names", nargs="*", metavar="NAME")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Everything after "--" goes to the benchmark untouched (argparse would take it for
+    # more NAMEs); options argparse does not know pass through as well.
+    passed: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passed = argv[:cut], argv[cut + 1 :]
     args, extra = parser.parse_known_args(argv)
+    extra += passed
     if args.list:
         for name, what in BENCHMARKS.items():
             print(f"{name:<16} {what}")
