@@ -189,7 +189,10 @@ def test_routing_by_md5_and_by_explicit_hash_key() -> None:
         },
     )
     assert isinstance(err, InvalidArgumentException)
-    assert "ExplicitHashKey must be in the range" in err.message
+    assert err.message == (
+        "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. "
+        f"Specified value was {MAX_HASH_KEY + 1}"
+    )
 
 
 def test_every_iterator_type() -> None:
@@ -362,13 +365,21 @@ def test_iterator_argument_combinations() -> None:
     err = h.error(
         "GetShardIterator", {**base, "ShardIteratorType": "LATEST", "StartingSequenceNumber": "1"}
     )
-    assert err.message.endswith("Request specified LATEST and also a StartingSequenceNumber.")
+    assert err.message == (
+        "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and "
+        "StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. "
+        "Request specified LATEST and also a StartingSequenceNumber."
+    )
     err = h.error("GetShardIterator", {**base, "ShardIteratorType": "AT_TIMESTAMP"})
     assert isinstance(err, InvalidArgumentException)
     err = h.error(
         "GetShardIterator", {**base, "ShardIteratorType": "AT_TIMESTAMP", "Timestamp": h.now + 60}
     )
-    assert "cannot be greater than the currentTimestampInMillis" in err.message
+    assert err.message == (
+        "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. "
+        f"timestampInMillis: {int((h.now + 60) * 1000)}, "
+        f"currentTimestampInMillis: {int(h.now * 1000)}"
+    )
     err = h.error(
         "GetShardIterator",
         {**base, "ShardId": "shardId-000000000009", "ShardIteratorType": "LATEST"},
@@ -642,7 +653,10 @@ def test_retention_period_rules_and_trimming() -> None:
         "existing retention period (48 hours). Use DecreaseRetentionPeriod API."
     )
     err = h.error("DecreaseStreamRetentionPeriod", {"StreamName": "s", "RetentionPeriodHours": 50})
-    assert "can not be longer than existing retention period (48 hours)" in err.message
+    assert err.message == (
+        "Requested retention period (50 hours) for stream s can not be longer than "
+        "existing retention period (48 hours). Use IncreaseRetentionPeriod API."
+    )
     err = h.error("DecreaseStreamRetentionPeriod", {"StreamName": "s", "RetentionPeriodHours": 23})
     assert err.message == (
         "Minimum allowed retention period is 24 hours. Requested retention period "
@@ -651,7 +665,10 @@ def test_retention_period_rules_and_trimming() -> None:
     err = h.error(
         "IncreaseStreamRetentionPeriod", {"StreamName": "s", "RetentionPeriodHours": 8761}
     )
-    assert "Maximum allowed retention period is 8760 hours." in err.message
+    assert err.message == (
+        "Maximum allowed retention period is 8760 hours. Requested retention period "
+        "(8761 hours) is too long."
+    )
     h("DecreaseStreamRetentionPeriod", StreamName="s", RetentionPeriodHours=24)
     assert (
         h("DescribeStreamSummary", StreamName="s")["StreamDescriptionSummary"][

@@ -240,7 +240,9 @@ def test_resharding_an_on_demand_stream_is_refused() -> None:
         "SplitShard", StreamName="od", ShardToSplit="shardId-000000000000", NewStartingHashKey="9"
     )
     assert isinstance(error, ValidationException)
-    assert "is in On-Demand mode" in error.message
+    assert error.message == (
+        "Request is invalid. Stream od under account 000000000000 is in On-Demand mode."
+    )
 
 
 # -- MergeShards -----------------------------------------------------------------------
@@ -303,20 +305,33 @@ def test_update_shard_count_ends_uniform(initial: int, target: int) -> None:
 def test_update_shard_count_bounds() -> None:
     h = Harness(shard_limit=10)
     h.stream("s", 4)
-    for target, words in ((9, "double"), (1, "half")):
+    for target, words in ((
+        (9, "Cannot scale up to more than double the current open shard count (4); "
+            "requested 9."),
+        (1, "Cannot scale down to less than half the current open shard count (4); "
+            "requested 1."),
+    )):
         error = h.error(
             "UpdateShardCount", StreamName="s", TargetShardCount=target,
             ScalingType="UNIFORM_SCALING",
         )
         assert isinstance(error, LimitExceededException)
-        assert words in error.message
+        assert error.message == (
+            "UpdateShardCount failed for stream s under account 000000000000. " + words
+        )
     h.stream("t", 4)
     # 4 -> 7 needs short-lived shards: the account limit (10) counts them.
     error = h.error(
         "UpdateShardCount", StreamName="s", TargetShardCount=7, ScalingType="UNIFORM_SCALING"
     )
     assert isinstance(error, LimitExceededException)
-    assert "shard limit" in error.message
+    assert error.message == (
+        "This request would exceed the shard limit for the account 000000000000 in us-east-1. "
+        "Current shard count for the account: 8. Limit: 10. Number of additional shards that "
+        "would have resulted from this request: 6. Refer to the AWS Service Limits page "
+        "(http://docs.aws.amazon.com/general/latest/gr/aws_service_limits.html) for current "
+        "limits and how to request higher limits."
+    )
     assert len(h.open_shards("s")) == 4
 
 
@@ -332,7 +347,10 @@ def test_update_shard_count_at_most_ten_times_a_day_when_limits_are_on() -> None
         "UpdateShardCount", StreamName="s", TargetShardCount=3, ScalingType="UNIFORM_SCALING"
     )
     assert isinstance(error, LimitExceededException)
-    assert "10 times" in error.message
+    assert error.message == (
+        "UpdateShardCount failed for stream s under account 000000000000. "
+        "Cannot scale more than 10 times in a rolling 24-hour period."
+    )
     h.now += 86_400.0
     h("UpdateShardCount", StreamName="s", TargetShardCount=3, ScalingType="UNIFORM_SCALING")
 

@@ -121,7 +121,10 @@ def test_get_records_call_rate(kinesis: Any, clock: FakeClock) -> None:
     # At this scale a shard serves one call per 20 s (5/s * 0.01).
     error = error_of(kinesis.get_records, ShardIterator=page["NextShardIterator"])
     assert error["Code"] == "ProvisionedThroughputExceededException"
-    assert f"shardId-000000000000 in stream {name}" in error["Message"]
+    assert error["Message"] == (
+        f"Rate exceeded for shard shardId-000000000000 in stream {name} "
+        "under account 000000000000."
+    )
     clock.now += 20.0
     assert kinesis.get_records(ShardIterator=page["NextShardIterator"])["Records"] == []
 
