@@ -340,8 +340,12 @@ async def test_overlapping_flushes_each_wait_for_their_own_records() -> None:
 
 
 async def test_flush_with_nothing_pending_returns() -> None:
-    async with Producer("s", config=FAST, transport=FakeKinesis().transport()) as producer:
-        await producer.flush()
+    fake = FakeKinesis()
+    async with Producer("s", config=FAST, transport=fake.transport()) as producer:
+        async with asyncio.timeout(5):
+            await producer.flush()
+        assert (producer.buffered_records, fake.put_calls) == (0, 0)
+        assert producer.metrics()["UserRecordsPut"] == 0
 
 
 async def test_close_cannot_hang_on_a_silent_endpoint() -> None:
