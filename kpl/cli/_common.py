@@ -24,6 +24,19 @@ AWS_ENDPOINT: Final = "aws"
 EXIT_INTERRUPTED: Final = 130
 
 
+class IntRange(click.IntRange):
+    """click's IntRange, named "integer": a bad value reads "'abc' is not a valid integer."
+    (click's own name gives "... not a valid integer range.")."""
+
+    name = "integer"
+
+
+class FloatRange(click.FloatRange):
+    """click's FloatRange, named "number" (see :class:`IntRange`)."""
+
+    name = "number"
+
+
 class CliError(click.ClickException):
     """An error for the user: printed as one line, exit status 1."""
 

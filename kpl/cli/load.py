@@ -33,6 +33,8 @@ from kpl.cli._common import (
     AWS_ENDPOINT,
     EXIT_INTERRUPTED,
     CliError,
+    FloatRange,
+    IntRange,
     check_region,
     describe_error,
     is_terminal,
@@ -540,21 +542,21 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option("--stream", default="kpl-load", show_default=True, help="Stream to load.")
 @click.option(
     "--shards",
-    type=click.IntRange(min=1),
+    type=IntRange(min=1),
     default=4,
     show_default=True,
     help="Shard count when the stream has to be created.",
 )
-@click.option("--records", type=click.IntRange(min=1), default=None, help="Records to put.")
+@click.option("--records", type=IntRange(min=1), default=None, help="Records to put.")
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FloatRange(min=0, min_open=True),
     default=None,
     help=f"Seconds to put for (default {DEFAULT_DURATION_S:g} s unless --records).",
 )
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FloatRange(min=0, min_open=True),
     default=None,
     help="Records/s to aim at (default: as fast as the producer goes).",
 )
@@ -569,14 +571,14 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 )
 @click.option(
     "--keys",
-    type=click.IntRange(min=1),
+    type=IntRange(min=1),
     default=1000,
     show_default=True,
     help="Distinct partition keys.",
 )
 @click.option(
     "--producers",
-    type=click.IntRange(min=1),
+    type=IntRange(min=1),
     default=4,
     show_default=True,
     help="Concurrent putting tasks.",
@@ -608,7 +610,7 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 )
 @click.option(
     "--max-connections",
-    type=click.IntRange(min=1),
+    type=IntRange(min=1),
     default=None,
     help="HTTP connections to the endpoint (default 24).",
 )

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from kpl.cli._common import (
     CliError,
+    IntRange,
     check_region,
     describe_error,
     endpoint_options,
@@ -74,7 +75,7 @@ def streams() -> None:
 
 @streams.command("create")
 @click.argument("name")
-@click.option("--shards", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--shards", type=IntRange(min=1), default=1, show_default=True)
 @click.option("--on-demand", is_flag=True, help="ON_DEMAND capacity mode (no shard count).")
 @_wait_option
 @endpoint_options
@@ -282,7 +283,7 @@ def merge(
 
 @streams.command("scale")
 @click.argument("name")
-@click.argument("shard_count", type=click.IntRange(min=1))
+@click.argument("shard_count", type=IntRange(min=1))
 @_wait_option
 @endpoint_options
 def scale(

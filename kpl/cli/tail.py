@@ -22,6 +22,7 @@ import orjson
 
 from kpl.cli._common import (
     CliError,
+    IntRange,
     check_region,
     describe_error,
     endpoint_options,
@@ -271,7 +272,7 @@ async def _tail(
 @click.option(
     "-n",
     "--max-records",
-    type=click.IntRange(min=1),
+    type=IntRange(min=1),
     default=None,
     help="Stop after printing this many user records.",
 )

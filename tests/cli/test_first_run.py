@@ -127,3 +127,18 @@ def test_python_m_server_on_a_busy_port_names_itself(
     assert server_main(["--port", port]) == 1
     line = capsys.readouterr().err.strip()
     assert line.startswith("python -m server: error: cannot listen on"), line
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["load", "--records", "abc"], "'abc' is not a valid integer."),
+        (["load", "--duration", "soon"], "'soon' is not a valid number."),
+        (["streams", "scale", "s", "many"], "'many' is not a valid integer."),
+        (["load", "--records", "0"], "0 is not in the range x>=1"),
+    ],
+)
+def test_bad_numbers_read_plainly(runner: CliRunner, args: list[str], fragment: str) -> None:
+    result = invoke(runner, *args)
+    assert_one_line_error(result, fragment)
+    assert "range." not in result.stderr  # click's "not a valid integer range."
