@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from kpl.config import ProducerConfig
-from kpl.core.hashing import partition_key_hash
+from kpl.core.hashing import ExplicitHashKeyError, partition_key_hash
 from kpl.core.results import RecordResult
 from kpl.errors import (
     BufferFull,
@@ -182,14 +182,20 @@ async def test_bad_input_raises_at_put_and_loses_nothing() -> None:
     async with Producer("s", config=fast(max_record_size=1024, aggregation_max_size=1024),
                         transport=fake.transport()) as producer:
         good = await producer.put(b"before", partition_key="k")
-        with pytest.raises(RecordTooLarge):
+        with pytest.raises(RecordTooLarge) as too_large:
             await producer.put(b"x" * 2000, partition_key="k")
-        with pytest.raises(InvalidPartitionKey):
+        assert str(too_large.value) == (
+            "record of 2001 bytes (data + partition key) exceeds max_record_size of 1024")
+        with pytest.raises(InvalidPartitionKey) as empty:
             await producer.put(b"x", partition_key="")
-        with pytest.raises(InvalidPartitionKey):
+        assert str(empty.value) == "partition key must be 1-256 characters, got 0"
+        with pytest.raises(InvalidPartitionKey) as long_key:
             await producer.put(b"x", partition_key="k" * 257)
-        with pytest.raises(ValueError, match="hash key"):
+        assert str(long_key.value) == "partition key must be 1-256 characters, got 257"
+        with pytest.raises(ExplicitHashKeyError) as bad_hash:
             await producer.put(b"x", partition_key="k", explicit_hash_key="-1")
+        assert str(bad_hash.value) == (
+            "explicit hash key must be a decimal integer without leading zeros, got '-1'")
         with pytest.raises(RecordTooLarge):
             producer.put_nowait(b"x" * 2000, partition_key="k")
         after = await producer.put(b"after", partition_key="k")
