@@ -222,7 +222,9 @@ class LiveView(NoView):
             f"{snap.p99_ms:.1f}",
         )
         header = Text.assemble((self._title, "bold"), f" — {phase}")
-        errors = Text(f"errors by code: {_errors_text(snap.errors_by_code)}", style="dim")
+        errors = Text(
+            f"attempt errors by code: {_errors_text(snap.errors_by_code)}", style="dim"
+        )
         self._live.update(Group(header, table, errors), refresh=True)
 
     def stop(self) -> None:
@@ -507,8 +509,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("latency max", f"{lat['max']:.1f} ms"),
         ("retries", f"{summary['retries']:,}"),
         ("throttles", f"{summary['throttles']:,}"),
-        ("errors by code", _errors_text(summary["errors_by_code"])),
-        ("failures by code", _errors_text(summary["failures_by_code"])),
+        ("attempt errors by code", _errors_text(summary["errors_by_code"])),
+        ("record failures by code", _errors_text(summary["failures_by_code"])),
         ("Kinesis records", f"{summary['kinesis_records']:,}"),
         ("PutRecords calls", f"{summary['put_records_calls']:,}"),
     ]

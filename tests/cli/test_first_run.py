@@ -142,3 +142,26 @@ def test_bad_numbers_read_plainly(runner: CliRunner, args: list[str], fragment: 
     result = invoke(runner, *args)
     assert_one_line_error(result, fragment)
     assert "range." not in result.stderr  # click's "not a valid integer range."
+
+
+def test_summary_tells_attempt_errors_from_record_failures() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from kpl.cli.load import summary_table
+
+    summary = {
+        "records_sent": 10, "records_acked": 10, "records_failed": 0,
+        "records_unresolved": 0, "duration_s": 1.0, "records_per_s": 10.0,
+        "bytes_per_s": 1000.0, "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0},
+        "retries": 3, "throttles": 3,
+        "errors_by_code": {"ProvisionedThroughputExceededException": 3},
+        "failures_by_code": {}, "kinesis_records": 10, "put_records_calls": 2,
+    }  # fmt: skip
+    out = StringIO()
+    Console(file=out, width=120).print(summary_table(summary))
+    text = out.getvalue()
+    assert "attempt errors by code" in text
+    assert "ProvisionedThroughputExceededException 3" in text
+    assert "record failures by code" in text
