@@ -10,11 +10,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-import pytest
-
 KPL = Path(sys.executable).with_name("kpl")
-
-pytestmark = pytest.mark.skipif(not KPL.exists(), reason="the kpl console script is not installed")
 
 
 def _env() -> dict[str, str]:
