@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import botocore.auth
 import botocore.credentials
 import orjson
@@ -182,14 +183,19 @@ def unused_port() -> int:
 
 
 async def test_refused_connection_is_network_error() -> None:
-    transport = AioHttpTransport(f"http://127.0.0.1:{unused_port()}", credentials=CREDS)
+    port = unused_port()
+    transport = AioHttpTransport(f"http://127.0.0.1:{port}", credentials=CREDS)
     try:
-        with pytest.raises(NetworkError, match="PutRecords") as caught:
+        with pytest.raises(NetworkError) as caught:
             await transport.call("PutRecords", b"{}")
     finally:
         await transport.close()
     assert caught.value.retryable
-    assert caught.value.__cause__ is not None
+    assert caught.value.message.startswith(
+        f"network error (PutRecords to http://127.0.0.1:{port}): "
+        f"Cannot connect to host 127.0.0.1:{port}"
+    )
+    assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
 
 
 async def test_silent_server_is_request_timeout() -> None:
