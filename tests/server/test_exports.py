@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import aiohttp
 import pytest
@@ -21,11 +22,16 @@ def test_public_names() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad",
-    [{"port": 70000}, {"shard_limit": 0}, {"state_delay_seconds": -1}, {"account_id": "12"}],
+    ("bad", "message"),
+    [
+        ({"port": 70000}, "port must be 0-65535, got 70000"),
+        ({"shard_limit": 0}, "shard_limit must be at least 1, got 0"),
+        ({"state_delay_seconds": -1}, "state_delay_seconds must be >= 0, got -1"),
+        ({"account_id": "12"}, "account_id must be 12 digits, got '12'"),
+    ],
 )
-def test_config_rejects_bad_values(bad: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="must be"):
+def test_config_rejects_bad_values(bad: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         ServerConfig(**bad)  # type: ignore[arg-type]
 
 
