@@ -20,17 +20,6 @@ from server.storage.memory import MemoryStorage
 SHARD = "shardId-000000000000"
 
 
-def _implementations() -> list[str]:
-    names = ["memory"]
-    try:
-        import server.storage.durable  # noqa: F401
-    except ImportError:  # pragma: no cover - before the durable storage exists
-        pass
-    else:
-        names.append("durable")
-    return names
-
-
 class Opener:
     """Makes the storage under test, and "restarts" it: what load_streams sees at start-up."""
 
@@ -56,7 +45,7 @@ class Opener:
             self.current.close()
 
 
-@pytest.fixture(params=_implementations())
+@pytest.fixture(params=["memory", "durable"])
 async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     made = Opener(request.param, tmp_path / "data")
     try:
