@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 from typing import Any
 
@@ -219,6 +220,22 @@ def test_put_records_fails_entries_over_the_shard_limit_individually() -> None:
     assert h("PutRecords", StreamName="s", Records=entries[:10])["FailedRecordCount"] == 0
 
 
+def test_write_bytes_count_the_partition_key_per_entry() -> None:
+    h = Harness(scale=0.01)  # 10 records/s and 10,485.76 bytes/s per shard
+    h("CreateStream", StreamName="s", ShardCount=1)
+    h.now += 1
+    data = base64.b64encode(b"d" * 1500).decode()
+    key = "k" * 256  # 1,756 bytes an entry with its key; six would fit without it
+    entries = [{"Data": data, "PartitionKey": key} for _ in range(7)]
+    result = h("PutRecords", StreamName="s", Records=entries)
+    assert result["FailedRecordCount"] == 2
+    assert ["ErrorCode" in r for r in result["Records"]] == [False] * 5 + [True] * 2
+    # PutRecord charges the key too: 1,705.76 bytes are left, less than one entry.
+    error = h.error("PutRecord", StreamName="s", Data=data, PartitionKey=key)
+    assert isinstance(error, ProvisionedThroughputExceededException)
+    assert h("PutRecord", StreamName="s", Data=data, PartitionKey="k")["SequenceNumber"]
+
+
 def test_put_record_over_the_limit_fails_whole() -> None:
     h = Harness(scale=0.002)  # 2 records/s
     h("CreateStream", StreamName="s", ShardCount=1)
@@ -227,7 +244,9 @@ def test_put_record_over_the_limit_fails_whole() -> None:
         h("PutRecord", StreamName="s", Data="eA==", PartitionKey="k")
     error = h.error("PutRecord", StreamName="s", Data="eA==", PartitionKey="k")
     assert isinstance(error, ProvisionedThroughputExceededException)
-    assert "Rate exceeded for shard shardId-000000000000 in stream s" in error.message
+    assert error.message == (
+        "Rate exceeded for shard shardId-000000000000 in stream s under account 000000000000."
+    )
     h.now += 0.5
     assert h("PutRecord", StreamName="s", Data="eA==", PartitionKey="k")["SequenceNumber"]
 
