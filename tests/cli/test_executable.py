@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -19,6 +21,36 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``kpl args`` to its end, capturing its output as text."""
+    return subprocess.run(
+        [str(KPL), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+        check=False,
+    )
+
+
+@contextmanager
+def _started(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """Start ``kpl args`` with piped output; the process never outlives the block."""
+    proc = subprocess.Popen(
+        [str(KPL), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def _read_until(stream: IO[str], text: str) -> str:
     """Read lines until one contains ``text`` (the process's own progress output)."""
     for line in stream:
@@ -28,14 +60,7 @@ def _read_until(stream: IO[str], text: str) -> str:
 
 
 def test_kpl_load_records_json_acknowledges_every_record() -> None:
-    done = subprocess.run(
-        [str(KPL), "load", "--records", "20000", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_env(),
-        check=False,
-    )
+    done = _run("load", "--records", "20000", "--json", timeout=120)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["records_sent"] == 20000
@@ -49,23 +74,12 @@ def test_kpl_load_records_json_acknowledges_every_record() -> None:
 
 
 def test_ctrl_c_stops_flushes_and_prints_the_summary() -> None:
-    proc = subprocess.Popen(
-        [str(KPL), "load", "--duration", "120", "--rate", "2000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
-    try:
+    with _started("load", "--duration", "120", "--rate", "2000") as proc:
         assert proc.stdout is not None
         # Once a progress line says the run is producing, interrupt it.
         _read_until(proc.stdout, "producing")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "kpl load summary" in out
     assert "interrupted" in out
@@ -73,14 +87,7 @@ def test_ctrl_c_stops_flushes_and_prints_the_summary() -> None:
 
 
 def test_kpl_error_is_one_line_and_non_zero() -> None:
-    done = subprocess.run(
-        [str(KPL), "streams", "list", "--endpoint", "http://127.0.0.1:1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=_env(),
-        check=False,
-    )
+    done = _run("streams", "list", "--endpoint", "http://127.0.0.1:1", timeout=60)
     assert done.returncode == 1
     assert done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1
@@ -88,34 +95,16 @@ def test_kpl_error_is_one_line_and_non_zero() -> None:
 
 
 def test_kpl_server_runs_the_server_until_interrupted() -> None:
-    proc = subprocess.Popen(
-        [str(KPL), "server", "--port", "0", "--limits", "off"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
-    try:
+    with _started("server", "--port", "0", "--limits", "off") as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "listening on http://127.0.0.1:" in line, line
         url = line.split()[-1]
-        listed = subprocess.run(
-            [str(KPL), "streams", "list", "--json", "--endpoint", url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=_env(),
-            check=False,
-        )
+        listed = _run("streams", "list", "--json", "--endpoint", url, timeout=60)
         assert listed.returncode == 0, listed.stderr
         assert json.loads(listed.stdout) == []
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
 
 
@@ -136,24 +125,13 @@ def test_kpl_tail_follows_new_records(server_url: str) -> None:
                 await client.put_record("live", f"new-{i}".encode(), f"k{i}")
 
     asyncio.run(setup())
-    proc = subprocess.Popen(
-        [str(KPL), "tail", "live", "-n", "5", "--endpoint", server_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
-    try:
+    with _started("tail", "live", "-n", "5", "--endpoint", server_url) as proc:
         assert proc.stderr is not None
         # Once tail says it follows, its LATEST iterators are taken: put the new records.
         note = proc.stderr.readline()
         assert "following 2 shards of live from latest" in note, note
         asyncio.run(put_new())
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     lines = out.splitlines()
     assert sorted(line.split("\t")[2] for line in lines) == [f"new-{i}" for i in range(5)]
@@ -162,25 +140,16 @@ def test_kpl_tail_follows_new_records(server_url: str) -> None:
 def test_second_ctrl_c_gives_up_on_the_flush() -> None:
     # Every entry fails and is retried until its 60 s TTL: the flush would wait that long;
     # the second Ctrl-C ends it at once.
-    proc = subprocess.Popen(
-        [str(KPL), "load", "--duration", "60", "--rate", "500", "--record-ttl", "60",
-         "--server-args", "--internal-failure-rate 1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )  # fmt: skip
-    try:
+    with _started(
+        "load", "--duration", "60", "--rate", "500", "--record-ttl", "60",
+        "--server-args", "--internal-failure-rate 1",
+    ) as proc:  # fmt: skip
         assert proc.stdout is not None
         _read_until(proc.stdout, "producing")
         proc.send_signal(signal.SIGINT)
         _read_until(proc.stdout, "flushing")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 1, err
     assert "kpl load summary" in out
     assert "unresolved (gave up)" in out
@@ -190,22 +159,11 @@ def test_second_ctrl_c_gives_up_on_the_flush() -> None:
 
 def test_ctrl_c_while_starting_exits_at_once() -> None:
     # Every answer takes 30 s, so the run is still creating its stream when interrupted.
-    proc = subprocess.Popen(
-        [str(KPL), "load", "--records", "10", "--server-args", "--latency-ms 30000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    )
-    try:
+    with _started("load", "--records", "10", "--server-args", "--latency-ms 30000") as proc:
         assert proc.stdout is not None
         assert "starting the embedded server" in proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 130, err
     assert err.strip() == "kpl load: interrupted before the run started"
     assert "summary" not in out
