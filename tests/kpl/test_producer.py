@@ -41,6 +41,17 @@ def fast(**changes: Any) -> ProducerConfig:
     return replace(FAST, **changes)
 
 
+def gated(fake: FakeKinesis, gate: asyncio.Event) -> MockTransport:
+    """A transport over ``fake`` whose PutRecords calls wait until ``gate`` is set."""
+
+    async def handler(request: MockRequest) -> Any:
+        if request.action == "PutRecords":
+            await gate.wait()
+        return fake.handle(request)
+
+    return MockTransport(handler)
+
+
 async def put_many(producer: Producer, count: int, keys: int) -> list[
     tuple[str, bytes, asyncio.Future[RecordResult]]
 ]:
@@ -85,12 +96,7 @@ async def test_put_returns_before_delivery() -> None:
     gate = asyncio.Event()
     fake = FakeKinesis()
 
-    async def handler(request: MockRequest) -> Any:
-        if request.action == "PutRecords":
-            await gate.wait()
-        return fake.handle(request)
-
-    async with Producer("s", config=FAST, transport=MockTransport(handler)) as producer:
+    async with Producer("s", config=FAST, transport=gated(fake, gate)) as producer:
         future = await producer.put(b"x", partition_key="k")
         assert not future.done()
         gate.set()
@@ -208,13 +214,8 @@ async def test_backpressure_put_nowait_and_put() -> None:
     gate = asyncio.Event()
     fake = FakeKinesis()
 
-    async def handler(request: MockRequest) -> Any:
-        if request.action == "PutRecords":
-            await gate.wait()
-        return fake.handle(request)
-
     config = fast(max_buffered_records=10)
-    async with Producer("s", config=config, transport=MockTransport(handler)) as producer:
+    async with Producer("s", config=config, transport=gated(fake, gate)) as producer:
         futures = [producer.put_nowait(b"x%d" % i, partition_key=f"k{i}") for i in range(10)]
         with pytest.raises(BufferFull):
             producer.put_nowait(b"over", partition_key="k")
@@ -232,14 +233,9 @@ async def test_backpressure_put_nowait_and_put() -> None:
 async def test_bad_input_raises_at_once_even_when_the_buffer_is_full() -> None:
     never = asyncio.Event()
 
-    async def stalled(request: MockRequest) -> Any:
-        if request.action == "PutRecords":
-            await never.wait()
-        return FakeKinesis().handle(request)
-
     config = fast(max_buffered_records=1, max_record_size=1024, aggregation_max_size=1024,
                   record_ttl=0.2, request_timeout=0.1)
-    async with Producer("s", config=config, transport=MockTransport(stalled)) as producer:
+    async with Producer("s", config=config, transport=gated(FakeKinesis(), never)) as producer:
         first = producer.put_nowait(b"fills the budget", partition_key="k")
         with pytest.raises(RecordTooLarge):
             await producer.put(b"x" * 2000, partition_key="k")
@@ -258,14 +254,9 @@ async def test_memory_stays_within_budget_under_a_stalled_endpoint() -> None:
 
     fake = FakeKinesis()
 
-    async def handler(request: MockRequest) -> Any:
-        if request.action == "PutRecords":
-            await stall.wait()
-        return fake.handle(request)
-
     config = fast(max_buffered_bytes=64 * 1024, max_record_size=1024, aggregation_max_size=1024,
                   record_ttl=60)
-    producer = Producer("s", config=config, transport=MockTransport(handler))
+    producer = Producer("s", config=config, transport=gated(fake, stall))
     async with producer:
         putter = asyncio.create_task(put_many(producer, 10_000, keys=100))
         peak = 0
@@ -284,13 +275,8 @@ async def test_flush_waits_for_what_was_put_before_it() -> None:
     gate = asyncio.Event()
     fake = FakeKinesis()
 
-    async def handler(request: MockRequest) -> Any:
-        if request.action == "PutRecords":
-            await gate.wait()
-        return fake.handle(request)
-
     config = fast(record_max_buffered_time=60.0)  # only flush() can send these
-    async with Producer("s", config=config, transport=MockTransport(handler)) as producer:
+    async with Producer("s", config=config, transport=gated(fake, gate)) as producer:
         before = [f for _, _, f in await put_many(producer, 5, keys=5)]
         flushing = asyncio.create_task(producer.flush())
         after = await producer.put(b"later", partition_key="k")
@@ -378,12 +364,7 @@ async def test_sender_crash_fails_pending_and_later_calls() -> None:
     fake = FakeKinesis()
     gate = asyncio.Event()
 
-    async def handler(request: MockRequest) -> Any:
-        if request.action == "PutRecords":
-            await gate.wait()
-        return fake.handle(request)
-
-    producer = Producer("s", config=FAST, transport=MockTransport(handler))
+    producer = Producer("s", config=FAST, transport=gated(fake, gate))
     future = await producer.put(b"x", partition_key="k")
     boom = RuntimeError("core bug")
 
