@@ -1040,6 +1040,9 @@ class ProducerCore:
         now: float,
         completions: Completions,
     ) -> None:
+        # The Kinesis record was stored, whichever shard it landed on.
+        self._m_krecords_put += 1
+        self._m_kdata_put += krecord.size
         predicted = krecord.shard.shard_id
         if predicted is not None and predicted != shard_id:
             self._m_mispredicted += 1
@@ -1048,8 +1051,6 @@ class ProducerCore:
             if krecord.aggregated:
                 self._split_mispredicted(krecord, shard_id, sequence, ok, now, completions)
                 return
-        self._m_krecords_put += 1
-        self._m_kdata_put += krecord.size
         handles = krecord.handles
         n = len(handles)
         failed = self._attempts
@@ -1083,9 +1084,10 @@ class ProducerCore:
         now: float,
         completions: Completions,
     ) -> None:
-        """An aggregated record landed on ``shard_id``: keep the sub-records it owns."""
-        self._m_krecords_put += 1
-        self._m_kdata_put += krecord.size
+        """An aggregated record landed on ``shard_id``: keep the sub-records it owns.
+
+        The Kinesis record itself is already counted as put by ``_delivered``.
+        """
         index = self._map.index_of(shard_id) if self._map is not None else -1
         if index < 0:
             for sub, record in enumerate(krecord.items):
