@@ -60,10 +60,17 @@ class Harness:
         self.now += 1.0
         return name
 
-    def read_all(self, name: str, shard_id: str) -> list[dict[str, Any]]:
-        it = self(
-            "GetShardIterator", StreamName=name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+    def iterator(
+        self, kind: str, shard_id: str = "shardId-000000000000", name: str = "s"
+    ) -> str:
+        """A shard iterator of type ``kind``, from GetShardIterator."""
+        it: str = self(
+            "GetShardIterator", StreamName=name, ShardId=shard_id, ShardIteratorType=kind
         )["ShardIterator"]
+        return it
+
+    def read_all(self, name: str, shard_id: str) -> list[dict[str, Any]]:
+        it = self.iterator("TRIM_HORIZON", shard_id, name)
         out: list[dict[str, Any]] = []
         while True:
             page = self("GetRecords", ShardIterator=it)
@@ -239,12 +246,7 @@ def test_get_records_limit_next_iterator_and_millis_behind() -> None:
         Records=[{"Data": b64(bytes([i])), "PartitionKey": "k"} for i in range(10)],
     )
     h.now += 2.0
-    it = h(
-        "GetShardIterator",
-        StreamName="s",
-        ShardId="shardId-000000000000",
-        ShardIteratorType="TRIM_HORIZON",
-    )["ShardIterator"]
+    it = h.iterator("TRIM_HORIZON")
     page = h("GetRecords", ShardIterator=it, Limit=4)
     assert [r["Data"] for r in page["Records"]] == [bytes([i]) for i in range(4)]
     assert page["MillisBehindLatest"] == 2000
@@ -257,12 +259,7 @@ def test_get_records_limit_next_iterator_and_millis_behind() -> None:
 def test_iterator_expiry_and_tampering() -> None:
     h = Harness()
     h.stream()
-    it = h(
-        "GetShardIterator",
-        StreamName="s",
-        ShardId="shardId-000000000000",
-        ShardIteratorType="LATEST",
-    )["ShardIterator"]
+    it = h.iterator("LATEST")
     h.now += 299.0
     h("GetRecords", ShardIterator=it)
     h.now += 2.0
@@ -270,12 +267,7 @@ def test_iterator_expiry_and_tampering() -> None:
     assert isinstance(err, ExpiredIteratorException)
     assert err.message.startswith("Iterator expired. The iterator was created at time ")
     assert err.message.endswith("tolerated delay of 300000 milliseconds.")
-    fresh = h(
-        "GetShardIterator",
-        StreamName="s",
-        ShardId="shardId-000000000000",
-        ShardIteratorType="LATEST",
-    )["ShardIterator"]
+    fresh = h.iterator("LATEST")
     tampered = [
         fresh[:10] + ("A" if fresh[10] != "A" else "B") + fresh[11:],
         fresh[:-4] + "AAA=",
@@ -292,12 +284,7 @@ def test_iterator_expiry_and_tampering() -> None:
 def test_iterator_of_a_recreated_stream_is_stale() -> None:
     h = Harness()
     h.stream()
-    it = h(
-        "GetShardIterator",
-        StreamName="s",
-        ShardId="shardId-000000000000",
-        ShardIteratorType="LATEST",
-    )["ShardIterator"]
+    it = h.iterator("LATEST")
     h("DeleteStream", StreamName="s")
     h.now += 1.0
     h.stream()
