@@ -443,7 +443,9 @@ class ProducerCore:
         self._refresh = RefreshPolicy(config.shard_map_refresh_min_interval)
         # Aggregate only with a map we trust: set by _refresh_changed().
         self._fresh = False
-        self._key_cache: dict[str, tuple[bytes, int, bytes]] = {}
+        # partition key -> (UTF-8 bytes, hash key, key-table entry, predicted shard or
+        # None). The shard is the current map's: set_shard_map() empties the cache.
+        self._key_cache: dict[str, tuple[bytes, int, bytes, _Shard | None]] = {}
         self._key_cache_since = 0  # _seq when the cache was last emptied
         self._key_cache_off_until = 0  # paused (keys hardly repeat) until this _seq
         # Records without a map are held until this `now` (set by the first ListShards;
@@ -523,10 +525,11 @@ class ProducerCore:
         if type(partition_key) is not str:
             raise _bad_partition_key(partition_key)
         if explicit_hash_key is None:
-            # Partition keys repeat (users, devices, sessions): their UTF-8 bytes and MD5
-            # hash key come from a bounded cache, a dict hit instead of an MD5 (the MD5
-            # object alone costs more than the rest of the aggregation of a record).
-            # Only valid keys are cached, so a hit needs no length check either.
+            # Partition keys repeat (users, devices, sessions): their UTF-8 bytes, MD5
+            # hash key and predicted shard come from a bounded cache, a dict hit instead
+            # of an MD5 and a binary search (the MD5 object alone costs more than the
+            # rest of the aggregation of a record). Only valid keys are cached, so a hit
+            # needs no length check either.
             cached = self._key_cache.get(partition_key)
             if cached is None:
                 if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
@@ -535,13 +538,15 @@ class ProducerCore:
                 hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
                 # Also its entry in an aggregate's key table (tag, length, bytes).
                 key_entry = _KEY_HEADERS[len(pk_bytes)] + pk_bytes
+                i = bisect_right(self._starts, hash_key) - 1
+                shard = self._shards[i] if i >= 0 and hash_key <= self._ends[i] else None
                 if self._seq >= self._key_cache_off_until:
                     if len(self._key_cache) >= KEY_CACHE_SIZE:
                         self._key_cache_full()
                     else:
-                        self._key_cache[partition_key] = (pk_bytes, hash_key, key_entry)
+                        self._key_cache[partition_key] = (pk_bytes, hash_key, key_entry, shard)
             else:
-                pk_bytes, hash_key, key_entry = cached
+                pk_bytes, hash_key, key_entry, shard = cached
         else:
             if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
                 raise _bad_partition_key(partition_key)
@@ -549,6 +554,7 @@ class ProducerCore:
                 raise ValueError("explicit hash key must be a decimal str")
             pk_bytes = key_entry = partition_key.encode()  # (no fast path: entry unused)
             hash_key = parse_explicit_hash_key(explicit_hash_key)
+            shard = None
         size = len(data) + len(pk_bytes)
         if size > self._max_record_size:
             raise RecordTooLarge(
@@ -558,43 +564,41 @@ class ProducerCore:
         self._seq = seq = self._seq + 1
         self.buffered_records += 1
         self.buffered_bytes += size
-        # Fast path: a fresh map, no explicit hash key, small varints, and an open
-        # aggregator with room. Aggregator.try_add's common case inlined (its exact size
-        # arithmetic, the same bytes): no call, and no object made per record but the
-        # sub-record's bytes.
-        if self._fresh and explicit_hash_key is None:
-            i = bisect_right(self._starts, hash_key) - 1
-            if i >= 0 and hash_key <= self._ends[i]:
-                agg = self._shards[i].agg
-                n = len(data)
-                if agg is not None and agg.count < agg.max_count and n < 0x3F00:
-                    pk_table = agg._pk_index
-                    pk_index = pk_table.get(partition_key)
-                    if pk_index is None:
-                        pk_index = len(pk_table)
-                        grow = len(key_entry)
-                    else:
-                        grow = 0
-                    if pk_index < 0x4000:
-                        body = 4 + n + (n >= 0x80) + (pk_index >= 0x80)
-                        new_size = agg.size + grow + 2 + body + (body >= 0x80)
-                        if new_size <= agg.max_size:
-                            if grow:
-                                pk_table[partition_key] = pk_index
-                                agg._pk_parts.append(key_entry)
-                            # The pieces themselves, joined once by serialize(): no
-                            # per-record bytes object and no copy of the data here.
-                            agg._parts += (
-                                _RECORD_HEADERS[body], _INDEX_FIELDS[pk_index],
-                                _DATA_HEADERS[n], data,
-                            )
-                            agg.size = new_size
-                            agg.count += 1
-                            agg.items.append(handle)
-                            agg.arrivals.append(now)
-                            agg.seqs.append(seq)
-                            agg.user_bytes += size
-                            return
+        # Fast path: a fresh map, a predicted shard (never with an explicit hash key),
+        # small varints, and an open aggregator with room. Aggregator.try_add's common
+        # case inlined (its exact size arithmetic, the same bytes): no call, and no
+        # object made per record but the sub-record's bytes.
+        if shard is not None and self._fresh:
+            agg = shard.agg
+            n = len(data)
+            if agg is not None and agg.count < agg.max_count and n < 0x3F00:
+                pk_table = agg._pk_index
+                pk_index = pk_table.get(partition_key)
+                if pk_index is None:
+                    pk_index = len(pk_table)
+                    grow = len(key_entry)
+                else:
+                    grow = 0
+                if pk_index < 0x4000:
+                    body = 4 + n + (n >= 0x80) + (pk_index >= 0x80)
+                    new_size = agg.size + grow + 2 + body + (body >= 0x80)
+                    if new_size <= agg.max_size:
+                        if grow:
+                            pk_table[partition_key] = pk_index
+                            agg._pk_parts.append(key_entry)
+                        # The pieces themselves, joined once by serialize(): no
+                        # per-record bytes object and no copy of the data here.
+                        agg._parts += (
+                            _RECORD_HEADERS[body], _INDEX_FIELDS[pk_index],
+                            _DATA_HEADERS[n], data,
+                        )
+                        agg.size = new_size
+                        agg.count += 1
+                        agg.items.append(handle)
+                        agg.arrivals.append(now)
+                        agg.seqs.append(seq)
+                        agg.user_bytes += size
+                        return
         self._route((data, partition_key, explicit_hash_key, hash_key, handle, now, seq, size), now)
 
     def _key_cache_full(self) -> None:
@@ -1356,6 +1360,7 @@ class ProducerCore:
             moving.extend(self._drain(shard))
         self._map = new_map
         self._shards = new_shards
+        self._key_cache.clear()  # its predicted shards are the old map's
         self._starts = [new_map.range_of(i)[0] for i in range(len(new_map))]
         self._ends = [new_map.range_of(i)[1] for i in range(len(new_map))]
         self._refresh.installed(now)

@@ -235,6 +235,30 @@ def test_the_key_cache_pauses_while_keys_do_not_repeat(monkeypatch: pytest.Monke
     assert all(isinstance(o, RecordResult) for o in h.outcomes.values())
 
 
+def test_cached_keys_follow_a_new_shard_map() -> None:
+    """The key cache remembers each key's predicted shard; a new map replaces them all."""
+    h = Harness(shards=even_shards(4))
+    names = keys(200)
+    for key in names:
+        h.put(b"before", key)
+    h.run()
+    assert len(h.core._key_cache) == 200  # every key cached with a shard of the old map
+    # A reshard into 3 shards with other ids and boundaries: no old prediction holds.
+    h.shards = even_shards(3, first=10)
+    h.true_map = ShardMap(h.shards)
+    h.core.set_shard_map(h.shards, h.now)
+    after = {h.put(b"after", key): key for key in names}
+    # Cached again with the new map's shards, so these keys take the fast path again.
+    current = {id(shard) for shard in h.core._shards}
+    assert {id(entry[3]) for entry in h.core._key_cache.values()} <= current
+    h.run()
+    for handle, key in after.items():
+        result = h.outcomes[handle]
+        assert isinstance(result, RecordResult)
+        assert result.shard_id == h.true_map.shard_id_for(hash_key_for(key))
+    assert h.core.metrics()["UserRecordsPut"] == 400
+
+
 def test_the_inlined_fast_path_builds_the_same_bytes_and_exact_sizes_as_aggregator() -> None:
     """add() inlines Aggregator.try_add's common case: same bytes, same exact size."""
     rng = random.Random(7)
