@@ -8,7 +8,10 @@ A :class:`Transport` sends the body of one Kinesis action and returns the body o
 - an answer without a readable ``__type`` becomes an error chosen by its status
   (5xx: ``InternalFailure``/``ServiceUnavailable``, 413: ``ValidationException``, ...);
 - a refused, reset or dropped connection becomes :class:`kpl.errors.NetworkError`;
-- a connect or request timeout becomes :class:`kpl.errors.RequestTimeout`.
+- a connect or request timeout becomes :class:`kpl.errors.RequestTimeout`;
+- credentials that cannot be found or fetched raise their own error
+  (:class:`kpl.auth.NoCredentialsError`, or whatever the provider raised) — not a
+  KinesisError, so nothing retries it.
 
 Nothing above this module sees an aiohttp exception. :class:`AioHttpTransport` is the
 real one (a keep-alive pool, SigV4-signed requests); :class:`MockTransport` hands each
@@ -27,8 +30,15 @@ from typing import Any, Final, Protocol, runtime_checkable
 import aiohttp
 import orjson
 
-from kpl.auth import CredentialProvider, Credentials, SigV4Signer, is_loopback_url
-from kpl.auth import resolve_credentials as _resolve_credentials
+from kpl.auth import (
+    STALE_CREDENTIAL_CODES,
+    CredentialCache,
+    CredentialProvider,
+    Credentials,
+    SigV4Signer,
+    credential_source,
+    is_loopback_url,
+)
 from kpl.errors import KinesisError, NetworkError, RequestTimeout
 
 __all__ = [
@@ -148,6 +158,11 @@ class AioHttpTransport:
 
     The session is opened on the first call (inside the running loop) and closed by
     :meth:`close`. Leaving out ``endpoint_url`` targets the region's AWS endpoint.
+
+    Credentials never block the loop: static ones sign synchronously; any other
+    provider (and botocore's chain, looked up on the first call) runs in a worker thread
+    behind a :class:`kpl.auth.CredentialCache` (see :mod:`kpl.auth` for when it asks
+    again). A missing chain raises :class:`kpl.auth.NoCredentialsError` from ``call()``.
     """
 
     def __init__(
@@ -170,8 +185,13 @@ class AioHttpTransport:
         self.endpoint_url = endpoint_url or default_endpoint_url(self.region)
         if not self.endpoint_url.startswith(("http://", "https://")):
             raise ValueError(f"endpoint_url must be http:// or https://, got {endpoint_url!r}")
+        source = credential_source(credentials, self.endpoint_url)
+        #: Set for providers that may block; None when credentials are static.
+        self.credential_cache: CredentialCache | None = (
+            source if isinstance(source, CredentialCache) else None
+        )
         self._signer = SigV4Signer(
-            _resolve_credentials(credentials, self.endpoint_url), self.region, service
+            None if isinstance(source, CredentialCache) else source, self.region, service
         )
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(
@@ -199,12 +219,20 @@ class AioHttpTransport:
 
     async def call(self, action: str, body: bytes) -> bytes:
         """Send one signed request; see the module doc for what it raises."""
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        cache = self.credential_cache
+        creds: Credentials | None = None
+        if cache is not None:
+            creds = cache.fresh() or await cache.get()
+        # After the await: close() may have run meanwhile, and _open() checks that.
         session = self._session or self._open()
         headers = {
             "Content-Type": CONTENT_TYPE,
             "X-Amz-Target": f"{API_VERSION}.{action}",
         }
-        headers.update(self._signer.sign("POST", self.endpoint_url, headers, body))
+        headers.update(self._signer.sign("POST", self.endpoint_url, headers, body,
+                                         credentials=creds))
         headers["User-Agent"] = self._user_agent
         try:
             async with session.post(self.endpoint_url, data=body, headers=headers) as response:
@@ -213,7 +241,11 @@ class AioHttpTransport:
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             raise translate_exception(error, f"{action} to {self.endpoint_url}") from error
         if status != 200:
-            raise error_from_response(status, payload)
+            refused = error_from_response(status, payload)
+            stale = refused.error_code in STALE_CREDENTIAL_CODES
+            if stale and cache is not None and creds is not None:
+                cache.invalidate(creds)
+            raise refused
         return payload
 
     async def close(self) -> None:
