@@ -474,7 +474,23 @@ async def test_futures_cancelled_by_their_owner_do_not_disturb_the_others() -> N
         await flushing
         await producer.flush()
         assert producer.buffered_records == 0
-    kept = [f for f in first + second if not f.cancelled()]
-    assert len(kept) == 400 - 67 - 67
+        # No flush draining (the bulk path): runs of cancelled futures among the others.
+        third = [await producer.put(b"c%d" % i, partition_key=f"k{i % 7}") for i in range(200)]
+        assert not producer._outstanding
+        for i, future in enumerate(third):
+            if i % 5 in (1, 2):
+                future.cancel()
+        await producer.flush()
+    everything = first + second + third
+    kept = [f for f in everything if not f.cancelled()]
+    assert len(kept) == 600 - 67 - 67 - 80
     assert all(isinstance(f.result(), RecordResult) for f in kept)
-    assert producer.metrics()["UserRecordsPut"] == 400  # sent all the same
+    assert producer.metrics()["UserRecordsPut"] == 600  # sent all the same
+    # Skipping a cancelled future keeps the others' results in step: each kept future's
+    # (sequence number, sub-sequence number) is where its own data was stored.
+    stored = {(d.sequence_number, d.sub_sequence_number): d.data for d in fake.delivered()}
+    put_data = [b"%s%d" % (p, i) for p in (b"a", b"b", b"c") for i in range(200)]
+    for future, data in zip(everything, put_data, strict=True):
+        if not future.cancelled():
+            result = future.result()
+            assert stored[result.sequence_number, result.sub_sequence_number] == data
