@@ -7,6 +7,12 @@ the first put until every record is acknowledged:
   ours   kpl.Producer (aggregation, collection, rate limiter, retries, futures)
   (b)    aws_kinesis_agg's RecordAggregator, one per shard (shard-aware via ListShards),
          + boto3 ``put_records`` in 500-entry batches, no retries
+  (a)    the bare loop: only the per-record work no producer can avoid (MD5 of the key,
+         shard lookup, encoding the sub-record), no IO
+  (c)    the API floor: what the issue's API alone costs, with no producer behind it —
+         ``await put()`` of a coroutine that makes one asyncio.Future per record, and one
+         RecordResult set into each future. No aggregation, no IO. Every implementation
+         of the API pays at least this, so ours/(a) can never exceed (c)/(a).
 
 Memory: a child process puts records against a stalled endpoint (a socket that accepts
 and never answers) with a short record_ttl so that expiring records keep making room,
@@ -30,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import count, repeat
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,21 +274,66 @@ def bare(records: list[tuple[str, bytes]]) -> tuple[float, float]:
     return time.perf_counter() - started, time.process_time() - cpu
 
 
+def api_floor(records: list[tuple[str, bytes]]) -> tuple[float, float]:
+    """(c): ``await put()`` returning one asyncio.Future per record and one RecordResult
+    set into each, resolved 500 at a time as a request's answer would; nothing else."""
+
+    async def main() -> tuple[float, float]:
+        new_future = asyncio.get_running_loop().create_future
+        pending: list[asyncio.Future[RecordResult]] = []
+        sequence = "49590338271490256608559692538361571095921575989136588898"
+        attempts = ()
+        new_result = tuple.__new__
+
+        async def put(data: bytes, partition_key: str) -> asyncio.Future[RecordResult]:
+            future: asyncio.Future[RecordResult] = new_future()
+            pending.append(future)
+            return future
+
+        def resolve() -> None:
+            # The cheapest way we know (the producer's own): results made by tuple.__new__
+            # and set by map(), both driven from C.
+            results = map(new_result, repeat(RecordResult), zip(
+                repeat("shardId-000000000000"), repeat(sequence), count(), repeat(attempts)
+            ))
+            deque(map(asyncio.Future.set_result, pending, results), 0)
+            pending.clear()
+
+        started = time.perf_counter()
+        cpu = time.process_time()
+        futures = []
+        for key, data in records:
+            futures.append(await put(data, partition_key=key))
+            if len(pending) == 500:
+                resolve()
+        resolve()
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        if not all(f.done() for f in futures):
+            raise RuntimeError("api floor: a future was left unresolved")
+        return elapsed, cpu
+
+    return kpl_run(main())
+
+
 def compare(
     url: str, records: list[tuple[str, bytes]], rounds: int, tag: str
-) -> tuple[Runs, Runs, Runs]:
-    """Alternate the three sides (fresh streams), ``rounds`` times (shared machine)."""
+) -> tuple[Runs, Runs, Runs, Runs]:
+    """Alternate the four sides (fresh streams), ``rounds`` times (shared machine)."""
     ours_runs: Runs = []
     ref_runs: Runs = []
     bare_runs: Runs = []
+    floor_runs: Runs = []
     for round_ in range(rounds):
         bare_runs.append(bare(records))
+        floor_runs.append(api_floor(records))
         ref_runs.append(reference(url, records, f"bench-ref-{tag}-{round_}"))
         ours_runs.append(kpl_run(ours(url, records, f"bench-ours-{tag}-{round_}")))
-    return ours_runs, ref_runs, bare_runs
+    return ours_runs, ref_runs, bare_runs, floor_runs
 
 
-def report(count: int, ours_runs: Runs, ref_runs: Runs, bare_runs: Runs) -> None:
+def report(
+    count: int, ours_runs: Runs, ref_runs: Runs, bare_runs: Runs, floor_runs: Runs
+) -> None:
     ours_s = statistics.median(w for w, _ in ours_runs)
     ref_s = statistics.median(w for w, _ in ref_runs)
     ours_cpu = statistics.median(c for _, c in ours_runs)
@@ -299,6 +351,11 @@ def report(count: int, ours_runs: Runs, ref_runs: Runs, bare_runs: Runs) -> None
     bare_rate = count / statistics.median(w for w, _ in bare_runs)
     print(f"    (a) bare loop             {bare_rate:>10,.0f} records/s  (MD5 + lookup + encode)")
     print(f"    ratio ours/(a)            {ours_rate / bare_rate:>10.0%}       (target >= 40%)")
+    floor_rate = count / statistics.median(w for w, _ in floor_runs)
+    print(f"    (c) API floor             {floor_rate:>10,.0f} records/s  (await put() + a Future "
+          f"+ a RecordResult per record, nothing else)")
+    print(f"    ratio (c)/(a)             {floor_rate / bare_rate:>10.0%}       (the most any "
+          f"producer with this API can reach)")
 
 
 def main() -> None:
