@@ -184,3 +184,26 @@ def test_real_botocore_chain_reads_environment(monkeypatch: pytest.MonkeyPatch) 
     provider = _botocore_provider()
     assert provider is not None
     assert provider() == Credentials("BOTOENV", "botosecret")
+
+
+def test_botocore_chain_reports_refreshable_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    import botocore.session
+
+    expiry = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
+    refreshable = botocore.credentials.RefreshableCredentials(
+        "ASIAROLE", "rolesecret", "roletoken", expiry, refresh_using=dict, method="test",
+        time_fetcher=lambda: datetime(2026, 11, 26, 3, 0, tzinfo=UTC),
+    )
+
+    class Session:
+        def get_credentials(self) -> botocore.credentials.Credentials:
+            return refreshable
+
+    monkeypatch.setattr(botocore.session, "get_session", Session)
+    from kpl.auth import _botocore_provider
+
+    provider = _botocore_provider()
+    assert provider is not None
+    found = provider()
+    assert found == Credentials("ASIAROLE", "rolesecret", "roletoken", expiry)
+    assert found.expiry == expiry
