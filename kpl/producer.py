@@ -53,11 +53,13 @@ _Handle = tuple["asyncio.Future[RecordResult]", int]
 _new_result = tuple.__new__
 
 #: Bytes charged against ``max_buffered_bytes`` for each outstanding record on top of
-#: its data and partition key, so that the budget bounds memory rather than payload:
-#: a record's future, handle, core bookkeeping, base64 entry and attempts take about
-#: 1.2 KB of RSS apiece under a stalled endpoint (measured by bench/producer_e2e.py;
-#: peak RSS growth is then about the budget plus ~20 MB of fixed cost).
-RECORD_OVERHEAD = 1152
+#: its data and partition key, so that the budget bounds memory rather than payload.
+#: The worst case is a stalled endpoint (no shard map, so every record is its own plain
+#: Kinesis record): its future, handle, bookkeeping, base64 entry and attempts then take
+#: about 1.5 KB of RSS apiece. Measured with bench/producer_e2e.py's memory child (400k
+#: records of 100 B): at 1,152 B the RSS growth rose 1.27 MiB per MiB of budget between
+#: budgets of 16 and 64 MiB, i.e. about 1,490 B per record beyond its data and key.
+RECORD_OVERHEAD = 1536
 
 # put() yields to the loop once per this many calls (see put()).
 _YIELD_EVERY = 256
