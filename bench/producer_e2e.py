@@ -354,8 +354,8 @@ def report(
     floor_rate = count / statistics.median(w for w, _ in floor_runs)
     print(f"    (c) API floor             {floor_rate:>10,.0f} records/s  (await put() + a Future "
           f"+ a RecordResult per record, nothing else)")
-    print(f"    ratio (c)/(a)             {floor_rate / bare_rate:>10.0%}       (the most any "
-          f"producer with this API can reach)")
+    print(f"    ratio (c)/(a)             {floor_rate / bare_rate:>10.0%}       (a ceiling for "
+          f"ours/(a): every put() pays (c))")
 
 
 def main() -> None:
