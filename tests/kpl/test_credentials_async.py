@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -268,36 +269,40 @@ async def test_refresh_rule(lifetime: float | None, reused_at: float, fetched_at
     assert cache.fetches == 2
 
 
-async def test_expired_token_answer_makes_the_next_call_fetch_again(server: Any) -> None:
-    expired = b'{"__type":"ExpiredTokenException","message":"The security token is expired"}'
-    url, seen = await server((400, expired), (200, b"{}"))
+@pytest.mark.parametrize(
+    ("refusal", "fetches", "keys_sent"),
+    [
+        # A stale-credential answer makes the next call fetch again.
+        (
+            b'{"__type":"ExpiredTokenException","message":"The security token is expired"}',
+            2,
+            ["AKIDFIRST", "AKIDSECOND", "AKIDSECOND"],
+        ),
+        # Any other refusal keeps the cached credentials.
+        (
+            b'{"__type":"ProvisionedThroughputExceededException","message":"slow down"}',
+            1,
+            ["AKIDFIRST", "AKIDFIRST", "AKIDFIRST"],
+        ),
+    ],
+    ids=["expired-token-fetches-again", "other-errors-keep-the-cache"],
+)
+async def test_a_refusal_refetches_credentials_only_when_they_are_stale(
+    server: Any, refusal: bytes, fetches: int, keys_sent: list[str]
+) -> None:
+    url, seen = await server((400, refusal), (200, b"{}"))
     provider = CountingProvider(FIRST, SECOND)
     transport = AioHttpTransport(url, credentials=provider)
     try:
         with pytest.raises(KinesisError) as caught:
             await transport.call("X", b"{}")
-        assert caught.value.error_code == "ExpiredTokenException"
+        assert caught.value.error_code == orjson.loads(refusal)["__type"]
         assert await transport.call("X", b"{}") == b"{}"
         assert await transport.call("X", b"{}") == b"{}"
     finally:
         await transport.close()
-    assert provider.calls == 2
-    assert [key_of(a) for a in seen] == ["AKIDFIRST", "AKIDSECOND", "AKIDSECOND"]
-
-
-async def test_other_errors_keep_the_cached_credentials(server: Any) -> None:
-    throttled = b'{"__type":"ProvisionedThroughputExceededException","message":"slow down"}'
-    url, seen = await server((400, throttled), (200, b"{}"))
-    provider = CountingProvider(FIRST, SECOND)
-    transport = AioHttpTransport(url, credentials=provider)
-    try:
-        with pytest.raises(KinesisError):
-            await transport.call("X", b"{}")
-        await transport.call("X", b"{}")
-    finally:
-        await transport.close()
-    assert provider.calls == 1
-    assert [key_of(a) for a in seen] == ["AKIDFIRST", "AKIDFIRST"]
+    assert provider.calls == fetches
+    assert [key_of(a) for a in seen] == keys_sent
 
 
 async def test_invalidate_ignores_credentials_already_replaced() -> None:
