@@ -9,6 +9,8 @@ A :class:`Transport` sends the body of one Kinesis action and returns the body o
   (5xx: ``InternalFailure``/``ServiceUnavailable``, 413: ``ValidationException``, ...);
 - a refused, reset or dropped connection becomes :class:`kpl.errors.NetworkError`;
 - a connect or request timeout becomes :class:`kpl.errors.RequestTimeout`;
+- credentials not fetched within ``request_timeout`` become :class:`kpl.errors.NetworkError`
+  (nothing was sent; the shared fetch goes on);
 - credentials that cannot be found or fetched raise their own error
   (:class:`kpl.auth.NoCredentialsError`, or whatever the provider raised) — not a
   KinesisError, so nothing retries it.
@@ -20,6 +22,7 @@ request to a function, as httpx's ``MockTransport`` does, for tests and examples
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import warnings
@@ -194,6 +197,7 @@ class AioHttpTransport:
             None if isinstance(source, CredentialCache) else source, self.region, service
         )
         self._max_connections = max_connections
+        self._request_timeout = request_timeout
         self._timeout = aiohttp.ClientTimeout(
             total=request_timeout, sock_connect=connect_timeout, connect=None
         )
@@ -224,7 +228,7 @@ class AioHttpTransport:
         cache = self.credential_cache
         creds: Credentials | None = None
         if cache is not None:
-            creds = cache.fresh() or await cache.get()
+            creds = cache.fresh() or await self._credentials(cache, action)
         # After the await: close() may have run meanwhile, and _open() checks that.
         session = self._session or self._open()
         headers = {
@@ -247,6 +251,27 @@ class AioHttpTransport:
                 cache.invalidate(creds)
             raise refused
         return payload
+
+    async def _credentials(self, cache: CredentialCache, action: str) -> Credentials:
+        """Wait for the shared fetch at most ``request_timeout``.
+
+        aiohttp's timeout only starts with the request, so without this bound a slow
+        provider (an unreachable metadata service) would hold the call, and the
+        producer's flush(), past any record_ttl. Giving up is a NetworkError: nothing was
+        sent, and a retry joins the same fetch, which keeps running for later calls.
+        """
+        scope = asyncio.timeout(self._request_timeout)
+        try:
+            async with scope:
+                return await cache.get()
+        except TimeoutError as error:
+            if not scope.expired():
+                raise  # the provider's own TimeoutError, not our bound
+            raise NetworkError(
+                f"credentials not available within request_timeout "
+                f"({self._request_timeout:g}s) for {action} to {self.endpoint_url}; "
+                "the fetch goes on for later calls"
+            ) from error
 
     async def close(self) -> None:
         """Close the pool's connections."""

@@ -24,7 +24,7 @@ from kpl.auth import (
     StaticCredentialProvider,
     credential_source,
 )
-from kpl.errors import KinesisError, RecordFailed
+from kpl.errors import KinesisError, NetworkError, RecordFailed
 from kpl.transport import AioHttpTransport
 
 REMOTE = "https://kinesis.us-east-1.amazonaws.com"
@@ -332,6 +332,63 @@ async def test_failing_provider_raises_and_the_next_call_tries_again(server: Any
         await transport.close()
     assert provider.calls == 2
     assert [key_of(a) for a in seen] == ["AKIDFIRST"]
+
+
+async def test_slow_credentials_fail_the_call_within_request_timeout(server: Any) -> None:
+    url, seen = await server()
+    provider = BlockingProvider(asyncio.get_running_loop())
+    transport = AioHttpTransport(url, credentials=provider, request_timeout=0.05)
+    try:
+        with pytest.raises(NetworkError, match="credentials not available within "
+                                               r"request_timeout \(0\.05s\)") as caught:
+            await transport.call("PutRecords", b"{}")
+        assert caught.value.is_retryable
+        assert provider.calls == 1  # the fetch started and is still running
+        later = asyncio.create_task(transport.call("PutRecords", b"{}"))
+        provider.release.set()  # the fetch the first call gave up on serves this one
+        assert await later == b"{}"
+    finally:
+        provider.release.set()
+        await transport.close()
+    assert provider.calls == 1
+    assert transport.credential_cache is not None
+    assert transport.credential_cache.fetches == 1
+    assert [key_of(a) for a in seen] == ["AKIDFIRST"]
+
+
+async def test_a_providers_own_timeout_is_not_taken_for_ours(server: Any) -> None:
+    url, seen = await server()
+    provider = CountingProvider(TimeoutError("metadata service timed out"))
+    transport = AioHttpTransport(url, credentials=provider, request_timeout=5.0)
+    try:
+        with pytest.raises(TimeoutError, match="metadata service timed out"):
+            await transport.call("X", b"{}")
+    finally:
+        await transport.close()
+    assert seen == []
+
+
+async def test_flush_returns_within_record_ttl_while_credentials_hang(server: Any) -> None:
+    url, seen = await server()
+    provider = BlockingProvider(asyncio.get_running_loop())
+    config = ProducerConfig(record_ttl=0.3, request_timeout=0.05, record_max_buffered_time=0.01)
+    try:
+        async with Producer("s", url, config=config, credentials=provider) as producer:
+            future = await producer.put(b"data", "pk")
+            # Without the bound this waits for the provider (released only below).
+            await producer.flush()
+            assert future.done()
+            with pytest.raises(RecordFailed) as caught:
+                await future
+            provider.release.set()
+    finally:
+        provider.release.set()
+    assert caught.value.code == "Expired"
+    assert caught.value.attempts
+    assert {a.error_code for a in caught.value.attempts} == {"NetworkError"}
+    assert "credentials not available" in (caught.value.attempts[-1].error_message or "")
+    assert seen == []
+    assert provider.calls == 1
 
 
 async def test_provider_returning_something_else_is_a_clear_error() -> None:
