@@ -34,7 +34,8 @@ _UINT32_MAX = 2**32 - 1
 class ProducerConfig:
     """Options of a :class:`kpl.Producer`; every field has the KPL's default."""
 
-    #: The longest a user record waits in a buffer before it is sent (KPL: 100 ms).
+    #: The longest a user record waits in a buffer before it is sent (KPL: 100 ms); at
+    #: most ``record_ttl``.
     record_max_buffered_time: float = 0.1
     #: A record not delivered within this many seconds of put() fails with ``Expired``.
     record_ttl: float = 30.0
@@ -90,6 +91,13 @@ class ProducerConfig:
             "shard_map_refresh_min_interval", self.shard_map_refresh_min_interval, zero_ok=True
         )
         _positive("rate_limit", self.rate_limit)
+        if self.record_max_buffered_time > self.record_ttl:
+            # A record would wait in its buffer past the moment it should have failed,
+            # and then be delivered after its TTL.
+            raise ValueError(
+                f"record_max_buffered_time ({self.record_max_buffered_time}) must not exceed "
+                f"record_ttl ({self.record_ttl})"
+            )
         if self.max_backoff < self.min_backoff:
             raise ValueError(
                 f"max_backoff ({self.max_backoff}) must be at least min_backoff "

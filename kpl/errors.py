@@ -24,6 +24,8 @@ __all__ = [
     "BufferFull",
     "ExpiredIteratorException",
     "ExpiredNextTokenException",
+    "ExpiredToken",
+    "ExpiredTokenException",
     "IncompleteSignature",
     "InternalFailure",
     "InvalidArgumentException",
@@ -37,6 +39,7 @@ __all__ = [
     "KMSThrottlingException",
     "KinesisError",
     "LimitExceededException",
+    "MalformedResponse",
     "MissingAuthenticationToken",
     "NetworkError",
     "ProducerClosed",
@@ -44,6 +47,7 @@ __all__ = [
     "RecordExpired",
     "RecordFailed",
     "RecordTooLarge",
+    "RequestExpired",
     "RequestTimeout",
     "ResourceInUseException",
     "ResourceNotFoundException",
@@ -198,6 +202,46 @@ class RequestTimeout(KinesisError):
     code = "RequestTimeout"
     retryable = True
     status = 0
+
+
+class MalformedResponse(KinesisError):
+    """A 200 answer that is not a PutRecords result (not JSON, not an object, wrong
+    entries): a proxy or a half-written body, so the records are sent again."""
+
+    code = "MalformedResponse"
+    retryable = True
+    status = 500
+
+
+# --- retryable: credentials rotating ----------------------------------------------------
+# The signing credentials expired between fetch and use (temporary credentials being
+# rotated). The transport drops them from its cache on these codes, so the retry is
+# signed with freshly fetched ones and succeeds; failing the records would lose them for
+# a routine rotation. Keys that are unknown, revoked or not permitted stay permanent
+# (AccessDenied, UnrecognizedClient, InvalidSignature ... below; InvalidClientTokenId and
+# other unregistered 4xx codes by classify()'s default): asking again gets the same answer
+# until someone fixes the setup, so retrying would only hide the cause until record_ttl.
+
+
+class ExpiredTokenException(KinesisError):
+    """The session token of temporary credentials expired (Kinesis's spelling)."""
+
+    code = "ExpiredTokenException"
+    retryable = True
+
+
+class ExpiredToken(KinesisError):
+    """The session token of temporary credentials expired (STS-style spelling)."""
+
+    code = "ExpiredToken"
+    retryable = True
+
+
+class RequestExpired(KinesisError):
+    """The request's signature date is too old (signed with stale time or credentials)."""
+
+    code = "RequestExpired"
+    retryable = True
 
 
 # --- not retryable ----------------------------------------------------------------------

@@ -27,11 +27,32 @@ import orjson
 
 from kpl.client import KinesisClient
 from kpl.core.pipeline import Completion, Delivered, ProducerCore, PutRecordsRequest
-from kpl.errors import ProducerClosed
+from kpl.errors import MalformedResponse, ProducerClosed
 
-__all__ = ["Sender"]
+__all__ = ["Sender", "parse_put_records"]
 
 Resolver = Callable[[Sequence[Completion | Delivered]], None]
+
+
+def parse_put_records(body: bytes) -> dict[str, Any]:
+    """The JSON object of a 200 PutRecords answer.
+
+    A body that is not JSON, or JSON that is not an object, raises
+    :class:`kpl.errors.MalformedResponse` (retried), the same outcome the core gives an
+    object with the wrong entries: a garbled answer says nothing about the records.
+    """
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        snippet = body[:80].decode("utf-8", "replace").strip()
+        raise MalformedResponse(
+            f"PutRecords answered a body that is not JSON ({len(body)} bytes: {snippet!r})"
+        ) from error
+    if not isinstance(parsed, dict):
+        raise MalformedResponse(
+            f"PutRecords answered a JSON {type(parsed).__name__}, not an object"
+        )
+    return parsed
 
 
 class Sender:
@@ -76,9 +97,9 @@ class Sender:
         self._stopping = True
         self.wakeup.set()
 
-    async def _put_records(self, request: PutRecordsRequest) -> Any:
+    async def _put_records(self, request: PutRecordsRequest) -> dict[str, Any]:
         body = await self._client.transport.call("PutRecords", request.body)
-        return orjson.loads(body)
+        return parse_put_records(body)
 
     def _finish(self, task: asyncio.Task[Any], now: float) -> None:
         """Feed one finished call back to the core and resolve what it completes."""
@@ -95,16 +116,10 @@ class Sender:
         request = self._in_flight.pop(task)
         error = task.exception()
         if error is None:
-            response = task.result()
-            if isinstance(response, dict):
-                completions = self._core.on_response(request, response, now)
-            else:
-                completions = self._core.on_error(
-                    request, TypeError(f"PutRecords answered {type(response).__name__}"), now
-                )
+            completions = self._core.on_response(request, task.result(), now)
         else:
-            # Transport errors are KinesisErrors already; anything else (a body that is
-            # not JSON, a bug in a mock handler) fails the request rather than the sender.
+            # Transport errors and unreadable answers are KinesisErrors already; anything
+            # else (a bug in a mock handler) fails the request rather than the sender.
             completions = self._core.on_error(request, error, now)
         if completions:
             self._resolve(completions)

@@ -275,7 +275,7 @@ async def test_flush_waits_for_what_was_put_before_it() -> None:
     gate = asyncio.Event()
     fake = FakeKinesis()
 
-    config = fast(record_max_buffered_time=60.0)  # only flush() can send these
+    config = fast(record_max_buffered_time=60.0, record_ttl=120.0)  # only flush() sends these
     async with Producer("s", config=config, transport=gated(fake, gate)) as producer:
         before = [f for _, _, f in await put_many(producer, 5, keys=5)]
         flushing = asyncio.create_task(producer.flush())
@@ -305,7 +305,7 @@ async def test_overlapping_flushes_each_wait_for_their_own_records() -> None:
         for _ in range(20):
             await asyncio.sleep(0)
 
-    config = fast(record_max_buffered_time=60.0, aggregation_enabled=False)
+    config = fast(record_max_buffered_time=60.0, record_ttl=120.0, aggregation_enabled=False)
     async with Producer("s", config=config, transport=MockTransport(handler)) as producer:
         a = await producer.put(b"A", partition_key="a")
         flush_a = asyncio.create_task(producer.flush())

@@ -180,7 +180,7 @@ async def test_backpressure_blocks_put_until_acks_free_the_budget(stream: Stream
 
 
 async def test_flush_sends_and_waits_for_everything_put_before(stream: Stream) -> None:
-    config = ProducerConfig(record_max_buffered_time=60.0)  # only flush() sends early
+    config = ProducerConfig(record_max_buffered_time=60.0, record_ttl=120.0)  # only flush() sends
     async with Producer(stream.name, endpoint_url=stream.url, config=config) as producer:
         futures = [await producer.put(b"f%d" % i, partition_key=f"k{i}") for i in range(300)]
         assert not any(f.done() for f in futures)

@@ -51,6 +51,10 @@ def test_config_is_frozen() -> None:
         ({"record_ttl": 0}, "record_ttl must be a finite positive"),
         ({"record_ttl": float("inf")}, "record_ttl"),
         ({"record_max_buffered_time": -1}, "record_max_buffered_time"),
+        (
+            {"record_max_buffered_time": 3.0, "record_ttl": 1.0},
+            r"record_max_buffered_time \(3\.0\) must not exceed record_ttl \(1\.0\)",
+        ),
         ({"request_timeout": "6"}, "request_timeout must be a number"),
         ({"rate_limit": 0}, "rate_limit"),
         ({"collection_max_count": 501}, "collection_max_count must be between 1 and 500"),
@@ -134,6 +138,12 @@ def test_record_failed_carries_code_message_attempts() -> None:
         ("NetworkError", Action.RETRY),
         ("RequestTimeout", Action.RETRY),
         ("ResourceInUseException", Action.RETRY_AFTER_REFRESH),
+        # Credentials rotating: the transport fetches new ones, so a retry succeeds.
+        ("ExpiredTokenException", Action.RETRY),
+        ("ExpiredToken", Action.RETRY),
+        ("RequestExpired", Action.RETRY),
+        # A garbled 200 answer (not JSON, not an object, wrong entries).
+        ("MalformedResponse", Action.RETRY),
         ("ValidationException", Action.FAIL),
         ("ResourceNotFoundException", Action.FAIL),
         ("AccessDeniedException", Action.FAIL),
@@ -161,6 +171,12 @@ def test_retry_table(code: str, action: Action) -> None:
 def test_fail_if_throttled_fails_throttles(code: str) -> None:
     assert classify(code) is Action.RETRY
     assert classify(code, fail_if_throttled=True) is Action.FAIL
+
+
+@pytest.mark.parametrize("status", [400, 403])
+def test_unregistered_auth_refusals_stay_permanent(status: int) -> None:
+    assert "InvalidClientTokenId" not in ACTIONS
+    assert classify("InvalidClientTokenId", status=status) is Action.FAIL
 
 
 def test_fail_if_throttled_does_not_touch_other_retries() -> None:
