@@ -475,6 +475,11 @@ class ProducerCore:
         self._pending: Completions = []
         # Delivered to a shard our map did not know: (record, shard, sequence, sub, attempt).
         self._unverified: list[tuple[_UserRecord, str, str, int, Attempt]] = []
+        # preserve_order only: records of a mispredicted aggregate must be sent again, so
+        # nothing is sent until a new map puts every held record back in put() order.
+        self._reorder = False
+        # The last ListShards failure, for the message of records that waited for a map.
+        self._map_error: BaseException | None = None
         self._errors_by_code: dict[str, int] = {}
         # Failed attempts of records still held, by record seq (empty when all goes well).
         self._attempts: dict[int, tuple[Attempt, ...]] = {}
@@ -811,7 +816,7 @@ class ProducerCore:
         self._rr += 1
         blocked = False
         # Before the first map (and within FIRST_MAP_WAIT), plain records wait for it.
-        holding = self._map is None and now < self._hold_until
+        holding = (self._map is None and now < self._hold_until) or self._reorder
         for k in range(n):
             shard = shards[(start + k) % n]
             if not shard.queue and not shard.retries:
@@ -881,7 +886,7 @@ class ProducerCore:
                 next_wake = shard.agg_deadline
         if holding:
             # Only the map (which wakes the shell) or the end of the wait can help.
-            next_wake = self._hold_until
+            next_wake = _INF if self._reorder else self._hold_until
         self._next_collect = next_wake
         if blocked and not due:
             self._full_pending = True
@@ -1096,6 +1101,7 @@ class ProducerCore:
         if index < 0:
             for sub, record in enumerate(krecord.items):
                 self._unverified.append((record, shard_id, sequence, sub, ok))
+            self._reorder = self._preserve
             return
         start, end = self._map.range_of(index) if self._map is not None else (0, -1)
         again: list[_UserRecord] = []
@@ -1113,6 +1119,10 @@ class ProducerCore:
                 again.append(record)
         self._count_put(delivered)
         self._settle(delivered)
+        if again and self._preserve:
+            # Newer records of these keys wait behind them: hold everything until the
+            # refreshed map, which routes every held record again in put() order.
+            self._reorder = True
         for record in again:
             # Sent but not kept where a consumer would read it: count it as a failed try.
             self._add_attempt(
@@ -1358,21 +1368,36 @@ class ProducerCore:
         for shard in [*old.values(), self._unrouted]:
             shard.stale = shard.shard_id is not None
             moving.extend(self._drain(shard))
+        if self._reorder:
+            # preserve_order after a misprediction: records of the unchanged shards go
+            # back through routing too, so that the ones sent again take their place
+            # among them by put() order (the seq sort below). With a consistent map the
+            # shards that matter have changed and were drained above; this covers a map
+            # that is not (ListShards pages straddling a reshard).
+            for shard in new_shards:
+                moving.extend(self._drain(shard))
+            self._reorder = False
         self._map = new_map
         self._shards = new_shards
         self._key_cache.clear()  # its predicted shards are the old map's
         self._starts = [new_map.range_of(i)[0] for i in range(len(new_map))]
         self._ends = [new_map.range_of(i)[1] for i in range(len(new_map))]
+        self._map_error = None
         self._refresh.installed(now)
         self._refresh_changed()
-        moving.sort(key=lambda r: r[_SEQ])
-        for record in moving:
-            self._route(record, now)
         if self._unverified:
+            # Delivered to a shard the old map did not know: kept where the new map says
+            # that shard owns their hash keys, sent again otherwise.
             unverified, self._unverified = self._unverified, []
-            for record, shard_id, sequence, sub, ok in unverified:
+            for item in unverified:
+                record, shard_id, sequence, sub, ok = item
                 index = new_map.index_of(shard_id)
-                start, end = new_map.range_of(index) if index >= 0 else (0, -1)
+                if index < 0:
+                    # This map does not know the shard that answered us: it lags behind
+                    # the service. Sending again would store a duplicate; ask again.
+                    self._unverified.append(item)
+                    continue
+                start, end = new_map.range_of(index)
                 if start <= record[_HASH] <= end:
                     self._pending.append(
                         (
@@ -1394,7 +1419,14 @@ class ProducerCore:
                             "hash key",
                         ),
                     )
-                    self._route(record, now)
+                    moving.append(record)
+            if self._unverified:
+                self._refresh.invalidate()
+                self._refresh_changed()
+                self._reorder = self._preserve
+        moving.sort(key=lambda r: r[_SEQ])
+        for record in moving:
+            self._route(record, now)
         if moving or self._queued_count:
             self._next_collect = min(self._next_collect, now)
 
@@ -1422,6 +1454,11 @@ class ProducerCore:
         """
         self._refresh.failed()
         self._refresh_changed()
+        self._map_error = error
+        if self._reorder:
+            # preserve_order: records wait (held, or until record_ttl) for a map that can
+            # put them back in order; sending them now could overtake older ones.
+            return
         if self._map is None and self._hold_until != -_INF:
             # The first map is not coming soon: held records go out plain.
             self._hold_until = -_INF

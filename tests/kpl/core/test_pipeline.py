@@ -771,6 +771,147 @@ def test_new_map_reroutes_buffered_records() -> None:
 # --- preserve_order ----------------------------------------------------------------------
 
 
+def test_preserve_order_holds_everything_from_a_misprediction_until_the_new_map() -> None:
+    """A split the core learns of from an answer: the sub-records sent again must not be
+    overtaken by newer records of their keys, so nothing leaves until the new map."""
+    old = even_shards(1)
+    new = even_shards(2, first=1)
+    h = Harness(shards=new, core_map=old, config=ProducerConfig(preserve_order=True))
+    names = keys(30)
+    sent_order: dict[str, list[bytes]] = {k: [] for k in names}
+
+    def put(tag: str, count: int) -> None:
+        for i in range(count):
+            key = names[i % len(names)]
+            data = f"{tag}{i:04d}".encode()
+            sent_order[key].append(data)
+            h.put(data, key)
+
+    put("a", 300)
+    h.core.flush(h.now)
+    (request,) = h.poll().requests
+    h.answer(request)  # lands on a shard the core's map does not know
+    assert not h.outcomes
+    put("b", 300)  # newer records of the same keys, while the map is stale
+    h.core.flush(h.now)
+    while not h.refreshes:  # the refresh is due after shard_map_refresh_min_interval
+        poll = h.poll()
+        assert poll.requests == []  # held: nothing may overtake the records sent again
+        assert poll.deadline is not None
+        h.now = poll.deadline
+    assert h.now >= 1.0
+    h.core.set_shard_map(new, h.now)
+    h.run()
+    assert len(h.outcomes) == 600
+    assert all(isinstance(o, RecordResult) for o in h.outcomes.values())
+    # What a consumer keeps (sub-records in the shard that owns their hash key), per key,
+    # in the order the stream stored them: exactly the put() order.
+    assert _first_copies(h.user_records_stored(), h.true_map) == sent_order
+
+
+def test_preserve_order_survives_a_failed_and_a_stale_listshards_after_a_misprediction() -> None:
+    """ListShards first fails, then answers with the map from before the split (it can lag
+    behind the service): order holds through both, and the new map then settles it."""
+    old = even_shards(1)
+    new = even_shards(2, first=1)
+    h = Harness(shards=new, core_map=old, config=ProducerConfig(preserve_order=True))
+    names = keys(10)
+    sent_order: dict[str, list[bytes]] = {k: [] for k in names}
+
+    def put(tag: str, count: int) -> None:
+        for i in range(count):
+            key = names[i % len(names)]
+            data = f"{tag}{i:04d}".encode()
+            sent_order[key].append(data)
+            h.put(data, key)
+
+    put("a", 100)
+    h.core.flush(h.now)
+    (request,) = h.poll().requests
+    h.answer(request)  # lands on a shard unknown to the map: held
+    put("b", 100)  # queued behind, on the old shard
+    h.core.on_shard_map_error(NetworkError("ListShards failed"), h.now)
+    h.now += 0.5
+    assert h.poll().requests == []  # still held: sending now could reorder
+    h.core.set_shard_map(old, h.now)  # a stale answer: the same map as before
+    # Everything goes again in put() order; the resend lands on an unknown shard again.
+    refreshes = h.refreshes
+    while h.refreshes == refreshes:
+        poll = h.poll()
+        for request in list(h.unanswered):
+            h.answer(request)
+        if not poll.requests and poll.deadline is not None:
+            h.now = poll.deadline
+    h.core.set_shard_map(new, h.now)
+    h.run()
+    assert len(h.outcomes) == 200
+    assert all(isinstance(o, RecordResult) for o in h.outcomes.values())
+    assert _first_copies(h.user_records_stored(), h.true_map) == sent_order
+    # The stale map did not know the shard that answered, so nothing was sent twice.
+    kept = [(k, d) for s_, k, d, _ in h.user_records_stored()
+            if h.true_map.shard_id_for(hash_key_for(k)) == s_]
+    assert len(kept) == len(set(kept)) == 200
+
+
+def _first_copies(
+    stored: list[tuple[str, str, bytes, int]], true_map: ShardMap
+) -> dict[str, list[bytes]]:
+    """Per key, what a consumer reads (sub-records in the shard owning their hash key),
+    each record at its first copy (a record sent again after a misprediction may be
+    stored twice: at least once, never out of order)."""
+    read: dict[str, list[bytes]] = {}
+    for shard_id, key, data, _sub in stored:
+        if true_map.shard_id_for(hash_key_for(key)) == shard_id:
+            seen = read.setdefault(key, [])
+            if data not in seen:
+                seen.append(data)
+    return read
+
+
+def test_preserve_order_puts_records_sent_again_back_among_newer_ones() -> None:
+    """An aggregate lands on another shard of the (stale) map while newer records of its
+    keys already wait in its shard's queue, and the next ListShards still answers the
+    stale map: the records sent again must go before the newer ones all the same."""
+    half, quarter = HASH_KEY_SPACE // 2, HASH_KEY_SPACE // 4
+    stale = [("shardId-a", 0, half - 1), ("shardId-b", half, MAX_HASH_KEY)]
+    true = [("shardId-a", 0, quarter - 1), ("shardId-b", quarter, MAX_HASH_KEY)]
+    h = Harness(shards=true, core_map=stale, config=ProducerConfig(preserve_order=True))
+    # Keys predicted for shardId-a; the first truly in shardId-b, so the aggregate (placed
+    # by its first record's hash key) lands there.
+    moved = [k for k in keys(400) if quarter <= hash_key_for(k) < half][:6]
+    stayed = [k for k in keys(400) if hash_key_for(k) < quarter][:6]
+    names = moved + stayed
+    sent_order: dict[str, list[bytes]] = {k: [] for k in names}
+
+    def put(tag: str, count: int) -> None:
+        for i in range(count):
+            key = names[i % len(names)]
+            data = f"{tag}{i:04d}".encode()
+            sent_order[key].append(data)
+            h.put(data, key)
+
+    put("a", 60)
+    h.core.flush(h.now)
+    (request,) = h.poll().requests
+    put("b", 60)  # newer records of the same keys, queued while "a" is in flight
+    h.core.flush(h.now)
+    h.answer(request)  # on shardId-b: every sub-record is sent again
+    assert h.poll().requests == []  # held until a map
+    h.core.set_shard_map(stale, h.now)  # ListShards lags: the same map again
+    while h.core.buffered_records:
+        poll = h.poll()
+        for request in list(h.unanswered):
+            h.answer(request)
+        if h.refreshes:
+            h.core.set_shard_map(true, h.now)  # the service's map at last
+            h.refreshes = 0
+        elif not poll.requests and poll.deadline is not None:
+            h.now = poll.deadline
+    assert len(h.outcomes) == 120
+    assert all(isinstance(o, RecordResult) for o in h.outcomes.values())
+    assert _first_copies(h.user_records_stored(), h.true_map) == sent_order
+
+
 def test_preserve_order_one_request_per_shard_and_order_under_failures() -> None:
     h = Harness(
         shards=even_shards(3), config=ProducerConfig(preserve_order=True, aggregation_max_size=2000)
