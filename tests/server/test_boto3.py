@@ -177,6 +177,38 @@ def test_tags_retention_limits_and_max_record_size(
     assert kinesis.get_records(ShardIterator=it)["Records"][0]["Data"] == big
 
 
+def test_record_size_counts_the_partition_key_over_the_wire(
+    kinesis: Any, make_stream: Callable[..., str]
+) -> None:
+    name = make_stream(1)
+    mib = 1024 * 1024
+    code, message, status = error_of(
+        kinesis.put_record, StreamName=name, Data=b"x" * mib, PartitionKey="k"
+    )
+    assert (code, status) == ("ValidationException", 400)
+    assert message == (
+        "1 validation error detected: Value 'java.nio.HeapByteBuffer[pos=0 lim=1048576 "
+        "cap=1048576]' at 'data' failed to satisfy constraint: Member's length plus the "
+        "partition key's UTF-8 length (1048576 + 1 = 1048577 bytes) must be less than or "
+        "equal to 1048576"
+    )
+    code, message, status = error_of(
+        kinesis.put_records,
+        StreamName=name,
+        Records=[{"Data": b"a", "PartitionKey": "k"}, {"Data": b"x" * mib, "PartitionKey": "k"}],
+    )
+    assert (code, status) == ("ValidationException", 400)
+    assert "at 'records.2.member.data'" in message
+    put = kinesis.put_record(StreamName=name, Data=b"x" * (mib - 1), PartitionKey="k")
+    it = kinesis.get_shard_iterator(
+        StreamName=name, ShardId=put["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records = kinesis.get_records(ShardIterator=it)["Records"]
+    assert [(len(r["Data"]), r["SequenceNumber"]) for r in records] == [
+        (mib - 1, put["SequenceNumber"])
+    ]
+
+
 def test_on_demand_stream(kinesis: Any, stream_name: str) -> None:
     kinesis.create_stream(StreamName=stream_name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
     kinesis.get_waiter("stream_exists").wait(StreamName=stream_name, WaiterConfig={"Delay": 0.01})

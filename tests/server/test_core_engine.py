@@ -576,6 +576,102 @@ def test_record_size_limits_and_update_max_record_size() -> None:
     assert isinstance(err, ValidationException)
 
 
+MIB = 1024 * 1024
+
+
+def _sum_rule(data: int, key: int, limit: int, path: str = "data") -> str:
+    """The refusal of data that fits alone but not with its key (our words, see engine)."""
+    return (
+        f"1 validation error detected: Value 'java.nio.HeapByteBuffer[pos=0 lim={data} "
+        f"cap={data}]' at '{path}' failed to satisfy constraint: Member's length plus the "
+        f"partition key's UTF-8 length ({data} + {key} = {data + key} bytes) must be less "
+        f"than or equal to {limit}"
+    )
+
+
+def test_record_size_is_data_plus_utf8_partition_key() -> None:
+    h = Harness()
+    h.stream()
+    err = h.error("PutRecord", {"StreamName": "s", "Data": b64(b"x" * MIB), "PartitionKey": "k"})
+    assert isinstance(err, ValidationException)
+    assert err.message == _sum_rule(MIB, 1, MIB)
+    # "é" is one character but two UTF-8 bytes: the limit counts bytes.
+    err = h.error(
+        "PutRecord", {"StreamName": "s", "Data": b64(b"x" * (MIB - 2)), "PartitionKey": "éa"}
+    )
+    assert isinstance(err, ValidationException)
+    assert err.message == _sum_rule(MIB - 2, 3, MIB)
+    assert h.read_all("s", "shardId-000000000000") == []  # a refusal stores nothing
+    h("PutRecord", StreamName="s", Data=b64(b"x" * (MIB - 1)), PartitionKey="k")
+    h("PutRecord", StreamName="s", Data=b64(b"y" * (MIB - 2)), PartitionKey="é")
+    stored = h.read_all("s", "shardId-000000000000")
+    assert [(len(r["Data"]), r["PartitionKey"]) for r in stored] == [(MIB - 1, "k"), (MIB - 2, "é")]
+
+
+def test_put_records_refuses_the_request_for_an_entry_over_the_limit_with_its_key() -> None:
+    h = Harness()
+    h.stream()
+    small = {"Data": b64(b"a"), "PartitionKey": "k"}
+    err = h.error(
+        "PutRecords",
+        {"StreamName": "s", "Records": [small, {"Data": b64(b"x" * MIB), "PartitionKey": "kk"}]},
+    )
+    assert isinstance(err, ValidationException)
+    assert err.message == _sum_rule(MIB, 2, MIB, "records.2.member.data")
+    # Data alone over the limit keeps the service's own text.
+    too_big = {"Data": b64(b"x" * (MIB + 1)), "PartitionKey": "k"}
+    err = h.error("PutRecords", {"StreamName": "s", "Records": [small, too_big]})
+    assert err.message == (
+        "1 validation error detected: Value 'java.nio.HeapByteBuffer[pos=0 lim=1048577 "
+        "cap=1048577]' at 'records.2.member.data' failed to satisfy constraint: Member must "
+        "have length less than or equal to 1048576"
+    )
+    assert h.read_all("s", "shardId-000000000000") == []  # the whole request was refused
+    r = h(
+        "PutRecords",
+        StreamName="s",
+        Records=[small, {"Data": b64(b"x" * (MIB - 2)), "PartitionKey": "kk"}],
+    )
+    assert r["FailedRecordCount"] == 0
+    assert len(h.read_all("s", "shardId-000000000000")) == 2
+
+
+def test_put_records_request_limit_counts_partition_keys() -> None:
+    h = Harness()
+    h.stream()
+    # Ten entries whose data alone is exactly 5 MiB: their keys tip the request over.
+    over = [{"Data": b64(b"x" * (MIB // 2)), "PartitionKey": "k"}] * 10
+    err = h.error("PutRecords", {"StreamName": "s", "Records": over})
+    assert isinstance(err, InvalidArgumentException)
+    assert err.message == "Records size exceeds 5 MB limit"
+    exact = [{"Data": b64(b"x" * (MIB // 2 - 1)), "PartitionKey": "k"}] * 10
+    assert h("PutRecords", StreamName="s", Records=exact)["FailedRecordCount"] == 0
+
+
+def test_large_record_stream_counts_the_key_against_its_own_limit() -> None:
+    h = Harness()
+    h.stream()
+    arn = h("DescribeStreamSummary", StreamName="s")["StreamDescriptionSummary"]["StreamARN"]
+    h("UpdateMaxRecordSize", StreamARN=arn, MaxRecordSizeInKiB=2048)
+    limit = 2 * MIB
+    err = h.error("PutRecord", {"StreamARN": arn, "Data": b64(b"x" * limit), "PartitionKey": "k"})
+    assert isinstance(err, ValidationException)
+    assert err.message == _sum_rule(limit, 1, limit)
+    err = h.error(
+        "PutRecords",
+        {"StreamARN": arn, "Records": [{"Data": b64(b"x" * limit), "PartitionKey": "k"}]},
+    )
+    assert err.message == _sum_rule(limit, 1, limit, "records.1.member.data")
+    h("PutRecord", StreamARN=arn, Data=b64(b"x" * (limit - 1)), PartitionKey="k")
+    r = h(
+        "PutRecords",
+        StreamARN=arn,
+        Records=[{"Data": b64(b"y" * (limit - 1)), "PartitionKey": "k"}],
+    )
+    assert r["FailedRecordCount"] == 0
+    assert [len(r["Data"]) for r in h.read_all("s", "shardId-000000000000")] == [limit - 1] * 2
+
+
 def test_tags() -> None:
     h = Harness()
     h.stream()
