@@ -232,6 +232,8 @@ class Engine:
 
     ``throughput`` and ``faults`` are the issue-3 seams (see ``server.core.hooks``);
     ``rng`` makes ids and the iterator secret deterministic in tests.
+    ``iterator_secret`` is a kept signing key (a durable data dir's), so iterators
+    outlive a restart; without one the engine draws a fresh key from ``rng``.
     """
 
     def __init__(
@@ -242,13 +244,19 @@ class Engine:
         *,
         throughput: ThroughputGate | None = None,
         faults: FaultInjector | None = None,
+        iterator_secret: bytes | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
         self.rng = rng
         self.throughput = throughput
         self.faults = faults
-        self.iterators = IteratorCodec(rng.randbytes(32), config.iterator_ttl_seconds)
+        # Drawn even when unused so ids from a given seed do not depend on the storage.
+        fresh = rng.randbytes(32)
+        self.iterators = IteratorCodec(
+            iterator_secret if iterator_secret is not None else fresh,
+            config.iterator_ttl_seconds,
+        )
         self._account = config.account_id
         self._streams: dict[str, _Stream] = {}
         self._scalings = ScalingHistory()

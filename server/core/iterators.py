@@ -2,11 +2,19 @@
 
 A token is ``base64(payload) + base64(tag)`` where the payload is a small JSON array
 ``[stream name, shard id, position, issued ms, stream created ms]`` and the tag is an
-HMAC-SHA256 of it (truncated to 16 bytes) under a per-server secret. The engine can
-therefore trust everything in a token that verifies: nothing about an iterator is kept
-in server memory. ``position`` is the next sequence number to read (a decimal string,
+HMAC-SHA256 of it (truncated to 16 bytes) under a secret. The engine can therefore
+trust everything in a token that verifies: nothing about an iterator is kept in server
+memory. A server with a data directory keeps the secret there (``server.storage.durable``),
+so a token outlives a restart; a memory server draws a fresh one, and its tokens die
+with it, as its records do. ``position`` is the next sequence number to read (a decimal string,
 since it exceeds 64 bits). ``stream created ms`` makes an iterator from a deleted and
 re-created stream of the same name stale.
+
+Expiry compares ``issued ms`` with the ``now`` of the check, both from the server's
+clock, which is wall-clock epoch time (``time.time``), never a monotonic clock: a
+monotonic clock's origin is arbitrary (boot time, on Linux), so a token from before a
+reboot would look issued in the future. So a token expires five minutes after it was
+issued whether or not the server restarted in between.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ Theory of operation
 Layout under ``data_dir``::
 
     LOCK                                   flock'ed while a server uses the directory
+    iterator-secret                        32 random bytes signing shard iterators (0600)
     streams/s-<name>/meta                  the stream's StreamMeta (msgpack), replaced atomically
     streams/s-<name>/<shard id>/<n>.seg    the shard's log segments, n = 1, 2, 3 ...
     trash/                                 deleted streams/shards, removed in the background
@@ -60,6 +61,14 @@ disk, however much is trimmed.
 **Trimming** is exact in memory (a per-shard floor below which reads see nothing) and
 deletes whole segments on disk once every record in them is below the floor. A restart
 forgets the floor until the engine trims again (lazily, on its next read).
+
+**The iterator secret.** Shard iterators are signed tokens (``server.core.iterators``);
+a consumer holding one across a restart must be able to read on, so the signing key
+lives here: made once from ``os.urandom`` (temp file with mode 0600, fsync, rename,
+fsync of the directory, all under the LOCK so two servers never race to make it) and
+read back on every later start. A secret file of the wrong size or one that cannot be
+read is a :class:`DataDirError`, not a quietly replaced key: replacing it would refuse
+every iterator already handed out, which the operator should decide (delete the file).
 """
 
 from __future__ import annotations
@@ -89,7 +98,7 @@ import msgpack
 from server.core.errors import InternalFailure
 from server.storage.base import ShardMeta, StoredRecord, StreamMeta
 
-__all__ = ["DEFAULT_SEGMENT_BYTES", "DataDirError", "DurableStorage"]
+__all__ = ["DEFAULT_SEGMENT_BYTES", "SECRET_BYTES", "DataDirError", "DurableStorage"]
 
 log = logging.getLogger("server.storage")
 
@@ -106,6 +115,10 @@ _RECORD_OVERHEAD = 48
 #: Larger payloads are taken as a damaged length field (records are at most a few MiB).
 _MAX_PAYLOAD = 64 * 1024 * 1024
 _META_FILE = "meta"
+_SECRET_FILE = "iterator-secret"
+_SECRET_TMP = "iterator-secret.tmp"
+#: Bytes of the iterator secret (an HMAC-SHA256 key as long as the hash's output).
+SECRET_BYTES = 32
 _META_TMP = "meta.tmp"
 _SEGMENT_SUFFIX = ".seg"
 _BIG_INT_EXT = 1
@@ -374,6 +387,9 @@ class DurableStorage:
 
     Records appended are visible to :meth:`read` once a :meth:`wait_durable` covering
     them has returned (that is, once they may be acknowledged).
+
+    :attr:`iterator_secret` is this directory's shard-iterator signing key, the same
+    on every start (see the module docstring).
     """
 
     def __init__(self, data_dir: Path | str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
@@ -402,6 +418,7 @@ class DurableStorage:
         self._root_fd = -1
         self._streams_fd = -1
         self._trash_fd = -1
+        self.iterator_secret = b""
         self._open()
 
     # -- start-up ---------------------------------------------------------------------
@@ -431,6 +448,7 @@ class DurableStorage:
             self._streams_fd = os.open(self.data_dir / "streams", _O_DIR)
             self._trash_fd = os.open(self.data_dir / "trash", _O_DIR)
             self._probe()
+            self.iterator_secret = self._load_or_create_secret()
             self._recover()
         except DataDirError:
             self.close()
@@ -452,6 +470,41 @@ class DurableStorage:
             os.close(fd)
         probe.unlink()
         os.fsync(self._root_fd)
+
+    def _load_or_create_secret(self) -> bytes:
+        """The directory's iterator secret, made (durably, 0600) on its first use."""
+        path = self.data_dir / _SECRET_FILE
+        try:
+            secret = path.read_bytes()
+        except FileNotFoundError:
+            return self._create_secret()
+        except OSError as error:
+            raise DataDirError(
+                f"iterator secret {path} is unreadable: {error.strerror or error}"
+            ) from error
+        if len(secret) != SECRET_BYTES:
+            raise DataDirError(
+                f"iterator secret {path} is corrupt ({len(secret)} bytes, expected "
+                f"{SECRET_BYTES}); delete it to make a new one (iterators handed out "
+                "before are then refused)"
+            )
+        return secret
+
+    def _create_secret(self) -> bytes:
+        secret = os.urandom(SECRET_BYTES)
+        tmp = self.data_dir / _SECRET_TMP
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # left by a start that died before its rename
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask, only the owner may read the key
+            _write_all(fd, secret)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.data_dir / _SECRET_FILE)
+        os.fsync(self._root_fd)
+        return secret
 
     def _recover(self) -> None:
         for leftover in list((self.data_dir / "trash").iterdir()):

@@ -98,6 +98,10 @@ class StreamServer:
             random.Random(self.config.seed),
             throughput=throughput,
             faults=faults,
+            # A durable directory keeps its signing key, so iterators survive a restart.
+            iterator_secret=(
+                storage.iterator_secret if isinstance(storage, DurableStorage) else None
+            ),
         )
         app = make_app(self.engine, self.config, self._clock, faults=faults)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -521,6 +521,71 @@ def test_cli_flags_and_unusable_data_dir_exit(tmp_path: Path) -> None:
     assert "not usable" in lines[0]
 
 
+# -- the iterator secret --------------------------------------------------------------
+
+
+def test_iterator_secret_is_made_once_owner_only_and_kept(
+    tmp_path: Path, data_dir: Path, opened: list[Any]
+) -> None:
+    store = open_store(data_dir, opened)
+    secret = store.iterator_secret
+    assert len(secret) == durable.SECRET_BYTES
+    path = data_dir / "iterator-secret"
+    assert path.read_bytes() == secret
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert not (data_dir / "iterator-secret.tmp").exists()
+    assert reopen(store, opened).iterator_secret == secret
+    assert open_store(tmp_path / "other", opened).iterator_secret != secret
+
+
+def test_iterator_secret_ignores_a_temp_file_left_by_a_crash(
+    data_dir: Path, opened: list[Any]
+) -> None:
+    data_dir.mkdir()
+    (data_dir / "iterator-secret.tmp").write_bytes(b"half")
+    secret = open_store(data_dir, opened).iterator_secret
+    assert (data_dir / "iterator-secret").read_bytes() == secret
+    assert not (data_dir / "iterator-secret.tmp").exists()
+
+
+def test_corrupt_or_unreadable_iterator_secret_refuses_to_start(
+    data_dir: Path, opened: list[Any]
+) -> None:
+    data_dir.mkdir()
+    path = data_dir / "iterator-secret"
+    path.write_bytes(b"short")
+    with pytest.raises(DataDirError) as info:
+        DurableStorage(data_dir)
+    assert str(info.value) == (
+        f"iterator secret {path} is corrupt (5 bytes, expected 32); delete it to make a "
+        "new one (iterators handed out before are then refused)"
+    )
+    assert path.read_bytes() == b"short"  # left for the operator, not replaced
+    path.unlink()
+    path.mkdir()  # read_bytes() fails on a directory (chmod 000 would not stop root)
+    with pytest.raises(DataDirError, match=r"^iterator secret .* is unreadable: "):
+        DurableStorage(data_dir)
+    path.rmdir()
+    # The failed starts released the LOCK: the directory opens once the file is gone.
+    assert len(open_store(data_dir, opened).iterator_secret) == 32
+
+
+def test_corrupt_iterator_secret_is_one_line_from_the_command(tmp_path: Path) -> None:
+    (tmp_path / "iterator-secret").write_bytes(b"x" * 33)
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "--port", "0", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"python -m server: error: iterator secret {tmp_path / 'iterator-secret'} is "
+        "corrupt (33 bytes, expected 32); delete it to make a new one (iterators handed "
+        "out before are then refused)"
+    ]
+
+
 async def test_answers_like_memory_storage(data_dir: Path, opened: list[Any]) -> None:
     """Random appends, reads and trims give the same answers as MemoryStorage."""
     import random

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+from botocore.exceptions import ClientError
+
 from tests.support import FakeClock, ServerThread, make_client
 
 STATE_DELAY = 1.0
@@ -126,3 +129,77 @@ def test_streams_lineage_and_records_survive_a_restart(tmp_path: Path) -> None:
     finally:
         kinesis.close()
         thread.stop()
+
+
+def test_iterators_handed_out_before_a_restart_read_on_after_it(tmp_path: Path) -> None:
+    clock = FakeClock()
+    data_dir = tmp_path / "data"
+    thread = server(data_dir, clock)
+    kinesis = make_client(thread.url)
+    try:
+        kinesis.create_stream(StreamName="s", ShardCount=1)
+        settle(kinesis, clock, "s")
+        for i in range(3):
+            kinesis.put_record(StreamName="s", PartitionKey="k", Data=b"r%d" % i)
+        it = kinesis.get_shard_iterator(
+            StreamName="s", ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        first = kinesis.get_records(ShardIterator=it, Limit=1)
+        latest = kinesis.get_shard_iterator(
+            StreamName="s", ShardId="shardId-000000000000", ShardIteratorType="LATEST"
+        )["ShardIterator"]
+    finally:
+        kinesis.close()
+        thread.stop()
+    assert [r["Data"] for r in first["Records"]] == [b"r0"]
+
+    clock.now += 60.0
+    thread = server(data_dir, clock)
+    kinesis = make_client(thread.url)
+    try:
+        got = kinesis.get_records(ShardIterator=first["NextShardIterator"])
+        assert [r["Data"] for r in got["Records"]] == [b"r1", b"r2"]
+        # The same token again reads the same records: it carries its own position.
+        again = kinesis.get_records(ShardIterator=first["NextShardIterator"])
+        assert [r["Data"] for r in again["Records"]] == [b"r1", b"r2"]
+        kinesis.put_record(StreamName="s", PartitionKey="k", Data=b"after")
+        assert [r["Data"] for r in kinesis.get_records(ShardIterator=latest)["Records"]] == [
+            b"after"
+        ]
+        # Expiry runs on the wall clock from the token's issue, restart or not: 60 s
+        # passed before it, 241 s more make the five minutes.
+        clock.now += 241.0
+        with pytest.raises(ClientError) as info:
+            kinesis.get_records(ShardIterator=first["NextShardIterator"])
+        assert info.value.response["Error"]["Code"] == "ExpiredIteratorException"
+    finally:
+        kinesis.close()
+        thread.stop()
+
+
+def test_memory_servers_refuse_each_others_iterators() -> None:
+    """Without a data dir the secret is fresh per server: a token dies with its server."""
+    clock = FakeClock()
+    tokens = []
+    for _ in range(2):
+        with ServerThread(state_delay_seconds=0.0, limits="off", clock=clock) as thread:
+            kinesis = make_client(thread.url)
+            try:
+                kinesis.create_stream(StreamName="s", ShardCount=1)
+                if tokens:
+                    with pytest.raises(ClientError) as info:
+                        kinesis.get_records(ShardIterator=tokens[0])
+                    assert info.value.response["Error"] == {
+                        "Code": "InvalidArgumentException",
+                        "Message": "Invalid ShardIterator.",
+                    }
+                tokens.append(
+                    kinesis.get_shard_iterator(
+                        StreamName="s",
+                        ShardId="shardId-000000000000",
+                        ShardIteratorType="TRIM_HORIZON",
+                    )["ShardIterator"]
+                )
+            finally:
+                kinesis.close()
+    assert tokens[0] != tokens[1]
