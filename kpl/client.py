@@ -115,9 +115,12 @@ class KinesisClient:
             payload["ShardCount"] = shard_count
         await self.call("CreateStream", payload)
 
-    async def describe_stream_summary(self, stream_name: str) -> dict[str, Any]:
-        """DescribeStreamSummary's ``StreamDescriptionSummary``."""
-        answer = await self.call("DescribeStreamSummary", {"StreamName": stream_name})
+    async def describe_stream_summary(
+        self, stream_name: str, *, stream_arn: str | None = None
+    ) -> dict[str, Any]:
+        """DescribeStreamSummary's ``StreamDescriptionSummary`` (by ARN when given)."""
+        payload = {"StreamARN": stream_arn} if stream_arn else {"StreamName": stream_name}
+        answer = await self.call("DescribeStreamSummary", payload)
         summary: dict[str, Any] = answer["StreamDescriptionSummary"]
         return summary
 

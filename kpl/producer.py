@@ -25,6 +25,7 @@ Theory of operation:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import warnings
 from asyncio import InvalidStateError
@@ -37,6 +38,7 @@ from kpl.auth import CredentialProvider, Credentials
 from kpl.client import KinesisClient
 from kpl.config import ProducerConfig
 from kpl.core.hashing import parse_explicit_hash_key
+from kpl.core.limits import DEFAULT_MAX_RECORD_SIZE
 from kpl.core.pipeline import Completion, Delivered, ProducerCore
 from kpl.core.results import RecordResult
 from kpl.errors import BufferFull, InvalidPartitionKey, ProducerClosed, RecordTooLarge
@@ -164,7 +166,8 @@ class Producer:
         if self._sender is not None:
             # Wait (bounded) for the first ListShards so that records can be aggregated
             # from the first put; without a map they would go out unaggregated.
-            await asyncio.wait({self._sender.first_shard_map},
+            # The stream's record size limit is asked for at the same time.
+            await asyncio.wait({self._sender.first_shard_map, self._sender.stream_limits},
                                timeout=self.config.request_timeout)
         return self
 
@@ -349,7 +352,13 @@ class Producer:
             return await self._put_slow(data, partition_key, explicit_hash_key)
         future: asyncio.Future[RecordResult] = self._create_future()
         # The future itself is the handle (no tuple per record).
-        core.add(data, partition_key, explicit_hash_key, future, self._time())
+        try:
+            core.add(data, partition_key, explicit_hash_key, future, self._time())
+        except RecordTooLarge:
+            if self._limits_pending():
+                # The stream may take larger records: ask it first (the slow path waits).
+                return await self._put_slow(data, partition_key, explicit_hash_key)
+            raise
         self._untagged_count += 1
         sender = self._sender
         if not sender.woken:  # type: ignore[union-attr]
@@ -369,6 +378,14 @@ class Producer:
         """put() when not started, out of room, behind waiters or during a flush drain."""
         if self._state != "running":
             self.start()
+        if self._limits_pending():
+            sender = self._sender
+            assert sender is not None
+            # Until the stream's limits are known, a record above the config's limit
+            # waits for them (bounded by request_timeout: DescribeStreamSummary is a call).
+            with contextlib.suppress(TypeError, AttributeError):  # bad input: _validate says
+                if len(data) + len(partition_key.encode()) > self._core.max_record_size:
+                    await asyncio.wait({sender.stream_limits})
         core = self._core
         size = len(data) + len(partition_key) + RECORD_OVERHEAD
         records = core.buffered_records
@@ -385,6 +402,16 @@ class Producer:
             await asyncio.sleep(0)
         return future
 
+    def _limits_pending(self) -> bool:
+        """Whether the stream's record size is still being asked for (and may be larger
+        than the config's default limit)."""
+        sender = self._sender
+        return (
+            sender is not None
+            and not sender.stream_limits.done()
+            and self.config.max_record_size == DEFAULT_MAX_RECORD_SIZE
+        )
+
     def _validate(self, data: bytes, partition_key: str, explicit_hash_key: str | None) -> None:
         """Reject bad input before waiting for room (the core checks again on add)."""
         if not isinstance(partition_key, str) or not 0 < len(partition_key) <= 256:
@@ -392,10 +419,11 @@ class Producer:
         if explicit_hash_key is not None:
             parse_explicit_hash_key(explicit_hash_key)
         size = len(data) + len(partition_key.encode())
-        if size > self.config.max_record_size:
+        limit = self._core.max_record_size
+        if size > limit:
             raise RecordTooLarge(
                 f"record of {size} bytes (data + partition key) exceeds max_record_size "
-                f"of {self.config.max_record_size}"
+                f"of {limit}"
             )
 
     async def _wait_for_room(self, size: int) -> None:

@@ -81,6 +81,10 @@ class Sender:
         self._refresh: asyncio.Task[list[tuple[str, int, int]]] | None = None
         #: Done once the first ListShards has been answered (or failed).
         self.first_shard_map: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Done once the stream's record size is known (or DescribeStreamSummary failed:
+        #: then the config's limits stay, which fit every stream).
+        self.stream_limits: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._limits: asyncio.Task[dict[str, Any]] | None = None
 
     @property
     def requests_in_flight(self) -> int:
@@ -103,6 +107,17 @@ class Sender:
 
     def _finish(self, task: asyncio.Task[Any], now: float) -> None:
         """Feed one finished call back to the core and resolve what it completes."""
+        if task is self._limits:
+            self._limits = None
+            if task.exception() is None:
+                kib = task.result().get("MaxRecordSizeInKiB")
+                if isinstance(kib, int) and kib > 0:
+                    self._core.set_stream_limits(kib * 1024)
+            # A refusal (no DescribeStreamSummary permission, say) keeps the config's
+            # limits, which every stream accepts; PutRecords reports the real problems.
+            if not self.stream_limits.done():
+                self.stream_limits.set_result(None)
+            return
         if task is self._refresh:
             self._refresh = None
             error = task.exception()
@@ -129,6 +144,9 @@ class Sender:
         loop = asyncio.get_running_loop()
         core = self._core
         wake_task: asyncio.Task[Any] | None = None
+        self._limits = loop.create_task(
+            self._client.describe_stream_summary(self._stream_name, stream_arn=self._stream_arn)
+        )
         try:
             while True:
                 self.wakeup.clear()
@@ -155,6 +173,8 @@ class Sender:
                 waits: set[asyncio.Task[Any]] = {wake_task, *self._in_flight}
                 if self._refresh is not None:
                     waits.add(self._refresh)
+                if self._limits is not None:
+                    waits.add(self._limits)
                 timeout = None if poll.deadline is None else max(0.0, poll.deadline - now)
                 done, _ = await asyncio.wait(
                     waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -174,12 +194,17 @@ class Sender:
         if self._refresh is not None:
             tasks.append(self._refresh)
             self._refresh = None
+        if self._limits is not None:
+            tasks.append(self._limits)
+            self._limits = None
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         if not self.first_shard_map.done():
             self.first_shard_map.set_result(None)
+        if not self.stream_limits.done():
+            self.stream_limits.set_result(None)
         now = asyncio.get_running_loop().time()
         closed = ProducerClosed("the producer stopped before the request was answered")
         for request in list(self._in_flight.values()):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import io
 import os
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,6 +44,9 @@ from kpl.auth import (
     is_loopback_url,
 )
 from kpl.errors import KinesisError, NetworkError, RequestTimeout
+
+# Request bodies above this size go to aiohttp as a BytesIO (see call()).
+_LARGE_BODY = 1024 * 1024
 
 __all__ = [
     "API_VERSION",
@@ -239,7 +243,10 @@ class AioHttpTransport:
                                          credentials=creds))
         headers["User-Agent"] = self._user_agent
         try:
-            async with session.post(self.endpoint_url, data=body, headers=headers) as response:
+            # aiohttp writes a bytes body in one go and warns above 1 MiB that this may
+            # hold up the loop; a BytesIO is written in chunks, yielding in between.
+            data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _LARGE_BODY else body
+            async with session.post(self.endpoint_url, data=data, headers=headers) as response:
                 payload = await response.read()
                 status = response.status
         except (aiohttp.ClientError, OSError, TimeoutError) as error:

@@ -70,7 +70,13 @@ from kpl.core.aggregation import encode_varint
 from kpl.core.aggregator import Aggregator
 from kpl.core.collector import Collector, put_records_body
 from kpl.core.hashing import parse_explicit_hash_key
-from kpl.core.limits import MAX_PARTITION_KEY_LENGTH
+from kpl.core.limits import (
+    DEFAULT_MAX_RECORD_SIZE,
+    MAX_PARTITION_KEY_LENGTH,
+    MIB,
+    PUT_RECORDS_MAX_BYTES,
+    PUT_RECORDS_MAX_BYTES_LARGE,
+)
 from kpl.core.ratelimit import ShardLimiter
 from kpl.core.results import Attempt, RecordResult
 from kpl.core.retry import Action, Backoff, action_for_error, classify
@@ -453,7 +459,12 @@ class ProducerCore:
         self._hold_until = _INF
         self._starts: list[int] = []
         self._ends: list[int] = []
+        # The limits in force: the config's, until set_stream_limits() learns the stream's.
         self._max_record_size = config.max_record_size
+        self._collection_max_size = config.collection_max_size
+        self._agg_max_size = min(
+            config.aggregation_max_size, config.max_record_size - len(AGGREGATED_PARTITION_KEY)
+        )
         self._rr = 0  # round-robin start of collection
 
         self._seq = 0
@@ -512,6 +523,36 @@ class ProducerCore:
     def shard_map(self) -> ShardMap | None:
         """The current shard map (``None`` before the first ListShards)."""
         return self._map
+
+    @property
+    def max_record_size(self) -> int:
+        """The largest user record (data + partition key) accepted now."""
+        return self._max_record_size
+
+    def set_stream_limits(self, max_record_size: int) -> None:
+        """Apply the stream's maximum record size (DescribeStreamSummary's
+        ``MaxRecordSizeInKiB`` * 1024).
+
+        ``max_record_size`` and ``collection_max_size`` left at their defaults follow the
+        stream: its record size, and 10 MiB requests when records may exceed 1 MiB. Values
+        set in the config are kept, but never above what the stream accepts (a 10 MiB
+        request to a standard stream would be refused whole). Aggregated records stay
+        below the record size with their one-byte partition key.
+        """
+        config = self.config
+        request = PUT_RECORDS_MAX_BYTES_LARGE if max_record_size > MIB else PUT_RECORDS_MAX_BYTES
+        record = (
+            max_record_size
+            if config.max_record_size == DEFAULT_MAX_RECORD_SIZE
+            else min(config.max_record_size, max_record_size)
+        )
+        if config.collection_max_size != PUT_RECORDS_MAX_BYTES:
+            request = min(config.collection_max_size, request)
+        self._max_record_size = record
+        self._collection_max_size = max(request, record)
+        self._agg_max_size = min(
+            config.aggregation_max_size, record - len(AGGREGATED_PARTITION_KEY)
+        )
 
     # ------------------------------------------------------------------ add
 
@@ -640,7 +681,7 @@ class ProducerCore:
             agg = shard.agg
             if agg is None:
                 agg = shard.agg = _OpenAggregate(
-                    self.config.aggregation_max_size, self.config.aggregation_max_count, record
+                    self._agg_max_size, self.config.aggregation_max_count, record
                 )
                 deadline = record[_ARRIVAL] + self._mbt
                 shard.agg_deadline = deadline
@@ -655,7 +696,7 @@ class ProducerCore:
             if agg.count:
                 self._seal(shard)
                 agg = shard.agg = _OpenAggregate(
-                    self.config.aggregation_max_size, self.config.aggregation_max_count, record
+                    self._agg_max_size, self.config.aggregation_max_count, record
                 )
                 deadline = record[_ARRIVAL] + self._mbt
                 shard.agg_deadline = deadline
@@ -713,7 +754,7 @@ class ProducerCore:
                 self._next_collect = deadline
         if (
             self._queued_count >= self.config.collection_max_count
-            or self._queued_bytes >= self.config.collection_max_size
+            or self._queued_bytes >= self._collection_max_size
         ):
             self._full_pending = True
 
@@ -721,7 +762,7 @@ class ProducerCore:
         """A Kinesis record of ``items`` (a subset of one that fitted) for ``shard``."""
         if len(items) == 1:
             return self._plain(items[0], shard)
-        agg = Aggregator(self.config.aggregation_max_size, self.config.aggregation_max_count)
+        agg = Aggregator(self._agg_max_size, self.config.aggregation_max_count)
         for item in items:
             added = agg.try_add(item[_PK], item[_EHK], item[_DATA])
             assert added, "a subset of an aggregated record always fits"
@@ -806,7 +847,7 @@ class ProducerCore:
         self._force = False
         self._full_pending = False
         slots = config.max_connections - len(self._in_flight)
-        collector = Collector(config.collection_max_count, config.collection_max_size)
+        collector = Collector(config.collection_max_count, self._collection_max_size)
         preserve = self._preserve
         batches: list[list[_KRecord]] = []
         batch: list[_KRecord] = []

@@ -286,3 +286,62 @@ async def test_example_produce_runs(capsys: pytest.CaptureFixture[str]) -> None:
     await module.main()
     out = capsys.readouterr().out
     assert "delivered 10000, failed 0" in out
+
+
+@pytest.fixture
+async def unlimited_url() -> AsyncIterator[str]:
+    """A server with its throughput limits off: these tests are about sizes, not rates."""
+    async with StreamServer(port=0, state_delay_seconds=0.0, limits="off") as server:
+        yield server.url
+
+
+async def test_a_large_record_stream_takes_large_records_with_the_default_config(
+    unlimited_url: str,
+) -> None:
+    """The producer asks the stream its maximum record size (DescribeStreamSummary): on a
+    stream of 10 MiB records the default config takes a 3 MiB record, even as the very
+    first put() of a producer that was not started yet."""
+    server_url = unlimited_url
+    client = KinesisClient(server_url, region="us-east-1")
+    try:
+        await client.call("CreateStream", {"StreamName": "big", "ShardCount": 1,
+                                           "MaxRecordSizeInKiB": 10240})
+        async with asyncio.timeout(10):
+            await client.wait_for_active("big", interval=0.01)
+        producer = Producer("big", endpoint_url=server_url, region="us-east-1",
+                            config=ProducerConfig(**FAST, rate_limit=10_000.0))
+        try:
+            large = bytes(range(256)) * (3 * 4096)  # 3 MiB
+            future = await producer.put(large, partition_key="big-one")
+            small = [await producer.put(b"s%d" % i, partition_key=f"k{i}") for i in range(50)]
+            await producer.flush()
+        finally:
+            await producer.close()
+        assert future.result().sub_sequence_number == 0
+        assert all(f.result() for f in small)
+        assert producer.metrics()["UserRecordsPut"] == 51
+        read = await read_back(client, "big")
+        assert [r["data"] for r in read if r["partition_key"] == "big-one"] == [large]
+    finally:
+        await client.close()
+
+
+async def test_requests_stay_within_a_standard_streams_limit_whatever_the_config(
+    unlimited_url: str,
+) -> None:
+    """collection_max_size=10 MiB is for large-record streams; on a standard stream a
+    10 MiB PutRecords would be refused whole, so requests keep to its 5 MiB."""
+    client = await make_stream(unlimited_url, "standard", 2)
+    config = ProducerConfig(**FAST, collection_max_size=10 * 1024 * 1024, rate_limit=10_000.0)
+    payload = b"p" * (900 * 1024)
+    try:
+        async with Producer("standard", endpoint_url=unlimited_url, region="us-east-1",
+                            config=config) as producer:
+            futures = [await producer.put(payload, partition_key=f"k{i}") for i in range(12)]
+            await producer.flush()
+        failures = [f.exception() for f in futures if f.exception() is not None]
+        assert failures == []
+        assert producer.metrics()["PutRecordsRequests"] >= 3  # 10.8 MB in <= 5 MiB requests
+        assert len(await read_back(client, "standard")) == 12
+    finally:
+        await client.close()

@@ -259,6 +259,72 @@ def test_cached_keys_follow_a_new_shard_map() -> None:
     assert h.core.metrics()["UserRecordsPut"] == 400
 
 
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("config", "stream_kib", "record", "request_size"),
+    [
+        # Defaults follow the stream: its record size, 10 MiB requests for large records.
+        ({}, 1024, MIB, 5 * MIB),
+        ({}, 10240, 10 * MIB, 10 * MIB),
+        ({}, 2048, 2 * MIB, 10 * MIB),
+        # Values set in the config stay, never above what the stream accepts.
+        ({"max_record_size": 512 * 1024}, 10240, 512 * 1024, 10 * MIB),
+        ({"collection_max_size": 10 * MIB}, 1024, MIB, 5 * MIB),
+        ({"collection_max_size": 2 * MIB}, 10240, 10 * MIB, 10 * MIB),  # holds one record
+        ({"collection_max_size": 3 * MIB, "max_record_size": 900 * 1024}, 4096, 900 * 1024,
+         3 * MIB),
+    ],
+)
+def test_stream_limits_and_config(
+    config: dict[str, int], stream_kib: int, record: int, request_size: int
+) -> None:
+    core = ProducerCore("s", ProducerConfig(**config), rng=random.Random(1))
+    core.set_stream_limits(stream_kib * 1024)
+    assert core.max_record_size == record
+    assert core._collection_max_size == request_size
+
+
+def test_a_record_the_stream_allows_is_taken_and_requests_keep_to_its_limit() -> None:
+    h = Harness(shards=even_shards(1), config=ProducerConfig(rate_limit=100_000.0))
+    with pytest.raises(RecordTooLarge):
+        h.put(b"x" * (2 * MIB), "big")  # 1 MiB until the stream says otherwise
+    h.core.set_stream_limits(10 * MIB)
+    for i in range(6):
+        h.put(b"x" * (3 * MIB), f"big-{i}")
+    h.run()
+    assert all(isinstance(o, RecordResult) for o in h.outcomes.values())
+    assert len(h.outcomes) == 6
+    assert max(r.byte_size for r in h.sent) <= 10 * MIB
+    assert len(h.sent) >= 2
+
+
+def test_aggregates_stay_below_the_record_limit_with_their_partition_key() -> None:
+    """aggregation_max_size may equal max_record_size; the aggregate's data and its
+    one-byte partition key together must still fit a record."""
+    limit = 4096
+    # Records that fill an aggregate of exactly `limit` bytes of data: 50-byte ones, then
+    # one sized (by trial, the size accounting is exact) to land on the limit.
+    trial = Aggregator(limit, 10_000)
+    payloads: list[bytes] = []
+    while trial.try_add("k", None, b"x" * 50):
+        payloads.append(b"x" * 50)
+    last = next(n for n in range(200, 0, -1) if trial.try_add("k", None, b"y" * n))
+    payloads.append(b"y" * last)
+    assert trial.size == limit
+    config = ProducerConfig(max_record_size=limit, aggregation_max_size=limit,
+                            collection_max_size=5 * MIB, max_buffered_bytes=MIB)
+    h = Harness(shards=even_shards(1), config=config)
+    for data in payloads:
+        h.put(data, "k")
+    h.run()
+    assert len(h.outcomes) == len(payloads)
+    sizes = [len(base64.b64decode(s.entry["Data"])) + len(s.entry["PartitionKey"])
+             for s in h.stored]
+    assert max(sizes) <= limit
+
+
 def test_the_inlined_fast_path_builds_the_same_bytes_and_exact_sizes_as_aggregator() -> None:
     """add() inlines Aggregator.try_add's common case: same bytes, same exact size."""
     rng = random.Random(7)
