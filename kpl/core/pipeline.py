@@ -1359,7 +1359,10 @@ class ProducerCore:
                     if name == "queue":
                         self._queued_count -= 1
                         self._queued_bytes -= krecord.size
-                    self._expire(old, now, completions, "")
+                    detail = ""
+                    if shard is self._unrouted and self._map_error is not None:
+                        detail = f"no shard map: ListShards failed: {self._map_error}"
+                    self._expire(old, now, completions, detail)
                     live = [r for r in krecord.items if r[_ARRIVAL] > horizon]
                     if live:
                         rebuilt = self._rebuild(live, shard)
@@ -1496,6 +1499,28 @@ class ProducerCore:
         self._refresh.failed()
         self._refresh_changed()
         self._map_error = error
+        if (
+            self._preserve
+            and self._map is None
+            and action_for_error(error) is Action.FAIL
+            and (self._unrouted.queue or self._unrouted.retries)
+        ):
+            # preserve_order sends nothing without a map, and this refusal (access
+            # denied, no such stream) will not pass by waiting: fail the waiting records
+            # now with its reason rather than let them expire without one. Records put
+            # later wait for the next ListShards, after the refresh interval.
+            if isinstance(error, KinesisError):
+                code, message = error.error_code, error.message
+            else:
+                code, message = type(error).__name__, str(error)
+            self._fail(
+                self._drain(self._unrouted),
+                code,
+                f"ListShards failed, and preserve_order needs the shard map: {message}",
+                error,
+                self._pending,
+            )
+            return
         if self._reorder:
             # preserve_order: records wait (held, or until record_ttl) for a map that can
             # put them back in order; sending them now could overtake older ones.

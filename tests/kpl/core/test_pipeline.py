@@ -28,6 +28,7 @@ from kpl.core.pipeline import (
 )
 from kpl.core.shard_map import ShardMap
 from kpl.errors import (
+    AccessDeniedException,
     InvalidPartitionKey,
     NetworkError,
     ProducerClosed,
@@ -976,6 +977,43 @@ def test_preserve_order_puts_records_sent_again_back_among_newer_ones() -> None:
     assert len(h.outcomes) == 120
     assert all(isinstance(o, RecordResult) for o in h.outcomes.values())
     assert _first_copies(h.user_records_stored(), h.true_map) == sent_order
+
+
+def test_preserve_order_without_listshards_fails_with_its_reason() -> None:
+    """preserve_order sends nothing without a shard map: a ListShards refusal that waiting
+    will not fix fails the waiting records at once, with that reason; a passing failure
+    lets them wait, and if they expire their message says what was missing."""
+    config = ProducerConfig(preserve_order=True, record_ttl=2.0)
+    h = Harness(core_map=None, config=config)
+    handles = [h.put(b"v%d" % i, f"k{i}") for i in range(5)]
+    assert h.poll().refresh_shard_map
+    h.core.on_shard_map_error(NetworkError("connection reset"), h.now)
+    assert not h.poll().completions  # a network error may pass: they wait
+    h.now += 1.0
+    assert h.poll().refresh_shard_map
+    denied = AccessDeniedException("User is not authorized to perform kinesis:ListShards")
+    h.core.on_shard_map_error(denied, h.now)
+    h.poll()
+    assert set(h.outcomes) == set(handles)
+    for handle in handles:
+        outcome = h.outcomes[handle]
+        assert isinstance(outcome, RecordFailed)
+        assert outcome.code == "AccessDeniedException"
+        assert "ListShards failed, and preserve_order needs the shard map" in outcome.message
+        assert "not authorized" in outcome.message
+    assert h.core.buffered_records == 0
+    # Later records wait for the next ListShards; a passing error lets them expire.
+    late = h.put(b"late", "k-late")
+    h.now += 1.0
+    h.poll()
+    h.core.on_shard_map_error(NetworkError("connection reset"), h.now)
+    h.now += 2.5
+    h.poll()
+    expired = h.outcomes[late]
+    assert isinstance(expired, RecordFailed)
+    assert expired.code == "Expired"
+    assert "no shard map: ListShards failed: " in expired.message
+    assert "connection reset" in expired.message
 
 
 def test_preserve_order_one_request_per_shard_and_order_under_failures() -> None:
