@@ -37,7 +37,7 @@ from typing import Any, Literal, TypeVar, cast
 from kpl.auth import CredentialProvider, Credentials
 from kpl.client import KinesisClient
 from kpl.config import ProducerConfig
-from kpl.core.hashing import parse_explicit_hash_key
+from kpl.core.hashing import ExplicitHashKeyError, parse_explicit_hash_key, partition_key_bytes
 from kpl.core.limits import DEFAULT_MAX_RECORD_SIZE
 from kpl.core.pipeline import Completion, Delivered, ProducerCore
 from kpl.core.results import RecordResult
@@ -87,6 +87,11 @@ def _set_all(futures: Sequence[Any], results: Iterator[RecordResult]) -> None:
             return
         except InvalidStateError:
             continue  # cancelled by its owner: nothing to tell
+
+
+def _nbytes(data: bytes | bytearray | memoryview) -> int:
+    """Bytes in ``data`` (a memoryview of wider items has more bytes than items)."""
+    return data.nbytes if isinstance(data, memoryview) else len(data)
 
 
 def _not_started() -> Any:
@@ -316,7 +321,11 @@ class Producer:
         """
         if self._state != "running":
             self.start()
-        size = len(data) + len(partition_key) + RECORD_OVERHEAD
+        try:
+            size = _nbytes(data) + len(partition_key) + RECORD_OVERHEAD
+        except TypeError:
+            self._validate(data, partition_key, explicit_hash_key)  # says what is wrong
+            raise
         if self._room_waiters or not self._has_room(size):
             self._validate(data, partition_key, explicit_hash_key)
             raise BufferFull(
@@ -339,16 +348,20 @@ class Producer:
         # epoch draining", then the core; everything else is in _put_slow().
         core = self._core
         records = core.buffered_records
-        if (
-            self._state != "running"
-            or self._room_waiters
-            or self._epoch != self._untagged_epoch
-            or (records and (
-                records >= self._max_records
-                or core.buffered_bytes + (records + 1) * RECORD_OVERHEAD + len(data)
-                + len(partition_key) > self._max_bytes
-            ))
-        ):
+        try:
+            slow = (
+                self._state != "running"
+                or self._room_waiters
+                or self._epoch != self._untagged_epoch
+                or (records and (
+                    records >= self._max_records
+                    or core.buffered_bytes + (records + 1) * RECORD_OVERHEAD + len(data)
+                    + len(partition_key) > self._max_bytes
+                ))
+            )
+        except TypeError:
+            slow = True  # not bytes / not a str: the slow path says which, clearly
+        if slow or type(data) is not bytes:
             return await self._put_slow(data, partition_key, explicit_hash_key)
         future: asyncio.Future[RecordResult] = self._create_future()
         # The future itself is the handle (no tuple per record).
@@ -375,9 +388,12 @@ class Producer:
     async def _put_slow(
         self, data: bytes, partition_key: str, explicit_hash_key: str | None
     ) -> asyncio.Future[RecordResult]:
-        """put() when not started, out of room, behind waiters or during a flush drain."""
+        """put() when not started, out of room, behind waiters, during a flush drain, or
+        with data that is not plain bytes."""
         if self._state != "running":
             self.start()
+        if type(data) is not bytes or type(partition_key) is not str:
+            self._validate(data, partition_key, explicit_hash_key)
         if self._limits_pending():
             sender = self._sender
             assert sender is not None
@@ -387,7 +403,7 @@ class Producer:
                 if len(data) + len(partition_key.encode()) > self._core.max_record_size:
                     await asyncio.wait({sender.stream_limits})
         core = self._core
-        size = len(data) + len(partition_key) + RECORD_OVERHEAD
+        size = _nbytes(data) + len(partition_key) + RECORD_OVERHEAD
         records = core.buffered_records
         if self._room_waiters or (records and (
             records >= self._max_records
@@ -414,11 +430,22 @@ class Producer:
 
     def _validate(self, data: bytes, partition_key: str, explicit_hash_key: str | None) -> None:
         """Reject bad input before waiting for room (the core checks again on add)."""
-        if not isinstance(partition_key, str) or not 0 < len(partition_key) <= 256:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        if not isinstance(partition_key, str):
+            raise InvalidPartitionKey(
+                f"partition key must be a str, got {type(partition_key).__name__}"
+            )
+        if not 0 < len(partition_key) <= 256:
             raise InvalidPartitionKey("partition key must be a str of 1-256 characters")
         if explicit_hash_key is not None:
+            if not isinstance(explicit_hash_key, str):
+                raise ExplicitHashKeyError(
+                    f"explicit hash key must be a decimal str, got "
+                    f"{type(explicit_hash_key).__name__}"
+                )
             parse_explicit_hash_key(explicit_hash_key)
-        size = len(data) + len(partition_key.encode())
+        size = _nbytes(data) + len(partition_key_bytes(partition_key))
         limit = self._core.max_record_size
         if size > limit:
             raise RecordTooLarge(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from hashlib import md5
 
+from kpl.errors import InvalidPartitionKey
+
 __all__ = [
     "HASH_KEY_SPACE",
     "MAX_HASH_KEY",
@@ -34,6 +36,16 @@ _from_bytes = int.from_bytes
 
 class ExplicitHashKeyError(ValueError):
     """An explicit hash key that is not a decimal integer in ``[0, 2**128 - 1]``."""
+
+
+def partition_key_bytes(partition_key: str) -> bytes:
+    """The key's UTF-8 bytes; a key that has none (a lone surrogate) is invalid."""
+    try:
+        return partition_key.encode()
+    except UnicodeEncodeError as error:
+        raise InvalidPartitionKey(
+            f"partition key is not valid Unicode text ({error.reason} at {error.start})"
+        ) from None
 
 
 def partition_key_hash(partition_key: str) -> int:

@@ -69,7 +69,11 @@ from kpl.core.aggregation import decode as decode_aggregated
 from kpl.core.aggregation import encode_varint
 from kpl.core.aggregator import Aggregator
 from kpl.core.collector import Collector, put_records_body
-from kpl.core.hashing import parse_explicit_hash_key
+from kpl.core.hashing import (
+    ExplicitHashKeyError,
+    parse_explicit_hash_key,
+    partition_key_bytes,
+)
 from kpl.core.limits import (
     DEFAULT_MAX_RECORD_SIZE,
     MAX_PARTITION_KEY_LENGTH,
@@ -580,7 +584,7 @@ class ProducerCore:
             if cached is None:
                 if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
                     raise _bad_partition_key(partition_key)
-                pk_bytes = partition_key.encode()
+                pk_bytes = partition_key_bytes(partition_key)
                 hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
                 # Also its entry in an aggregate's key table (tag, length, bytes).
                 key_entry = _KEY_HEADERS[len(pk_bytes)] + pk_bytes
@@ -597,8 +601,12 @@ class ProducerCore:
             if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
                 raise _bad_partition_key(partition_key)
             if type(explicit_hash_key) is not str:
-                raise ValueError("explicit hash key must be a decimal str")
-            pk_bytes = key_entry = partition_key.encode()  # (no fast path: entry unused)
+                raise ExplicitHashKeyError(
+                    "explicit hash key must be a decimal str, got "
+                    f"{type(explicit_hash_key).__name__}"
+                )
+            # (no fast path here: the key-table entry goes unused)
+            pk_bytes = key_entry = partition_key_bytes(partition_key)
             hash_key = parse_explicit_hash_key(explicit_hash_key)
             shard = None
         size = len(data) + len(pk_bytes)

@@ -7,6 +7,7 @@ life cycle. The same scenarios against the real server are in test_producer_e2e.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
 import gc
@@ -26,7 +27,7 @@ from kpl.errors import (
     RecordFailed,
     RecordTooLarge,
 )
-from kpl.producer import Producer, run
+from kpl.producer import RECORD_OVERHEAD, Producer, run
 from kpl.transport import MockRequest, MockTransport
 
 from .conftest import FakeKinesis, even_shards
@@ -204,10 +205,54 @@ async def test_bad_input_raises_at_put_and_loses_nothing() -> None:
             "explicit hash key must be a decimal integer without leading zeros, got '-1'")
         with pytest.raises(RecordTooLarge):
             producer.put_nowait(b"x" * 2000, partition_key="k")
+        # Wrong types and keys without UTF-8 bytes: the library's own errors, also while
+        # records are buffered (the budget check must not trip over them first).
+        assert producer.buffered_records == 1
+        wrong: list[tuple[Any, Any, Any, type[Exception], str]] = [
+            (b"x", 5, None, InvalidPartitionKey, "partition key must be a str, got int"),
+            (b"x", "\ud800", None, InvalidPartitionKey,
+             "partition key is not valid Unicode text (surrogates not allowed at 0)"),
+            (b"x", "k", 5, ExplicitHashKeyError,
+             "explicit hash key must be a decimal str, got int"),
+            (None, "k", None, TypeError, "data must be bytes, got NoneType"),
+            ("text", "k", None, TypeError, "data must be bytes, got str"),
+        ]
+        for data, key, ehk, error, message in wrong:
+            with pytest.raises(error) as caught:
+                await producer.put(data, partition_key=key, explicit_hash_key=ehk)
+            assert str(caught.value) == message
+            with pytest.raises(error) as caught:
+                producer.put_nowait(data, partition_key=key, explicit_hash_key=ehk)
+            assert str(caught.value) == message
         after = await producer.put(b"after", partition_key="k")
         await asyncio.gather(good, after)
     assert sorted(d.data for d in fake.delivered()) == [b"after", b"before"]
     assert producer.metrics()["UserRecordsReceived"] == 2
+
+
+async def test_bytes_like_data_is_charged_and_delivered_by_its_bytes() -> None:
+    fake = FakeKinesis()
+    gate = asyncio.Event()
+    wide = memoryview(array.array("I", [1, 2, 3, 4]))  # 4 items, 16 bytes
+    # Room for b"plain" and a 4-byte record beside it, not for the 16 bytes of `wide`.
+    budget = len(b"plain") + 1 + 2 * RECORD_OVERHEAD + 10 + 1
+    config = fast(max_buffered_bytes=budget, max_record_size=64, aggregation_max_size=64)
+    async with Producer("s", config=config, transport=gated(fake, gate)) as producer:
+        first = await producer.put(b"plain", partition_key="k")
+        with pytest.raises(BufferFull):
+            producer.put_nowait(wide, partition_key="k")  # by its bytes, not its items
+        second = producer.put_nowait(memoryview(b"view"), partition_key="k")
+        assert producer.buffered_bytes == len(b"plain") + len(b"view") + 2
+        gate.set()
+        await asyncio.gather(first, second)
+        futures = [
+            await producer.put(bytearray(b"array"), partition_key="k"),
+            await producer.put(wide, partition_key="k"),
+        ]
+        await asyncio.gather(*futures)
+    assert sorted(d.data for d in fake.delivered()) == sorted(
+        [b"plain", b"view", b"array", wide.tobytes()]
+    )
 
 
 async def test_backpressure_put_nowait_and_put() -> None:
