@@ -981,8 +981,8 @@ class ProducerCore:
             count = len(krecord.handles)
             users += count
             if not krecord.attempts:
-                # Counted from the oldest user record of each Kinesis record.
-                self._m_buffering += (now - krecord.deadline + self._mbt) * count
+                # Each user record's own wait, from its put() to its first send.
+                self._m_buffering += now * count - sum(krecord.arrivals)
                 self._m_buffered_n += count
         request = PutRecordsRequest(
             id=self._request_ids,

@@ -1147,6 +1147,20 @@ def test_metrics_use_the_kpl_names() -> None:
         len(h.stored) / len(h.sent))
 
 
+def test_buffering_time_is_each_records_own_wait() -> None:
+    """BufferingTime averages each user record's wait from put() to its first send,
+    not the wait of the oldest record in its aggregate."""
+    h = Harness(shards=even_shards(1))
+    h.put(key="a")  # at 0.00
+    h.now = 0.05
+    h.put(key="b")
+    h.now = 0.08
+    h.core.flush(h.now)
+    (request,) = h.poll().requests
+    assert request.user_record_count == 2
+    assert h.core.metrics()["BufferingTime"] == pytest.approx((80 + 30) / 2)
+
+
 def test_stream_arn_is_used_when_given() -> None:
     core = ProducerCore("", ProducerConfig(), rng=random.Random(1), stream_arn="arn:x")
     core.set_shard_map(even_shards(1), 0.0)
