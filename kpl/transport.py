@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import io
 import os
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,9 +43,6 @@ from kpl.auth import (
     is_loopback_url,
 )
 from kpl.errors import KinesisError, NetworkError, RequestTimeout
-
-# Request bodies above this size go to aiohttp as a BytesIO (see call()).
-_LARGE_BODY = 1024 * 1024
 
 __all__ = [
     "API_VERSION",
@@ -160,6 +156,32 @@ def default_endpoint_url(region: str) -> str:
 # --------------------------------------------------------------------------- aiohttp
 
 
+class _Body(aiohttp.payload.Payload):
+    """A request body that aiohttp writes in one go, like its own BytesPayload.
+
+    BytesPayload warns (ResourceWarning) above 1 MiB that one write of a large body may
+    hold up the event loop, and suggests a BytesIO, which aiohttp writes in 64 KiB chunks
+    with a yield after each. A PutRecords body is at most ~14 MiB and that one write is a
+    copy into the socket buffer; the chunked route cost about 9% of producer throughput
+    (bench/producer_e2e.py). So this payload writes the bytes at once, without the warning.
+    """
+
+    _autoclose = True  # in memory: nothing to close
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body, content_type=CONTENT_TYPE)
+        self._size = len(body)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._value).decode(encoding, errors)
+
+    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return bytes(self._value)
+
+    async def write(self, writer: Any) -> None:
+        await writer.write(self._value)
+
+
 class AioHttpTransport:
     """Kinesis over aiohttp: a keep-alive pool, SigV4-signed JSON 1.1 requests.
 
@@ -243,10 +265,9 @@ class AioHttpTransport:
                                          credentials=creds))
         headers["User-Agent"] = self._user_agent
         try:
-            # aiohttp writes a bytes body in one go and warns above 1 MiB that this may
-            # hold up the loop; a BytesIO is written in chunks, yielding in between.
-            data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _LARGE_BODY else body
-            async with session.post(self.endpoint_url, data=data, headers=headers) as response:
+            async with session.post(
+                self.endpoint_url, data=_Body(body), headers=headers
+            ) as response:
                 payload = await response.read()
                 status = response.status
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
