@@ -13,6 +13,10 @@ the first put until every record is acknowledged:
          ``await put()`` of a coroutine that makes one asyncio.Future per record, and one
          RecordResult set into each future. No aggregation, no IO. Every implementation
          of the API pays at least this, so ours/(a) can never exceed (c)/(a).
+  (d)    the leanest aggregating put() we could write for that API: (c) plus the MD5 (cached
+         per key), the shard lookup and exact-size KPL aggregation per shard, each aggregate
+         serialised and its futures resolved at once. No validation, budget, TTL, base64,
+         JSON, HTTP, limits or retries: a ceiling for an aggregating producer with the API.
 
 Memory: a child process puts records against a stalled endpoint (a socket that accepts
 and never answers) with a short record_ttl so that expiring records keep making room,
@@ -36,6 +40,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from hashlib import md5
 from itertools import count, repeat
 from pathlib import Path
 
@@ -43,12 +48,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.producer_core import bare_loop  # noqa: E402
-from kpl import KinesisClient, Producer, ProducerConfig, RecordResult  # noqa: E402
+from kpl import KinesisClient, Producer, ProducerConfig, RecordResult, deaggregate  # noqa: E402
 from kpl import run as kpl_run  # noqa: E402
+from kpl.core.aggregation import DIGEST_SIZE, MAGIC, encode_varint  # noqa: E402
+from kpl.core.hashing import HASH_KEY_SPACE  # noqa: E402
 
 SHARDS = 8
 KEYS = 10_000
 RECORD_SIZE = 100
+# Protobuf field headers for side (d): a sub-record's (or its data's) tag and length, its
+# partition key index field, and a key-table entry's tag and length.
+_SUB_HEADER = [b"\x1a" + encode_varint(n) for n in range(0x4000)]
+_INDEX_FIELD = [b"\x08" + encode_varint(n) for n in range(0x4000)]
+_KEY_FIELD = [b"\x0a" + encode_varint(n) for n in range(1025)]
 
 
 def free_port() -> int:
@@ -315,24 +327,128 @@ def api_floor(records: list[tuple[str, bytes]]) -> tuple[float, float]:
     return kpl_run(main())
 
 
+class _LeanAggregate:
+    """One shard's aggregated record being filled by lean_producer()."""
+
+    __slots__ = ("futures", "key_index", "key_parts", "parts", "size")
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[RecordResult]] = []
+        self.key_index: dict[str, int] = {}
+        self.key_parts: list[bytes] = []
+        self.parts: list[bytes] = []
+        self.size = len(MAGIC) + DIGEST_SIZE
+
+    def data(self) -> bytes:
+        body = b"".join(self.key_parts + self.parts)
+        return b"".join((MAGIC, body, md5(body).digest()))
+
+
+def lean_producer(records: list[tuple[str, bytes]]) -> tuple[float, float]:
+    """(d): the leanest aggregating put() we could write for the issue's API: one Future
+    and one RecordResult per record, the key's MD5 cached, the shard by binary search,
+    KPL aggregation per shard with exact sizes and a deduplicated key table, each
+    aggregate serialised (magic, MD5) and its futures resolved as if its PutRecords had
+    just succeeded. No validation, budget, TTL, base64, JSON, HTTP, rate limits or
+    retries: a ceiling for any aggregating producer behind this API."""
+    starts = [i * (HASH_KEY_SPACE // SHARDS) for i in range(SHARDS)]
+    limit = 51_200
+
+    async def main() -> tuple[float, float, list[bytes]]:
+        new_future = asyncio.get_running_loop().create_future
+        cache: dict[str, tuple[int, bytes]] = {}
+        open_ = [_LeanAggregate() for _ in range(SHARDS)]
+        full: list[_LeanAggregate] = []
+        stored: list[bytes] = []
+        sequence = "49590338271490256608559692538361571095921575989136588898"
+        new_result = tuple.__new__
+
+        async def put(data: bytes, partition_key: str) -> asyncio.Future[RecordResult]:
+            future: asyncio.Future[RecordResult] = new_future()
+            hit = cache.get(partition_key)
+            if hit is None:
+                key = partition_key.encode()
+                hash_key = int.from_bytes(md5(key).digest(), "big")
+                hit = cache[partition_key] = (
+                    bisect.bisect_right(starts, hash_key) - 1, _KEY_FIELD[len(key)] + key
+                )
+            shard, entry = hit
+            agg = open_[shard]
+            n = len(data)
+            index = agg.key_index.get(partition_key)
+            if index is None:
+                index = len(agg.key_index)
+                grow = len(entry)
+            else:
+                grow = 0
+            body = 4 + n + (n >= 0x80) + (index >= 0x80)
+            size = agg.size + grow + 2 + body + (body >= 0x80)
+            if size > limit:  # full: it is sent, this record starts the next one
+                full.append(agg)
+                agg = open_[shard] = _LeanAggregate()
+                index = 0
+                grow = len(entry)
+                body = 4 + n + (n >= 0x80)
+                size = agg.size + grow + 2 + body + (body >= 0x80)
+            if grow:
+                agg.key_index[partition_key] = index
+                agg.key_parts.append(entry)
+            agg.parts += (_SUB_HEADER[body], _INDEX_FIELD[index], _SUB_HEADER[n], data)
+            agg.size = size
+            agg.futures.append(future)
+            return future
+
+        def deliver(aggs: list[_LeanAggregate]) -> None:
+            for agg in aggs:
+                stored.append(agg.data())
+                results = map(new_result, repeat(RecordResult), zip(
+                    repeat("shardId-000000000000"), repeat(sequence), count(), repeat(())
+                ))
+                deque(map(asyncio.Future.set_result, agg.futures, results), 0)
+            aggs.clear()
+
+        started = time.perf_counter()
+        cpu = time.process_time()
+        futures = []
+        for key, data in records:
+            futures.append(await put(data, partition_key=key))
+            if full:
+                deliver(full)
+        deliver([agg for agg in open_ if agg.futures])
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        if not all(f.done() for f in futures):
+            raise RuntimeError("lean producer: a future was left unresolved")
+        return elapsed, cpu, stored
+
+    elapsed, cpu, stored = kpl_run(main())
+    # It did the real work: its aggregates decode to every record.
+    decoded = sum(len(deaggregate(data, "a")) for data in stored)
+    if decoded != len(records):
+        raise RuntimeError(f"lean producer: {decoded} records decoded of {len(records)}")
+    return elapsed, cpu
+
+
 def compare(
     url: str, records: list[tuple[str, bytes]], rounds: int, tag: str
-) -> tuple[Runs, Runs, Runs, Runs]:
-    """Alternate the four sides (fresh streams), ``rounds`` times (shared machine)."""
+) -> tuple[Runs, Runs, Runs, Runs, Runs]:
+    """Alternate the five sides (fresh streams), ``rounds`` times (shared machine)."""
     ours_runs: Runs = []
     ref_runs: Runs = []
     bare_runs: Runs = []
     floor_runs: Runs = []
+    lean_runs: Runs = []
     for round_ in range(rounds):
         bare_runs.append(bare(records))
         floor_runs.append(api_floor(records))
+        lean_runs.append(lean_producer(records))
         ref_runs.append(reference(url, records, f"bench-ref-{tag}-{round_}"))
         ours_runs.append(kpl_run(ours(url, records, f"bench-ours-{tag}-{round_}")))
-    return ours_runs, ref_runs, bare_runs, floor_runs
+    return ours_runs, ref_runs, bare_runs, floor_runs, lean_runs
 
 
 def report(
-    count: int, ours_runs: Runs, ref_runs: Runs, bare_runs: Runs, floor_runs: Runs
+    count: int, ours_runs: Runs, ref_runs: Runs, bare_runs: Runs, floor_runs: Runs,
+    lean_runs: Runs,
 ) -> None:
     ours_s = statistics.median(w for w, _ in ours_runs)
     ref_s = statistics.median(w for w, _ in ref_runs)
@@ -356,6 +472,11 @@ def report(
           f"+ a RecordResult per record, nothing else)")
     print(f"    ratio (c)/(a)             {floor_rate / bare_rate:>10.0%}       (a ceiling for "
           f"ours/(a): every put() pays (c))")
+    lean_rate = count / statistics.median(w for w, _ in lean_runs)
+    print(f"    (d) leanest aggregating   {lean_rate:>10,.0f} records/s  ((c) + MD5, lookup, "
+          f"aggregation; no IO)")
+    print(f"    ratio (d)/(a)             {lean_rate / bare_rate:>10.0%}       (a ceiling for an "
+          f"aggregating producer with this API)")
 
 
 def main() -> None:
