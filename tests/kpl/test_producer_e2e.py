@@ -145,9 +145,12 @@ async def test_dead_endpoint_fails_records_within_ttl_and_close_returns() -> Non
     for outcome in outcomes:  # retried (refused connections are transient) until the TTL
         assert isinstance(outcome, RecordFailed)
         assert outcome.code == "Expired"
-        # The detail names the last error when a send was still pending at the deadline.
+        # The detail names the last error when a send was still pending at the deadline,
+        # or the failed ListShards when the record expired in the unrouted queue (which
+        # of the two depends on where the deadline caught it: both are expected here).
         assert re.fullmatch(r"not delivered within record_ttl of 0\.5s"
-                            r"( \(last error NetworkError: network error .*\))?", outcome.message)
+                            r"( \((last error|no shard map: ListShards failed:) NetworkError: "
+                            r"network error .*\))?", outcome.message), outcome.message
         assert outcome.attempts
         assert all(a.error_code == "NetworkError" for a in outcome.attempts)
 
