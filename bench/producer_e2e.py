@@ -18,6 +18,10 @@ the first put until every record is acknowledged:
          serialised and its futures resolved at once. No validation, budget, TTL, base64,
          JSON, HTTP, limits or retries: a ceiling for an aggregating producer with the API.
 
+Each side is also timed inside the cyclic garbage collector (``gc.callbacks``): the
+share of its wall time spent in collections, and in full ones, which scan every object
+the caller keeps alive (a future and a result per record, on the API's sides).
+
 Memory: a child process puts records against a stalled endpoint (a socket that accepts
 and never answers) with a short record_ttl so that expiring records keep making room,
 and reports peak RSS growth against the configured byte budget.
@@ -38,8 +42,9 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from hashlib import md5
 from itertools import count, repeat
 from pathlib import Path
@@ -139,6 +144,10 @@ async def ours(url: str, records: list[tuple[str, bytes]], stream: str) -> tuple
     stats = producer.metrics()
     assert stats["UserRecordsPut"] == len(records), stats
     return elapsed, cpu
+
+
+def run_ours(url: str, records: list[tuple[str, bytes]], stream: str) -> tuple[float, float]:
+    return kpl_run(ours(url, records, stream))
 
 
 def reference(url: str, records: list[tuple[str, bytes]], stream: str) -> tuple[float, float]:
@@ -268,11 +277,52 @@ def memory(count: int, budget: int) -> tuple[int, int, int]:
     return base, peak, peak - base
 
 
+class GcTimer:
+    """Seconds this process spends in the cyclic garbage collector, by generation, while
+    armed (gc.callbacks: called at the start and end of every collection)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self._start = 0.0
+        self._armed = False
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if not self._armed:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.seconds[generation] += time.perf_counter() - self._start
+            self.count[generation] += 1
+
+    @contextmanager
+    def measure(self) -> Iterator[list[float]]:
+        """Yields a list that holds [total GC seconds, full-collection seconds, full
+        collections] once the block ends."""
+        self.seconds = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self._armed = True
+        out: list[float] = []
+        try:
+            yield out
+        finally:
+            self._armed = False
+            out += [sum(self.seconds), self.seconds[2], float(self.count[2])]
+
+
+GC_TIMER = GcTimer()
+
+
 def _fmt(runs: list[float]) -> str:
     return " ".join(f"{r:.2f}" for r in runs)
 
 
 Runs = list[tuple[float, float]]
+#: Per side, per round: [total GC seconds, full-collection seconds, full collections].
+GcRuns = list[list[float]]
 
 
 def bare(records: list[tuple[str, bytes]]) -> tuple[float, float]:
@@ -428,28 +478,34 @@ def lean_producer(records: list[tuple[str, bytes]]) -> tuple[float, float]:
     return elapsed, cpu
 
 
+SIDES = ("ours", "(b)", "(a)", "(c)", "(d)")
+
+
 def compare(
     url: str, records: list[tuple[str, bytes]], rounds: int, tag: str
-) -> tuple[Runs, Runs, Runs, Runs, Runs]:
-    """Alternate the five sides (fresh streams), ``rounds`` times (shared machine)."""
-    ours_runs: Runs = []
-    ref_runs: Runs = []
-    bare_runs: Runs = []
-    floor_runs: Runs = []
-    lean_runs: Runs = []
+) -> tuple[dict[str, Runs], dict[str, GcRuns]]:
+    """Alternate the five sides (fresh streams), ``rounds`` times (shared machine); time
+    the garbage collector inside each."""
+    runs: dict[str, Runs] = {side: [] for side in SIDES}
+    gc_runs: dict[str, GcRuns] = {side: [] for side in SIDES}
     for round_ in range(rounds):
-        bare_runs.append(bare(records))
-        floor_runs.append(api_floor(records))
-        lean_runs.append(lean_producer(records))
-        ref_runs.append(reference(url, records, f"bench-ref-{tag}-{round_}"))
-        ours_runs.append(kpl_run(ours(url, records, f"bench-ours-{tag}-{round_}")))
-    return ours_runs, ref_runs, bare_runs, floor_runs, lean_runs
+        ref_stream, ours_stream = f"bench-ref-{tag}-{round_}", f"bench-ours-{tag}-{round_}"
+        sides: list[tuple[str, Callable[[], tuple[float, float]]]] = [
+            ("(a)", partial(bare, records)),
+            ("(c)", partial(api_floor, records)),
+            ("(d)", partial(lean_producer, records)),
+            ("(b)", partial(reference, url, records, ref_stream)),
+            ("ours", partial(run_ours, url, records, ours_stream)),
+        ]
+        for side, run in sides:
+            with GC_TIMER.measure() as gc_figures:
+                runs[side].append(run())
+            gc_runs[side].append(gc_figures)
+    return runs, gc_runs
 
 
-def report(
-    count: int, ours_runs: Runs, ref_runs: Runs, bare_runs: Runs, floor_runs: Runs,
-    lean_runs: Runs,
-) -> None:
+def report(count: int, runs: dict[str, Runs], gc_runs: dict[str, GcRuns]) -> None:
+    ours_runs, ref_runs, bare_runs, floor_runs, lean_runs = (runs[side] for side in SIDES)
     ours_s = statistics.median(w for w, _ in ours_runs)
     ref_s = statistics.median(w for w, _ in ref_runs)
     ours_cpu = statistics.median(c for _, c in ours_runs)
@@ -477,6 +533,15 @@ def report(
           f"aggregation; no IO)")
     print(f"    ratio (d)/(a)             {lean_rate / bare_rate:>10.0%}       (a ceiling for an "
           f"aggregating producer with this API)")
+    print("    time in the cyclic GC (median of the rounds: all collections / full ones, "
+          "share of wall time)")
+    for side in SIDES:
+        wall = statistics.median(w for w, _ in runs[side])
+        total = statistics.median(g[0] for g in gc_runs[side])
+        full = statistics.median(g[1] for g in gc_runs[side])
+        fulls = statistics.median(g[2] for g in gc_runs[side])
+        print(f"      {side:<5} {total:6.3f} s ({total / wall:4.0%})  full {full:6.3f} s "
+              f"in {fulls:.0f} collections")
 
 
 def main() -> None:
