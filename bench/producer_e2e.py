@@ -130,11 +130,13 @@ async def ours(url: str, records: list[tuple[str, bytes]], stream: str) -> tuple
     async with Producer(stream, endpoint_url=url, region="us-east-1",
                         config=config) as producer:
         put = producer.put
+        GC_TIMER.arm()
         started = time.perf_counter()
         cpu = time.process_time()
         futures = [await put(data, partition_key=key) for key, data in records]
         await producer.flush()  # returns when every future above is resolved
         elapsed = time.perf_counter() - started
+        GC_TIMER.disarm()
         cpu = time.process_time() - cpu
     if not all(f.done() and f.exception() is None for f in futures):
         raise RuntimeError("flush() returned with unresolved or failed futures")
@@ -164,6 +166,7 @@ def reference(url: str, records: list[tuple[str, bytes]], stream: str) -> tuple[
     )
     shards = client.list_shards(StreamName=stream)["Shards"]
     starts = sorted(int(s["HashKeyRange"]["StartingHashKey"]) for s in shards)
+    GC_TIMER.arm()
     started = time.perf_counter()
     cpu = time.process_time()
     aggregators = [RecordAggregator(max_size=51_200) for _ in starts]
@@ -202,7 +205,9 @@ def reference(url: str, records: list[tuple[str, bytes]], stream: str) -> tuple[
             enqueue(rest)
     if batch:
         send()
-    return time.perf_counter() - started, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    GC_TIMER.disarm()
+    return wall, cpu
 
 
 # --------------------------------------------------------------------------- memory
@@ -279,7 +284,8 @@ def memory(count: int, budget: int) -> tuple[int, int, int]:
 
 class GcTimer:
     """Seconds this process spends in the cyclic garbage collector, by generation, while
-    armed (gc.callbacks: called at the start and end of every collection)."""
+    armed (gc.callbacks: called at the start and end of every collection). Each side
+    arms it over exactly its timed window, so set-up and checks are not counted."""
 
     def __init__(self) -> None:
         self.seconds = [0.0, 0.0, 0.0]
@@ -298,19 +304,20 @@ class GcTimer:
             self.seconds[generation] += time.perf_counter() - self._start
             self.count[generation] += 1
 
-    @contextmanager
-    def measure(self) -> Iterator[list[float]]:
-        """Yields a list that holds [total GC seconds, full-collection seconds, full
-        collections] once the block ends."""
+    def arm(self) -> None:
+        """Start counting from zero (each side calls this as its timed window opens)."""
         self.seconds = [0.0, 0.0, 0.0]
         self.count = [0, 0, 0]
         self._armed = True
-        out: list[float] = []
-        try:
-            yield out
-        finally:
-            self._armed = False
-            out += [sum(self.seconds), self.seconds[2], float(self.count[2])]
+
+    def disarm(self) -> None:
+        """Stop counting (as the side's timed window closes)."""
+        self._armed = False
+
+    def figures(self) -> list[float]:
+        """[total GC seconds, full-collection seconds, full collections] of the last
+        armed window."""
+        return [sum(self.seconds), self.seconds[2], float(self.count[2])]
 
 
 GC_TIMER = GcTimer()
@@ -330,10 +337,13 @@ def bare(records: list[tuple[str, bytes]]) -> tuple[float, float]:
     the sub-record), on the same records, timed like the other two sides."""
     keys = [key for key, _ in records]
     payloads = [data for _, data in records]
+    GC_TIMER.arm()
     started = time.perf_counter()
     cpu = time.process_time()
     bare_loop(keys, payloads)
-    return time.perf_counter() - started, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    GC_TIMER.disarm()
+    return wall, cpu
 
 
 def api_floor(records: list[tuple[str, bytes]]) -> tuple[float, float]:
@@ -361,6 +371,7 @@ def api_floor(records: list[tuple[str, bytes]]) -> tuple[float, float]:
             deque(map(asyncio.Future.set_result, pending, results), 0)
             pending.clear()
 
+        GC_TIMER.arm()
         started = time.perf_counter()
         cpu = time.process_time()
         futures = []
@@ -370,6 +381,7 @@ def api_floor(records: list[tuple[str, bytes]]) -> tuple[float, float]:
                 resolve()
         resolve()
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        GC_TIMER.disarm()
         if not all(f.done() for f in futures):
             raise RuntimeError("api floor: a future was left unresolved")
         return elapsed, cpu
@@ -457,6 +469,7 @@ def lean_producer(records: list[tuple[str, bytes]]) -> tuple[float, float]:
                 deque(map(asyncio.Future.set_result, agg.futures, results), 0)
             aggs.clear()
 
+        GC_TIMER.arm()
         started = time.perf_counter()
         cpu = time.process_time()
         futures = []
@@ -466,6 +479,7 @@ def lean_producer(records: list[tuple[str, bytes]]) -> tuple[float, float]:
                 deliver(full)
         deliver([agg for agg in open_ if agg.futures])
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        GC_TIMER.disarm()
         if not all(f.done() for f in futures):
             raise RuntimeError("lean producer: a future was left unresolved")
         return elapsed, cpu, stored
@@ -498,9 +512,8 @@ def compare(
             ("ours", partial(run_ours, url, records, ours_stream)),
         ]
         for side, run in sides:
-            with GC_TIMER.measure() as gc_figures:
-                runs[side].append(run())
-            gc_runs[side].append(gc_figures)
+            runs[side].append(run())
+            gc_runs[side].append(GC_TIMER.figures())
     return runs, gc_runs
 
 
