@@ -34,10 +34,10 @@ from hashlib import md5
 from typing import Any
 
 from kpl.config import ProducerConfig
-from kpl.core.aggregation import MAGIC, AggregatedRecordMessage, encode_sub_record
 from kpl.core.aggregator import EMPTY_SIZE, Aggregator
-from kpl.core.hashing import HASH_KEY_SPACE, MAX_HASH_KEY
 from kpl.core.pipeline import ProducerCore, iter_completions
+from kpl.protocol.aggregation import MAGIC, AggregatedRecordMessage, encode_sub_record
+from kpl.protocol.hashing import HASH_KEY_SPACE, MAX_HASH_KEY
 
 SHARDS = 8
 KEYS = 10_000

@@ -55,8 +55,8 @@ sys.path.insert(0, str(ROOT))
 from bench.producer_core import bare_loop  # noqa: E402
 from kpl import KinesisClient, Producer, ProducerConfig, RecordResult, deaggregate  # noqa: E402
 from kpl import run as kpl_run  # noqa: E402
-from kpl.core.aggregation import DIGEST_SIZE, MAGIC, encode_varint  # noqa: E402
-from kpl.core.hashing import HASH_KEY_SPACE  # noqa: E402
+from kpl.protocol.aggregation import DIGEST_SIZE, MAGIC, encode_varint  # noqa: E402
+from kpl.protocol.hashing import HASH_KEY_SPACE  # noqa: E402
 
 SHARDS = 8
 KEYS = 10_000
@@ -157,7 +157,7 @@ def reference(url: str, records: list[tuple[str, bytes]], stream: str) -> tuple[
     import boto3
     from aws_kinesis_agg.aggregator import RecordAggregator
 
-    from kpl.core.hashing import partition_key_hash
+    from kpl.protocol.hashing import partition_key_hash
 
     asyncio.run(create_stream(url, stream))
     client = boto3.client(

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from kpl.core.limits import (
+from kpl.protocol.limits import (
     DEFAULT_MAX_RECORD_SIZE,
     MAX_MAX_RECORD_SIZE_KIB,
     MIB,

@@ -37,11 +37,11 @@ from typing import Any, Literal, TypeVar, cast
 from kpl.auth import CredentialProvider, Credentials
 from kpl.client import KinesisClient
 from kpl.config import ProducerConfig
-from kpl.core.hashing import ExplicitHashKeyError, parse_explicit_hash_key, partition_key_bytes
-from kpl.core.limits import DEFAULT_MAX_RECORD_SIZE
 from kpl.core.pipeline import Completion, Delivered, ProducerCore
 from kpl.core.results import RecordResult
 from kpl.errors import BufferFull, InvalidPartitionKey, ProducerClosed, RecordTooLarge
+from kpl.protocol.hashing import ExplicitHashKeyError, parse_explicit_hash_key, partition_key_bytes
+from kpl.protocol.limits import DEFAULT_MAX_RECORD_SIZE
 from kpl.sender import Sender
 from kpl.transport import AioHttpTransport, Transport
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from hashlib import md5
 
-from kpl.core.aggregation import DIGEST_SIZE, MAGIC, encode_varint, varint_size
+from kpl.protocol.aggregation import DIGEST_SIZE, MAGIC, encode_varint, varint_size
 
 __all__ = ["EMPTY_SIZE", "Aggregator"]
 

@@ -65,22 +65,8 @@ from hashlib import md5
 from typing import Any, Final
 
 from kpl.config import ProducerConfig
-from kpl.core.aggregation import decode as decode_aggregated
-from kpl.core.aggregation import encode_varint
 from kpl.core.aggregator import Aggregator
 from kpl.core.collector import Collector, put_records_body
-from kpl.core.hashing import (
-    ExplicitHashKeyError,
-    parse_explicit_hash_key,
-    partition_key_bytes,
-)
-from kpl.core.limits import (
-    DEFAULT_MAX_RECORD_SIZE,
-    MAX_PARTITION_KEY_LENGTH,
-    MIB,
-    PUT_RECORDS_MAX_BYTES,
-    PUT_RECORDS_MAX_BYTES_LARGE,
-)
 from kpl.core.ratelimit import ShardLimiter
 from kpl.core.results import Attempt, RecordResult
 from kpl.core.retry import Action, Backoff, action_for_error, classify
@@ -92,6 +78,20 @@ from kpl.errors import (
     RecordExpired,
     RecordFailed,
     RecordTooLarge,
+)
+from kpl.protocol.aggregation import decode as decode_aggregated
+from kpl.protocol.aggregation import encode_varint
+from kpl.protocol.hashing import (
+    ExplicitHashKeyError,
+    parse_explicit_hash_key,
+    partition_key_bytes,
+)
+from kpl.protocol.limits import (
+    DEFAULT_MAX_RECORD_SIZE,
+    MAX_PARTITION_KEY_LENGTH,
+    MIB,
+    PUT_RECORDS_MAX_BYTES,
+    PUT_RECORDS_MAX_BYTES_LARGE,
 )
 
 __all__ = [

@@ -10,7 +10,7 @@ then goes negative), so an oversized record is slowed, never stuck forever.
 
 from __future__ import annotations
 
-from kpl.core.limits import SHARD_WRITE_BYTES_PER_SECOND, SHARD_WRITE_RECORDS_PER_SECOND
+from kpl.protocol.limits import SHARD_WRITE_BYTES_PER_SECOND, SHARD_WRITE_RECORDS_PER_SECOND
 
 __all__ = ["ShardLimiter", "TokenBucket"]
 

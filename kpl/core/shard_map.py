@@ -23,7 +23,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import pairwise
 
-from kpl.core.hashing import MAX_HASH_KEY
+from kpl.protocol.hashing import MAX_HASH_KEY
 
 __all__ = ["RefreshPolicy", "ShardMap"]
 

@@ -40,8 +40,8 @@ from typing import Any
 
 import orjson
 
-from kpl.core.hashing import MAX_HASH_KEY, partition_key_hash
-from kpl.core.limits import (
+from kpl.protocol.hashing import MAX_HASH_KEY, partition_key_hash
+from kpl.protocol.limits import (
     DEFAULT_RETENTION_HOURS,
     GET_RECORDS_MAX_BYTES,
     GET_RECORDS_MAX_LIMIT,

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from kpl.core.hashing import MAX_HASH_KEY
+from kpl.protocol.hashing import MAX_HASH_KEY
 from server.core.errors import (
     InvalidArgumentException,
     LimitExceededException,

@@ -20,7 +20,7 @@ The service does not publish its algorithm; it documents the per-second limits a
 "subsequent calls made within the next 1 second" (5 seconds after a 10 MiB GetRecords)
 are throttled. One second of burst reproduces both closely enough.
 
-Per shard (scaled by ``Limits.aws(scale)``; ``KINESIS.md``, ``kpl.core.limits``):
+Per shard (scaled by ``Limits.aws(scale)``; ``KINESIS.md``, ``kpl.protocol.limits``):
 
 =================  ==========================  ===========================================
 bucket             rate                        how it is taken
@@ -77,7 +77,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from kpl.core.limits import (
+from kpl.protocol.limits import (
     SHARD_READ_BYTES_PER_SECOND,
     SHARD_READ_CALLS_PER_SECOND,
     SHARD_WRITE_BYTES_PER_SECOND,

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
-from kpl.core.hashing import HASH_KEY_SPACE, partition_key_hash
+from kpl.protocol.hashing import HASH_KEY_SPACE, partition_key_hash
 from kpl.transport import MockRequest, MockResponse, MockTransport
 
 

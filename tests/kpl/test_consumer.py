@@ -11,8 +11,8 @@ import pytest
 from aws_kinesis_agg.aggregator import RecordAggregator
 
 from kpl.consumer import UserRecord, deaggregate, deaggregate_records
-from kpl.core.aggregation import MAGIC
 from kpl.core.aggregator import Aggregator
+from kpl.protocol.aggregation import MAGIC
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[1] / "vectors" / "kpl_aggregated_records.json").read_text()

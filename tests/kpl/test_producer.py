@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from kpl.config import ProducerConfig
-from kpl.core.hashing import ExplicitHashKeyError, partition_key_hash
 from kpl.core.results import RecordResult
 from kpl.errors import (
     BufferFull,
@@ -28,6 +27,7 @@ from kpl.errors import (
     RecordTooLarge,
 )
 from kpl.producer import RECORD_OVERHEAD, Producer, run
+from kpl.protocol.hashing import ExplicitHashKeyError, partition_key_hash
 from kpl.transport import MockRequest, MockTransport
 
 from .conftest import FakeKinesis, even_shards

@@ -16,7 +16,7 @@ import pytest
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
 from kpl import KinesisClient, Producer, ProducerConfig, RecordFailed
-from kpl.core.hashing import partition_key_hash
+from kpl.protocol.hashing import partition_key_hash
 from server import StreamServer
 
 FAST: dict[str, Any] = {"record_max_buffered_time": 0.01, "min_backoff": 0.0,

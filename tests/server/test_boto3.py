@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from kpl.core.hashing import partition_key_hash
+from kpl.protocol.hashing import partition_key_hash
 
 N3 = [
     (0, 113427455640312821154458202477256070484),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kpl.core.hashing import MAX_HASH_KEY, partition_key_hash
+from kpl.protocol.hashing import MAX_HASH_KEY, partition_key_hash
 from server.core.engine import Engine, EngineConfig
 from server.core.errors import (
     ExpiredIteratorException,

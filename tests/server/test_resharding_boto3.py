@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from kpl.core.hashing import MAX_HASH_KEY
+from kpl.protocol.hashing import MAX_HASH_KEY
 from server.core.resharding import open_ranges_tile, uniform_ranges
 from tests.support import FakeClock, serve_with_client
 

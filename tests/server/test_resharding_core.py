@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kpl.core.hashing import MAX_HASH_KEY
+from kpl.protocol.hashing import MAX_HASH_KEY
 from server.core.engine import Engine, EngineConfig
 from server.core.errors import (
     InvalidArgumentException,

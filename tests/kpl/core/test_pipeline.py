@@ -15,7 +15,6 @@ from aws_kinesis_agg.deaggregator import deaggregate_records as reference_deaggr
 from kpl.config import ProducerConfig
 from kpl.consumer import deaggregate
 from kpl.core.aggregator import Aggregator
-from kpl.core.hashing import HASH_KEY_SPACE, MAX_HASH_KEY, hash_key_for
 from kpl.core.pipeline import (
     FIRST_MAP_WAIT,
     Completion,
@@ -36,6 +35,7 @@ from kpl.errors import (
     RecordTooLarge,
     ValidationException,
 )
+from kpl.protocol.hashing import HASH_KEY_SPACE, MAX_HASH_KEY, hash_key_for
 
 Outcome = RecordResult | RecordFailed
 # (entry, index) -> error code or None; lets a test fail chosen entries.

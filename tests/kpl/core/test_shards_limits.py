@@ -6,9 +6,9 @@ import orjson
 import pytest
 
 from kpl.core.collector import Collector, put_records_body
-from kpl.core.hashing import MAX_HASH_KEY
 from kpl.core.ratelimit import ShardLimiter, TokenBucket
 from kpl.core.shard_map import RefreshPolicy, ShardMap
+from kpl.protocol.hashing import MAX_HASH_KEY
 
 THIRD = 113427455640312821154458202477256070484
 THREE = [

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kpl.core.aggregation import decode
+from kpl.protocol.aggregation import decode
 
 __all__ = ["UserRecord", "deaggregate", "deaggregate_records"]
 

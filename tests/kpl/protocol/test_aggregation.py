@@ -13,7 +13,8 @@ import pytest
 from aws_kinesis_agg.aggregator import RecordAggregator
 from aws_kinesis_agg.deaggregator import deaggregate_records as reference_deaggregate
 
-from kpl.core.aggregation import (
+from kpl.core.aggregator import EMPTY_SIZE, Aggregator
+from kpl.protocol.aggregation import (
     DIGEST_SIZE,
     MAGIC,
     AggregatedRecordMessage,
@@ -26,7 +27,6 @@ from kpl.core.aggregation import (
     encode_varint,
     varint_size,
 )
-from kpl.core.aggregator import EMPTY_SIZE, Aggregator
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[2] / "vectors" / "kpl_aggregated_records.json").read_text()

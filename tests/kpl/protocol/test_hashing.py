@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kpl.core.hashing import (
+from kpl.protocol.hashing import (
     MAX_HASH_KEY,
     ExplicitHashKeyError,
     hash_key_for,
