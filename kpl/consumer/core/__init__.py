@@ -1,0 +1,1 @@
+"""The consumer's sans-IO decisions: lineage, leases, checkpoints, read pacing."""

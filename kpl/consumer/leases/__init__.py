@@ -1,0 +1,1 @@
+"""Lease stores behind one compare-and-set protocol: memory, sqlite, dynamodb."""
