@@ -371,11 +371,8 @@ async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[st
                     codes = [a.error_code for a in attempts] if len(attempts) > 1 else ()
                     stats.on_acked(size, now - t0, codes, now)
                 else:
-                    code = str(
-                        getattr(error, "error_code", None)
-                        or getattr(error, "code", None)
-                        or type(error).__name__
-                    )
+                    # RecordFailed and every Kinesis error class carry their wire code.
+                    code = str(getattr(error, "code", None) or type(error).__name__)
                     attempts = getattr(error, "attempts", ())
                     stats.on_failed(code, [a.error_code for a in attempts], now)
             if producing_done and stats.in_flight == 0:

@@ -1,4 +1,4 @@
-"""Retry policy: error code -> RETRY / RETRY_AFTER_REFRESH / FAIL, backoff, expiry.
+"""Retry policy: error code -> RETRY / RETRY_AFTER_REFRESH / FAIL, and backoff.
 
 The decision for every code lives in ONE table, :data:`ACTIONS`, built once from the
 error classes of :mod:`kpl.errors` (each class states ``retryable`` and
@@ -11,8 +11,6 @@ Backoff is exponential with jitter drawn from an injected :class:`random.Random`
 * ``full``: ``uniform(0, min(max, min_backoff * 2**(attempt-1)))`` — spreads retries
   widely (AWS architecture blog, "Exponential Backoff And Jitter");
 * ``decorrelated``: ``min(max, uniform(min_backoff, 3 * previous))``.
-
-A record expires ``record_ttl`` seconds after put(); an expired record is never retried.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from types import MappingProxyType
 from kpl.config import Jitter
 from kpl.errors import KinesisError
 
-__all__ = ["ACTIONS", "Action", "Backoff", "action_for_error", "classify", "expired"]
+__all__ = ["ACTIONS", "Action", "Backoff", "action_for_error", "classify"]
 
 
 class Action(enum.Enum):
@@ -68,11 +66,6 @@ def action_for_error(error: BaseException, *, fail_if_throttled: bool = False) -
             error.error_code, status=error.http_status, fail_if_throttled=fail_if_throttled
         )
     return Action.FAIL
-
-
-def expired(arrival: float, ttl: float, now: float) -> bool:
-    """Whether a record put at ``arrival`` has outlived ``ttl`` at ``now``."""
-    return now - arrival >= ttl
 
 
 class Backoff:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 from hashlib import md5
 
-from kpl.errors import InvalidPartitionKey
-
 __all__ = [
     "HASH_KEY_SPACE",
     "MAX_HASH_KEY",
     "ExplicitHashKeyError",
+    "InvalidPartitionKey",
     "hash_key_for",
     "parse_explicit_hash_key",
+    "partition_key_bytes",
     "partition_key_hash",
 ]
 
@@ -32,6 +32,10 @@ MAX_HASH_KEY = HASH_KEY_SPACE - 1
 _EXPLICIT_HASH_KEY = re.compile(r"0|[1-9]\d{0,38}")
 
 _from_bytes = int.from_bytes
+
+
+class InvalidPartitionKey(ValueError):
+    """A partition key that is empty, longer than 256 characters, or not a str."""
 
 
 class ExplicitHashKeyError(ValueError):

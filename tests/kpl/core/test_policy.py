@@ -1,4 +1,4 @@
-"""Config validation, the error tree, the retry table, backoff bounds, expiry."""
+"""Config validation, the error tree, the retry table, backoff bounds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kpl.config import ProducerConfig
-from kpl.core.retry import ACTIONS, Action, Backoff, action_for_error, classify, expired
+from kpl.core.retry import ACTIONS, Action, Backoff, action_for_error, classify
 from kpl.errors import (
     AccessDeniedException,
     InternalFailure,
@@ -189,7 +189,7 @@ def test_action_for_error() -> None:
     assert action_for_error(RuntimeError("bug")) is Action.FAIL
 
 
-# --- backoff and expiry ----------------------------------------------------------------
+# --- backoff -------------------------------------------------------------------------
 
 
 def test_full_jitter_bounds() -> None:
@@ -224,11 +224,6 @@ def test_backoff_attempt_counts_from_one() -> None:
 
 def test_huge_attempt_numbers_stay_capped() -> None:
     assert Backoff(0.1, 5.0, "full", random.Random(1)).delay(10_000) <= 5.0
-
-
-@pytest.mark.parametrize(("now", "gone"), [(29.9, False), (30.0, True), (31.0, True)])
-def test_expiry(now: float, gone: bool) -> None:
-    assert expired(0.0, 30.0, now) is gone
 
 
 def test_record_result_is_immutable_and_compares_by_value() -> None:
