@@ -41,7 +41,7 @@ from kpl.core.pipeline import Completion, Delivered, ProducerCore
 from kpl.core.results import RecordResult
 from kpl.errors import BufferFull, InvalidPartitionKey, ProducerClosed, RecordTooLarge
 from kpl.protocol.hashing import ExplicitHashKeyError, parse_explicit_hash_key, partition_key_bytes
-from kpl.protocol.limits import DEFAULT_MAX_RECORD_SIZE
+from kpl.protocol.limits import DEFAULT_MAX_RECORD_SIZE, MAX_PARTITION_KEY_LENGTH
 from kpl.sender import Sender
 from kpl.transport import AioHttpTransport, Transport
 
@@ -436,8 +436,10 @@ class Producer:
             raise InvalidPartitionKey(
                 f"partition key must be a str, got {type(partition_key).__name__}"
             )
-        if not 0 < len(partition_key) <= 256:
-            raise InvalidPartitionKey("partition key must be a str of 1-256 characters")
+        if not 0 < len(partition_key) <= MAX_PARTITION_KEY_LENGTH:
+            raise InvalidPartitionKey(
+                f"partition key must be a str of 1-{MAX_PARTITION_KEY_LENGTH} characters"
+            )
         if explicit_hash_key is not None:
             if not isinstance(explicit_hash_key, str):
                 raise ExplicitHashKeyError(

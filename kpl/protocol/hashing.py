@@ -1,9 +1,13 @@
-"""Partition key -> 128-bit hash key, and explicit hash key parsing.
+"""Partition key -> 128-bit hash key, explicit hash key parsing, hash key ranges.
 
 Kinesis places a record by a 128-bit hash key: the MD5 digest of the UTF-8 partition
 key read as a big-endian unsigned integer, or the record's explicit hash key (a decimal
 string) when one is given. Both the producer (to predict a record's shard) and the
 server (to route it) use these functions, so they agree by construction.
+
+A stream of ``n`` shards created at once (or resharded to ``n`` uniformly) splits the
+hash space into ``n`` equal ranges, the last one taking the remainder:
+:func:`uniform_ranges`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import re
 from hashlib import md5
 
 __all__ = [
+    "EXPLICIT_HASH_KEY_PATTERN",
+    "EXPLICIT_HASH_KEY_RE",
     "HASH_KEY_SPACE",
     "MAX_HASH_KEY",
     "ExplicitHashKeyError",
@@ -20,6 +26,7 @@ __all__ = [
     "parse_explicit_hash_key",
     "partition_key_bytes",
     "partition_key_hash",
+    "uniform_ranges",
 ]
 
 #: The number of hash keys: every hash key lies in ``[0, HASH_KEY_SPACE)``.
@@ -27,9 +34,12 @@ HASH_KEY_SPACE = 1 << 128
 #: The largest hash key, ``2**128 - 1``.
 MAX_HASH_KEY = HASH_KEY_SPACE - 1
 
-# The service model's pattern for ExplicitHashKey: a decimal without leading zeros,
-# at most 39 digits. The range check (<= 2**128 - 1) is separate.
-_EXPLICIT_HASH_KEY = re.compile(r"0|[1-9]\d{0,38}")
+#: The service model's pattern for a hash key (ExplicitHashKey, NewStartingHashKey), as
+#: its validation messages quote it: a decimal without leading zeros, at most 39 digits.
+#: The range check (<= 2**128 - 1) is separate.
+EXPLICIT_HASH_KEY_PATTERN = r"0|([1-9]\d{0,38})"
+#: :data:`EXPLICIT_HASH_KEY_PATTERN` compiled (use ``fullmatch``).
+EXPLICIT_HASH_KEY_RE = re.compile(EXPLICIT_HASH_KEY_PATTERN)
 
 _from_bytes = int.from_bytes
 
@@ -59,7 +69,7 @@ def partition_key_hash(partition_key: str) -> int:
 
 def parse_explicit_hash_key(value: str) -> int:
     """Parse an explicit hash key; raise :class:`ExplicitHashKeyError` when invalid."""
-    if not _EXPLICIT_HASH_KEY.fullmatch(value):
+    if not EXPLICIT_HASH_KEY_RE.fullmatch(value):
         raise ExplicitHashKeyError(
             f"explicit hash key must be a decimal integer without leading zeros, got {value!r}"
         )
@@ -76,3 +86,12 @@ def hash_key_for(partition_key: str, explicit_hash_key: str | None = None) -> in
     if explicit_hash_key is not None:
         return parse_explicit_hash_key(explicit_hash_key)
     return partition_key_hash(partition_key)
+
+
+def uniform_ranges(count: int) -> list[tuple[int, int]]:
+    """The service's split of the hash space into ``count`` inclusive ``(start, end)``
+    ranges, as CreateStream makes them: equal steps, the last range ends at the top."""
+    step = HASH_KEY_SPACE // count
+    return [
+        (i * step, MAX_HASH_KEY if i == count - 1 else (i + 1) * step - 1) for i in range(count)
+    ]

@@ -40,11 +40,14 @@ from typing import Any
 
 import orjson
 
+from kpl.protocol.hashing import EXPLICIT_HASH_KEY_RE as _EXPLICIT_HASH_KEY
 from kpl.protocol.hashing import MAX_HASH_KEY, partition_key_hash
+from kpl.protocol.hashing import uniform_ranges as _hash_ranges
 from kpl.protocol.limits import (
     DEFAULT_RETENTION_HOURS,
     GET_RECORDS_MAX_BYTES,
     GET_RECORDS_MAX_LIMIT,
+    MAX_PARTITION_KEY_LENGTH,
     MAX_RETENTION_HOURS,
     MIB,
     MIN_RETENTION_HOURS,
@@ -96,7 +99,6 @@ _SHARD_ID = re.compile(r"shardId-(\d{1,20})")
 #: bare digits), so ``shardId-1`` is ``shardId-000000000001``; anything else is unknown.
 _LOOSE_SHARD_ID = re.compile(r"(?:[^-]*-)?(\d{1,40})")
 _MAX_SHARD_INDEX = 2**31 - 1
-_EXPLICIT_HASH_KEY = re.compile(r"0|[1-9]\d{0,38}")
 _STAND_IN_ENTRIES = [{"Data": "", "PartitionKey": "k"}]
 _TAG_PUNCTUATION = frozenset("_.:/=+-@% ")
 _ID_CHARS = string.ascii_lowercase + string.digits
@@ -169,14 +171,6 @@ class _Stream:
         )
         self.route_starts = [s.meta.starting_hash_key for s in open_shards]
         self.route_shards = open_shards
-
-
-def _hash_ranges(count: int) -> list[tuple[int, int]]:
-    """The service's split of the hash space into ``count`` ranges."""
-    step = (MAX_HASH_KEY + 1) // count
-    return [
-        (i * step, MAX_HASH_KEY if i == count - 1 else (i + 1) * step - 1) for i in range(count)
-    ]
 
 
 def _shard_json(meta: ShardMeta) -> dict[str, Any]:
@@ -880,7 +874,7 @@ class Engine:
                 if (
                     type(b64) is not str
                     or type(key) is not str
-                    or not 0 < len(key) <= 256
+                    or not 0 < len(key) <= MAX_PARTITION_KEY_LENGTH
                     or (
                         explicit is not None
                         and (

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from kpl.protocol.hashing import MAX_HASH_KEY
+from kpl.protocol.hashing import MAX_HASH_KEY, uniform_ranges
 from server.core.errors import (
     InvalidArgumentException,
     LimitExceededException,
@@ -77,14 +77,6 @@ MAX_SCALINGS_PER_DAY: Final = 10
 #: UpdateShardCount: "Scale up to more than 10000 shards in a stream".
 MAX_SHARDS_PER_STREAM: Final = 10_000
 _DAY: Final = 86_400.0
-
-
-def uniform_ranges(count: int) -> list[tuple[int, int]]:
-    """The service's split of the hash space into ``count`` ranges (as CreateStream)."""
-    step = (MAX_HASH_KEY + 1) // count
-    return [
-        (i * step, MAX_HASH_KEY if i == count - 1 else (i + 1) * step - 1) for i in range(count)
-    ]
 
 
 def open_ranges_tile(ranges: Sequence[tuple[int, int]]) -> bool:

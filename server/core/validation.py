@@ -26,6 +26,8 @@ from binascii import a2b_base64, b2a_base64
 from dataclasses import dataclass, field
 from typing import Any
 
+from kpl.protocol.hashing import EXPLICIT_HASH_KEY_PATTERN
+from kpl.protocol.limits import MAX_PARTITION_KEY_LENGTH
 from server.core.errors import SerializationException, ValidationException
 
 __all__ = [
@@ -89,9 +91,9 @@ STREAM_NAME = _string(1, 128, "[a-zA-Z0-9_.-]+")
 STREAM_ARN = _string(1, 2048, r"arn:aws.*:kinesis:.*:\d{12}:stream/\S+")
 STREAM_ID = _string(1, 24, "[a-z0-9]{20}-[a-z0-9]{3}")
 SHARD_ID = _string(1, 128, "[a-zA-Z0-9_.-]+")
-HASH_KEY = _string(pattern=r"0|([1-9]\d{0,38})")
+HASH_KEY = _string(pattern=EXPLICIT_HASH_KEY_PATTERN)
 SEQUENCE_NUMBER = _string(pattern=r"0|([1-9]\d{0,128})")
-PARTITION_KEY = _string(1, 256)
+PARTITION_KEY = _string(1, MAX_PARTITION_KEY_LENGTH)
 TAG_KEY = _string(1, 128)
 TAG_VALUE = _string(0, 256)
 DATA = Shape("blob", min=0, max=10 * 1024 * 1024)

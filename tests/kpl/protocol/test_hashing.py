@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
 from kpl.protocol.hashing import (
+    EXPLICIT_HASH_KEY_RE,
     MAX_HASH_KEY,
     ExplicitHashKeyError,
     hash_key_for,
     parse_explicit_hash_key,
     partition_key_hash,
+    uniform_ranges,
 )
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "kpl_aggregated_records.json"
@@ -49,3 +52,27 @@ def test_explicit_hash_key_parses(text: str, expected: int) -> None:
 def test_explicit_hash_key_rejects(text: str) -> None:
     with pytest.raises(ExplicitHashKeyError):
         parse_explicit_hash_key(text)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 10, 1000])
+def test_uniform_ranges_tile_the_hash_space(count: int) -> None:
+    ranges = uniform_ranges(count)
+    assert len(ranges) == count
+    assert ranges[0][0] == 0
+    assert ranges[-1][1] == MAX_HASH_KEY
+    for (_, end), (start, _) in itertools.pairwise(ranges):
+        assert start == end + 1
+    widths = {end - start + 1 for start, end in ranges[:-1]}
+    assert len(widths) <= 1  # equal steps; the last range takes the remainder
+
+
+def test_uniform_ranges_of_two_split_at_half() -> None:
+    assert uniform_ranges(2) == [(0, 2**127 - 1), (2**127, MAX_HASH_KEY)]
+
+
+@pytest.mark.parametrize(
+    ("text", "syntax_ok"),
+    [("0", True), ("7", True), ("9" * 39, True), ("9" * 40, False), ("01", False), ("", False)],
+)
+def test_explicit_hash_key_pattern_is_the_models(text: str, syntax_ok: bool) -> None:
+    assert (EXPLICIT_HASH_KEY_RE.fullmatch(text) is not None) is syntax_ok
