@@ -77,6 +77,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from kpl.protocol.bucket import TokenBucket
 from kpl.protocol.limits import (
     SHARD_READ_BYTES_PER_SECOND,
     SHARD_READ_CALLS_PER_SECOND,
@@ -91,10 +92,11 @@ __all__ = [
     "ControlRate",
     "Limits",
     "Throughput",
-    "TokenBucket",
 ]
 
 ACCOUNT: Final = "account"
+# A microsecond of refill as slack: epoch seconds near 1.8e9 carry only ~0.2 us of
+# precision, so "exactly on time" would otherwise be refused by rounding.
 _SLACK_SECONDS: Final = 1e-6
 STREAM: Final = "stream"
 
@@ -148,50 +150,6 @@ class Limits:
             read_calls_per_second=SHARD_READ_CALLS_PER_SECOND * scale,
             read_bytes_per_second=SHARD_READ_BYTES_PER_SECOND * scale,
         )
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``capacity``; starts full at ``now``.
-
-    ``level`` may go negative (debt) through :meth:`charge` or an oversized take.
-    A clock that steps back refills nothing (and never un-refills).
-    """
-
-    __slots__ = ("capacity", "level", "rate", "stamp")
-
-    def __init__(self, rate: float, capacity: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.level = capacity
-        self.stamp = now
-
-    def refill(self, now: float) -> float:
-        """Bring the level up to ``now`` and return it."""
-        elapsed = now - self.stamp
-        if elapsed > 0:
-            level = self.level + elapsed * self.rate
-            self.level = level if level < self.capacity else self.capacity
-            self.stamp = now
-        return self.level
-
-    def can_take(self, amount: float, now: float) -> bool:
-        """Whether :meth:`take` of ``amount`` would succeed now (refills first)."""
-        # A microsecond of refill as slack: epoch seconds near 1.8e9 carry only ~0.2 us
-        # of precision, so "exactly on time" would otherwise be refused by rounding.
-        level = self.refill(now) + self.rate * _SLACK_SECONDS
-        if amount <= self.capacity:
-            return level >= amount
-        # Larger than the bucket can ever hold: allowed from a full bucket, into debt.
-        return level >= self.capacity
-
-    def take(self, amount: float) -> None:
-        """Remove ``amount`` (after :meth:`can_take` said yes)."""
-        self.level -= amount
-
-    def charge(self, amount: float, now: float) -> None:
-        """Remove ``amount`` unconditionally (reads are charged after the fact)."""
-        self.refill(now)
-        self.level -= amount
 
 
 class _ShardBuckets:
@@ -248,20 +206,21 @@ class Throughput:
         count = buckets.write_records
         volume = buckets.write_bytes
         # The hot path (once per PutRecords entry): the common case of two buckets with
-        # room, inlined; anything unusual goes through can_take.
-        if now > count.stamp:
-            level = count.level + (now - count.stamp) * count.rate
-            count.level = level if level < count.capacity else count.capacity
-            count.stamp = now
-        if now > volume.stamp:
-            level = volume.level + (now - volume.stamp) * volume.rate
-            volume.level = level if level < volume.capacity else volume.capacity
-            volume.stamp = now
-        if (count.level >= records and volume.level >= size) or (
-            count.can_take(records, now) and volume.can_take(size, now)
+        # room, inlined (TokenBucket.refill's arithmetic); anything unusual asks delay().
+        if now > count.updated:
+            tokens = count.tokens + (now - count.updated) * count.rate
+            count.tokens = tokens if tokens < count.capacity else count.capacity
+            count.updated = now
+        if now > volume.updated:
+            tokens = volume.tokens + (now - volume.updated) * volume.rate
+            volume.tokens = tokens if tokens < volume.capacity else volume.capacity
+            volume.updated = now
+        if (count.tokens >= records and volume.tokens >= size) or (
+            count.delay(records, now, _SLACK_SECONDS) == 0.0
+            and volume.delay(size, now, _SLACK_SECONDS) == 0.0
         ):
-            count.level -= records
-            volume.level -= size
+            count.tokens -= records
+            volume.tokens -= size
             return True
         return False
 
@@ -270,11 +229,7 @@ class Throughput:
         buckets = self._buckets(stream_name, shard_id, now)
         if buckets.read_bytes.refill(now) < 0:
             return False
-        calls = buckets.read_calls
-        if calls.can_take(1, now):
-            calls.take(1)
-            return True
-        return False
+        return buckets.read_calls.take(1, now, _SLACK_SECONDS) == 0.0
 
     def record_read(self, stream_name: str, shard_id: str, size: int, now: float) -> None:
         """Charge what a GetRecords call returned (data + partition keys)."""
@@ -291,10 +246,7 @@ class Throughput:
         if bucket is None:
             capacity = max(1.0, rate.per_second * self.limits.burst_seconds)
             bucket = self._control[key] = TokenBucket(rate.per_second, capacity, now)
-        if bucket.can_take(1, now):
-            bucket.take(1)
-            return True
-        return False
+        return bucket.take(1, now, _SLACK_SECONDS) == 0.0
 
     def forget_stream(self, stream_name: str) -> None:
         """Drop every bucket of a deleted stream (a new stream of that name starts fresh)."""

@@ -1,4 +1,4 @@
-"""Shard map lookup and refresh rules, token buckets, collection limits, request bodies."""
+"""Shard map lookup and refresh rules, shard limiters, collection limits, request bodies."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from kpl.core.collector import Collector, put_records_body
-from kpl.core.ratelimit import ShardLimiter, TokenBucket
+from kpl.core.ratelimit import ShardLimiter
 from kpl.core.shard_map import RefreshPolicy, ShardMap
 from kpl.protocol.hashing import MAX_HASH_KEY
 
@@ -92,33 +92,6 @@ def test_unasked_map_counts_as_fresh() -> None:
 
 
 # --- token buckets ----------------------------------------------------------------------
-
-
-def test_token_bucket_take_and_delay() -> None:
-    bucket = TokenBucket(rate=10.0, capacity=10.0, now=0.0)
-    assert bucket.take(10, 0.0) == 0.0
-    assert bucket.take(1, 0.0) == pytest.approx(0.1)
-    assert bucket.tokens == 0.0  # a refused take takes nothing
-    assert bucket.take(5, 0.5) == 0.0
-    assert bucket.take(1, 0.5) == pytest.approx(0.1)
-
-
-def test_token_bucket_caps_at_capacity() -> None:
-    bucket = TokenBucket(rate=10.0, capacity=10.0, now=0.0)
-    assert bucket.delay(1, 100.0) == 0.0
-    assert bucket.tokens == 10.0
-
-
-def test_oversized_take_passes_when_full_and_goes_negative() -> None:
-    bucket = TokenBucket(rate=10.0, capacity=10.0, now=0.0)
-    assert bucket.take(25, 0.0) == 0.0
-    assert bucket.tokens == -15.0
-    assert bucket.take(1, 0.0) == pytest.approx(1.6)
-
-
-def test_token_bucket_rejects_nonsense() -> None:
-    with pytest.raises(ValueError, match="positive"):
-        TokenBucket(0.0, 1.0, 0.0)
 
 
 def test_shard_limiter_at_150_percent() -> None:
