@@ -13,24 +13,27 @@ adds its table entry ``1 + varint_size(len) + len``; every user record adds
 Key tables are deduplicated through a dict from key to index, as the KPL does. Tests
 compare ``size`` with ``len(serialize())`` for many random cases.
 
-Each sub-record's bytes are written as it arrives (one ``b"".join`` of precomputed varints
-and its data — measured faster than growing a ``bytearray``); ``serialize()`` adds the
-key tables, joins, and takes one MD5.
+The bytes are the protocol's (:mod:`kpl.protocol.aggregation`): each sub-record is
+written as it arrives (one ``b"".join`` of the precomputed field headers and its data —
+measured faster than growing a ``bytearray``); ``serialize()`` adds the key tables,
+joins, and frames the body with the magic and one MD5.
 """
 
 from __future__ import annotations
 
-from hashlib import md5
-
-from kpl.protocol.aggregation import DIGEST_SIZE, MAGIC, encode_varint, varint_size
+from kpl.protocol.aggregation import (
+    DATA_HEADERS,
+    EMPTY_SIZE,
+    PARTITION_KEY_INDEX_FIELDS,
+    RECORD_HEADERS,
+    encode_sub_record,
+    explicit_hash_key_entry,
+    frame,
+    partition_key_entry,
+    varint_size,
+)
 
 __all__ = ["EMPTY_SIZE", "Aggregator"]
-
-#: Size of an aggregated record with no user records: magic + MD5.
-EMPTY_SIZE = len(MAGIC) + DIGEST_SIZE
-
-# Precomputed varints of 0..16383: every index, and the lengths of small records.
-_V: list[bytes] = [encode_varint(n) for n in range(0x4000)]
 
 
 class Aggregator:
@@ -96,26 +99,21 @@ class Aggregator:
             if size > self.max_size:
                 return False
             self._parts.append(
-                b"".join((b"\x1a", _V[body], b"\x08", _V[pk_index], b"\x1a", _V[n], data))
+                b"".join(
+                    (
+                        RECORD_HEADERS[body],
+                        PARTITION_KEY_INDEX_FIELDS[pk_index],
+                        DATA_HEADERS[n],
+                        data,
+                    )
+                )
             )
         elif explicit_hash_key is None:
             body = 2 + varint_size(pk_index) + varint_size(n) + n
             size = self.size + grow + 1 + varint_size(body) + body
             if size > self.max_size:
                 return False
-            self._parts.append(
-                b"".join(
-                    (
-                        b"\x1a",
-                        encode_varint(body),
-                        b"\x08",
-                        encode_varint(pk_index),
-                        b"\x1a",
-                        encode_varint(n),
-                        data,
-                    )
-                )
-            )
+            self._parts.append(encode_sub_record(pk_index, None, data))
         else:
             body = 2 + varint_size(pk_index) + varint_size(n) + n
             ehk_index = self._ehk_index.get(explicit_hash_key)
@@ -130,26 +128,11 @@ class Aggregator:
                 return False
             if ehk_bytes is not None:
                 self._ehk_index[explicit_hash_key] = ehk_index
-                self._ehk_parts.append(b"\x12" + encode_varint(len(ehk_bytes)) + ehk_bytes)
-            self._parts.append(
-                b"".join(
-                    (
-                        b"\x1a",
-                        encode_varint(body),
-                        b"\x08",
-                        encode_varint(pk_index),
-                        b"\x10",
-                        encode_varint(ehk_index),
-                        b"\x1a",
-                        encode_varint(n),
-                        data,
-                    )
-                )
-            )
+                self._ehk_parts.append(explicit_hash_key_entry(ehk_bytes))
+            self._parts.append(encode_sub_record(pk_index, ehk_index, data))
         if pk_bytes is not None:
             self._pk_index[partition_key] = pk_index
-            k = len(pk_bytes)
-            self._pk_parts.append(b"\x0a" + (_V[k] if k < 0x4000 else encode_varint(k)) + pk_bytes)
+            self._pk_parts.append(partition_key_entry(pk_bytes))
         self.size = size
         self.count += 1
         self.items.append(item)
@@ -159,16 +142,4 @@ class Aggregator:
         """The aggregated record's complete data: magic + protobuf + MD5."""
         parts = self._pk_parts + self._ehk_parts
         parts += self._parts
-        body = b"".join(parts)
-        return b"".join((MAGIC, body, md5(body).digest()))
-
-    def fits_alone(self, partition_key: str, explicit_hash_key: str | None, data: bytes) -> bool:
-        """Whether this user record would fit in an empty aggregator of the same limits."""
-        pk = len(partition_key.encode())
-        n = len(data)
-        body = 3 + varint_size(n) + n
-        size = EMPTY_SIZE + 1 + varint_size(pk) + pk
-        if explicit_hash_key is not None:
-            size += 1 + varint_size(len(explicit_hash_key)) + len(explicit_hash_key)
-            body += 2
-        return size + 1 + varint_size(body) + body <= self.max_size
+        return frame(b"".join(parts))

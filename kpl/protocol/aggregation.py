@@ -14,42 +14,56 @@ An aggregated Kinesis record's data is ``MAGIC`` (F3 89 9A C2) + a protobuf
 The message classes are built at import time from a ``FileDescriptorProto`` (no protoc,
 no generated module to keep in sync). Decoding always goes through them.
 
-Encoding has two routes producing identical bytes (tests assert it):
-:func:`encode_protobuf` fills the protobuf message, :func:`encode` writes the same fields
-by hand from pre-encoded pieces. ``bench/producer_core.py`` measures both; the hand
-route is what the aggregator uses because it is faster there (the protobuf route must
-copy every key and payload into the message before serialising it again).
+Encoding is written by hand from pre-encoded pieces, with the same bytes as protobuf's
+serialisation (tests assert it): filling the protobuf message would copy every key and
+payload into it before serialising them again, which ``bench/producer_core.py`` measures
+as the slower route. An encoder joins, in field order, the partition key table entries
+(:func:`partition_key_entry`), the explicit hash key table entries
+(:func:`explicit_hash_key_entry`) and the sub-records (:func:`encode_sub_record`), and
+:func:`frame` adds the magic and the digest. For the common sub-record, whose varints are
+all below ``SMALL_VARINT_LIMIT``, the pieces are precomputed: ``RECORD_HEADERS[body_len]
++ PARTITION_KEY_INDEX_FIELDS[index] + DATA_HEADERS[len(data)] + data`` is the whole
+field, and ``PARTITION_KEY_ENTRY_HEADERS[len(key)] + key`` a whole key table entry.
 
-Sizes: every length-delimited field costs ``1 (tag) + varint_size(len) + len``; the
-aggregator uses :func:`varint_size` to keep its size exact without serialising.
+Sizes: every length-delimited field costs ``1 (tag) + varint_size(len) + len``; an
+encoder uses :func:`varint_size` to keep its size exact without serialising.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import md5
-from typing import Any
+from typing import Any, Final
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from kpl.protocol.limits import MAX_PARTITION_KEY_LENGTH
+
 __all__ = [
+    "DATA_HEADERS",
     "DIGEST_SIZE",
+    "EMPTY_SIZE",
     "MAGIC",
+    "PARTITION_KEY_ENTRY_HEADERS",
+    "PARTITION_KEY_INDEX_FIELDS",
+    "RECORD_HEADERS",
+    "SMALL_VARINT_LIMIT",
     "AggregatedRecordMessage",
     "DecodedRecord",
-    "SubRecord",
     "decode",
-    "encode",
-    "encode_protobuf",
     "encode_sub_record",
     "encode_varint",
+    "explicit_hash_key_entry",
+    "frame",
+    "partition_key_entry",
     "varint_size",
 ]
 
 MAGIC = b"\xf3\x89\x9a\xc2"
 DIGEST_SIZE = 16
+#: Size of an aggregated record with no user records: magic + MD5.
+EMPTY_SIZE = len(MAGIC) + DIGEST_SIZE
 
 # Field tags (field_number << 3 | wire_type) as single bytes: all numbers are < 16.
 TAG_PARTITION_KEY_TABLE = b"\x0a"  # 1, length-delimited
@@ -118,15 +132,19 @@ def varint_size(value: int) -> int:
     return size
 
 
-# Varints below 2**14 cover every index and most lengths: precompute them.
+#: Varints below this (two bytes at most) are precomputed: every index, and the lengths
+#: of small records and of every partition key.
+SMALL_VARINT_LIMIT: Final = 1 << 14
+
 _SMALL_VARINTS: list[bytes] = [
-    bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(1 << 14)
+    bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7])
+    for n in range(SMALL_VARINT_LIMIT)
 ]
 
 
 def encode_varint(value: int) -> bytes:
     """The base-128 varint encoding of a non-negative ``value``."""
-    if value < 16384:
+    if value < SMALL_VARINT_LIMIT:
         return _SMALL_VARINTS[value]
     out = bytearray()
     while value >= 0x80:
@@ -136,21 +154,39 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-@dataclass(frozen=True, slots=True)
-class SubRecord:
-    """One user record inside an aggregated record, as indexes into the key tables."""
+#: ``RECORD_HEADERS[n]``: the ``records`` tag and a sub-record body length ``n``.
+RECORD_HEADERS: Final[list[bytes]] = [TAG_RECORD + v for v in _SMALL_VARINTS]
+#: ``DATA_HEADERS[n]``: a sub-record's ``data`` tag and data length ``n`` (the same bytes
+#: as :data:`RECORD_HEADERS`: both fields are number 3, length-delimited).
+DATA_HEADERS: Final[list[bytes]] = RECORD_HEADERS
+#: ``PARTITION_KEY_INDEX_FIELDS[i]``: a sub-record's whole ``partition_key_index`` field.
+PARTITION_KEY_INDEX_FIELDS: Final[list[bytes]] = [
+    TAG_PARTITION_KEY_INDEX + v for v in _SMALL_VARINTS
+]
+#: ``PARTITION_KEY_ENTRY_HEADERS[n]``: a partition key table entry's tag and key length
+#: ``n``, for every length a valid key's UTF-8 bytes can have (up to 4 per character).
+PARTITION_KEY_ENTRY_HEADERS: Final[list[bytes]] = [
+    TAG_PARTITION_KEY_TABLE + _SMALL_VARINTS[n] for n in range(MAX_PARTITION_KEY_LENGTH * 4 + 1)
+]
 
-    partition_key_index: int
-    explicit_hash_key_index: int | None
-    data: bytes
+
+def partition_key_entry(key: bytes) -> bytes:
+    """The complete ``partition_key_table`` entry of a key's UTF-8 bytes."""
+    return TAG_PARTITION_KEY_TABLE + encode_varint(len(key)) + key
+
+
+def explicit_hash_key_entry(key: bytes) -> bytes:
+    """The complete ``explicit_hash_key_table`` entry of a key's (ASCII) bytes."""
+    return TAG_EXPLICIT_HASH_KEY_TABLE + encode_varint(len(key)) + key
 
 
 def encode_sub_record(
     partition_key_index: int, explicit_hash_key_index: int | None, data: bytes
 ) -> bytes:
     """The complete ``records`` field (tag, length, body) of one sub-record."""
+    n = len(data)
     if explicit_hash_key_index is None:
-        body_len = 1 + varint_size(partition_key_index) + 1 + varint_size(len(data)) + len(data)
+        body_len = 2 + varint_size(partition_key_index) + varint_size(n) + n
         return b"".join(
             (
                 TAG_RECORD,
@@ -158,18 +194,16 @@ def encode_sub_record(
                 TAG_PARTITION_KEY_INDEX,
                 encode_varint(partition_key_index),
                 TAG_DATA,
-                encode_varint(len(data)),
+                encode_varint(n),
                 data,
             )
         )
     body_len = (
-        1
+        3
         + varint_size(partition_key_index)
-        + 1
         + varint_size(explicit_hash_key_index)
-        + 1
-        + varint_size(len(data))
-        + len(data)
+        + varint_size(n)
+        + n
     )
     return b"".join(
         (
@@ -180,52 +214,15 @@ def encode_sub_record(
             TAG_EXPLICIT_HASH_KEY_INDEX,
             encode_varint(explicit_hash_key_index),
             TAG_DATA,
-            encode_varint(len(data)),
+            encode_varint(n),
             data,
         )
     )
 
 
-def _key_field(tag: bytes, key: bytes) -> bytes:
-    return tag + encode_varint(len(key)) + key
-
-
-def _frame(body: bytes) -> bytes:
+def frame(body: bytes) -> bytes:
+    """An aggregated record's complete data from its protobuf body: magic + body + MD5."""
     return b"".join((MAGIC, body, md5(body).digest()))
-
-
-def encode(
-    partition_keys: Sequence[str], explicit_hash_keys: Sequence[str], records: Sequence[SubRecord]
-) -> bytes:
-    """An aggregated record's complete data, written by hand (same bytes as protobuf)."""
-    parts: list[bytes] = []
-    for key in partition_keys:
-        parts.append(_key_field(TAG_PARTITION_KEY_TABLE, key.encode()))
-    for key in explicit_hash_keys:
-        parts.append(_key_field(TAG_EXPLICIT_HASH_KEY_TABLE, key.encode()))
-    for record in records:
-        parts.append(
-            encode_sub_record(
-                record.partition_key_index, record.explicit_hash_key_index, record.data
-            )
-        )
-    return _frame(b"".join(parts))
-
-
-def encode_protobuf(
-    partition_keys: Sequence[str], explicit_hash_keys: Sequence[str], records: Sequence[SubRecord]
-) -> bytes:
-    """An aggregated record's complete data, serialised by the protobuf library."""
-    message = AggregatedRecordMessage()
-    message.partition_key_table.extend(partition_keys)
-    message.explicit_hash_key_table.extend(explicit_hash_keys)
-    for record in records:
-        sub = message.records.add()
-        sub.partition_key_index = record.partition_key_index
-        if record.explicit_hash_key_index is not None:
-            sub.explicit_hash_key_index = record.explicit_hash_key_index
-        sub.data = record.data
-    return _frame(message.SerializeToString())
 
 
 @dataclass(frozen=True, slots=True)

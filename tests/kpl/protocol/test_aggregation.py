@@ -15,16 +15,20 @@ from aws_kinesis_agg.deaggregator import deaggregate_records as reference_deaggr
 
 from kpl.core.aggregator import EMPTY_SIZE, Aggregator
 from kpl.protocol.aggregation import (
+    DATA_HEADERS,
     DIGEST_SIZE,
     MAGIC,
+    PARTITION_KEY_ENTRY_HEADERS,
+    PARTITION_KEY_INDEX_FIELDS,
+    RECORD_HEADERS,
+    SMALL_VARINT_LIMIT,
     AggregatedRecordMessage,
     DecodedRecord,
-    SubRecord,
     decode,
-    encode,
-    encode_protobuf,
     encode_sub_record,
     encode_varint,
+    frame,
+    partition_key_entry,
     varint_size,
 )
 
@@ -35,6 +39,31 @@ VECTORS = json.loads(
 
 def _random_key(rng: random.Random) -> str:
     return "".join(rng.choice("abcxyz0é€😀") for _ in range(rng.choice([1, 2, 7, 40, 256])))
+
+
+def _protobuf_encode(added: list[tuple[str, str | None, bytes]]) -> bytes:
+    """The aggregated record of ``added`` as the protobuf library serialises it."""
+    message = AggregatedRecordMessage()
+    pks = list(dict.fromkeys(pk for pk, _, _ in added))
+    ehks = list(dict.fromkeys(ehk for _, ehk, _ in added if ehk is not None))
+    message.partition_key_table.extend(pks)
+    message.explicit_hash_key_table.extend(ehks)
+    for pk, ehk, data in added:
+        sub = message.records.add()
+        sub.partition_key_index = pks.index(pk)
+        if ehk is not None:
+            sub.explicit_hash_key_index = ehks.index(ehk)
+        sub.data = data
+    return frame(message.SerializeToString())
+
+
+def _aggregate(added: list[tuple[str, str | None, bytes]]) -> bytes:
+    aggregator = Aggregator(1 << 30, 2**32 - 1)
+    for pk, ehk, data in added:
+        assert aggregator.try_add(pk, ehk, data)
+    data = aggregator.serialize()
+    assert aggregator.size == len(data)
+    return data
 
 
 def _reference_decode(data: bytes, partition_key: str = "a") -> list[dict[str, Any]]:
@@ -71,18 +100,18 @@ def test_varints(value: int, encoded: bytes) -> None:
 def test_hand_encoder_is_byte_identical_to_protobuf() -> None:
     rng = random.Random(7)
     for _ in range(150):
-        pks = list(dict.fromkeys(_random_key(rng) for _ in range(rng.randint(1, 20))))
-        ehks = list(dict.fromkeys(str(rng.getrandbits(128)) for _ in range(rng.randint(0, 5))))
-        records = [
-            SubRecord(
-                rng.randrange(len(pks)),
-                rng.randrange(len(ehks)) if ehks and rng.random() < 0.5 else None,
+        pks = [_random_key(rng) for _ in range(rng.randint(1, 20))]
+        ehks = [str(rng.getrandbits(128)) for _ in range(rng.randint(0, 5))]
+        added = [
+            (
+                rng.choice(pks),
+                rng.choice(ehks) if ehks and rng.random() < 0.5 else None,
                 rng.randbytes(rng.choice([0, 1, 100, 200, 20000])),
             )
             for _ in range(rng.randint(1, 60))
         ]
-        ours = encode(pks, ehks, records)
-        assert ours == encode_protobuf(pks, ehks, records)
+        ours = _aggregate(added)
+        assert ours == _protobuf_encode(added)
         assert ours.startswith(MAGIC)
         assert ours[-DIGEST_SIZE:] == md5(ours[len(MAGIC) : -DIGEST_SIZE]).digest()
 
@@ -96,14 +125,28 @@ def test_encode_sub_record_matches_protobuf_field() -> None:
     assert encode_sub_record(200, 3, b"x" * 300) == message.SerializeToString()
 
 
+@pytest.mark.parametrize(
+    ("pk_index", "ehk_index", "size"),
+    [(0, None, 0), (5, None, 100), (200, None, 300), (20_000, None, 20_000), (200, 3, 300)],
+)
+def test_precomputed_pieces_are_the_encoders_bytes(
+    pk_index: int, ehk_index: int | None, size: int
+) -> None:
+    data = b"x" * size
+    field = encode_sub_record(pk_index, ehk_index, data)
+    body = len(field) - 1 - varint_size(len(field) - 1)
+    if ehk_index is None and body < SMALL_VARINT_LIMIT and pk_index < SMALL_VARINT_LIMIT:
+        assert field == b"".join(
+            (RECORD_HEADERS[body], PARTITION_KEY_INDEX_FIELDS[pk_index], DATA_HEADERS[size], data)
+        )
+    for key in (b"k", "κλειδί".encode(), "😀".encode() * 256):
+        assert partition_key_entry(key) == PARTITION_KEY_ENTRY_HEADERS[len(key)] + key
+    assert len(PARTITION_KEY_ENTRY_HEADERS) == 4 * 256 + 1
+
+
 def test_round_trip_through_our_decoder() -> None:
-    records = [SubRecord(0, None, b"one"), SubRecord(1, 0, b""), SubRecord(0, None, b"\x00\xff")]
-    data = encode(["k", "κλειδί"], ["12345"], records)
-    assert decode(data) == [
-        DecodedRecord("k", None, b"one"),
-        DecodedRecord("κλειδί", "12345", b""),
-        DecodedRecord("k", None, b"\x00\xff"),
-    ]
+    added = [("k", None, b"one"), ("κλειδί", "12345", b""), ("k", None, b"\x00\xff")]
+    assert decode(_aggregate(added)) == [DecodedRecord(*item) for item in added]
 
 
 def test_aggregator_size_is_exact_for_many_random_cases() -> None:
@@ -145,16 +188,7 @@ def test_aggregator_deduplicates_keys_and_matches_protobuf() -> None:
     adds = [("a", None, b"1"), ("b", "99", b"2"), ("a", "99", b"3"), ("b", None, b"4")]
     for pk, ehk, data in adds:
         assert aggregator.try_add(pk, ehk, data)
-    expected = encode_protobuf(
-        ["a", "b"],
-        ["99"],
-        [
-            SubRecord(0, None, b"1"),
-            SubRecord(1, 0, b"2"),
-            SubRecord(0, 0, b"3"),
-            SubRecord(1, None, b"4"),
-        ],
-    )
+    expected = _protobuf_encode(adds)
     assert aggregator.serialize() == expected
     assert aggregator.size == len(expected)
 
@@ -173,14 +207,6 @@ def test_aggregator_count_limit() -> None:
     assert aggregator.try_add("k", None, b"x")
     assert aggregator.try_add("k", None, b"x")
     assert not aggregator.try_add("k", None, b"x")
-
-
-def test_fits_alone() -> None:
-    aggregator = Aggregator(100, 10)
-    assert aggregator.fits_alone("k", None, b"x" * 50)
-    assert not aggregator.fits_alone("k", None, b"x" * 100)
-    probe = Aggregator(100, 10)
-    assert probe.try_add("k", "7", b"x" * 60) == aggregator.fits_alone("k", "7", b"x" * 60)
 
 
 def test_reference_deaggregator_decodes_ours() -> None:
@@ -236,17 +262,8 @@ def test_kpl_vectors(vector: dict[str, Any]) -> None:
         (e["partition_key"], e["explicit_hash_key"], base64.b64decode(e["data"])) for e in expected
     ]
     # Re-encoding the decoded records gives the KPL's bytes back.
-    pks = list(dict.fromkeys(r.partition_key for r in decoded))
-    ehks = list(dict.fromkeys(r.explicit_hash_key for r in decoded if r.explicit_hash_key))
-    subs = [
-        SubRecord(
-            pks.index(r.partition_key),
-            ehks.index(r.explicit_hash_key) if r.explicit_hash_key else None,
-            r.data,
-        )
-        for r in decoded
-    ]
-    assert encode(pks, ehks, subs) == data
+    added = [(r.partition_key, r.explicit_hash_key, r.data) for r in decoded]
+    assert _aggregate(added) == data
 
 
 @pytest.mark.parametrize(
