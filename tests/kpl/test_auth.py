@@ -1,8 +1,10 @@
-"""Our SigV4 signer against botocore's SigV4Auth, byte for byte; credential resolution."""
+"""Our SigV4 signer against botocore's SigV4Auth, byte for byte; credential resolution.
+
+The pure SigV4 functions it signs with are tested in ``tests/kpl/protocol/test_sigv4.py``.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from unittest import mock
 
@@ -17,15 +19,8 @@ from kpl.auth import (
     NoCredentialsError,
     SigV4Signer,
     StaticCredentialProvider,
-    canonical_path,
-    canonical_request,
-    credential_scope,
-    host_from_url,
     is_loopback_url,
     resolve_credentials,
-    signature,
-    signing_key,
-    string_to_sign,
 )
 
 WHEN = datetime(2026, 11, 26, 1, 2, 3, tzinfo=UTC)
@@ -77,29 +72,6 @@ def test_signature_equals_botocore(
     assert ("X-Amz-Security-Token" in ours) == (creds.token is not None)
 
 
-def test_pure_pieces_equal_botocore_intermediates() -> None:
-    url = "https://kinesis.us-east-1.amazonaws.com/"
-    request = AWSRequest(method="POST", url=url, data=b"{}", headers=dict(JSON_HEADERS))
-    request.context["timestamp"] = WHEN.strftime("%Y%m%dT%H%M%SZ")
-    request.headers["X-Amz-Date"] = request.context["timestamp"]
-    boto_creds = botocore.credentials.Credentials(CREDS.access_key, CREDS.secret_key)
-    boto = botocore.auth.SigV4Auth(boto_creds, "kinesis", "us-east-1")
-    their_cr = boto.canonical_request(request)
-    their_sts = boto.string_to_sign(request, their_cr)
-
-    headers = [*JSON_HEADERS.items(), ("X-Amz-Date", request.context["timestamp"]),
-               ("host", host_from_url(url))]
-
-    our_cr, signed = canonical_request("POST", "/", "", headers, hashlib.sha256(b"{}").hexdigest())
-    assert our_cr == their_cr
-    assert signed == "content-type;host;x-amz-date;x-amz-target"
-    scope = credential_scope("20261126", "us-east-1", "kinesis")
-    our_sts = string_to_sign(request.context["timestamp"], scope, our_cr)
-    assert our_sts == their_sts
-    key = signing_key(CREDS.secret_key, "20261126", "us-east-1", "kinesis")
-    assert signature(key, our_sts) == boto.signature(their_sts, request)
-
-
 def test_signing_key_is_cached_per_day_and_secret() -> None:
     signer = SigV4Signer(StaticCredentialProvider(CREDS), "us-east-1")
     first = signer.sign("POST", "http://127.0.0.1:1/", JSON_HEADERS, b"", WHEN)
@@ -117,14 +89,6 @@ def test_signing_key_is_cached_per_day_and_secret() -> None:
             "kinesis", "us-east-1",
         ).add_auth(request)
     assert second["Authorization"] == request.headers["Authorization"]
-
-
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [("", "/"), ("/", "/"), ("/a/./b/../c", "/a/c"), ("//x//y/", "/x/y/"), ("/a b", "/a%20b")],
-)
-def test_canonical_path(path: str, expected: str) -> None:
-    assert canonical_path(path) == expected
 
 
 def test_credentials_reject_empty_and_hide_secret() -> None:
