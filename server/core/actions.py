@@ -166,6 +166,7 @@ def _read(
     category: EventCategory = EventCategory.MANAGEMENT,
     control_rate: ControlRate | None = None,
 ) -> Action:
+    """An action that changes nothing, so has nothing to make durable."""
     return Action(
         name, read_only=True, durable=False, category=category, handler=handler,
         input=input, control_rate=control_rate,
@@ -181,6 +182,7 @@ def _write(
     control_rate: ControlRate | None = None,
     validates_itself: bool = False,
 ) -> Action:
+    """An action that changes state, durable before its answer."""
     return Action(
         name, read_only=False, durable=True, category=category, handler=handler,
         input=input, control_rate=control_rate, validates_itself=validates_itself,

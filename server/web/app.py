@@ -17,7 +17,7 @@ Request flow (cheapest refusals first, as the service answers them):
    peer address, the ``User-Agent``); for an action the registry marks ``durable``, the
    storage's group commit is awaited before answering;
 7. a :class:`~server.core.calls.Reply` is written as one body; an
-   :class:`~server.core.calls.EventStream` would be written by :func:`write_event_stream`.
+   :class:`~server.core.calls.EventStream` would be written by ``_write_event_stream``.
 
 The middleware renders every :class:`KinesisError` as ``{"__type","message"}`` with its
 status, turns anything unexpected into a 500 ``InternalFailure``, and stamps an
@@ -115,7 +115,7 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     return response
 
 
-async def write_event_stream(request: web.Request, stream: EventStream) -> web.StreamResponse:
+async def _write_event_stream(request: web.Request, stream: EventStream) -> web.StreamResponse:
     """Where an :class:`EventStream` answer is written.
 
     Its place in the flow: a ``200`` with content type
@@ -195,7 +195,7 @@ def make_app(
             await storage.wait_durable()
         if type(result) is not Reply:
             assert isinstance(result, EventStream)
-            return await write_event_stream(request, result)
+            return await _write_event_stream(request, result)
         answer = result.body
         if cbor:
             return web.Response(
