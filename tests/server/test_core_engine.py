@@ -856,7 +856,7 @@ def test_metadata_survives_a_new_engine_over_the_same_storage() -> None:
 
 
 def test_closed_shard_end_gives_child_shards() -> None:
-    # Resharding itself is issue 3; the read side of lineage is here already.
+    # Lineage on the read side alone: a closed parent and its child written straight to storage.
     h = Harness()
     h.stream("s", 1)
     h("PutRecord", StreamName="s", Data=b64(b"x"), PartitionKey="k")
