@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     start = time.perf_counter()
     for body in bodies:
-        result = engine.handle("PutRecords", orjson.loads(body), now)
+        result = engine.handle("PutRecords", orjson.loads(body), now).body
         assert result is not None
         encode_response(result)
     put_rate = len(bodies) * 500 / (time.perf_counter() - start)
@@ -57,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             "ShardId": f"shardId-{index:012d}",
             "ShardIteratorType": "TRIM_HORIZON",
         }
-        got = engine.handle("GetShardIterator", request, now)
+        got = engine.handle("GetShardIterator", request, now).body
         assert got is not None
         iterator = got["ShardIterator"]
         while True:
-            page = engine.handle("GetRecords", {"ShardIterator": iterator}, now)
+            page = engine.handle("GetRecords", {"ShardIterator": iterator}, now).body
             assert page is not None
             encode_response(page)
             read += len(page["Records"])

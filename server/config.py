@@ -20,8 +20,8 @@ DEFAULT_MAX_REQUEST_BYTES = 15 * 1024 * 1024
 class ServerConfig:
     """Settings of :class:`server.StreamServer` and ``python -m server``.
 
-    Units are in the names. Later issues add their settings here (limits, faults,
-    ``data_dir``) with defaults that keep today's behaviour.
+    Units are in the names. The defaults are the service's: its limits enforced, no
+    injected faults, records kept in memory.
     """
 
     host: str = "127.0.0.1"

@@ -1,4 +1,4 @@
-"""The server's sans-IO core: streams, shards, sequence numbers, iterators, validation."""
+"""The server's sans-IO core: the action registry, streams, shards, records, validation."""
 
 from __future__ import annotations
 

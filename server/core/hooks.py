@@ -1,21 +1,25 @@
 """Seams where per-shard throughput limits and fault injection plug into the engine.
 
-Issue 3 implements these; until then the engine is built with ``throughput=None`` and
-``faults=None`` and skips the calls entirely (one ``is None`` test per request, not per
-record). Both are sans-IO: they get ``now`` and the engine's ``random.Random``.
+An engine built with ``throughput=None`` and ``faults=None`` skips the calls entirely
+(one ``is None`` test per request, not per record). Both are sans-IO: they get ``now``
+and the engine's ``random.Random``.
 
-Where the engine consults them (``server/core/engine.py``):
+Where the engine consults them:
 
-* ``Engine.put_record`` / ``Engine.put_records``: for every entry, after routing it to a
-  shard and before giving it a sequence number, ``throughput.admit_write(...)``; a
-  ``False`` fails that entry with ``ProvisionedThroughputExceededException`` (the whole
-  call for PutRecord). Then ``faults.entry_error(...)`` may fail the entry with a code.
-* ``Engine.get_records``: ``throughput.admit_read(...)`` before reading (``False`` is a
+* ``Records.put_record`` / ``Records.put_records`` (``server/core/records.py``): for
+  every entry, after routing it to a shard and before giving it a sequence number,
+  ``throughput.admit_write(...)``; a ``False`` fails that entry with
+  ``ProvisionedThroughputExceededException`` (the whole call for PutRecord). Then
+  ``faults.entry_error(...)`` may fail the entry with a code.
+* ``Records.get_records``: ``throughput.admit_read(...)`` before reading (``False`` is a
   ``ProvisionedThroughputExceededException``), then ``throughput.record_read(...)`` with
   the bytes returned.
-* ``Engine.handle``: ``throughput.admit_control(action, ...)`` for control-plane calls
-  (``False`` is ``LimitExceededException``).
-* The web layer (``server/web/app.py``, ``_dispatch``) asks ``faults.request_fault``
+* ``Engine.handle`` (``server/core/engine.py``): ``throughput.admit_control(action, ...)``
+  for control-plane calls, the actions the registry (``server/core/actions.py``) files
+  as management events (``False`` is ``LimitExceededException``);
+  ``Records.get_shard_iterator`` does the same per shard (``False`` is
+  ``ProvisionedThroughputExceededException``).
+* The web layer (``server/web/app.py``, ``dispatch``) asks ``faults.request_fault``
   before running an action, for whole-request errors and added latency.
 """
 
@@ -28,7 +32,7 @@ __all__ = ["FaultInjector", "RequestFault", "ThroughputGate"]
 
 
 class ThroughputGate(Protocol):
-    """Per-shard read/write accounting and control-plane rates (issue 3)."""
+    """Per-shard read/write accounting and control-plane rates."""
 
     def admit_write(
         self, stream_name: str, shard_id: str, records: int, size: int, now: float
@@ -68,7 +72,7 @@ class RequestFault(Protocol):
 
 
 class FaultInjector(Protocol):
-    """Injected failures for testing producers (issue 3)."""
+    """Injected failures for testing producers."""
 
     def entry_error(self, rng: random.Random) -> str | None:
         """For one PutRecords entry: an error code to fail it with, or ``None``."""

@@ -41,33 +41,9 @@ documents for large records. After a 10 MiB GetRecords the read-bytes bucket owe
 we stay within one second of it without a second mechanism).
 
 Control plane (account- or stream-wide, **not** scaled by ``--limits-scale``: the
-figures are already small and tests drive them with a fake clock). Rates are the ones
-the service model documents for each operation (botocore
-``data/kinesis/2013-12-02/service-2.json``, operation documentation, read 2026-11):
-
-=====================  ========  =========  ==============================================
-action                 per sec.  scope      model text
-=====================  ========  =========  ==============================================
-CreateStream           5         account    "limit of five transactions per second per account"
-DeleteStream           5         account    same
-ListStreams            5         account    same
-SplitShard             5         account    same
-MergeShards            5         account    same
-AddTagsToStream        5         account    same
-RemoveTagsFromStream   5         account    same
-ListTagsForStream      5         account    same
-DescribeStream         10        account    "limit of 10 transactions per second per account"
-UpdateShardCount       10        account    "Make over 10 TPS. TPS over 10 will trigger ..."
-DescribeStreamSummary  20        account    "limit of 20 transactions per second per account"
-ListShards             1000      stream     "limit of 1000 transactions per second per data
-                                            stream" (older docs said 100; the model wins)
-DescribeLimits         1         account    "limit of one transaction per second per account"
-GetShardIterator       5         shard      "limit of five transactions per second per
-                                            account per open shard"; over it the service
-                                            answers ProvisionedThroughputExceededException
-=====================  ========  =========  ==============================================
-
-Retention and max-record-size updates document no call rate and are not limited.
+figures are already small and tests drive them with a fake clock): each action's
+published rate is its ``control_rate`` in the action registry (``server.core.actions``,
+with the service-model text each comes from); :data:`CONTROL_RATES` collects them.
 GetShardIterator goes through ``admit_control`` with ``"<stream>/<shard id>"`` as its
 stream-scoped key, so each shard has its own bucket.
 """
@@ -84,6 +60,7 @@ from kpl.protocol.limits import (
     SHARD_WRITE_BYTES_PER_SECOND,
     SHARD_WRITE_RECORDS_PER_SECOND,
 )
+from server.core.actions import ACCOUNT, ACTIONS, STREAM, ControlRate
 
 __all__ = [
     "ACCOUNT",
@@ -94,38 +71,15 @@ __all__ = [
     "Throughput",
 ]
 
-ACCOUNT: Final = "account"
 # A microsecond of refill as slack: epoch seconds near 1.8e9 carry only ~0.2 us of
 # precision, so "exactly on time" would otherwise be refused by rounding.
 _SLACK_SECONDS: Final = 1e-6
-STREAM: Final = "stream"
 
-
-@dataclass(frozen=True, slots=True)
-class ControlRate:
-    """A control-plane call rate: ``per_second`` calls, counted per account or per stream."""
-
-    per_second: float
-    scope: str = ACCOUNT
-
-
-#: Published control-plane rates (see the module docstring for the sources).
+#: Published control-plane rates, by action (from the action registry).
 CONTROL_RATES: Final[dict[str, ControlRate]] = {
-    "CreateStream": ControlRate(5),
-    "DeleteStream": ControlRate(5),
-    "ListStreams": ControlRate(5),
-    "SplitShard": ControlRate(5),
-    "MergeShards": ControlRate(5),
-    "AddTagsToStream": ControlRate(5),
-    "RemoveTagsFromStream": ControlRate(5),
-    "ListTagsForStream": ControlRate(5),
-    "DescribeStream": ControlRate(10),
-    "UpdateShardCount": ControlRate(10),
-    "DescribeStreamSummary": ControlRate(20),
-    "ListShards": ControlRate(1000, STREAM),
-    "DescribeLimits": ControlRate(1),
-    # Keyed "<stream>/<shard id>" by the engine: per shard.
-    "GetShardIterator": ControlRate(5, STREAM),
+    action.name: action.control_rate
+    for action in ACTIONS.values()
+    if action.control_rate is not None
 }
 
 

@@ -14,201 +14,36 @@ Rules (as the service applies them, in this order):
    (``records.2.member.partitionKey``).
 3. Only then the action itself runs (stream lookups, state checks) in the engine.
 
-Shapes are data (:data:`ACTIONS`), written from the botocore service model.
+Shapes are data (``server.core.shapes``), written from the botocore service model; each
+action's input shape is in the action registry (``server.core.actions``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from binascii import Error as BinasciiError
-from binascii import a2b_base64, b2a_base64
-from dataclasses import dataclass, field
+from binascii import a2b_base64
 from typing import Any
 
-from kpl.protocol.hashing import EXPLICIT_HASH_KEY_PATTERN
-from kpl.protocol.limits import MAX_PARTITION_KEY_LENGTH
-from server.core.errors import SerializationException, ValidationException
+from server.core.actions import ACTIONS
+from server.core.errors import (
+    SerializationException,
+    UnknownOperationException,
+    ValidationException,
+)
+from server.core.shapes import Shape
 
 __all__ = [
-    "ACTIONS",
     "MAX_ERRORS",
     "Shape",
+    "constraint_error",
     "decode_blob",
     "validate",
+    "validate_shape",
+    "validation_error",
 ]
 
 MAX_ERRORS = 10
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """One member's type and constraints, as in the service model."""
-
-    kind: str
-    """``string``, ``integer``, ``long``, ``boolean``, ``blob``, ``timestamp``,
-    ``list``, ``map`` or ``structure``."""
-    required: bool = False
-    min: int | None = None
-    max: int | None = None
-    pattern: str | None = None
-    enum: tuple[str, ...] | None = None
-    member: Shape | None = None
-    """The element shape of a list, or the value shape of a map."""
-    key: Shape | None = None
-    """The key shape of a map."""
-    members: tuple[tuple[str, Shape], ...] = ()
-    """A structure's members in model order."""
-    member_str: str | None = None
-    """How a structure element of a list prints in a constraint message."""
-    required_unless: tuple[str, ...] = ()
-    """Required unless one of these sibling members is present (StreamName/StreamARN)."""
-    regex: re.Pattern[str] | None = field(default=None, compare=False)
-
-    def req(self) -> Shape:
-        """The same shape, required."""
-        return Shape(**{**_fields(self), "required": True})
-
-
-def _fields(shape: Shape) -> dict[str, Any]:
-    return {name: getattr(shape, name) for name in Shape.__dataclass_fields__}
-
-
-def _string(min: int | None = None, max: int | None = None, pattern: str | None = None) -> Shape:
-    return Shape(
-        "string", min=min, max=max, pattern=pattern,
-        regex=re.compile(pattern) if pattern is not None else None,
-    )
-
-
-def _struct(*members: tuple[str, Shape], member_str: str | None = None) -> Shape:
-    return Shape("structure", members=members, member_str=member_str)
-
-
-# -- the model's shapes -------------------------------------------------------------
-
-STREAM_NAME = _string(1, 128, "[a-zA-Z0-9_.-]+")
-STREAM_ARN = _string(1, 2048, r"arn:aws.*:kinesis:.*:\d{12}:stream/\S+")
-STREAM_ID = _string(1, 24, "[a-z0-9]{20}-[a-z0-9]{3}")
-SHARD_ID = _string(1, 128, "[a-zA-Z0-9_.-]+")
-HASH_KEY = _string(pattern=EXPLICIT_HASH_KEY_PATTERN)
-SEQUENCE_NUMBER = _string(pattern=r"0|([1-9]\d{0,128})")
-PARTITION_KEY = _string(1, MAX_PARTITION_KEY_LENGTH)
-TAG_KEY = _string(1, 128)
-TAG_VALUE = _string(0, 256)
-DATA = Shape("blob", min=0, max=10 * 1024 * 1024)
-TIMESTAMP = Shape("timestamp")
-BOOLEAN = Shape("boolean")
-NEXT_TOKEN = _string(1, 1048576)
-TAG_MAP = Shape("map", min=1, max=200, key=TAG_KEY, member=TAG_VALUE)
-MAX_RECORD_SIZE_KIB = Shape("integer", min=1024, max=10240)
-
-
-def _int(min: int | None = None, max: int | None = None) -> Shape:
-    return Shape("integer", min=min, max=max)
-
-
-_STREAM = (("StreamName", dataclasses.replace(STREAM_NAME, required_unless=("StreamARN",))),)
-#: ListShards without a stream or a token is the engine's InvalidArgumentException (as the
-#: service answers it), not a validation error.
-_LIST_SHARDS_STREAM = STREAM_NAME
-_ARN_ID = (("StreamARN", STREAM_ARN), ("StreamId", STREAM_ID))
-#: ``DryRun``: check everything, then answer ``DryRunOperationException`` instead of acting.
-_DRY_RUN = (("DryRun", BOOLEAN),)
-
-#: Input shape of every action, members in the model's order.
-ACTIONS: dict[str, Shape] = {
-    "CreateStream": _struct(
-        ("StreamName", STREAM_NAME.req()),
-        ("ShardCount", _int(1)),
-        ("StreamModeDetails", _struct(
-            ("StreamMode", Shape("string", required=True, enum=("PROVISIONED", "ON_DEMAND"))),
-        )),
-        ("Tags", TAG_MAP),
-        ("WarmThroughputMiBps", _int(0)),
-        ("MaxRecordSizeInKiB", MAX_RECORD_SIZE_KIB),
-        ("RecordDistributionStrategy", Shape("string", enum=("AUTO", "USER_PARTITION_KEY"))),
-    ),
-    "DeleteStream": _struct(*_STREAM, ("EnforceConsumerDeletion", BOOLEAN), *_ARN_ID),
-    "DescribeStream": _struct(
-        *_STREAM, ("Limit", _int(1, 10000)), ("ExclusiveStartShardId", SHARD_ID), *_ARN_ID
-    ),
-    "DescribeStreamSummary": _struct(*_STREAM, *_ARN_ID),
-    "ListStreams": _struct(
-        ("Limit", _int(1, 10000)), ("ExclusiveStartStreamName", STREAM_NAME),
-        ("NextToken", NEXT_TOKEN),
-    ),
-    "ListShards": _struct(
-        ("StreamName", _LIST_SHARDS_STREAM),
-        ("NextToken", NEXT_TOKEN),
-        ("ExclusiveStartShardId", SHARD_ID),
-        ("MaxResults", _int(1, 10000)), ("StreamCreationTimestamp", TIMESTAMP),
-        ("ShardFilter", _struct(
-            ("Type", Shape("string", required=True, enum=(
-                "AFTER_SHARD_ID", "AT_TRIM_HORIZON", "FROM_TRIM_HORIZON", "AT_LATEST",
-                "AT_TIMESTAMP", "FROM_TIMESTAMP",
-            ))),
-            ("ShardId", SHARD_ID),
-            ("Timestamp", TIMESTAMP),
-        )),
-        *_ARN_ID,
-    ),
-    "PutRecord": _struct(
-        *_STREAM, ("Data", DATA.req()), ("PartitionKey", PARTITION_KEY.req()),
-        ("ExplicitHashKey", HASH_KEY), ("SequenceNumberForOrdering", SEQUENCE_NUMBER),
-        *_ARN_ID, *_DRY_RUN,
-    ),
-    "PutRecords": _struct(
-        ("Records", Shape("list", required=True, min=1, max=500, member=_struct(
-            ("Data", DATA.req()), ("ExplicitHashKey", HASH_KEY),
-            ("PartitionKey", PARTITION_KEY.req()),
-            member_str="com.amazonaws.kinesis.v20131202.PutRecordsRequestEntry",
-        ))),
-        *_STREAM, *_ARN_ID, *_DRY_RUN,
-    ),
-    "GetShardIterator": _struct(
-        *_STREAM, ("ShardId", SHARD_ID.req()),
-        ("ShardIteratorType", Shape("string", required=True, enum=(
-            "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST",
-            "AT_TIMESTAMP",
-        ))),
-        ("StartingSequenceNumber", SEQUENCE_NUMBER), ("Timestamp", TIMESTAMP), *_ARN_ID,
-        *_DRY_RUN,
-    ),
-    "GetRecords": _struct(
-        ("ShardIterator", _string(1, 512).req()), ("Limit", _int(1, 10000)), *_ARN_ID,
-        *_DRY_RUN,
-    ),
-    "AddTagsToStream": _struct(*_STREAM, ("Tags", TAG_MAP.req()), *_ARN_ID),
-    "RemoveTagsFromStream": _struct(
-        *_STREAM, ("TagKeys", Shape("list", required=True, min=1, max=50, member=TAG_KEY)),
-        *_ARN_ID,
-    ),
-    "ListTagsForStream": _struct(
-        *_STREAM, ("ExclusiveStartTagKey", TAG_KEY), ("Limit", _int(1, 50)), *_ARN_ID
-    ),
-    "IncreaseStreamRetentionPeriod": _struct(
-        *_STREAM, ("RetentionPeriodHours", _int().req()), *_ARN_ID
-    ),
-    "DecreaseStreamRetentionPeriod": _struct(
-        *_STREAM, ("RetentionPeriodHours", _int().req()), *_ARN_ID
-    ),
-    "DescribeLimits": _struct(),
-    "UpdateMaxRecordSize": _struct(*_ARN_ID, ("MaxRecordSizeInKiB", MAX_RECORD_SIZE_KIB.req())),
-    "SplitShard": _struct(
-        *_STREAM, ("ShardToSplit", SHARD_ID.req()), ("NewStartingHashKey", HASH_KEY.req()),
-        *_ARN_ID,
-    ),
-    "MergeShards": _struct(
-        *_STREAM, ("ShardToMerge", SHARD_ID.req()), ("AdjacentShardToMerge", SHARD_ID.req()),
-        *_ARN_ID,
-    ),
-    "UpdateShardCount": _struct(
-        *_STREAM, ("TargetShardCount", _int(1).req()),
-        ("ScalingType", Shape("string", required=True, enum=("UNIFORM_SCALING",))),
-        *_ARN_ID,
-    ),
-}
 
 
 # -- phase 1: types -----------------------------------------------------------------
@@ -438,8 +273,15 @@ def validation_error(errors: list[str]) -> ValidationException:
 
 
 def validate(action: str, body: Any) -> dict[str, Any]:
-    """Both phases for ``action``: the cleaned body, or the service's exception."""
-    shape = ACTIONS[action]
+    """Both phases for ``action``'s input shape: the cleaned body, or the exception."""
+    entry = ACTIONS.get(action)
+    if entry is None or entry.input is None:
+        raise UnknownOperationException()
+    return validate_shape(entry.input, body)
+
+
+def validate_shape(shape: Shape, body: Any) -> dict[str, Any]:
+    """Both phases for a request of ``shape``: the cleaned body, or the exception."""
     cleaned: dict[str, Any] = _coerce(shape, body)
     errors: list[str] = []
     _check(shape, cleaned, "", errors)
@@ -453,9 +295,3 @@ def constraint_error(path: str, shape: Shape, value: Any, rule: str) -> Validati
     return validation_error(
         [f"Value {_render(shape, value)} at '{path}' failed to satisfy constraint: {rule}"]
     )
-
-
-def blob_b64(data: bytes) -> str:
-    """Standard padded base64 of ``data`` (the JSON wire form of a blob)."""
-    return b2a_base64(data, newline=False).decode("ascii")
-

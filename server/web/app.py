@@ -1,22 +1,28 @@
-"""The aiohttp application: one POST handler, a target dispatch table, one error middleware.
+"""The aiohttp application: one POST handler dispatching from the action registry, one
+error middleware.
 
 Request flow (cheapest refusals first, as the service answers them):
 
 1. a body over ``max_request_bytes`` -> bare 413, decided from ``Content-Length`` without
    reading it (or, for chunked bodies, as soon as the running total passes the cap);
-2. ``X-Amz-Target`` not in :data:`TARGETS` -> ``UnknownOperationException``;
+2. ``X-Amz-Target`` naming no action the engine answers (``server.core.actions``) ->
+   ``UnknownOperationException``, whether the service models the action or not;
 3. ``Authorization`` missing or not SigV4-shaped -> ``MissingAuthenticationTokenException``
    / ``IncompleteSignatureException``;
 4. the body is parsed (``SerializationException`` if it does not parse): JSON 1.1, or
    CBOR 1.1 when the ``Content-Type`` says ``application/x-amz-cbor-1.1`` (the Java SDKs'
    default), in which case the answer, errors included, is CBOR too (``codec``);
-5. fault injection (issue 3) may delay or fail the request here (``_dispatch``);
-6. the engine runs the action with ``now``; for writes, storage durability is awaited
-   before answering.
+5. fault injection may delay or fail the request here (``dispatch``);
+6. the engine runs the action with ``now`` and a request context (the request id, the
+   peer address, the ``User-Agent``); for an action the registry marks ``durable``, the
+   storage's group commit is awaited before answering;
+7. a :class:`~server.core.calls.Reply` is written as one body; an
+   :class:`~server.core.calls.EventStream` would be written by ``_write_event_stream``.
 
 The middleware renders every :class:`KinesisError` as ``{"__type","message"}`` with its
 status, turns anything unexpected into a 500 ``InternalFailure``, and stamps an
-``x-amzn-RequestId`` on every response.
+``x-amzn-RequestId`` on every response (chosen before the handler runs, so the engine's
+request context carries the same id).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from server.config import ServerConfig
+from server.core.actions import ACTIONS, BY_TARGET
+from server.core.calls import EventStream, Reply, RequestContext
 from server.core.engine import Engine
 from server.core.errors import (
     InternalFailure,
@@ -50,35 +58,19 @@ from server.web.codec import (
     encode_response,
 )
 
-__all__ = ["ENGINE_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
+__all__ = ["ENGINE_KEY", "REQUEST_ID_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
 
 log = logging.getLogger("server.web")
 
-_PREFIX = "Kinesis_20131202."
-#: Every action the service models (the engine answers those it implements; the rest are
-#: ``UnknownOperationException`` until an issue implements them).
-_ACTIONS = (
-    "AddTagsToStream", "CreateStream", "DecreaseStreamRetentionPeriod", "DeleteStream",
-    "DescribeLimits", "DescribeStream", "DescribeStreamSummary", "GetRecords",
-    "GetShardIterator", "IncreaseStreamRetentionPeriod", "ListShards", "ListStreams",
-    "ListTagsForStream", "MergeShards", "PutRecord", "PutRecords", "RemoveTagsFromStream",
-    "SplitShard", "UpdateMaxRecordSize", "UpdateShardCount",
-)
-#: ``X-Amz-Target`` -> action name.
-TARGETS: dict[str, str] = {_PREFIX + action: action for action in _ACTIONS}
-#: Actions whose effect must be durable before the answer (storage group commit).
-_WRITES = frozenset(
-    {
-        "PutRecord", "PutRecords", "CreateStream", "DeleteStream", "AddTagsToStream",
-        "RemoveTagsFromStream", "IncreaseStreamRetentionPeriod",
-        "DecreaseStreamRetentionPeriod", "UpdateMaxRecordSize", "SplitShard", "MergeShards",
-        "UpdateShardCount",
-    }
-)
+#: ``X-Amz-Target`` -> action name, for every action the service models (the engine
+#: answers those it implements; the rest are ``UnknownOperationException``).
+TARGETS: dict[str, str] = {action.target: action.name for action in ACTIONS.values()}
 
 ENGINE_KEY = web.AppKey("engine", Engine)
 #: Set by ``StreamServer.stop`` so injected latency never holds up a shutdown.
 STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
+#: The ``x-amzn-RequestId`` the middleware chose for a request (and stamps on its answer).
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -106,6 +98,8 @@ async def _pause(seconds: float, stopping: asyncio.Event) -> None:
 @web.middleware
 async def error_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Render errors as the service does and give every response a request id."""
+    request_id = str(uuid.uuid4())
+    request[REQUEST_ID_KEY] = request_id
     try:
         response = await handler(request)
     except KinesisError as error:
@@ -117,8 +111,21 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
         response = _error_response(
             InternalFailure(), request.content_type == CBOR_CONTENT_TYPE
         )
-    response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+    response.headers["x-amzn-RequestId"] = request_id
     return response
+
+
+async def _write_event_stream(request: web.Request, stream: EventStream) -> web.StreamResponse:
+    """Where an :class:`EventStream` answer is written.
+
+    Its place in the flow: a ``200`` with content type
+    ``application/vnd.amazon.eventstream``, the ``initial-response`` event, then each
+    :meth:`EventStream.poll`'s events, sleeping until the deadline it names, until the
+    stream ends or the server stops. No action this server answers returns one and the
+    eventstream framing is not part of this server, so such an answer is an internal
+    failure.
+    """
+    raise NotImplementedError(f"event-stream answer to {request.headers.get('X-Amz-Target')}")
 
 
 def make_app(
@@ -156,9 +163,10 @@ def make_app(
         length = request.content_length
         if length is not None and length > cap:
             return web.Response(status=413)
-        action = TARGETS.get(request.headers.get("X-Amz-Target", ""))
-        if action is None or action not in implemented:
+        entry = BY_TARGET.get(request.headers.get("X-Amz-Target", ""))
+        if entry is None or entry.name not in implemented:
             raise UnknownOperationException()
+        action = entry.name
         if require_auth:
             check_authorization(request.headers, request.query)
         body = await read_body(request)
@@ -166,7 +174,7 @@ def make_app(
             return web.Response(status=413)
         cbor = request.content_type == CBOR_CONTENT_TYPE
         payload = decode_cbor_request(body) if cbor else decode_request(body)
-        if faults is not None:  # issue 3: whole-request faults and added latency
+        if faults is not None:  # whole-request faults and added latency
             fault = faults.request_fault(action, engine.rng)
             if fault is not None:
                 if fault.delay_seconds > 0:
@@ -177,17 +185,26 @@ def make_app(
                         if fault.error_code == InternalFailure.code
                         else fault.error_code
                     )
-        result = handle(action, payload, clock())
-        if action in _WRITES:
+        context = RequestContext(
+            request_id=request[REQUEST_ID_KEY],
+            source_address=request.remote,
+            user_agent=request.headers.get("User-Agent"),
+        )
+        result = handle(action, payload, clock(), context=context)
+        if entry.durable:
             await storage.wait_durable()
+        if type(result) is not Reply:
+            assert isinstance(result, EventStream)
+            return await _write_event_stream(request, result)
+        answer = result.body
         if cbor:
             return web.Response(
-                body=b"" if result is None else encode_cbor_response(result),
+                body=b"" if answer is None else encode_cbor_response(answer),
                 content_type=CBOR_CONTENT_TYPE,
             )
-        if result is None:
+        if answer is None:
             return web.Response(body=b"", content_type=JSON_CONTENT_TYPE)
-        return web.Response(body=encode_response(result), content_type=JSON_CONTENT_TYPE)
+        return web.Response(body=encode_response(answer), content_type=JSON_CONTENT_TYPE)
 
     app = web.Application(middlewares=[error_middleware], client_max_size=cap + 1)
     app[ENGINE_KEY] = engine

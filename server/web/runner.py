@@ -52,7 +52,7 @@ class StreamServer:
         self._port: int | None = None
         self.engine: Engine | None = None
 
-    # -- seams for later issues ------------------------------------------------------
+    # -- what the config builds ------------------------------------------------------
 
     def _make_storage(self) -> Storage:
         """The storage for this server: on disk with ``data_dir``, else in memory."""
@@ -61,7 +61,7 @@ class StreamServer:
         return MemoryStorage()
 
     def _make_hooks(self) -> tuple[ThroughputGate | None, FaultInjector | None]:
-        """Throughput limits and fault injection from the config (issue 3)."""
+        """Throughput limits and fault injection from the config."""
         config = self.config
         throughput = (
             Throughput(Limits.aws(config.limits_scale)) if config.limits == "aws" else None

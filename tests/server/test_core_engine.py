@@ -48,7 +48,7 @@ class Harness:
         )
 
     def __call__(self, action: str, **body: Any) -> Any:
-        return self.engine.handle(action, body, self.now)
+        return self.engine.handle(action, body, self.now).body
 
     def error(self, action: str, body: Any) -> KinesisError:
         with pytest.raises(KinesisError) as info:
@@ -848,19 +848,19 @@ def test_metadata_survives_a_new_engine_over_the_same_storage() -> None:
         "PutRecord",
         {"StreamName": "s", "Data": b64(b"y"), "PartitionKey": "k", "ExplicitHashKey": "0"},
         h.now,
-    )
+    ).body
     assert int(again["SequenceNumber"]) > int(last["SequenceNumber"])
-    assert engine.handle("ListTagsForStream", {"StreamName": "s"}, h.now)["Tags"] == [
+    assert engine.handle("ListTagsForStream", {"StreamName": "s"}, h.now).body["Tags"] == [
         {"Key": "t", "Value": "v"}
     ]
 
 
 def test_closed_shard_end_gives_child_shards() -> None:
-    # Resharding itself is issue 3; the read side of lineage is here already.
+    # Lineage on the read side alone: a closed parent and its child written straight to storage.
     h = Harness()
     h.stream("s", 1)
     h("PutRecord", StreamName="s", Data=b64(b"x"), PartitionKey="k")
-    stream = h.engine._streams["s"]
+    stream = h.engine.streams.by_name["s"]
     parent = stream.meta.shards[0]
     parent.ending_sequence_number = stream.shards[parent.shard_id].next_seq - 1
     parent.closed_at = h.now
@@ -900,7 +900,7 @@ def test_put_records_fast_path_matches_full_validation() -> None:
         ]
         + [{"Data": "", "PartitionKey": "x", "ExplicitHashKey": str(MAX_HASH_KEY)}],
     }
-    assert fast("PutRecords", **body) == slow.engine.put_records(
+    assert fast("PutRecords", **body) == slow.engine.records.put_records(
         validate("PutRecords", body), slow.now
     )
     for bad in (

@@ -48,7 +48,7 @@ class Harness:
         )
 
     def __call__(self, action: str, **body: Any) -> Any:
-        return self.engine.handle(action, body, self.now)
+        return self.engine.handle(action, body, self.now).body
 
     def error(self, action: str, **body: Any) -> KinesisError:
         with pytest.raises(KinesisError) as info:

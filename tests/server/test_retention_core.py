@@ -27,7 +27,7 @@ class Harness:
         self("CreateStream", StreamName="s", ShardCount=1)
 
     def __call__(self, action: str, **body: Any) -> Any:
-        return self.engine.handle(action, body, self.now)
+        return self.engine.handle(action, body, self.now).body
 
     def put(self, data: bytes, shard_key: str = "1") -> str:
         seq: str = self(

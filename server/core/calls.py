@@ -1,0 +1,94 @@
+"""What goes into one engine call besides the body, and what comes out of it.
+
+Theory of operation
+-------------------
+``Engine.handle(action, body, now, context=...)`` gets a :class:`RequestContext`: who
+asked and from where (the request id the web layer stamps on the answer, the caller's
+principal once requests are authenticated, the peer address, the ``User-Agent``). The
+core never reads a socket or a header; the shell fills the context in.
+
+The answer is a :data:`Result`, one of two kinds:
+
+* :class:`Reply`: one response body (a dict, or ``None`` for actions without output),
+  written at once;
+* :class:`EventStream`: a response that is a sequence of events over time
+  (SubscribeToShard). It stays sans-IO: the shell writes :attr:`EventStream.initial`
+  first, then calls :meth:`EventStream.poll` with ``now``, writes the events it returns
+  and sleeps until the deadline it names, until a poll says the stream has ended.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "NO_CONTEXT",
+    "Event",
+    "EventBatch",
+    "EventStream",
+    "Reply",
+    "RequestContext",
+    "Result",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who made a request and from where, as the shell saw it."""
+
+    request_id: str = ""
+    """The ``x-amzn-RequestId`` the answer carries (empty when there is no wire)."""
+    principal: str | None = None
+    """The authenticated caller (an IAM ARN), or ``None`` when requests are not verified."""
+    source_address: str | None = None
+    """The peer's IP address, or ``None`` when unknown."""
+    user_agent: str | None = None
+    """The ``User-Agent`` header, or ``None`` when absent."""
+
+
+#: The context of a call made without a wire (tests, benchmarks, embedded use).
+NO_CONTEXT: Final = RequestContext()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A one-shot answer: the response body, or ``None`` for an empty 200."""
+
+    body: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a stream: its ``:event-type`` and its payload."""
+
+    event_type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """What one :meth:`EventStream.poll` produced."""
+
+    events: list[Event]
+    """The events to write now, in order."""
+    wake_at: float | None
+    """When to poll next (epoch seconds), or ``None``: the stream has ended."""
+
+
+class EventStream(ABC):
+    """An answer written as a sequence of events (the shell drives it with ``now``)."""
+
+    @property
+    @abstractmethod
+    def initial(self) -> dict[str, Any]:
+        """The ``initial-response`` event's payload, written before any event."""
+
+    @abstractmethod
+    def poll(self, now: float) -> EventBatch:
+        """The events due at ``now`` and when to ask again."""
+
+
+#: What ``Engine.handle`` returns.
+Result = Reply | EventStream
