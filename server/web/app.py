@@ -49,6 +49,7 @@ from server.web.codec import (
     encode_error,
     encode_response,
 )
+from server.web.readahead import read_ahead
 
 __all__ = ["ENGINE_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
 
@@ -177,6 +178,8 @@ def make_app(
                         if fault.error_code == InternalFailure.code
                         else fault.error_code
                     )
+        if action == "GetRecords":  # the storage reads the disk off the loop, first
+            await read_ahead(engine, payload, clock())
         result = handle(action, payload, clock())
         if action in _WRITES:
             await storage.wait_durable()
