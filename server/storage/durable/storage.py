@@ -405,6 +405,8 @@ class DurableStorage:
                 self._keep_read_ahead(segment, begin, buf)
 
     def _keep_read_ahead(self, segment: Segment, begin: int, buf: bytes) -> None:
+        if self._closed:  # closed while the worker read
+            return
         ahead = self._ahead
         old = ahead.pop((segment, begin), None)
         if old is not None:
