@@ -186,3 +186,23 @@ async def test_get_records_over_http_never_preads_on_the_loop(
         storage.close()
     assert pread.in_workers >= 2
     assert pread.on_loop == 0
+
+
+async def test_a_late_deletion_never_touches_a_stream_made_again_under_the_same_name(
+    store: DurableStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await filled(store)
+    unlink = Calls(os.unlink, asyncio.get_running_loop())
+    monkeypatch.setattr(os, "unlink", unlink)
+    unlink.hold()
+    store.trim("s1", SHARD, 150.0)  # the deletion of segments 1, 2 ... waits at the gate
+    await asyncio.wait_for(unlink.started, GATE_SECONDS)
+    store.delete_stream("s1")
+    store.save_stream(make_meta())
+    again = recs(1, 100, arrival=500.0)
+    store.append("s1", SHARD, again)  # new files under the same names as the old ones
+    names = [p.name for p in segments(store.data_dir)]
+    unlink.release()
+    await store.wait_durable()
+    assert [p.name for p in segments(store.data_dir)] == names
+    assert store.read("s1", SHARD, 0, 1000, 0) == again

@@ -97,6 +97,8 @@ def _delete_segments(dir_fd: int, where: Path, names: list[str]) -> None:
         for name in names:
             try:
                 os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass  # the shard or stream was dropped meanwhile and its trash removed
             except OSError as error:  # it stays hidden; a later trim or restart retries
                 log.warning("deleting %s failed: %s", where / name, error)
         try:
