@@ -19,6 +19,7 @@ import pytest
 
 from server import ServerConfig, StreamServer
 from server.storage.durable import DurableStorage
+from server.storage.durable import storage as durable_storage
 from tests.server.test_durable import BASE, SHARD, make_meta, recs, segments
 from tests.server.test_wire import AUTH
 
@@ -206,3 +207,18 @@ async def test_a_late_deletion_never_touches_a_stream_made_again_under_the_same_
     await store.wait_durable()
     assert [p.name for p in segments(store.data_dir)] == names
     assert store.read("s1", SHARD, 0, 1000, 0) == again
+
+
+async def test_read_ahead_bytes_left_untaken_are_bounded(
+    store: DurableStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = await filled(store)
+    monkeypatch.setattr(durable_storage, "_READ_AHEAD_CAP", 1)  # room for one buffer only
+    pread = Calls(os.pread, asyncio.get_running_loop())
+    monkeypatch.setattr(os, "pread", pread)
+    await store.read_ahead("s1", SHARD, BASE + 1, 1, 0)  # a request that never read
+    await store.read_ahead("s1", SHARD, BASE + 90, 1, 0)  # pushes the first one out
+    assert store.read("s1", SHARD, BASE + 90, 1, 0) == records[89:90]
+    assert pread.on_loop == 0
+    assert store.read("s1", SHARD, BASE + 1, 1, 0) == records[:1]
+    assert pread.on_loop == 1
