@@ -23,6 +23,12 @@ implementation that buffers writes (group commit) makes them durable in
 :meth:`Storage.wait_durable`, which the web layer awaits before it acknowledges a
 PutRecord/PutRecords or a metadata change. The memory implementation returns at once.
 
+Reading without blocking the loop: before the engine runs GetRecords, the web layer
+awaits :meth:`Storage.read_ahead` with the arguments the engine's :meth:`Storage.read`
+will use, so an implementation on disk can fetch the bytes in a worker thread and serve
+the synchronous read from them. It is only a hint: :meth:`Storage.read` alone decides
+what is answered.
+
 Thread-safety: calls come from one event loop thread; no locking is needed.
 """
 
@@ -33,10 +39,6 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
-    "REC_ARRIVAL",
-    "REC_DATA",
-    "REC_PARTITION_KEY",
-    "REC_SEQUENCE_NUMBER",
     "ShardMeta",
     "Storage",
     "StoredRecord",
@@ -51,13 +53,8 @@ __all__ = [
 #: * ``data`` – ``bytes``, the record's decoded payload.
 #:
 #: A plain tuple rather than a class keeps the PutRecords hot path free of per-record
-#: object construction; use the ``REC_*`` indices to read fields by name.
+#: object construction.
 StoredRecord = tuple[int, float, str, bytes]
-
-REC_SEQUENCE_NUMBER = 0
-REC_ARRIVAL = 1
-REC_PARTITION_KEY = 2
-REC_DATA = 3
 
 
 @dataclass(slots=True)
@@ -126,11 +123,12 @@ class StreamMeta:
 class Storage(Protocol):
     """Keeps stream metadata and each shard's records.
 
-    Implementations: ``server.storage.memory.MemoryStorage`` and (later) a durable
-    on-disk one. Stream and shard are addressed by name and id, so an implementation
-    can lay them out as directories/files. A shard's record log springs into existence
-    on its first :meth:`append` (or on :meth:`save_stream`, whichever the implementation
-    prefers); reads of a shard with no records return nothing rather than failing.
+    Implementations: ``server.storage.memory.MemoryStorage`` and
+    ``server.storage.durable.DurableStorage``. Stream and shard are addressed by name and
+    id, so an implementation can lay them out as directories/files. A shard's record log
+    springs into existence on its first :meth:`append` (or on :meth:`save_stream`,
+    whichever the implementation prefers); reads of a shard with no records return
+    nothing rather than failing.
     """
 
     # -- metadata -------------------------------------------------------------------
@@ -194,6 +192,24 @@ class Storage(Protocol):
         At most ``limit`` records; stops before the record that would take the sum of
         ``len(data) + len(partition_key)`` over ``max_bytes``, but always returns at
         least one record when one is available. Found with a binary search, not a scan.
+        """
+        ...
+
+    async def read_ahead(
+        self,
+        stream_name: str,
+        shard_id: str,
+        from_sequence_number: int,
+        limit: int,
+        max_bytes: int,
+    ) -> None:
+        """Prepare a :meth:`read` with the same arguments that is about to follow.
+
+        A hint, awaited by the web layer before the engine's GetRecords: an on-disk
+        implementation reads the bytes off the event loop here so that the synchronous
+        :meth:`read` does not wait on the disk. It never changes what :meth:`read`
+        answers and never raises for a shard it does not know. Memory storage returns
+        immediately.
         """
         ...
 

@@ -129,6 +129,16 @@ class MemoryStorage:
             return []
         return log.read(from_sequence_number, limit, max_bytes)
 
+    async def read_ahead(
+        self,
+        stream_name: str,
+        shard_id: str,
+        from_sequence_number: int,
+        limit: int,
+        max_bytes: int,
+    ) -> None:
+        """Records in memory need no fetching: nothing to do."""
+
     def sequence_number_at(self, stream_name: str, shard_id: str, timestamp: float) -> int | None:
         """Binary search over arrival times."""
         log = self._logs.get((stream_name, shard_id))

@@ -57,6 +57,7 @@ from server.web.codec import (
     encode_error,
     encode_response,
 )
+from server.web.readahead import read_ahead
 
 __all__ = ["ENGINE_KEY", "REQUEST_ID_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
 
@@ -190,6 +191,8 @@ def make_app(
             source_address=request.remote,
             user_agent=request.headers.get("User-Agent"),
         )
+        if action == "GetRecords":  # the storage reads the disk off the loop, first
+            await read_ahead(engine, payload, clock())
         result = handle(action, payload, clock(), context=context)
         if entry.durable:
             await storage.wait_durable()

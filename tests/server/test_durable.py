@@ -20,6 +20,8 @@ from server.core.seqnum import shard_base
 from server.storage import durable
 from server.storage.base import ShardMeta, Storage, StoredRecord, StreamMeta
 from server.storage.durable import DataDirError, DurableStorage, encode_frame
+from server.storage.durable import storage as durable_storage
+from server.storage.durable.commit import GroupCommit
 
 BASE = shard_base(0, 1_700_000_000)
 HUGE_KEY = 2**128 - 1
@@ -351,6 +353,7 @@ async def test_trim_drops_exactly_and_deletes_whole_segments(
     await store.wait_durable()
     before = segments(data_dir)
     assert store.trim("s1", SHARD, 150.0) == 50  # arrivals 100.0 .. 149.0
+    await store.wait_durable()  # the deletions run in a worker thread
     assert store.oldest_sequence_number("s1", SHARD) == BASE + 51
     assert read_all(store) == records[50:]
     assert store.read("s1", SHARD, BASE + 3, 2, 0) == records[50:52]
@@ -374,6 +377,7 @@ async def test_numbers_continue_after_trimming_everything(
     store.append("s1", SHARD, recs(1, 40))
     await store.wait_durable()
     assert store.trim("s1", SHARD, 10_000.0) == 40
+    await store.wait_durable()
     assert read_all(store) == []
     assert store.oldest_sequence_number("s1", SHARD) is None
     assert store.last_sequence_number("s1", SHARD) == BASE + 40
@@ -392,12 +396,13 @@ async def test_trim_keeps_segments_until_a_later_one_is_durable(
     store.append("s1", SHARD, recs(11, 10))  # rolls over, not yet durable
     assert segments(data_dir)[-1] != newest_durable
     store.trim("s1", SHARD, 10_000.0)
+    await store.wait_durable()  # the deletions are done (and the later segment durable)
     # Deleting the newest durable segment now could lose the shard's high-water mark in a
     # crash (the later ones may never reach the disk); older ones may go.
     assert newest_durable in segments(data_dir)
     assert segments(data_dir)[0] == newest_durable
-    await store.wait_durable()
     store.trim("s1", SHARD, 10_000.0)
+    await store.wait_durable()
     assert len(segments(data_dir)) == 1
 
 
@@ -409,13 +414,13 @@ async def test_concurrent_waiters_share_one_sync_pass(
 ) -> None:
     store = await fresh(data_dir, opened)
     passes: list[int] = []
-    real = DurableStorage._run_job
+    real = GroupCommit.run_job
 
-    def counting(self: DurableStorage, job: Any) -> None:
+    def counting(self: GroupCommit, job: Any) -> None:
         passes.append(len(job.data_fds))
         real(self, job)
 
-    monkeypatch.setattr(DurableStorage, "_run_job", counting)
+    monkeypatch.setattr(GroupCommit, "run_job", counting)
 
     async def put(n: int) -> None:
         store.append("s1", SHARD, recs(n, 1))
@@ -441,17 +446,17 @@ async def test_failed_write_is_internal_failure_and_loses_nothing(
     await store.wait_durable()
     (segment,) = segments(data_dir)
     size = segment.stat().st_size
-    real = durable._write_all
+    real = durable_storage.write_all
 
     def disk_full(fd: int, data: Any) -> None:
         os.write(fd, bytes(data)[:5])  # a partial frame reaches the file
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(durable, "_write_all", disk_full)
+    monkeypatch.setattr(durable_storage, "write_all", disk_full)
     with pytest.raises(InternalFailure):
         store.append("s1", SHARD, recs(3, 1))
     assert segment.stat().st_size == size
-    monkeypatch.setattr(durable, "_write_all", real)
+    monkeypatch.setattr(durable_storage, "write_all", real)
     store.append("s1", SHARD, recs(4, 1))  # the disk has room again
     await store.wait_durable()
     assert [r[0] for r in read_all(reopen(store, opened))] == [BASE + 1, BASE + 2, BASE + 4]

@@ -1,0 +1,284 @@
+"""The data directory: its layout, the LOCK, the iterator secret, and recovery at start-up.
+
+Theory of operation
+-------------------
+Layout under ``data_dir``::
+
+    LOCK                                   flock'ed while a server uses the directory
+    iterator-secret                        32 random bytes signing shard iterators (0600)
+    streams/s-<name>/meta                  the stream's StreamMeta (msgpack), replaced atomically
+    streams/s-<name>/<shard id>/<n>.seg    the shard's log segments, n = 1, 2, 3 ...
+    trash/                                 deleted streams/shards, removed in the background
+
+**Opening** creates the directory if needed, takes the LOCK (``flock``, non-blocking: a
+second server fails at once), proves the disk takes writes and fsync, loads or makes
+the iterator secret, then recovers. Every failure is a :class:`DataDirError` with a
+one-line message.
+
+**The iterator secret.** Shard iterators are signed tokens (``server.core.iterators``);
+a consumer holding one across a restart must be able to read on, so the signing key
+lives here: made once from ``os.urandom`` (temp file with mode 0600, fsync, rename,
+fsync of the directory, all under the LOCK so two servers never race to make it) and
+read back on every later start. A secret file of the wrong size or one that cannot be
+read is a :class:`DataDirError`, not a quietly replaced key: replacing it would refuse
+every iterator already handed out, which the operator should decide (delete the file).
+
+**Recovery.** Leftover trash is deleted; a stream directory without ``meta`` was never
+saved durably (nothing in it was acknowledged) and goes to the trash, as does a shard
+directory its stream's metadata does not list. Every segment is scanned once
+(:func:`~server.storage.durable.format.scan_segment`) to rebuild the index. A damaged
+tail — the part of the log no completed pass synced, so never an acknowledged record —
+is truncated; damage followed by good frames is skipped and logged, the records after it
+stay readable. The recovered state (truncations, removals) is made durable before the
+storage serves anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from server.storage.base import StreamMeta
+from server.storage.durable.commit import META_FILE, META_TMP, GroupCommit, write_all
+from server.storage.durable.format import decode_meta, scan_segment
+from server.storage.durable.index import Segment, ShardLog, StreamDir, columns
+
+__all__ = ["O_DIR", "SECRET_BYTES", "SEGMENT_SUFFIX", "DataDir", "DataDirError"]
+
+log = logging.getLogger("server.storage")
+
+_SECRET_FILE = "iterator-secret"
+_SECRET_TMP = "iterator-secret.tmp"
+#: Bytes of the iterator secret (an HMAC-SHA256 key as long as the hash's output).
+SECRET_BYTES = 32
+SEGMENT_SUFFIX = ".seg"
+#: Flags opening a directory for fsync and ``dir_fd`` calls.
+O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+
+
+class DataDirError(OSError):
+    """The data directory cannot be used (not a directory, not writable, in use)."""
+
+
+def _dir_name(stream_name: str) -> str:
+    # Stream names are [a-zA-Z0-9_.-]{1,128}; the prefix keeps "." and ".." safe.
+    return "s-" + stream_name
+
+
+class DataDir:
+    """The directory's top-level files and fds; notes its own changes in ``commit``."""
+
+    def __init__(self, path: Path, commit: GroupCommit) -> None:
+        self.path = path
+        self.commit = commit
+        self.iterator_secret = b""
+        self.streams_fd = -1
+        self._lock_fd = -1
+        self._root_fd = -1
+        self._trash_fd = -1
+
+    def open(self, streams: dict[str, StreamDir]) -> list[StreamMeta]:
+        """Lock, check and recover the directory; fill ``streams``; the saved metadata.
+
+        On failure the caller closes what was opened (:meth:`close`, and the fds in
+        ``streams``).
+        """
+        where = str(self.path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if not self.path.is_dir():
+                raise DataDirError(f"data dir {where} is not a directory")
+            self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        except DataDirError:
+            raise
+        except OSError as error:
+            reason = error.strerror or error
+            raise DataDirError(f"data dir {where} is not usable: {reason}") from error
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise DataDirError(f"data dir {where} is in use by another server") from error
+        try:
+            for sub in ("streams", "trash"):
+                (self.path / sub).mkdir(exist_ok=True)
+            self._root_fd = os.open(self.path, O_DIR)
+            self.streams_fd = os.open(self.path / "streams", O_DIR)
+            self._trash_fd = os.open(self.path / "trash", O_DIR)
+            self._probe()
+            self.iterator_secret = self._load_or_create_secret()
+            return self._recover(streams)
+        except DataDirError:
+            raise
+        except OSError as error:
+            raise DataDirError(
+                f"data dir {where} is not writable: {error.strerror or error}"
+            ) from error
+
+    def close(self) -> None:
+        """Close the directory fds and release the LOCK. Idempotent."""
+        for fd in (self.streams_fd, self._trash_fd, self._root_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.streams_fd = self._trash_fd = self._root_fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+    # -- start-up ---------------------------------------------------------------------
+
+    def _probe(self) -> None:
+        """Fail at start-up, not at the first write, if the disk refuses writes or fsync."""
+        probe = self.path / ".probe"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+        os.fsync(self._root_fd)
+
+    def _load_or_create_secret(self) -> bytes:
+        """The directory's iterator secret, made (durably, 0600) on its first use."""
+        path = self.path / _SECRET_FILE
+        try:
+            secret = path.read_bytes()
+        except FileNotFoundError:
+            return self._create_secret()
+        except OSError as error:
+            raise DataDirError(
+                f"iterator secret {path} is unreadable: {error.strerror or error}"
+            ) from error
+        if len(secret) != SECRET_BYTES:
+            raise DataDirError(
+                f"iterator secret {path} is corrupt ({len(secret)} bytes, expected "
+                f"{SECRET_BYTES}); delete it to make a new one (iterators handed out "
+                "before are then refused)"
+            )
+        return secret
+
+    def _create_secret(self) -> bytes:
+        secret = os.urandom(SECRET_BYTES)
+        tmp = self.path / _SECRET_TMP
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # left by a start that died before its rename
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask, only the owner may read the key
+            write_all(fd, secret)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.path / _SECRET_FILE)
+        os.fsync(self._root_fd)
+        return secret
+
+    def _recover(self, streams: dict[str, StreamDir]) -> list[StreamMeta]:
+        for leftover in list((self.path / "trash").iterdir()):
+            shutil.rmtree(leftover, ignore_errors=True)
+        loaded: list[StreamMeta] = []
+        for path in sorted((self.path / "streams").iterdir()):
+            if not path.is_dir() or not path.name.startswith("s-"):
+                continue
+            meta_path = path / META_FILE
+            with contextlib.suppress(FileNotFoundError):
+                (path / META_TMP).unlink()
+            if not meta_path.exists():
+                # Created but never saved durably: nothing in it was ever acknowledged.
+                self.to_trash(path, self.streams_fd)
+                continue
+            try:
+                meta = decode_meta(meta_path.read_bytes())
+            except OSError:
+                raise
+            except Exception as error:
+                raise DataDirError(f"stream metadata {meta_path} is unreadable: {error}") from error
+            stream = StreamDir(path, os.open(path, O_DIR))
+            streams[meta.name] = stream
+            known = {s.shard_id for s in meta.shards}
+            for shard_path in sorted(path.iterdir()):
+                if not shard_path.is_dir():
+                    continue
+                if shard_path.name not in known:
+                    self.to_trash(shard_path, stream.dir_fd)
+                    continue
+                stream.shards[shard_path.name] = self._recover_shard(shard_path)
+            loaded.append(meta)
+        # Make the recovered state (truncations, removals) durable before serving.
+        self.commit.dirty_dirs[self.streams_fd] = None
+        self.commit.dirty_dirs[self._trash_fd] = None
+        self.commit.flush()
+        return loaded
+
+    def _recover_shard(self, path: Path) -> ShardLog:
+        shard = ShardLog(path, os.open(path, O_DIR))
+        numbered = sorted(
+            (int(p.name[: -len(SEGMENT_SUFFIX)]), p)
+            for p in path.iterdir()
+            if p.name.endswith(SEGMENT_SUFFIX) and p.name[: -len(SEGMENT_SUFFIX)].isdigit()
+        )
+        commit = self.commit
+        last = -1
+        for number, seg_path in numbered:
+            buf = seg_path.read_bytes()
+            scan = scan_segment(buf, last)
+            for start, end in scan.skipped:
+                log.warning(
+                    "%s: skipped %d damaged bytes at offset %d", seg_path, end - start, start
+                )
+            if scan.good_end < len(buf):
+                log.warning(
+                    "%s: cut a torn or damaged tail of %d bytes at offset %d",
+                    seg_path, len(buf) - scan.good_end, scan.good_end,
+                )
+                os.truncate(seg_path, scan.good_end)
+                # fsync'ed by the recovery pass, closed after it.
+                fd = os.open(seg_path, os.O_RDONLY)
+                commit.retired.append(fd)
+                commit.dirty_data[fd] = None
+            if not scan.frames:
+                seg_path.unlink()
+                commit.dirty_dirs[shard.dir_fd] = None
+                continue
+            segment = Segment(seg_path, number, None)
+            for start, end, frame in scan.frames:
+                segment.add_frame(start, end, columns(frame))
+            shard.segments.append(segment)
+            last = segment.seqs[-1]
+        if last >= 0:
+            shard.last_seq = shard.durable_seq = last
+        return shard
+
+    # -- changes while serving --------------------------------------------------------
+
+    def new_stream_dir(self, stream_name: str) -> StreamDir:
+        """Create a stream's directory (durable with the next pass)."""
+        path = self.path / "streams" / _dir_name(stream_name)
+        path.mkdir()
+        stream = StreamDir(path, os.open(path, O_DIR))
+        self.commit.dirty_dirs[self.streams_fd] = None
+        return stream
+
+    def new_shard_dir(self, stream: StreamDir, shard_id: str) -> ShardLog:
+        """Create a shard's directory in its stream's (durable with the next pass)."""
+        path = stream.path / shard_id
+        path.mkdir()
+        shard = ShardLog(path, os.open(path, O_DIR))
+        self.commit.dirty_dirs[stream.dir_fd] = None
+        return shard
+
+    def to_trash(self, path: Path, parent_fd: int) -> None:
+        """Rename ``path`` out of the way at once; delete its files in the next sync pass."""
+        target = self.path / "trash" / uuid.uuid4().hex
+        os.rename(path, target)
+        self.commit.dirty_dirs[parent_fd] = None
+        self.commit.dirty_dirs[self._trash_fd] = None
+        self.commit.remove.append(target)
