@@ -29,14 +29,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import md5
-from typing import Any
+from typing import Any, Final
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from kpl.protocol.limits import MAX_PARTITION_KEY_LENGTH
+
 __all__ = [
+    "DATA_HEADERS",
     "DIGEST_SIZE",
     "MAGIC",
+    "PARTITION_KEY_HEADERS",
+    "PARTITION_KEY_INDEX_FIELDS",
+    "RECORD_HEADERS",
+    "SMALL_VARINT_LIMIT",
     "AggregatedRecordMessage",
     "DecodedRecord",
     "SubRecord",
@@ -134,6 +141,29 @@ def encode_varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+#: Values below this have their field headers precomputed in the tables below.
+SMALL_VARINT_LIMIT: Final = 1 << 14
+#: ``TAG_RECORD`` + varint(n) for n < SMALL_VARINT_LIMIT: a sub-record's tag and body length.
+RECORD_HEADERS: Final[list[bytes]] = [TAG_RECORD + v for v in _SMALL_VARINTS]
+#: ``TAG_PARTITION_KEY_INDEX`` + varint(i) for i < SMALL_VARINT_LIMIT: a complete
+#: partition key index field.
+PARTITION_KEY_INDEX_FIELDS: Final[list[bytes]] = [
+    TAG_PARTITION_KEY_INDEX + v for v in _SMALL_VARINTS
+]
+#: ``TAG_DATA`` + varint(n) for n < SMALL_VARINT_LIMIT: a data field's tag and length
+#: (the same tag byte as a sub-record's, hence the same table).
+DATA_HEADERS: Final[list[bytes]] = (
+    RECORD_HEADERS
+    if TAG_DATA == TAG_RECORD
+    else [TAG_DATA + v for v in _SMALL_VARINTS]
+)
+#: ``TAG_PARTITION_KEY_TABLE`` + varint(n) for every UTF-8 length a valid partition key
+#: can have (up to 4 bytes per character): a key table entry's tag and length.
+PARTITION_KEY_HEADERS: Final[list[bytes]] = [
+    TAG_PARTITION_KEY_TABLE + encode_varint(n) for n in range(MAX_PARTITION_KEY_LENGTH * 4 + 1)
+]
 
 
 @dataclass(frozen=True, slots=True)
