@@ -284,7 +284,7 @@ def test_stream_limits_and_config(
     core = ProducerCore("s", ProducerConfig(**config), rng=random.Random(1))
     core.set_stream_limits(stream_kib * 1024)
     assert core.max_record_size == record
-    assert core._collection_max_size == request_size
+    assert core.collection_max_size == request_size
 
 
 def test_a_record_the_stream_allows_is_taken_and_requests_keep_to_its_limit() -> None:
