@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import md5
 from typing import Any
@@ -55,8 +55,9 @@ from kpl.core.admission import bad_explicit_hash_key_type as _bad_explicit_hash_
 from kpl.core.admission import bad_partition_key as _bad_partition_key
 from kpl.core.admission import too_large as _too_large
 from kpl.core.collector import PutRecordsRequest, Queues, Shard
+from kpl.core.ledger import Ledger
 from kpl.core.metrics import ProducerMetrics
-from kpl.core.mispredict import Mispredictions, Placed
+from kpl.core.mispredict import Mispredictions
 from kpl.core.ratelimit import ShardLimiter
 from kpl.core.records import (
     AGGREGATED_PARTITION_KEY,
@@ -67,10 +68,8 @@ from kpl.core.records import (
     plain_krecord,
 )
 from kpl.core.records import ARRIVAL as _ARRIVAL
-from kpl.core.records import HANDLE as _HANDLE
 from kpl.core.records import HASH as _HASH
 from kpl.core.records import SEQ as _SEQ
-from kpl.core.records import SIZE as _SIZE
 from kpl.core.results import (
     Attempt,
     Completion,
@@ -81,7 +80,7 @@ from kpl.core.results import (
 )
 from kpl.core.retry import Action, Backoff, action_for_error, classify
 from kpl.core.shard_map import RefreshPolicy, ShardMap
-from kpl.errors import KinesisError, ProducerClosed, RecordExpired, RecordFailed
+from kpl.errors import KinesisError, ProducerClosed
 from kpl.protocol.aggregation import DATA_HEADERS as _DATA_HEADERS
 from kpl.protocol.aggregation import PARTITION_KEY_HEADERS as _KEY_HEADERS
 from kpl.protocol.aggregation import PARTITION_KEY_INDEX_FIELDS as _INDEX_FIELDS
@@ -199,8 +198,7 @@ class ProducerCore:
         self._mispredictions = Mispredictions(config.preserve_order)
         # The last ListShards failure, for the message of records that waited for a map.
         self._map_error: BaseException | None = None
-        # Failed attempts of records still held, by record seq (empty when all goes well).
-        self._attempts: dict[int, tuple[Attempt, ...]] = {}
+        self._ledger = Ledger(self._metrics, config.record_ttl)
 
     # ------------------------------------------------------------------ properties
 
@@ -597,70 +595,18 @@ class ProducerCore:
                 delivered, again = self._mispredictions.landed(
                     krecord.items, shard_id, sequence, ok, now, self._map
                 )
-                self._confirm(delivered, completions)
+                self._release(self._ledger.confirmed(delivered, completions))
                 for record, attempt in again:
-                    self._add_attempt(record, attempt)
+                    self._ledger.add_attempt(record, attempt)
                     self._route(record, now)
                 return
-        handles = krecord.handles
-        n = len(handles)
-        failed = self._attempts
-        retries = 0
-        if not failed:
-            # Everything on its first try (the usual case): one bulk completion.
-            completions.append(Delivered(handles, shard_id, sequence, (ok,)))
-        else:
-            pop = failed.pop
-            append = completions.append
-            for sub, (handle, seq) in enumerate(zip(handles, krecord.seqs, strict=True)):
-                attempts = pop(seq, ())
-                retries += len(attempts)
-                append(
-                    (handle, _new_result(RecordResult, (shard_id, sequence, sub, (*attempts, ok))))
-                )
-        size = krecord.user_bytes
-        metrics.put += n
-        metrics.data_put += size
-        metrics.retries += retries
-        metrics.completed += n
+        n, size = self._ledger.delivered(krecord, shard_id, sequence, ok, completions)
         self.buffered_records -= n
         self.buffered_bytes -= size
 
-    def _confirm(self, placed: list[Placed], completions: Completions) -> None:
-        """Complete sub-records of a mispredicted record that its shard does own."""
-        for record, shard_id, sequence, sub, ok in placed:
-            completions.append(
-                (
-                    record[_HANDLE],
-                    RecordResult(shard_id, sequence, sub, (*self._attempts_of(record), ok)),
-                )
-            )
-        records = [p[0] for p in placed]
-        metrics = self._metrics
-        for record in records:
-            metrics.put += 1
-            metrics.data_put += record[_SIZE]
-        self._settle(records)
-
-    def _attempts_of(self, record: UserRecord) -> tuple[Attempt, ...]:
-        return self._attempts.get(record[_SEQ], ())
-
-    def _add_attempt(self, record: UserRecord, attempt: Attempt) -> None:
-        self._attempts[record[_SEQ]] = (*self._attempts.get(record[_SEQ], ()), attempt)
-
-    def _settle(self, records: Iterable[UserRecord], success: bool = True) -> None:
-        """The records got their completion: release budget and attempts, count retries."""
-        n = 0
-        size = 0
-        retries = 0
-        pop = self._attempts.pop
-        for record in records:
-            n += 1
-            size += record[_SIZE]
-            retries += len(pop(record[_SEQ], ()))
-        # A success's attempts hold only the failed tries; a failure's include the last one.
-        self._metrics.retries += retries if success else max(0, retries - n)
-        self._metrics.completed += n
+    def _release(self, completed: tuple[int, int]) -> None:
+        """Take completed records (count, data + key bytes) off the buffer budget."""
+        n, size = completed
         self.buffered_records -= n
         self.buffered_bytes -= size
 
@@ -678,14 +624,11 @@ class ProducerCore:
         cause: BaseException | None = None,
     ) -> None:
         self._metrics.error(code)
-        attempt = Attempt(started, now, False, code, message)
-        failed = self._attempts
-        for seq in krecord.seqs:
-            failed[seq] = (*failed.get(seq, ()), attempt)
+        self._ledger.add_attempts(krecord, Attempt(started, now, False, code, message))
         if action is None:
             action = classify(code, status=status, fail_if_throttled=self.config.fail_if_throttled)
         if action is Action.FAIL:
-            self._fail_krecord(krecord, code, message, cause, completions)
+            self._release(self._ledger.failed_krecord(krecord, code, message, cause, completions))
             return
         if now - min(krecord.arrivals) < self._ttl:
             live = None  # all of them (no need to decode an aggregate)
@@ -742,52 +685,8 @@ class ProducerCore:
             shard.retries.extendleft(reversed(krecords))
         self._queues.wake(not_before)
 
-    def _fail_krecord(
-        self,
-        krecord: KRecord,
-        code: str,
-        message: str,
-        cause: BaseException | None,
-        completions: Completions,
-    ) -> None:
-        """Fail every user record of ``krecord`` (from its columns: nothing decoded)."""
-        pop = self._attempts.pop
-        retries = 0
-        for handle, seq in zip(krecord.handles, krecord.seqs, strict=True):
-            attempts = pop(seq, ())
-            retries += len(attempts)
-            completions.append((handle, RecordFailed(code, message, attempts, cause)))
-        n = len(krecord.handles)
-        metrics = self._metrics
-        metrics.failed += n
-        # A failure's attempts include the last one, which is not a retry.
-        metrics.retries += max(0, retries - n)
-        metrics.completed += n
-        self.buffered_records -= n
-        self.buffered_bytes -= krecord.user_bytes
-
-    def _fail(
-        self,
-        records: Iterable[UserRecord],
-        code: str,
-        message: str,
-        cause: BaseException | None,
-        completions: Completions,
-    ) -> None:
-        settled = list(records)
-        for record in settled:
-            completions.append(
-                (record[_HANDLE], RecordFailed(code, message, self._attempts_of(record), cause))
-            )
-        self._metrics.failed += len(settled)
-        self._settle(settled, success=False)
-
     def _expire(self, records: list[UserRecord], completions: Completions, detail: str) -> None:
-        message = f"not delivered within record_ttl of {self._ttl}s"
-        if detail:
-            message += f" ({detail})"
-        self._metrics.expired += len(records)
-        self._fail(records, RecordExpired.code, message, None, completions)
+        self._release(self._ledger.expired(records, completions, detail))
 
     # ------------------------------------------------------------------ TTL
 
@@ -857,9 +756,9 @@ class ProducerCore:
             # Delivered to a shard the old map did not know: kept where the new map says
             # that shard owns their hash keys, sent again otherwise.
             delivered, again = mispredictions.confirm(new_map, now)
-            self._confirm(delivered, self._pending)
+            self._release(self._ledger.confirmed(delivered, self._pending))
             for record, attempt in again:
-                self._add_attempt(record, attempt)
+                self._ledger.add_attempt(record, attempt)
                 moving.append(record)
             if mispredictions.unverified:
                 self._refresh.invalidate()
@@ -894,12 +793,14 @@ class ProducerCore:
                 code, message = error.error_code, error.message
             else:
                 code, message = type(error).__name__, str(error)
-            self._fail(
-                self._queues.drain(unrouted),
-                code,
-                f"ListShards failed, and preserve_order needs the shard map: {message}",
-                error,
-                self._pending,
+            self._release(
+                self._ledger.failed(
+                    self._queues.drain(unrouted),
+                    code,
+                    f"ListShards failed, and preserve_order needs the shard map: {message}",
+                    error,
+                    self._pending,
+                )
             )
             return
         if self._mispredictions.reorder:
@@ -912,7 +813,7 @@ class ProducerCore:
             self._queues.wake(now)
         if self._mispredictions.unverified:
             for record, attempt in self._mispredictions.give_up(error, now):
-                self._add_attempt(record, attempt)
+                self._ledger.add_attempt(record, attempt)
                 self._route(record, now)
             self._queues.wake(now)
 
@@ -932,9 +833,10 @@ class ProducerCore:
             records.extend(queues.drain(shard))
         in_flight = queues.abandon()
         records.extend(self._mispredictions.take_all())
-        self._fail(records, code, message, error, completions)
+        ledger = self._ledger
+        self._release(ledger.failed(records, code, message, error, completions))
         for krecord in in_flight:
-            self._fail_krecord(krecord, code, message, error, completions)
+            self._release(ledger.failed_krecord(krecord, code, message, error, completions))
         queues.next_collect = _INF
         return completions
 
