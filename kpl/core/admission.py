@@ -19,13 +19,20 @@ The buffer budget charges each outstanding record its data, its key and
 
 from __future__ import annotations
 
+from kpl.config import ProducerConfig
 from kpl.errors import InvalidPartitionKey, RecordTooLarge
 from kpl.protocol.hashing import (
     ExplicitHashKeyError,
     parse_explicit_hash_key,
     partition_key_bytes,
 )
-from kpl.protocol.limits import MAX_PARTITION_KEY_LENGTH
+from kpl.protocol.limits import (
+    DEFAULT_MAX_RECORD_SIZE,
+    MAX_PARTITION_KEY_LENGTH,
+    MIB,
+    PUT_RECORDS_MAX_BYTES,
+    PUT_RECORDS_MAX_BYTES_LARGE,
+)
 
 __all__ = [
     "RECORD_OVERHEAD",
@@ -33,6 +40,7 @@ __all__ = [
     "bad_data",
     "bad_explicit_hash_key_type",
     "bad_partition_key",
+    "limits_for_stream",
     "nbytes",
     "too_large",
     "validate",
@@ -108,3 +116,25 @@ def validate(
     size = nbytes(data) + len(pk_bytes)
     if size > max_record_size:
         raise too_large(size, max_record_size)
+
+
+def limits_for_stream(config: ProducerConfig, stream_max_record_size: int) -> tuple[int, int]:
+    """(largest record, largest PutRecords request) for a stream whose records may
+    reach ``stream_max_record_size`` bytes.
+
+    Options left at their defaults follow the stream: its record size, and 10 MiB
+    requests when records may exceed 1 MiB. Values set in the config are kept, but never
+    above what the stream accepts (a 10 MiB request to a standard stream would be
+    refused whole); a request always holds at least one record.
+    """
+    request = (
+        PUT_RECORDS_MAX_BYTES_LARGE if stream_max_record_size > MIB else PUT_RECORDS_MAX_BYTES
+    )
+    record = (
+        stream_max_record_size
+        if config.max_record_size == DEFAULT_MAX_RECORD_SIZE
+        else min(config.max_record_size, stream_max_record_size)
+    )
+    if config.collection_max_size != PUT_RECORDS_MAX_BYTES:
+        request = min(config.collection_max_size, request)
+    return record, max(request, record)

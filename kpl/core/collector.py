@@ -223,6 +223,29 @@ class Queues:
         shard.agg_deadline = _INF
         self.enqueue(sealed_krecord(agg, shard, deadline, self.mbt))
 
+    def retry(self, krecord: KRecord, not_before: float) -> None:
+        """Queue a failed Kinesis record again on its shard, due at ``not_before``.
+
+        With preserve_order it was its shard's oldest record in flight, so it goes ahead
+        of everything newer.
+        """
+        krecord.not_before = not_before
+        if self.preserve:
+            krecord.shard.retries.appendleft(krecord)
+        else:
+            krecord.shard.retries.append(krecord)
+        self.wake(not_before)
+
+    def retry_first(self, krecords: list[KRecord], not_before: float, attempts: int) -> None:
+        """Queue Kinesis records of one shard, in this order, ahead of its other
+        retries, due at ``not_before`` after ``attempts`` failed tries."""
+        for krecord in krecords:
+            krecord.attempts = attempts
+            krecord.not_before = not_before
+        if krecords:
+            krecords[0].shard.retries.extendleft(reversed(krecords))
+        self.wake(not_before)
+
     def drain(self, shard: Shard) -> list[UserRecord]:
         """Take every user record the shard holds (open aggregate, queue, retries)."""
         records: list[UserRecord] = []

@@ -49,7 +49,7 @@ from hashlib import md5
 from typing import Any
 
 from kpl.config import ProducerConfig
-from kpl.core.admission import RECORD_OVERHEAD, validate
+from kpl.core.admission import RECORD_OVERHEAD, limits_for_stream, validate
 from kpl.core.admission import as_bytes as _as_bytes
 from kpl.core.admission import bad_explicit_hash_key_type as _bad_explicit_hash_key_type
 from kpl.core.admission import bad_partition_key as _bad_partition_key
@@ -86,13 +86,7 @@ from kpl.protocol.aggregation import PARTITION_KEY_HEADERS as _KEY_HEADERS
 from kpl.protocol.aggregation import PARTITION_KEY_INDEX_FIELDS as _INDEX_FIELDS
 from kpl.protocol.aggregation import RECORD_HEADERS as _RECORD_HEADERS
 from kpl.protocol.hashing import parse_explicit_hash_key, partition_key_bytes
-from kpl.protocol.limits import (
-    DEFAULT_MAX_RECORD_SIZE,
-    MAX_PARTITION_KEY_LENGTH,
-    MIB,
-    PUT_RECORDS_MAX_BYTES,
-    PUT_RECORDS_MAX_BYTES_LARGE,
-)
+from kpl.protocol.limits import MAX_PARTITION_KEY_LENGTH
 
 __all__ = [
     "AGGREGATED_PARTITION_KEY",
@@ -154,7 +148,6 @@ class ProducerCore:
         self.stream_name = stream_name
         self.stream_arn = stream_arn
         self.config = config
-        self._rng = rng
         self._backoff = Backoff(config.min_backoff, config.max_backoff, config.jitter, rng)
         self._mbt = config.record_max_buffered_time
         self._ttl = config.record_ttl
@@ -232,19 +225,11 @@ class ProducerCore:
         request to a standard stream would be refused whole). Aggregated records stay
         below the record size with their one-byte partition key.
         """
-        config = self.config
-        request = PUT_RECORDS_MAX_BYTES_LARGE if max_record_size > MIB else PUT_RECORDS_MAX_BYTES
-        record = (
-            max_record_size
-            if config.max_record_size == DEFAULT_MAX_RECORD_SIZE
-            else min(config.max_record_size, max_record_size)
-        )
-        if config.collection_max_size != PUT_RECORDS_MAX_BYTES:
-            request = min(config.collection_max_size, request)
+        record, request = limits_for_stream(self.config, max_record_size)
         self._max_record_size = record
-        self._queues.max_size = max(request, record)
+        self._queues.max_size = request
         self._agg_max_size = min(
-            config.aggregation_max_size, record - len(AGGREGATED_PARTITION_KEY)
+            self.config.aggregation_max_size, record - len(AGGREGATED_PARTITION_KEY)
         )
 
     # ------------------------------------------------------------------ admission
@@ -658,18 +643,9 @@ class ProducerCore:
             krecord = self._rebuild(live, krecord.shard)
             krecord.attempts = attempts
         krecord.last_delay = delay
-        krecord.not_before = now + delay
-        shard = krecord.shard
-        if self._preserve:
-            # It was the shard's oldest record in flight: ahead of everything newer.
-            shard.retries.appendleft(krecord)
-        else:
-            shard.retries.append(krecord)
-        self._queues.wake(krecord.not_before)
+        self._queues.retry(krecord, now + delay)
 
-    def _requeue_front(
-        self, records: list[UserRecord], not_before: float, attempts: int = 1
-    ) -> None:
+    def _requeue_front(self, records: list[UserRecord], not_before: float, attempts: int) -> None:
         """Re-route ``records`` by the current map as plain retries due at ``not_before``,
         ahead of their shards' newer records (what preserve_order needs)."""
         by_shard: dict[int, list[UserRecord]] = {}
@@ -678,12 +654,9 @@ class ProducerCore:
             by_shard.setdefault(i, []).append(record)
         for i, group in by_shard.items():
             shard = self._shards[i] if i >= 0 else self._unrouted
-            krecords = [self._plain(record, shard) for record in group]
-            for krecord in krecords:
-                krecord.attempts = attempts
-                krecord.not_before = not_before
-            shard.retries.extendleft(reversed(krecords))
-        self._queues.wake(not_before)
+            self._queues.retry_first(
+                [self._plain(record, shard) for record in group], not_before, attempts
+            )
 
     def _expire(self, records: list[UserRecord], completions: Completions, detail: str) -> None:
         self._release(self._ledger.expired(records, completions, detail))
