@@ -2,16 +2,25 @@
 
 Theory of operation
 -------------------
+``ProducerCore`` coordinates objects that each own one part of the state:
+
+- :mod:`kpl.core.routing` (its base class): the shard map, the shards, and which shard
+  and which Kinesis record each user record goes into;
+- :mod:`kpl.core.records`: user records, open aggregates and sealed Kinesis records;
+- :mod:`kpl.core.collector`: the shards' queues, the requests in flight, and the
+  collection of PutRecords requests;
+- :mod:`kpl.core.mispredict`: records that landed on another shard than predicted;
+- :mod:`kpl.core.ledger`: each held record's failed attempts, and its completion;
+- :mod:`kpl.core.metrics`: the counters behind ``metrics()``;
+- :mod:`kpl.core.admission`: input validation and the buffer budget's unit.
+
 ``add()`` validates a user record, hashes its partition key (or parses its explicit hash
-key), predicts its shard with the shard map and appends it to that shard's open
-aggregate (:mod:`kpl.core.records`). A full aggregate is sealed into a Kinesis record
-and queued on its shard (:mod:`kpl.core.collector`). Aggregation happens only with a
-fresh shard map: before the first map and while a refresh is pending, records are
-queued plain (the service then places each by its own hash key, so no sub-record can
-land in a shard that does not own it). Before the FIRST map, those plain records are
-also *held* (not sent) for up to :data:`FIRST_MAP_WAIT` seconds from the first
-ListShards: when the map arrives they are aggregated like any other record; only when
-that fetch fails or takes longer do they leave plain.
+key), predicts its shard and appends it to that shard's open aggregate; that common case
+is inlined here (the producer's hot path), the rest goes through routing. Before the
+FIRST map, records are queued plain and *held* (not sent) for up to
+:data:`FIRST_MAP_WAIT` seconds from the first ListShards: when the map arrives they are
+aggregated like any other record; only when that fetch fails or takes longer do they
+leave plain.
 
 ``poll(now)`` is the one place that sends:
 
@@ -58,18 +67,12 @@ from kpl.core.collector import PutRecordsRequest, Queues, Shard
 from kpl.core.ledger import Ledger
 from kpl.core.metrics import ProducerMetrics
 from kpl.core.mispredict import Mispredictions
-from kpl.core.ratelimit import ShardLimiter
 from kpl.core.records import (
     AGGREGATED_PARTITION_KEY,
     KRecord,
-    OpenAggregate,
     UserRecord,
-    aggregated_krecord,
-    plain_krecord,
 )
 from kpl.core.records import ARRIVAL as _ARRIVAL
-from kpl.core.records import HASH as _HASH
-from kpl.core.records import SEQ as _SEQ
 from kpl.core.results import (
     Attempt,
     Completion,
@@ -79,7 +82,7 @@ from kpl.core.results import (
     iter_completions,
 )
 from kpl.core.retry import Action, Backoff, action_for_error, classify
-from kpl.core.shard_map import RefreshPolicy, ShardMap
+from kpl.core.routing import ShardRouting
 from kpl.errors import KinesisError, ProducerClosed
 from kpl.protocol.aggregation import DATA_HEADERS as _DATA_HEADERS
 from kpl.protocol.aggregation import PARTITION_KEY_HEADERS as _KEY_HEADERS
@@ -132,7 +135,7 @@ class Poll:
     refresh_shard_map: bool
 
 
-class ProducerCore:
+class ProducerCore(ShardRouting):
     """The sans-IO producer pipeline; see the module docstring for the rules."""
 
     def __init__(
@@ -149,35 +152,17 @@ class ProducerCore:
         self.stream_arn = stream_arn
         self.config = config
         self._backoff = Backoff(config.min_backoff, config.max_backoff, config.jitter, rng)
-        self._mbt = config.record_max_buffered_time
         self._ttl = config.record_ttl
         self._preserve = config.preserve_order
-        self._aggregation = config.aggregation_enabled
         self._max_buffered_records = config.max_buffered_records
         self._max_buffered_bytes = config.max_buffered_bytes
-
-        self._map: ShardMap | None = None
-        self._shards: list[Shard] = []
-        self._unrouted = Shard(None, None, None)
-        self._refresh = RefreshPolicy(config.shard_map_refresh_min_interval)
-        # Aggregate only with a map we trust: set by _refresh_changed().
-        self._fresh = False
+        # The largest record accepted: the config's, until set_stream_limits().
+        self._max_record_size = config.max_record_size
         # partition key -> (UTF-8 bytes, hash key, key-table entry, predicted shard or
         # None). The shard is the current map's: set_shard_map() empties the cache.
         self._key_cache: dict[str, tuple[bytes, int, bytes, Shard | None]] = {}
         self._key_cache_since = 0  # _seq when the cache was last emptied
         self._key_cache_off_until = 0  # paused (keys hardly repeat) until this _seq
-        # Records without a map are held until this `now` (set by the first ListShards;
-        # -inf once the first fetch failed or timed out: then they go plain).
-        self._hold_until = _INF
-        self._starts: list[int] = []
-        self._ends: list[int] = []
-        # The limits in force: the config's, until set_stream_limits() learns the stream's.
-        self._max_record_size = config.max_record_size
-        self._agg_max_size = min(
-            config.aggregation_max_size, config.max_record_size - len(AGGREGATED_PARTITION_KEY)
-        )
-
         self._seq = 0
         #: User records held by the core (buffered, queued or in flight): plain
         #: attributes rather than properties, since the shell reads them on every put.
@@ -185,12 +170,11 @@ class ProducerCore:
         #: Data + partition key bytes of the user records held by the core.
         self.buffered_bytes = 0
         self._metrics = ProducerMetrics()
-        self._queues = Queues(config, self._metrics, stream_name, stream_arn)
+        self._queues = queues = Queues(config, self._metrics, stream_name, stream_arn)
+        ShardRouting.__init__(self, config, queues)
         self._next_sweep = _INF
         self._pending: Completions = []
         self._mispredictions = Mispredictions(config.preserve_order)
-        # The last ListShards failure, for the message of records that waited for a map.
-        self._map_error: BaseException | None = None
         self._ledger = Ledger(self._metrics, config.record_ttl)
 
     # ------------------------------------------------------------------ properties
@@ -199,11 +183,6 @@ class ProducerCore:
     def in_flight(self) -> int:
         """Requests handed out by ``poll()`` and not yet answered."""
         return len(self._queues.in_flight)
-
-    @property
-    def shard_map(self) -> ShardMap | None:
-        """The current shard map (``None`` before the first ListShards)."""
-        return self._map
 
     @property
     def max_record_size(self) -> int:
@@ -365,61 +344,6 @@ class ProducerCore:
         else:
             self._key_cache_since = self._seq
 
-    def _refresh_changed(self) -> None:
-        refresh = self._refresh
-        self._fresh = (
-            self._aggregation
-            and self._map is not None
-            and not refresh.wanted
-            and not refresh.outstanding
-        )
-
-    def _route(self, record: UserRecord, now: float) -> None:
-        shard_map = self._map
-        if shard_map is None:
-            shard = self._unrouted
-        else:
-            i = shard_map.lookup(record[_HASH])
-            shard = self._shards[i] if i >= 0 else self._unrouted
-        queues = self._queues
-        if self._fresh and shard.limiter is not None:
-            agg = shard.agg
-            if agg is None:
-                agg = shard.agg = OpenAggregate(
-                    self._agg_max_size, self.config.aggregation_max_count, record
-                )
-                deadline = record[_ARRIVAL] + self._mbt
-                shard.agg_deadline = deadline
-                queues.wake(deadline)
-            if agg.add_record(record):
-                if record[_ARRIVAL] + self._mbt < shard.agg_deadline:
-                    # A re-routed older record: the aggregate is due sooner.
-                    shard.agg_deadline = record[_ARRIVAL] + self._mbt
-                    queues.wake(shard.agg_deadline)
-                return
-            if agg.count:
-                queues.seal(shard)
-                agg = shard.agg = OpenAggregate(
-                    self._agg_max_size, self.config.aggregation_max_count, record
-                )
-                deadline = record[_ARRIVAL] + self._mbt
-                shard.agg_deadline = deadline
-                if agg.add_record(record):
-                    return
-            # Too large to aggregate even alone: it goes plain.
-            shard.agg = None
-            shard.agg_deadline = _INF
-        queues.enqueue(self._plain(record, shard))
-
-    def _plain(self, record: UserRecord, shard: Shard) -> KRecord:
-        return plain_krecord(record, shard, record[_ARRIVAL] + self._mbt)
-
-    def _rebuild(self, items: list[UserRecord], shard: Shard) -> KRecord:
-        """A Kinesis record of ``items`` (a subset of one that fitted) for ``shard``."""
-        return aggregated_krecord(
-            items, shard, self._agg_max_size, self.config.aggregation_max_count, self._mbt
-        )
-
     # ------------------------------------------------------------------ flush / poll
 
     def flush(self, now: float) -> None:
@@ -478,9 +402,6 @@ class ProducerCore:
         if refresh_at is not None and refresh_at < deadline:
             deadline = refresh_at
         return Poll(requests, completions, None if deadline == _INF else deadline, refresh)
-
-    def _all_shards(self) -> list[Shard]:
-        return [*self._shards, self._unrouted]
 
     # ------------------------------------------------------------------ answers
 
@@ -574,8 +495,7 @@ class ProducerCore:
         predicted = krecord.shard.shard_id
         if predicted is not None and predicted != shard_id:
             metrics.mispredicted += 1
-            self._refresh.invalidate()
-            self._refresh_changed()
+            self._invalidate_map()
             if krecord.aggregated:
                 delivered, again = self._mispredictions.landed(
                     krecord.items, shard_id, sequence, ok, now, self._map
@@ -628,8 +548,7 @@ class ProducerCore:
         if live is not None and not live:
             return
         if action is Action.RETRY_AFTER_REFRESH:
-            self._refresh.invalidate()
-            self._refresh_changed()
+            self._invalidate_map()
         krecord.attempts += 1
         delay = self._backoff.delay(krecord.attempts, krecord.last_delay)
         if action is Action.RETRY_AFTER_REFRESH or krecord.shard.stale:
@@ -644,19 +563,6 @@ class ProducerCore:
             krecord.attempts = attempts
         krecord.last_delay = delay
         self._queues.retry(krecord, now + delay)
-
-    def _requeue_front(self, records: list[UserRecord], not_before: float, attempts: int) -> None:
-        """Re-route ``records`` by the current map as plain retries due at ``not_before``,
-        ahead of their shards' newer records (what preserve_order needs)."""
-        by_shard: dict[int, list[UserRecord]] = {}
-        for record in sorted(records, key=lambda r: r[_SEQ]):
-            i = self._map.lookup(record[_HASH]) if self._map is not None else -1
-            by_shard.setdefault(i, []).append(record)
-        for i, group in by_shard.items():
-            shard = self._shards[i] if i >= 0 else self._unrouted
-            self._queues.retry_first(
-                [self._plain(record, shard) for record in group], not_before, attempts
-            )
 
     def _expire(self, records: list[UserRecord], completions: Completions, detail: str) -> None:
         self._release(self._ledger.expired(records, completions, detail))
@@ -684,63 +590,27 @@ class ProducerCore:
 
     def set_shard_map(self, shards: Sequence[tuple[str, int, int]], now: float) -> None:
         """Install the open shards from ListShards; re-route what the change affects."""
-        new_map = ShardMap(shards)
-        queues = self._queues
         mispredictions = self._mispredictions
-        old = {s.shard_id: s for s in self._shards}
-        new_shards: list[Shard] = []
-        for i, shard_id in enumerate(new_map.ids):
-            hash_range = new_map.range_of(i)
-            kept = old.pop(shard_id, None)
-            if kept is not None and kept.hash_range == hash_range:
-                new_shards.append(kept)
-            else:
-                limiter = kept.limiter if kept is not None else None
-                new_shards.append(
-                    Shard(
-                        shard_id, hash_range, limiter or ShardLimiter(self.config.rate_limit, now)
-                    )
-                )
-                if kept is not None:
-                    old[shard_id] = kept  # its contents must move
         # Everything waiting on a shard that changed (or on no shard) is routed again.
-        moving: list[UserRecord] = []
-        for shard in [*old.values(), self._unrouted]:
-            shard.stale = shard.shard_id is not None
-            moving.extend(queues.drain(shard))
-        if mispredictions.reorder:
-            # preserve_order after a misprediction: records of the unchanged shards go
-            # back through routing too, so that the ones sent again take their place
-            # among them by put() order (the seq sort below). With a consistent map the
-            # shards that matter have changed and were drained above; this covers a map
-            # that is not (ListShards pages straddling a reshard).
-            for shard in new_shards:
-                moving.extend(queues.drain(shard))
-            mispredictions.reorder = False
-        self._map = new_map
-        self._shards = new_shards
+        # preserve_order after a misprediction: records of the unchanged shards too, so
+        # that the ones sent again take their place among them by put() order. With a
+        # consistent map the shards that matter have changed anyway; this covers a map
+        # that is not (ListShards pages straddling a reshard).
+        moving = self._install(shards, now, drain_all=mispredictions.reorder)
+        mispredictions.reorder = False
         self._key_cache.clear()  # its predicted shards are the old map's
-        self._starts = [new_map.range_of(i)[0] for i in range(len(new_map))]
-        self._ends = [new_map.range_of(i)[1] for i in range(len(new_map))]
-        self._map_error = None
-        self._refresh.installed(now)
-        self._refresh_changed()
         if mispredictions.unverified:
             # Delivered to a shard the old map did not know: kept where the new map says
             # that shard owns their hash keys, sent again otherwise.
-            delivered, again = mispredictions.confirm(new_map, now)
+            assert self._map is not None
+            delivered, again = mispredictions.confirm(self._map, now)
             self._release(self._ledger.confirmed(delivered, self._pending))
             for record, attempt in again:
                 self._ledger.add_attempt(record, attempt)
                 moving.append(record)
             if mispredictions.unverified:
-                self._refresh.invalidate()
-                self._refresh_changed()
-        moving.sort(key=lambda r: r[_SEQ])
-        for record in moving:
-            self._route(record, now)
-        if moving or queues.queued_count:
-            queues.wake(now)
+                self._invalidate_map()
+        self._route_again(moving, now)
 
     def on_shard_map_error(self, error: BaseException, now: float) -> None:
         """ListShards failed: keep the current map and ask again after the interval.
