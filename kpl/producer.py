@@ -545,8 +545,7 @@ class Producer:
     def metrics(self) -> dict[str, float]:
         """The KPL's metrics (UserRecordsReceived, UserRecordsPut, KinesisRecordsPut,
         BufferingTime, RetriesPerRecord, AllErrors, ...) as plain numbers."""
-        stats = dict(self._core.metrics())
-        return stats
+        return self._core.metrics()  # a new dict on every call
 
     @property
     def buffered_records(self) -> int:

@@ -86,11 +86,6 @@ class Sender:
         self.stream_limits: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._limits: asyncio.Task[dict[str, Any]] | None = None
 
-    @property
-    def requests_in_flight(self) -> int:
-        """PutRecords calls started and not yet answered."""
-        return len(self._in_flight)
-
     def wake(self) -> None:
         """Make the loop poll the core again (new records, a flush, stop)."""
         self.woken = True
