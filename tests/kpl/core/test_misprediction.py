@@ -111,8 +111,8 @@ def test_new_map_reroutes_buffered_records() -> None:
     h.run()
     assert len(h.outcomes) == 100
     assert {
-        o.shard_id
-        for o in h.outcomes.values()  # type: ignore[union-attr]
+        o.shard_id  # type: ignore[union-attr]
+        for o in h.outcomes.values()
     } <= {s[0] for s in even_shards(4, first=4)}
 
 
