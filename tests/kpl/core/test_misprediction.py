@@ -8,7 +8,10 @@ from typing import Any
 import orjson
 
 from kpl.config import ProducerConfig
+from kpl.core.mispredict import MISPREDICTED, Mispredictions
 from kpl.core.pipeline import RecordResult
+from kpl.core.records import UserRecord
+from kpl.core.results import Attempt
 from kpl.core.shard_map import ShardMap
 from kpl.errors import AccessDeniedException, NetworkError, RecordFailed
 from kpl.protocol.hashing import HASH_KEY_SPACE, MAX_HASH_KEY, hash_key_for
@@ -344,3 +347,70 @@ def test_preserve_order_retry_after_refresh_goes_first() -> None:
     h.run()
     assert [d for _s, _k, d, _ in h.user_records_stored()] == [b"0", b"1", b"2", b"3"]
     assert h.outcomes[1].attempts[0].error_code == "ResourceInUseException"
+
+
+# --- the decisions alone (Mispredictions, no core) ----------------------------------------
+
+
+def _user_records(hash_keys: list[int]) -> list[UserRecord]:
+    return [(b"d", f"k{i}", None, h, f"handle{i}", 0.5 * i, i + 1, 3)
+            for i, h in enumerate(hash_keys)]
+
+
+def test_a_known_answering_shard_keeps_what_it_owns_and_sends_the_rest_again() -> None:
+    half = HASH_KEY_SPACE // 2
+    shard_map = ShardMap([("shardId-a", 0, half - 1), ("shardId-b", half, MAX_HASH_KEY)])
+    records = _user_records([half, 5, half + 1, 7])
+    ok = Attempt(1.0, 1.2, True, None, None)
+    mispredictions = Mispredictions(preserve_order=True)
+    delivered, again = mispredictions.landed(records, "shardId-b", "42", ok, 1.2, shard_map)
+    assert delivered == [
+        (records[0], "shardId-b", "42", 0, ok), (records[2], "shardId-b", "42", 2, ok),
+    ]
+    assert [r for r, _ in again] == [records[1], records[3]]
+    for _, attempt in again:
+        assert attempt == Attempt(
+            1.0, 1.2, False, MISPREDICTED,
+            "aggregated record landed on shardId-b, outside this record's hash key",
+        )
+    assert mispredictions.reorder  # preserve_order: hold everything until a new map
+    assert not mispredictions.unverified
+
+
+def test_an_unknown_answering_shard_holds_the_records_until_a_map_knows_it() -> None:
+    half = HASH_KEY_SPACE // 2
+    stale = ShardMap([("shardId-a", 0, MAX_HASH_KEY)])
+    records = _user_records([1, half + 1])
+    ok = Attempt(0.0, 0.1, True, None, None)
+    mispredictions = Mispredictions(preserve_order=False)
+    assert mispredictions.landed(records, "shardId-c", "9", ok, 0.1, stale) == ([], [])
+    assert not mispredictions.reorder
+    # A map that still does not know shardId-c decides nothing.
+    assert mispredictions.confirm(stale, 0.5) == ([], [])
+    assert len(mispredictions.unverified) == 2
+    # One that does: shardId-c owns the upper half.
+    new = ShardMap([("shardId-b", 0, half - 1), ("shardId-c", half, MAX_HASH_KEY)])
+    delivered, again = mispredictions.confirm(new, 1.0)
+    assert delivered == [(records[1], "shardId-c", "9", 1, ok)]
+    assert again == [(records[0], Attempt(
+        0.0, 1.0, False, MISPREDICTED,
+        "aggregated record landed on shardId-c, outside this record's hash key",
+    ))]
+    assert not mispredictions.unverified
+
+
+def test_a_failed_refresh_sends_every_held_record_again_and_expiry_takes_the_old() -> None:
+    records = _user_records([1, 2, 3])
+    ok = Attempt(0.0, 0.1, True, None, None)
+    mispredictions = Mispredictions(preserve_order=False)
+    mispredictions.landed(records, "shardId-z", "1", ok, 0.1, None)
+    assert mispredictions.expire(0.5) == records[:2]  # arrived at 0.0 and 0.5
+    (again,) = mispredictions.give_up(NetworkError("refused"), 2.0)
+    record, attempt = again
+    assert record == records[2]
+    assert attempt.error_code == MISPREDICTED
+    assert attempt.error_message is not None
+    assert attempt.error_message.startswith(
+        "landed on unknown shard shardId-z; shard map refresh failed: "
+    )
+    assert mispredictions.take_all() == []
