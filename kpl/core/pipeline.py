@@ -196,13 +196,8 @@ class ProducerCore(ShardRouting):
 
     def set_stream_limits(self, max_record_size: int) -> None:
         """Apply the stream's maximum record size (DescribeStreamSummary's
-        ``MaxRecordSizeInKiB`` * 1024).
-
-        ``max_record_size`` and ``collection_max_size`` left at their defaults follow the
-        stream: its record size, and 10 MiB requests when records may exceed 1 MiB. Values
-        set in the config are kept, but never above what the stream accepts (a 10 MiB
-        request to a standard stream would be refused whole). Aggregated records stay
-        below the record size with their one-byte partition key.
+        ``MaxRecordSizeInKiB`` * 1024): see :func:`~kpl.core.admission.limits_for_stream`.
+        Aggregated records stay below the record size with their one-byte partition key.
         """
         record, request = limits_for_stream(self.config, max_record_size)
         self._max_record_size = record
