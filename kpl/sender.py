@@ -1,6 +1,6 @@
 """The one background task that drives the producer's sans-IO core.
 
-Theory of operation (DESIGN.md habit 2; aiokafka's sender is the model):
+Theory of operation (the core accumulates, this task only sends; aiokafka's sender is the model):
 
 - The core decides everything: which PutRecords requests are ready, when it next wants
   to be asked (``Poll.deadline``), when the shard map should be fetched. The sender only
