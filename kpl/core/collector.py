@@ -269,8 +269,9 @@ class Queues:
         horizon: float,
         rebuild: Callable[[list[UserRecord], Shard], KRecord],
     ) -> list[tuple[Shard, list[UserRecord]]]:
-        """Take out the user records that arrived at or before ``horizon`` from the
-        queues and retries; what is left of a Kinesis record is ``rebuild``-t."""
+        """Take the user records that arrived at or before ``horizon`` out of the queues
+        and retries, by shard; what is left of a Kinesis record is made anew by
+        ``rebuild``, keeping its place and its retry state."""
         expired: list[tuple[Shard, list[UserRecord]]] = []
         for shard in shards:
             for queued, queue in ((True, shard.queue), (False, shard.retries)):
