@@ -3,10 +3,12 @@
 Validation rules, checked in this order, each with its own error:
 
 - data is bytes-like (``bytes``, ``bytearray``, ``memoryview``): else :class:`TypeError`;
-- the partition key is a ``str`` of 1 to ``MAX_PARTITION_KEY_LENGTH`` characters with
-  UTF-8 bytes (no lone surrogates): else :class:`~kpl.errors.InvalidPartitionKey`;
-- an explicit hash key, when given, is a decimal ``str`` in [0, 2**128 - 1]: else
+- the partition key is a ``str`` of 1 to ``MAX_PARTITION_KEY_LENGTH`` characters: else
+  :class:`~kpl.errors.InvalidPartitionKey`;
+- an explicit hash key, when given, is a ``str``: else
   :class:`~kpl.protocol.hashing.ExplicitHashKeyError` (a ``ValueError``);
+- the partition key has UTF-8 bytes (no lone surrogates): else ``InvalidPartitionKey``;
+- an explicit hash key is a decimal in [0, 2**128 - 1]: else ``ExplicitHashKeyError``;
 - data + partition key bytes are at most the stream's record size: else
   :class:`~kpl.errors.RecordTooLarge`.
 
