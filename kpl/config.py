@@ -60,7 +60,7 @@ class ProducerConfig:
     #: Seconds to establish a connection.
     connect_timeout: float = 6.0
     #: Memory budget of the records put and not yet completed: each is charged its data,
-    #: its partition key and a fixed per-record overhead (``kpl.producer.RECORD_OVERHEAD``,
+    #: its partition key and a fixed per-record overhead (``kpl.core.admission.RECORD_OVERHEAD``,
     #: 1536 bytes: future, bookkeeping, encoded copy), so that the budget bounds memory
     #: rather than payload. put() waits (put_nowait raises) while a record does not fit.
     max_buffered_bytes: int = 64 * MIB

@@ -8,9 +8,11 @@ Theory of operation:
   ``max_buffered_records``, counted by the core over every record not yet completed)
   has no room: then it queues behind earlier waiters, first come first served, and is
   let in as completions free the budget. :meth:`Producer.put_nowait` raises
-  :class:`~kpl.errors.BufferFull` instead. Each record is charged its data, its key
-  and :data:`RECORD_OVERHEAD` bytes, so ``max_buffered_bytes`` bounds memory: a
-  budget of small records is mostly Python objects, not payload.
+  :class:`~kpl.errors.BufferFull` instead. The core decides both what a valid put is
+  and whether it fits (``ProducerCore.validate``, ``ProducerCore.has_room``): each
+  record is charged its data, its key and :data:`RECORD_OVERHEAD` bytes, so
+  ``max_buffered_bytes`` bounds memory: a budget of small records is mostly Python
+  objects, not payload.
 - :meth:`Producer.flush` starts a new epoch and returns when no record of an earlier
   epoch is outstanding — so it waits for exactly what was put before it, however many
   puts follow. (A record's handle in the core is its future, or ``(future, epoch)``
@@ -37,11 +39,11 @@ from typing import Any, Literal, TypeVar, cast
 from kpl.auth import CredentialProvider, Credentials
 from kpl.client import KinesisClient
 from kpl.config import ProducerConfig
+from kpl.core.admission import RECORD_OVERHEAD, nbytes
 from kpl.core.pipeline import Completion, Delivered, ProducerCore
 from kpl.core.results import RecordResult
-from kpl.errors import BufferFull, InvalidPartitionKey, ProducerClosed, RecordTooLarge
-from kpl.protocol.hashing import ExplicitHashKeyError, parse_explicit_hash_key, partition_key_bytes
-from kpl.protocol.limits import DEFAULT_MAX_RECORD_SIZE, MAX_PARTITION_KEY_LENGTH
+from kpl.errors import BufferFull, ProducerClosed, RecordTooLarge
+from kpl.protocol.limits import DEFAULT_MAX_RECORD_SIZE
 from kpl.sender import Sender
 from kpl.transport import AioHttpTransport, Transport
 
@@ -53,15 +55,6 @@ _State = Literal["new", "running", "failed", "closing", "closed"]
 # What the core holds for each record: its future and the flush epoch it was put in.
 _Handle = tuple["asyncio.Future[RecordResult]", int]
 _new_result = tuple.__new__
-
-#: Bytes charged against ``max_buffered_bytes`` for each outstanding record on top of
-#: its data and partition key, so that the budget bounds memory rather than payload.
-#: The worst case is a stalled endpoint (no shard map, so every record is its own plain
-#: Kinesis record): its future, handle, bookkeeping, base64 entry and attempts then take
-#: about 1.5 KB of RSS apiece. Measured with bench/producer_e2e.py's memory child (400k
-#: records of 100 B): at 1,152 B the RSS growth rose 1.27 MiB per MiB of budget between
-#: budgets of 16 and 64 MiB, i.e. about 1,490 B per record beyond its data and key.
-RECORD_OVERHEAD = 1536
 
 # put() yields to the loop once per this many calls (see put()).
 _YIELD_EVERY = 256
@@ -87,11 +80,6 @@ def _set_all(futures: Sequence[Any], results: Iterator[RecordResult]) -> None:
             return
         except InvalidStateError:
             continue  # cancelled by its owner: nothing to tell
-
-
-def _nbytes(data: bytes | bytearray | memoryview) -> int:
-    """Bytes in ``data`` (a memoryview of wider items has more bytes than items)."""
-    return data.nbytes if isinstance(data, memoryview) else len(data)
 
 
 def _not_started() -> Any:
@@ -155,11 +143,9 @@ class Producer:
         self._untagged_count = 0
         self._outstanding: dict[int, int] = {}
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        # put() calls waiting for buffer room, in arrival order: (bytes needed, future).
+        # put() calls waiting for buffer room, in arrival order: (data + key bytes, future).
         self._room_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-        self._max_bytes = config.max_buffered_bytes
         self._puts_since_yield = 0
-        self._max_records = config.max_buffered_records
         # Bound in start() (they need the running loop); put() calls them directly.
         self._create_future: Callable[[], asyncio.Future[Any]] = _not_started
         self._time: Callable[[], float] = _not_started
@@ -286,16 +272,6 @@ class Producer:
 
     # ------------------------------------------------------------------ putting
 
-    def _has_room(self, size: int) -> bool:
-        core = self._core
-        if core.buffered_records == 0:
-            return True  # a record always fits an empty buffer (config guarantees bytes)
-        return (
-            core.buffered_records < self._max_records
-            and core.buffered_bytes + core.buffered_records * RECORD_OVERHEAD + size
-            <= self._max_bytes
-        )
-
     def _add(
         self, data: bytes, partition_key: str, explicit_hash_key: str | None
     ) -> asyncio.Future[RecordResult]:
@@ -322,16 +298,16 @@ class Producer:
         if self._state != "running":
             self.start()
         try:
-            size = _nbytes(data) + len(partition_key) + RECORD_OVERHEAD
+            size = nbytes(data) + len(partition_key)
         except TypeError:
-            self._validate(data, partition_key, explicit_hash_key)  # says what is wrong
+            self._core.validate(data, partition_key, explicit_hash_key)  # says what is wrong
             raise
-        if self._room_waiters or not self._has_room(size):
-            self._validate(data, partition_key, explicit_hash_key)
+        if self._room_waiters or not self._core.has_room(size):
+            self._core.validate(data, partition_key, explicit_hash_key)
             raise BufferFull(
                 f"buffer budget full: {self._core.buffered_records} records / "
-                f"{self._core.buffered_bytes} bytes buffered (max {self._max_records} / "
-                f"{self._max_bytes})"
+                f"{self._core.buffered_bytes} bytes buffered "
+                f"(max {self.config.max_buffered_records} / {self.config.max_buffered_bytes})"
             )
         return self._add(data, partition_key, explicit_hash_key)
 
@@ -347,17 +323,12 @@ class Producer:
         # The per-record hot path: one test for "running, room, no waiter, no older flush
         # epoch draining", then the core; everything else is in _put_slow().
         core = self._core
-        records = core.buffered_records
         try:
             slow = (
                 self._state != "running"
                 or self._room_waiters
                 or self._epoch != self._untagged_epoch
-                or (records and (
-                    records >= self._max_records
-                    or core.buffered_bytes + (records + 1) * RECORD_OVERHEAD + len(data)
-                    + len(partition_key) > self._max_bytes
-                ))
+                or not core.has_room(len(data) + len(partition_key))
             )
         except TypeError:
             slow = True  # not bytes / not a str: the slow path says which, clearly
@@ -393,23 +364,18 @@ class Producer:
         if self._state != "running":
             self.start()
         if type(data) is not bytes or type(partition_key) is not str:
-            self._validate(data, partition_key, explicit_hash_key)
+            self._core.validate(data, partition_key, explicit_hash_key)
         if self._limits_pending():
             sender = self._sender
             assert sender is not None
             # Until the stream's limits are known, a record above the config's limit
             # waits for them (bounded by request_timeout: DescribeStreamSummary is a call).
-            with contextlib.suppress(TypeError, AttributeError):  # bad input: _validate says
+            with contextlib.suppress(TypeError, AttributeError):  # bad input: validate() says
                 if len(data) + len(partition_key.encode()) > self._core.max_record_size:
                     await asyncio.wait({sender.stream_limits})
-        core = self._core
-        size = _nbytes(data) + len(partition_key) + RECORD_OVERHEAD
-        records = core.buffered_records
-        if self._room_waiters or (records and (
-            records >= self._max_records
-            or core.buffered_bytes + records * RECORD_OVERHEAD + size > self._max_bytes
-        )):
-            self._validate(data, partition_key, explicit_hash_key)
+        size = nbytes(data) + len(partition_key)
+        if self._room_waiters or not self._core.has_room(size):
+            self._core.validate(data, partition_key, explicit_hash_key)
             await self._wait_for_room(size)
         future = self._add(data, partition_key, explicit_hash_key)
         self._puts_since_yield += 1
@@ -427,33 +393,6 @@ class Producer:
             and not sender.stream_limits.done()
             and self.config.max_record_size == DEFAULT_MAX_RECORD_SIZE
         )
-
-    def _validate(self, data: bytes, partition_key: str, explicit_hash_key: str | None) -> None:
-        """Reject bad input before waiting for room (the core checks again on add)."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        if not isinstance(partition_key, str):
-            raise InvalidPartitionKey(
-                f"partition key must be a str, got {type(partition_key).__name__}"
-            )
-        if not 0 < len(partition_key) <= MAX_PARTITION_KEY_LENGTH:
-            raise InvalidPartitionKey(
-                f"partition key must be a str of 1-{MAX_PARTITION_KEY_LENGTH} characters"
-            )
-        if explicit_hash_key is not None:
-            if not isinstance(explicit_hash_key, str):
-                raise ExplicitHashKeyError(
-                    f"explicit hash key must be a decimal str, got "
-                    f"{type(explicit_hash_key).__name__}"
-                )
-            parse_explicit_hash_key(explicit_hash_key)
-        size = _nbytes(data) + len(partition_key_bytes(partition_key))
-        limit = self._core.max_record_size
-        if size > limit:
-            raise RecordTooLarge(
-                f"record of {size} bytes (data + partition key) exceeds max_record_size "
-                f"of {limit}"
-            )
 
     async def _wait_for_room(self, size: int) -> None:
         loop = self._loop
@@ -477,21 +416,19 @@ class Producer:
     def _wake_room_waiters(self) -> None:
         """Let waiting put() calls in, in order, while there is room for them."""
         waiters = self._room_waiters
+        has_room = self._core.has_room
         # Each admitted waiter adds its record only when it runs, so admit by a running
-        # tally rather than re-reading the core's counters.
-        records = self._core.buffered_records
-        size_total = self._core.buffered_bytes + records * RECORD_OVERHEAD
+        # tally on top of the core's counters.
+        admitted = admitted_bytes = 0
         while waiters:
             size, waiter = waiters[0]
-            if records and (
-                records + 1 > self._max_records or size_total + size > self._max_bytes
-            ):
+            if not has_room(size, admitted, admitted_bytes):
                 break
             waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                records += 1
-                size_total += size
+                admitted += 1
+                admitted_bytes += size
 
     # ------------------------------------------------------------------ completions
 
@@ -608,8 +545,7 @@ class Producer:
     def metrics(self) -> dict[str, float]:
         """The KPL's metrics (UserRecordsReceived, UserRecordsPut, KinesisRecordsPut,
         BufferingTime, RetriesPerRecord, AllErrors, ...) as plain numbers."""
-        stats = dict(self._core.metrics())
-        return stats
+        return self._core.metrics()  # a new dict on every call
 
     @property
     def buffered_records(self) -> int:

@@ -1,6 +1,6 @@
 """The one background task that drives the producer's sans-IO core.
 
-Theory of operation (DESIGN.md habit 2; aiokafka's sender is the model):
+Theory of operation (the core accumulates, this task only sends; aiokafka's sender is the model):
 
 - The core decides everything: which PutRecords requests are ready, when it next wants
   to be asked (``Poll.deadline``), when the shard map should be fetched. The sender only
@@ -85,11 +85,6 @@ class Sender:
         #: then the config's limits stay, which fit every stream).
         self.stream_limits: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._limits: asyncio.Task[dict[str, Any]] | None = None
-
-    @property
-    def requests_in_flight(self) -> int:
-        """PutRecords calls started and not yet answered."""
-        return len(self._in_flight)
 
     def wake(self) -> None:
         """Make the loop poll the core again (new records, a flush, stop)."""

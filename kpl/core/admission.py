@@ -1,0 +1,142 @@
+"""Whether a put is accepted: input validation and the buffer budget's unit.
+
+Validation rules, checked in this order, each with its own error:
+
+- data is bytes-like (``bytes``, ``bytearray``, ``memoryview``): else :class:`TypeError`;
+- the partition key is a ``str`` of 1 to ``MAX_PARTITION_KEY_LENGTH`` characters: else
+  :class:`~kpl.errors.InvalidPartitionKey`;
+- an explicit hash key, when given, is a ``str``: else
+  :class:`~kpl.protocol.hashing.ExplicitHashKeyError` (a ``ValueError``);
+- the partition key has UTF-8 bytes (no lone surrogates): else ``InvalidPartitionKey``;
+- an explicit hash key is a decimal in [0, 2**128 - 1]: else ``ExplicitHashKeyError``;
+- data + partition key bytes are at most the stream's record size: else
+  :class:`~kpl.errors.RecordTooLarge`.
+
+:func:`validate` applies them all. ``ProducerCore.add`` inlines the same checks on its
+fast path and raises through the same builders below, so both give the same messages.
+
+The buffer budget charges each outstanding record its data, its key and
+:data:`RECORD_OVERHEAD` bytes; ``ProducerCore.has_room`` is the one formula.
+"""
+
+from __future__ import annotations
+
+from kpl.config import ProducerConfig
+from kpl.errors import InvalidPartitionKey, RecordTooLarge
+from kpl.protocol.hashing import (
+    ExplicitHashKeyError,
+    parse_explicit_hash_key,
+    partition_key_bytes,
+)
+from kpl.protocol.limits import (
+    DEFAULT_MAX_RECORD_SIZE,
+    MAX_PARTITION_KEY_LENGTH,
+    MIB,
+    PUT_RECORDS_MAX_BYTES,
+    PUT_RECORDS_MAX_BYTES_LARGE,
+)
+
+__all__ = [
+    "RECORD_OVERHEAD",
+    "as_bytes",
+    "bad_data",
+    "bad_explicit_hash_key_type",
+    "bad_partition_key",
+    "limits_for_stream",
+    "nbytes",
+    "too_large",
+    "validate",
+]
+
+#: Bytes charged against ``max_buffered_bytes`` for each outstanding record on top of
+#: its data and partition key, so that the budget bounds memory rather than payload.
+#: The worst case is a stalled endpoint (no shard map, so every record is its own plain
+#: Kinesis record): its future, handle, bookkeeping, base64 entry and attempts then take
+#: about 1.5 KB of RSS apiece. Measured with bench/producer_e2e.py's memory child (400k
+#: records of 100 B): at 1,152 B the RSS growth rose 1.27 MiB per MiB of budget between
+#: budgets of 16 and 64 MiB, i.e. about 1,490 B per record beyond its data and key.
+RECORD_OVERHEAD = 1536
+
+
+def nbytes(data: bytes | bytearray | memoryview) -> int:
+    """Bytes in ``data`` (a memoryview of wider items has more bytes than items)."""
+    return data.nbytes if isinstance(data, memoryview) else len(data)
+
+
+def bad_data(data: object) -> TypeError:
+    """The error for data that is not bytes-like."""
+    return TypeError(f"data must be bytes, got {type(data).__name__}")
+
+
+def as_bytes(data: object) -> bytes:
+    """``data`` as ``bytes`` (a copy of a bytearray or memoryview), or TypeError."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    raise bad_data(data)
+
+
+def bad_partition_key(partition_key: object) -> InvalidPartitionKey:
+    """The error for a partition key that is not a str or has the wrong length."""
+    if not isinstance(partition_key, str):
+        return InvalidPartitionKey(
+            f"partition key must be a str, got {type(partition_key).__name__}"
+        )
+    return InvalidPartitionKey(
+        f"partition key must be 1-{MAX_PARTITION_KEY_LENGTH} characters, got {len(partition_key)}"
+    )
+
+
+def bad_explicit_hash_key_type(explicit_hash_key: object) -> ExplicitHashKeyError:
+    """The error for an explicit hash key that is not a str."""
+    return ExplicitHashKeyError(
+        f"explicit hash key must be a decimal str, got {type(explicit_hash_key).__name__}"
+    )
+
+
+def too_large(size: int, limit: int) -> RecordTooLarge:
+    """The error for a record of ``size`` bytes (data + partition key) over ``limit``."""
+    return RecordTooLarge(
+        f"record of {size} bytes (data + partition key) exceeds max_record_size of {limit}"
+    )
+
+
+def validate(
+    data: object, partition_key: object, explicit_hash_key: object, max_record_size: int
+) -> None:
+    """Raise the error a put of these arguments gets, or return when it is acceptable."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise bad_data(data)
+    if not isinstance(partition_key, str):
+        raise bad_partition_key(partition_key)
+    if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
+        raise bad_partition_key(partition_key)
+    if explicit_hash_key is not None and not isinstance(explicit_hash_key, str):
+        raise bad_explicit_hash_key_type(explicit_hash_key)
+    pk_bytes = partition_key_bytes(partition_key)
+    if explicit_hash_key is not None:
+        parse_explicit_hash_key(explicit_hash_key)
+    size = nbytes(data) + len(pk_bytes)
+    if size > max_record_size:
+        raise too_large(size, max_record_size)
+
+
+def limits_for_stream(config: ProducerConfig, stream_max_record_size: int) -> tuple[int, int]:
+    """(largest record, largest PutRecords request) for a stream whose records may
+    reach ``stream_max_record_size`` bytes.
+
+    Options left at their defaults follow the stream: its record size, and 10 MiB
+    requests when records may exceed 1 MiB. Values set in the config are kept, but never
+    above what the stream accepts (a 10 MiB request to a standard stream would be
+    refused whole); a request always holds at least one record.
+    """
+    request = (
+        PUT_RECORDS_MAX_BYTES_LARGE if stream_max_record_size > MIB else PUT_RECORDS_MAX_BYTES
+    )
+    record = (
+        stream_max_record_size
+        if config.max_record_size == DEFAULT_MAX_RECORD_SIZE
+        else min(config.max_record_size, stream_max_record_size)
+    )
+    if config.collection_max_size != PUT_RECORDS_MAX_BYTES:
+        request = min(config.collection_max_size, request)
+    return record, max(request, record)

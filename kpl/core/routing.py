@@ -1,0 +1,198 @@
+"""Routing: which shard each user record goes to, and into what Kinesis record.
+
+Theory of operation
+-------------------
+:class:`ShardRouting` owns the shard map and everything derived from it: one
+:class:`~kpl.core.collector.Shard` per open shard of the map (plus the *unrouted*
+pseudo-shard for records without one), their starting and ending hash keys for a binary
+search, and the :class:`~kpl.core.shard_map.RefreshPolicy` that says when to ask
+ListShards again.
+
+A record is aggregated only while the map is *fresh*: present, and no refresh wanted or
+outstanding. Otherwise it is queued plain (the service then places each record by its
+own hash key, so no sub-record can land in a shard that does not own it). Records
+without a map are *held* until ``hold_until`` (the first ListShards plus
+``FIRST_MAP_WAIT``; minus infinity once that fetch failed), so that the first map can
+still aggregate them.
+
+Installing a map keeps the shards whose id and hash range are unchanged (with their
+queues and token buckets) and drains the others, whose records are routed again in
+put() order. Shards are replaced, never edited, so a Kinesis record built for a replaced
+shard (``stale``) is routed afresh when it has to be retried.
+
+``ProducerCore`` derives from this class: its ``add()`` fast path reads the same
+attributes (``_shards``, ``_starts``, ``_ends``, ``_fresh``) as plain attribute loads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from kpl.config import ProducerConfig
+from kpl.core.collector import Queues, Shard
+from kpl.core.ratelimit import ShardLimiter
+from kpl.core.records import (
+    AGGREGATED_PARTITION_KEY,
+    ARRIVAL,
+    HASH,
+    SEQ,
+    KRecord,
+    OpenAggregate,
+    UserRecord,
+    aggregated_krecord,
+    plain_krecord,
+)
+from kpl.core.shard_map import RefreshPolicy, ShardMap
+
+__all__ = ["ShardRouting"]
+
+_INF = math.inf
+
+
+class ShardRouting:
+    """The shard map, the shards built from it, and the routing of user records."""
+
+    def __init__(self, config: ProducerConfig, queues: Queues) -> None:
+        self._queues = queues
+        self._rate_limit = config.rate_limit
+        self._aggregation = config.aggregation_enabled
+        self._mbt = config.record_max_buffered_time
+        self._agg_max_count = config.aggregation_max_count
+        #: Largest aggregated record (the stream's record size less its partition key).
+        self._agg_max_size = min(
+            config.aggregation_max_size, config.max_record_size - len(AGGREGATED_PARTITION_KEY)
+        )
+        self._map: ShardMap | None = None
+        self._shards: list[Shard] = []
+        self._unrouted = Shard(None, None, None)
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._refresh = RefreshPolicy(config.shard_map_refresh_min_interval)
+        # Aggregate only with a map we trust: set by _refresh_changed().
+        self._fresh = False
+        # Records without a map are held until this `now` (set by the first ListShards;
+        # -inf once the first fetch failed or timed out: then they go plain).
+        self._hold_until = _INF
+        # The last ListShards failure, for the message of records that waited for a map.
+        self._map_error: BaseException | None = None
+
+    @property
+    def shard_map(self) -> ShardMap | None:
+        """The current shard map (``None`` before the first ListShards)."""
+        return self._map
+
+    def _refresh_changed(self) -> None:
+        refresh = self._refresh
+        self._fresh = (
+            self._aggregation
+            and self._map is not None
+            and not refresh.wanted
+            and not refresh.outstanding
+        )
+
+    def _invalidate_map(self) -> None:
+        """The map is wrong somewhere: ask for a new one (at most once per interval)."""
+        self._refresh.invalidate()
+        self._refresh_changed()
+
+    def _all_shards(self) -> list[Shard]:
+        return [*self._shards, self._unrouted]
+
+    def _route(self, record: UserRecord, now: float) -> None:
+        """Add ``record`` to its shard's open aggregate, or queue it plain."""
+        shard_map = self._map
+        if shard_map is None:
+            shard = self._unrouted
+        else:
+            i = shard_map.lookup(record[HASH])
+            shard = self._shards[i] if i >= 0 else self._unrouted
+        queues = self._queues
+        if self._fresh and shard.limiter is not None:
+            agg = shard.agg
+            if agg is None:
+                agg = shard.agg = OpenAggregate(self._agg_max_size, self._agg_max_count, record)
+                deadline = record[ARRIVAL] + self._mbt
+                shard.agg_deadline = deadline
+                queues.wake(deadline)
+            if agg.add_record(record):
+                if record[ARRIVAL] + self._mbt < shard.agg_deadline:
+                    # A re-routed older record: the aggregate is due sooner.
+                    shard.agg_deadline = record[ARRIVAL] + self._mbt
+                    queues.wake(shard.agg_deadline)
+                return
+            if agg.count:
+                queues.seal(shard)
+                agg = shard.agg = OpenAggregate(self._agg_max_size, self._agg_max_count, record)
+                deadline = record[ARRIVAL] + self._mbt
+                shard.agg_deadline = deadline
+                if agg.add_record(record):
+                    return
+            # Too large to aggregate even alone: it goes plain.
+            shard.agg = None
+            shard.agg_deadline = _INF
+        queues.enqueue(self._plain(record, shard))
+
+    def _route_again(self, records: list[UserRecord], now: float) -> None:
+        """Route ``records`` again, in put() order, and collect at once."""
+        records.sort(key=lambda r: r[SEQ])
+        for record in records:
+            self._route(record, now)
+        if records or self._queues.queued_count:
+            self._queues.wake(now)
+
+    def _plain(self, record: UserRecord, shard: Shard) -> KRecord:
+        return plain_krecord(record, shard, record[ARRIVAL] + self._mbt)
+
+    def _rebuild(self, items: list[UserRecord], shard: Shard) -> KRecord:
+        """A Kinesis record of ``items`` (a subset of one that fitted) for ``shard``."""
+        return aggregated_krecord(items, shard, self._agg_max_size, self._agg_max_count, self._mbt)
+
+    def _requeue_front(self, records: list[UserRecord], not_before: float, attempts: int) -> None:
+        """Re-route ``records`` by the current map as plain retries due at ``not_before``,
+        ahead of their shards' newer records (what preserve_order needs)."""
+        by_shard: dict[int, list[UserRecord]] = {}
+        for record in sorted(records, key=lambda r: r[SEQ]):
+            i = self._map.lookup(record[HASH]) if self._map is not None else -1
+            by_shard.setdefault(i, []).append(record)
+        for i, group in by_shard.items():
+            shard = self._shards[i] if i >= 0 else self._unrouted
+            self._queues.retry_first(
+                [self._plain(record, shard) for record in group], not_before, attempts
+            )
+
+    def _install(
+        self, shards: Sequence[tuple[str, int, int]], now: float, drain_all: bool
+    ) -> list[UserRecord]:
+        """Make ``shards`` the map; return the records to route again: those of the
+        shards that changed and of the unrouted one (of every shard when ``drain_all``)."""
+        new_map = ShardMap(shards)
+        old = {s.shard_id: s for s in self._shards}
+        new_shards: list[Shard] = []
+        for i, shard_id in enumerate(new_map.ids):
+            hash_range = new_map.range_of(i)
+            kept = old.pop(shard_id, None)
+            if kept is not None and kept.hash_range == hash_range:
+                new_shards.append(kept)
+            else:
+                limiter = kept.limiter if kept is not None else None
+                new_shards.append(
+                    Shard(shard_id, hash_range, limiter or ShardLimiter(self._rate_limit, now))
+                )
+                if kept is not None:
+                    old[shard_id] = kept  # its contents must move
+        moving: list[UserRecord] = []
+        for shard in [*old.values(), self._unrouted]:
+            shard.stale = shard.shard_id is not None
+            moving.extend(self._queues.drain(shard))
+        if drain_all:
+            for shard in new_shards:
+                moving.extend(self._queues.drain(shard))
+        self._map = new_map
+        self._shards = new_shards
+        self._starts = [new_map.range_of(i)[0] for i in range(len(new_map))]
+        self._ends = [new_map.range_of(i)[1] for i in range(len(new_map))]
+        self._map_error = None
+        self._refresh.installed(now)
+        self._refresh_changed()
+        return moving
