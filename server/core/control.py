@@ -147,6 +147,11 @@ class ControlPlane:
         meta = stream.meta
         if meta.status == "DELETING":
             raise self.table.not_found(meta.name)
+        if meta.consumers and not request.get("EnforceConsumerDeletion"):
+            raise ResourceInUseException(
+                f"Stream {meta.name} under account {self._account} has registered consumers; "
+                "deregister them or set EnforceConsumerDeletion."
+            )
         meta.status = "DELETING"
         meta.status_since = now
         self.storage.save_stream(meta)
@@ -173,7 +178,7 @@ class ControlPlane:
         summary = summary_fields(meta)
         summary["StreamId"] = meta.stream_id
         summary["OpenShardCount"] = len(stream.route_shards)
-        summary["ConsumerCount"] = 0
+        summary["ConsumerCount"] = len(meta.consumers)
         summary["MaxRecordSizeInKiB"] = meta.max_record_size_kib
         return {"StreamDescriptionSummary": summary}
 

@@ -22,6 +22,7 @@ The table saves metadata to storage after every change it makes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,16 @@ class StreamTable:
         self.throughput = throughput
         self.account = config.account_id
         self.by_name: dict[str, Stream] = {}
+        #: Called with ``(stream name, shard id)`` when a shard's readers should look again
+        #: (records appended, the shard closed, a subscription taken over); the shell
+        #: wakes the shard's SubscribeToShard streams. ``None``: nobody listens.
+        self.on_shard_change: Callable[[str, str], None] | None = None
+
+    def shard_changed(self, stream_name: str, shard_id: str) -> None:
+        """Tell the listener (if any) that a shard has something new for its readers."""
+        listener = self.on_shard_change
+        if listener is not None:
+            listener(stream_name, shard_id)
 
     def adopt(self, meta: StreamMeta) -> Stream:
         """Add a stream (new or loaded from storage), numbering on from its stored records."""
