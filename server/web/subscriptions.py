@@ -73,11 +73,19 @@ class ShardSignals:
         return event
 
     def stop(self) -> None:
-        """The server is stopping: wake everyone; every stream ends at its next turn."""
+        """The server is stopping: wake everyone; every stream ends at its next turn.
+
+        A stream blocked writing to a client that stopped reading would hold the
+        shutdown until its expiry: its connection is aborted instead.
+        """
         self.stopped = True
         for event in self._events.values():
             event.set()
         self._events.clear()
+        for live in self.live:
+            transport = live.request.transport
+            if transport is not None and transport.get_write_buffer_size() > 0:
+                transport.abort()
 
 
 class LiveStream:
