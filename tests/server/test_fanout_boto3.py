@@ -293,3 +293,28 @@ def test_a_cbor_client_gets_cbor_payloads(server_url: str) -> None:
     (record,) = payload["Records"]
     assert record["Data"] == b"\x00\xffbin"  # a byte string, not base64
     assert record["ApproximateArrivalTimestamp"] > 1_700_000_000_000  # tag 1, milliseconds
+
+
+def test_durable_server_serves_subscriptions_and_keeps_consumers(tmp_path: Any) -> None:
+    with ServerThread(state_delay_seconds=0.0, limits="off", data_dir=str(tmp_path)) as thread:
+        kinesis = make_client(thread.url)
+        name, stream_arn = create(kinesis, 1)
+        arn = register(kinesis, stream_arn, "kept")
+        response = kinesis.subscribe_to_shard(
+            ConsumerARN=arn, ShardId=SHARD0, StartingPosition={"Type": "LATEST"}
+        )
+        events = response["EventStream"]
+        kinesis.put_record(StreamName=name, Data=b"durable", PartitionKey="p")
+        got: list[bytes] = []
+        for event in events:
+            got += [r["Data"] for r in event["SubscribeToShardEvent"]["Records"]]
+            if got:
+                break
+        events.close()
+        assert got == [b"durable"]
+        kinesis.close()
+    with ServerThread(state_delay_seconds=0.0, limits="off", data_dir=str(tmp_path)) as thread:
+        kinesis = make_client(thread.url)
+        described = kinesis.describe_stream_consumer(ConsumerARN=arn)["ConsumerDescription"]
+        assert (described["ConsumerName"], described["ConsumerStatus"]) == ("kept", "ACTIVE")
+        kinesis.close()
