@@ -55,8 +55,10 @@ SubscribeToShard       1         consumer,  "one call to SubscribeToShard per se
                                  shard      registered consumer per shard"
 =====================  ========  =========  ==============================================
 
-Retention and max-record-size updates document no call rate and are not limited; nor are
-the actions this server does not answer.
+Retention and max-record-size updates, encryption, stream mode, enhanced monitoring and
+resource policies document no call rate (encryption documents 25 changes per rolling
+24 hours, which this server does not count) and are not limited; nor are the actions
+this server does not answer.
 """
 
 from __future__ import annotations
@@ -79,8 +81,10 @@ from server.core.shapes import (
     MAX_RECORD_SIZE_KIB,
     NEXT_TOKEN,
     PARTITION_KEY,
+    RESOURCE_ARN,
     SEQUENCE_NUMBER,
     SHARD_ID,
+    SHARD_LEVEL_METRICS,
     STREAM_ARN,
     STREAM_ID,
     STREAM_MEMBERS,
@@ -118,6 +122,18 @@ STREAM: Final = "stream"
 CONSUMER_REF = structure(
     ("StreamARN", STREAM_ARN), ("ConsumerName", CONSUMER_NAME), ("ConsumerARN", CONSUMER_ARN),
     ("StreamId", STREAM_ID),
+)
+
+#: Start/StopStreamEncryption's input.
+ENCRYPTION = structure(
+    *STREAM_MEMBERS,
+    ("EncryptionType", Shape("string", required=True, enum=("NONE", "KMS"))),
+    ("KeyId", text(1, 2048).req()),
+    *ARN_ID_MEMBERS,
+)
+#: Enable/DisableEnhancedMonitoring's input.
+MONITORING = structure(
+    *STREAM_MEMBERS, ("ShardLevelMetrics", SHARD_LEVEL_METRICS), *ARN_ID_MEMBERS
 )
 
 
@@ -413,25 +429,55 @@ _TABLE: tuple[Action, ...] = (
             *DRY_RUN_MEMBERS,
         ),
     ),
+    # -- answered: stream settings (server.core.settings) --------------------------------
+    _write(
+        "StartStreamEncryption", "settings.start_stream_encryption", input=ENCRYPTION,
+    ),
+    _write(
+        "StopStreamEncryption", "settings.stop_stream_encryption", input=ENCRYPTION,
+    ),
+    _write(
+        "UpdateStreamMode", "settings.update_stream_mode",
+        input=structure(
+            ("StreamARN", STREAM_ARN.req()), ("StreamId", STREAM_ID),
+            ("StreamModeDetails", structure(
+                ("StreamMode", Shape("string", required=True, enum=("PROVISIONED", "ON_DEMAND"))),
+            ).req()),
+            ("WarmThroughputMiBps", integer(0)),
+        ),
+    ),
+    _write(
+        "EnableEnhancedMonitoring", "settings.enable_enhanced_monitoring", input=MONITORING,
+    ),
+    _write(
+        "DisableEnhancedMonitoring", "settings.disable_enhanced_monitoring", input=MONITORING,
+    ),
+    _write(
+        "PutResourcePolicy", "settings.put_resource_policy",
+        input=structure(
+            ("ResourceARN", RESOURCE_ARN.req()), ("StreamId", STREAM_ID),
+            ("Policy", Shape("string", required=True)),
+        ),
+    ),
+    _read(
+        "GetResourcePolicy", "settings.get_resource_policy",
+        input=structure(("ResourceARN", RESOURCE_ARN.req()), ("StreamId", STREAM_ID)),
+    ),
+    _write(
+        "DeleteResourcePolicy", "settings.delete_resource_policy",
+        input=structure(("ResourceARN", RESOURCE_ARN.req()), ("StreamId", STREAM_ID)),
+    ),
     # -- modelled by the service, not answered by this server -------------------------
     _write("CreateChannel"),
     _write("DeleteChannel"),
-    _write("DeleteResourcePolicy"),
     _read("DescribeAccountSettings"),
     _read("DescribeChannel"),
-    _write("DisableEnhancedMonitoring"),
-    _write("EnableEnhancedMonitoring"),
-    _read("GetResourcePolicy"),
     _read("ListChannels"),
     _read("ListTagsForResource"),
-    _write("PutResourcePolicy"),
-    _write("StartStreamEncryption"),
-    _write("StopStreamEncryption"),
     _write("TagResource"),
     _write("UntagResource"),
     _write("UpdateAccountSettings"),
     _write("UpdateChannel"),
-    _write("UpdateStreamMode"),
     _write("UpdateStreamRecordDistributionStrategy"),
     _write("UpdateStreamWarmThroughput"),
 )

@@ -233,6 +233,7 @@ class Consumers:
             raise self._not_found(consumer["arn"])
         consumer["status"] = "DELETING"
         consumer["status_since"] = now
+        stream.meta.policies.pop(consumer["arn"], None)
         self.table.storage.save_stream(stream.meta)
         # Its subscriptions end at once rather than at their next heartbeat.
         for (arn, shard_id), sub in list(self.subscriptions.items()):

@@ -20,6 +20,8 @@ state they change:
 * ``records`` (``server.core.records``): record writes and reads, sequence numbers,
   shard iterators;
 * ``resharding`` (``server.core.resharder``): splits, merges and shard-count updates;
+* ``settings`` (``server.core.settings``): encryption, capacity mode, enhanced
+  monitoring and resource policies;
 * ``consumers`` (``server.core.consumers``): registered stream consumers and their
   SubscribeToShard subscriptions (answered with an
   :class:`~server.core.calls.EventStream`, see ``server.core.subscription``).
@@ -48,6 +50,7 @@ from server.core.hooks import FaultInjector, ThroughputGate
 from server.core.iterators import IteratorCodec
 from server.core.records import Records
 from server.core.resharder import Resharder
+from server.core.settings import StreamSettings
 from server.core.shapes import Shape
 from server.core.streams import EngineConfig, StreamTable
 from server.core.validation import validate_shape
@@ -96,6 +99,7 @@ class Engine:
             self.streams, rng, self.iterators, throughput=throughput, faults=faults
         )
         self.resharding = Resharder(self.streams, throughput)
+        self.settings = StreamSettings(self.streams)
         self.consumers = Consumers(self.streams, self.records, rng, throughput=throughput)
         self._routes: dict[str, tuple[Action, _Handler, Shape]] = {}
         for action in ACTIONS.values():

@@ -173,7 +173,10 @@ class Records:
         shard.last_arrival = arrival
         self.storage.append(stream.meta.name, shard.meta.shard_id, [(seq, arrival, key, data)])
         self.table.shard_changed(stream.meta.name, shard.meta.shard_id)
-        return {"ShardId": shard.meta.shard_id, "SequenceNumber": str(seq)}
+        answer = {"ShardId": shard.meta.shard_id, "SequenceNumber": str(seq)}
+        if stream.meta.encryption_type != "NONE":
+            answer["EncryptionType"] = stream.meta.encryption_type
+        return answer
 
     def put_records(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """PutRecords from an already validated request (see :meth:`put_records_raw`)."""
@@ -300,7 +303,10 @@ class Records:
             shard.last_arrival = batch[-1][1]
             self.storage.append(name, shard.meta.shard_id, batch)
             self.table.shard_changed(name, shard.meta.shard_id)
-        return {"FailedRecordCount": failed, "Records": results}
+        answer: dict[str, Any] = {"FailedRecordCount": failed, "Records": results}
+        if meta.encryption_type != "NONE":
+            answer["EncryptionType"] = meta.encryption_type
+        return answer
 
     def _entry_fault(
         self,
