@@ -235,15 +235,14 @@ class Consumers:
         consumer["status_since"] = now
         stream.meta.policies.pop(consumer["arn"], None)
         self.table.storage.save_stream(stream.meta)
-        # Its subscriptions end at once rather than at their next heartbeat.
-        for (arn, shard_id), sub in list(self.subscriptions.items()):
+        # Its subscriptions look now (and end) rather than at their next heartbeat.
+        for arn, shard_id in list(self.subscriptions):
             if arn == consumer["arn"]:
-                sub.end()
                 self.table.shard_changed(stream.meta.name, shard_id)
 
     def consumer_active(self, stream: Stream, arn: str, now: float) -> bool:
         """Whether ``arn`` is still an ACTIVE consumer of ``stream`` (a subscription's check)."""
-        if self.table.by_name.get(stream.meta.name) is not stream:
+        if self.table.find(stream.meta.name, now) is not stream or stream.meta.status == "DELETING":
             return False
         return any(
             c["arn"] == arn and c["status"] == "ACTIVE" for c in self._advance(stream, now)

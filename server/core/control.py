@@ -155,6 +155,8 @@ class ControlPlane:
         meta.status = "DELETING"
         meta.status_since = now
         self.storage.save_stream(meta)
+        for shard_id in stream.shards:  # its subscriptions end now
+            self.table.shard_changed(meta.name, shard_id)
 
     def describe_stream(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """DescribeStream: every shard (open and closed), paged by Limit."""

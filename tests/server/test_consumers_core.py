@@ -243,7 +243,11 @@ def test_deregistering_ends_subscriptions_with_an_exception_event() -> None:
     engine, arn = stream_with_consumer()
     sub = subscribe(engine, arn, T0)
     call(engine, "DeregisterStreamConsumer", {"ConsumerARN": arn}, T0 + 1)
-    assert sub.poll(T0 + 1).wake_at is None
+    batch = sub.poll(T0 + 1)
+    assert batch.wake_at is None
+    assert [(e.event_type, e.exception) for e in batch.events] == [
+        ("ResourceNotFoundException", True)
+    ]
 
 
 def test_subscribe_refusals_and_rate() -> None:
@@ -294,3 +298,15 @@ def test_each_consumer_has_its_own_read_budget() -> None:
         # Shard reads (GetRecords) are not charged by fan-out.
     assert engine.throughput is not None
     assert engine.throughput.admit_read("s", "shardId-000000000000", T0 + 1.1)
+
+
+def test_deleting_the_stream_ends_its_subscriptions() -> None:
+    engine, arn = stream_with_consumer()
+    sub = subscribe(engine, arn, T0)
+    changed: list[tuple[str, str]] = []
+    engine.streams.on_shard_change = lambda name, shard: changed.append((name, shard))
+    call(engine, "DeleteStream", {"StreamName": "s", "EnforceConsumerDeletion": True}, T0 + 1)
+    assert changed == [("s", "shardId-000000000000")]
+    (event,) = sub.poll(T0 + 1).events
+    assert event.exception
+    assert event.event_type == "ResourceNotFoundException"

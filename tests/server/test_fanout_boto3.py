@@ -90,6 +90,7 @@ class Reader:
 
     def _read(self, shard_id: str) -> None:
         client = make_client(self.url)
+        events: Any = None
         try:
             response = client.subscribe_to_shard(
                 ConsumerARN=self.arn, ShardId=shard_id,
@@ -105,13 +106,12 @@ class Reader:
                     self.lock.notify_all()
                 for child in body.get("ChildShards", []):
                     self.start(child["ShardId"])
-                if self.done.is_set():
-                    break
-            events.close()
         except BaseException as error:  # surfaced by the test, unless ended by stop()
             if not self.done.is_set():
                 self.errors.append(error)
         finally:
+            if events is not None:
+                events.close()
             client.close()
 
     def stop(self, kinesis: Any) -> None:
@@ -189,10 +189,39 @@ def test_second_subscription_within_five_seconds_is_refused_then_takes_over(
     second = other.subscribe_to_shard(ConsumerARN=arn, ShardId=SHARD0, StartingPosition=position)
     # The old stream ends (its iteration finishes, after at most a heartbeat).
     old_events = list(first["EventStream"])
+    first["EventStream"].close()
     assert all(e["SubscribeToShardEvent"]["Records"] == [] for e in old_events)
     assert len(old_events) <= 1
     second["EventStream"].close()
     other.close()
+    kinesis.close()
+
+
+def test_a_subscription_ends_after_five_minutes(
+    clocked_server: tuple[ServerThread, FakeClock],
+) -> None:
+    thread, clock = clocked_server
+    kinesis = make_client(thread.url)
+    name, stream_arn = create(kinesis, 1)
+    arn = register(kinesis, stream_arn, "c")
+    response = kinesis.subscribe_to_shard(
+        ConsumerARN=arn, ShardId=SHARD0, StartingPosition={"Type": "LATEST"}
+    )
+    clock.now += 300
+    # The record wakes the stream, which finds itself expired: it ends without sending it.
+    kinesis.put_record(StreamName=name, Data=b"late", PartitionKey="p")
+    records = [r for e in response["EventStream"] for r in e["SubscribeToShardEvent"]["Records"]]
+    response["EventStream"].close()
+    assert records == []
+    # A new subscription (as a client renews every 5 minutes) reads on from there.
+    renewed = kinesis.subscribe_to_shard(
+        ConsumerARN=arn, ShardId=SHARD0, StartingPosition={"Type": "TRIM_HORIZON"}
+    )
+    for event in renewed["EventStream"]:
+        if event["SubscribeToShardEvent"]["Records"]:
+            assert event["SubscribeToShardEvent"]["Records"][0]["Data"] == b"late"
+            break
+    renewed["EventStream"].close()
     kinesis.close()
 
 
