@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import re
 from operator import attrgetter
+from pathlib import Path
 from typing import Any
 
 import botocore.session
@@ -191,3 +193,10 @@ async def test_app_dispatches_from_the_registry_and_passes_the_context() -> None
     assert context.principal is None
     assert seen[1][1].request_id not in ("", request_id)
 
+
+
+def test_the_readme_lists_exactly_the_targets_not_answered() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    paragraph = readme.split("**Not answered**", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"\b[A-Z][A-Za-z]+[a-z]\b", paragraph)) - {"UnknownOperationException"}
+    assert listed == {name for name, action in ACTIONS.items() if not action.implemented}
