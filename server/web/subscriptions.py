@@ -156,6 +156,10 @@ async def write_event_stream(
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await wake.wait()
+            else:
+                # Catching up: let other requests run between events even when the
+                # transport takes every write without pausing.
+                await asyncio.sleep(0)
         await response.write_eof()
     except (ConnectionError, TimeoutError):
         pass  # the client left or stopped reading until the stream's end
