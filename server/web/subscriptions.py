@@ -10,7 +10,8 @@
   signal or for the deadline its last poll named (the heartbeat, the budget, the expiry).
 * :func:`write_event_stream` writes an :class:`~server.core.calls.EventStream`: the
   ``initial-response`` event, then each poll's events, until the stream ends, the client
-  leaves or the server stops. Each write waits for the transport to drain, so a reader
+  leaves or the server stops; an error raised by a poll becomes an exception message
+  (``:exception-type`` and ``{"message"}``) that ends the stream. Each write waits for the transport to drain, so a reader
   that stops reading holds at most one event plus the transport's buffer in memory; its
   subscription keeps only a position and catches up from storage when it reads again.
 """
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from server.core.calls import EventStream
+from server.core.calls import Event, EventBatch, EventStream
+from server.core.errors import InternalFailure, KinesisError
 from server.web.codec import (
     CBOR_CONTENT_TYPE,
     encode_cbor_response,
@@ -33,6 +36,8 @@ from server.web.codec import (
 from server.web.eventstream import CONTENT_TYPE, encode_event, encode_exception
 
 __all__ = ["LiveStream", "ShardSignals", "write_event_stream"]
+
+log = logging.getLogger("server.web")
 
 _Key = tuple[str, str]
 _NO_SHARD: _Key = ("", "")
@@ -103,6 +108,11 @@ class LiveStream:
         return 0 if transport is None else transport.get_write_buffer_size()
 
 
+def _exception(error: KinesisError) -> Event:
+    # Once the 200 and its first events are out, an error can only be a message.
+    return Event(error.code, {"message": error.message}, exception=True)
+
+
 async def _write(response: web.StreamResponse, data: bytes, limit: float) -> None:
     # A reader that stops reading blocks the write; it gives up at the stream's expiry.
     async with asyncio.timeout(max(limit, 0.0)):
@@ -140,7 +150,13 @@ async def write_event_stream(
         )
         while not signals.stopped:
             wake = signals.current(key)
-            batch = stream.poll(clock())
+            try:
+                batch = stream.poll(clock())
+            except KinesisError as error:
+                batch = EventBatch([_exception(error)], None)
+            except Exception:
+                log.exception("event stream failed")
+                batch = EventBatch([_exception(InternalFailure())], None)
             for event in batch.events:
                 body = encode(event.payload)
                 frame = (
