@@ -11,9 +11,10 @@
 * :func:`write_event_stream` writes an :class:`~server.core.calls.EventStream`: the
   ``initial-response`` event, then each poll's events, until the stream ends, the client
   leaves or the server stops; an error raised by a poll becomes an exception message
-  (``:exception-type`` and ``{"message"}``) that ends the stream. Each write waits for the transport to drain, so a reader
-  that stops reading holds at most one event plus the transport's buffer in memory; its
-  subscription keeps only a position and catches up from storage when it reads again.
+  (``:exception-type`` and ``{"message"}``) that ends the stream. Each write waits for
+  the transport to drain, so a reader that stops reading holds at most one event plus the
+  transport's buffer in memory; its subscription keeps only a position and catches up
+  from storage when it reads again.
 """
 
 from __future__ import annotations
