@@ -180,7 +180,12 @@ class ControlPlane:
         summary = summary_fields(meta)
         summary["StreamId"] = meta.stream_id
         summary["OpenShardCount"] = len(stream.route_shards)
-        summary["ConsumerCount"] = len(meta.consumers)
+        delay = self.config.state_delay_seconds
+        summary["ConsumerCount"] = sum(
+            1
+            for c in meta.consumers
+            if c["status"] != "DELETING" or now < c["status_since"] + delay
+        )
         summary["MaxRecordSizeInKiB"] = meta.max_record_size_kib
         return {"StreamDescriptionSummary": summary}
 

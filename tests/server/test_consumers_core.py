@@ -91,6 +91,8 @@ def test_register_describe_list_deregister_through_their_states() -> None:
     call(engine, "DeregisterStreamConsumer", {"ConsumerARN": consumer["ConsumerARN"]}, T0 + 5)
     listed = call(engine, "ListStreamConsumers", {"StreamARN": ARN}, T0 + 5.5)
     assert [c["ConsumerStatus"] for c in listed["Consumers"]] == ["DELETING"]
+    summary = call(engine, "DescribeStreamSummary", {"StreamName": "s"}, T0 + 7)
+    assert summary["StreamDescriptionSummary"]["ConsumerCount"] == 0
     assert call(engine, "ListStreamConsumers", {"StreamARN": ARN}, T0 + 7) == {"Consumers": []}
     with pytest.raises(ResourceNotFoundException):
         call(engine, "DescribeStreamConsumer", {"ConsumerARN": consumer["ConsumerARN"]}, T0 + 7)
@@ -164,6 +166,9 @@ def test_subscription_sends_records_then_heartbeats_with_a_continuation() -> Non
     assert beat.payload == {
         "Records": [], "ContinuationSequenceNumber": second, "MillisBehindLatest": 0
     }
+    at = subscribe(engine, arn, T0 + 10, "AT_SEQUENCE_NUMBER", SequenceNumber=second)
+    (again,) = at.poll(T0 + 10).events
+    assert [r["Data"] for r in again.payload["Records"]] == [b"b"]
     # AFTER_SEQUENCE_NUMBER of a continuation resumes right after it.
     later = subscribe(engine, arn, T0 + 20, "AFTER_SEQUENCE_NUMBER", SequenceNumber=first)
     (resumed,) = later.poll(T0 + 20).events
