@@ -96,7 +96,7 @@ class Resharder:
             adjacent_parent_shard_id=adjacent,
         )
         meta.shards.append(shard_meta)
-        shard = stream.shards[shard_meta.shard_id] = Shard(shard_meta, base, base)
+        shard = stream.shards[shard_meta.shard_id] = Shard(shard_meta, base, base + 1)
         return shard
 
     def _close_shard(self, stream: Stream, shard: Shard, now: float) -> None:

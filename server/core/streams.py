@@ -123,7 +123,10 @@ class StreamTable:
         for shard_meta in meta.shards:
             base = shard_base(shard_meta.index, stream.epoch)
             last = self.storage.last_sequence_number(meta.name, shard_meta.shard_id)
-            next_seq = max(base, shard_meta.starting_sequence_number, (last or 0) + 1)
+            # A shard's first record takes the number after its StartingSequenceNumber
+            # (as on the service), so AFTER_SEQUENCE_NUMBER of the starting number reads
+            # the whole shard: an idle subscription's continuation can name it.
+            next_seq = max(base + 1, shard_meta.starting_sequence_number + 1, (last or 0) + 1)
             stream.shards[shard_meta.shard_id] = Shard(shard_meta, base, next_seq)
         stream.rebuild_routes()
         self.by_name[meta.name] = stream

@@ -29,9 +29,9 @@ otherwise                                      nothing; poll again at the heartb
 
 ``ContinuationSequenceNumber`` is the last record sent, so resubscribing with
 AFTER_SEQUENCE_NUMBER continues exactly; before any record was sent it is the number
-just before the position (the shard's starting number when the position is the shard's
-very first one). ``MillisBehindLatest`` is how far the last record sent is behind now,
-0 once caught up.
+just before the position, at the least the shard's starting number (which no record
+takes, so "after" it is the whole shard). ``MillisBehindLatest`` is how far the last
+record sent is behind now, 0 once caught up.
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ class Subscription(EventStream):
     def _continuation(self) -> str:
         if self.last_sent is not None:
             return str(self.last_sent)
-        before = self.position - 1
-        return str(before if before >= self.shard.base else self.shard.base)
+        # No record is numbered the shard's starting number, so "after it" is the start.
+        return str(max(self.position - 1, self.shard.base))
 
     def _finish(self, events: list[Event]) -> EventBatch:
         self.ended = True

@@ -315,3 +315,20 @@ def test_deleting_the_stream_ends_its_subscriptions() -> None:
     (event,) = sub.poll(T0 + 1).events
     assert event.exception
     assert event.event_type == "ResourceNotFoundException"
+
+
+def test_an_idle_continuation_on_an_empty_shard_loses_no_later_record() -> None:
+    engine, arn = stream_with_consumer()
+    sub = subscribe(engine, arn, T0)
+    (beat,) = sub.poll(T0 + HEARTBEAT_SECONDS).events
+    continuation = beat.payload["ContinuationSequenceNumber"]
+    shards = call(engine, "ListShards", {"StreamName": "s"})["Shards"]
+    assert continuation == shards[0]["SequenceNumberRange"]["StartingSequenceNumber"]
+    sub.close()
+    first = put(engine, b"first", T0 + 5)
+    assert int(first) > int(continuation)
+    resumed = subscribe(
+        engine, arn, T0 + 10, "AFTER_SEQUENCE_NUMBER", SequenceNumber=continuation
+    )
+    (event,) = resumed.poll(T0 + 10).events
+    assert [r["Data"] for r in event.payload["Records"]] == [b"first"]
