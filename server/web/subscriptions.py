@@ -42,6 +42,9 @@ log = logging.getLogger("server.web")
 
 _Key = tuple[str, str]
 _NO_SHARD: _Key = ("", "")
+#: How long the end of a stream (its last event, the final chunk) may wait for a client
+#: that does not read before the connection is dropped.
+_END_GRACE_SECONDS = 5.0
 #: Payload content type of each message, by the client's wire format.
 _JSON_PAYLOAD = "application/json"
 
@@ -116,7 +119,7 @@ def _exception(error: KinesisError) -> Event:
 
 async def _write(response: web.StreamResponse, data: bytes, limit: float) -> None:
     # A reader that stops reading blocks the write; it gives up at the stream's expiry.
-    async with asyncio.timeout(max(limit, 0.0)):
+    async with asyncio.timeout(max(limit, _END_GRACE_SECONDS)):
         await response.write(data)
 
 
@@ -177,9 +180,16 @@ async def write_event_stream(
                 # Catching up: let other requests run between events even when the
                 # transport takes every write without pausing.
                 await asyncio.sleep(0)
-        await response.write_eof()
-    except (ConnectionError, TimeoutError):
-        pass  # the client left or stopped reading until the stream's end
+        async with asyncio.timeout(_END_GRACE_SECONDS):
+            await response.write_eof()
+    except ConnectionError:
+        pass  # the client left
+    except TimeoutError:
+        # The client stopped reading until the stream's end: drop the connection, or
+        # aiohttp's own end of the response would wait on it again.
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
     finally:
         signals.live.discard(live)
         stream.close()

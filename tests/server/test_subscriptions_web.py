@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from botocore.eventstream import EventStreamBuffer
 
 from server.core.calls import Event, EventBatch, EventStream
 from server.core.errors import ResourceNotFoundException
+from server.web import subscriptions
 from server.web.subscriptions import ShardSignals, write_event_stream
 
 T0 = 1_800_000_000.0
@@ -92,3 +95,52 @@ async def test_an_unexpected_error_is_an_internal_failure_message() -> None:
     messages = await _messages(stream)
     assert messages[-1].headers[":exception-type"] == "InternalFailure"
     assert stream.closed
+
+
+class Flood(EventStream):
+    """1 MiB events forever, already past its expiry (so writes get only the grace)."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    @property
+    def initial(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def expires_at(self) -> float:
+        return T0
+
+    def poll(self, now: float) -> EventBatch:
+        return EventBatch([Event("E", {"blob": "x" * (1 << 20)})], now)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+async def test_a_client_that_stops_reading_is_dropped_after_the_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(subscriptions, "_END_GRACE_SECONDS", 0.2)
+    stream = Flood()
+    signals = ShardSignals()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await write_event_stream(
+            request, stream, signals, lambda: T0, request_id="r-2", cbor=False
+        )
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        async with client.post("/", data=b"{}") as response:
+            assert response.status == 200
+            # Never read: the writer blocks, gives up after the grace and drops us.
+            await asyncio.wait_for(stream.closed.wait(), 20)
+            assert not signals.live
+            with pytest.raises(aiohttp.ClientError):  # cut, not a complete response
+                await asyncio.wait_for(response.read(), 20)
+    finally:
+        await client.close()
