@@ -132,7 +132,15 @@ class Engine:
             raise UnknownOperationException()
         entry, handler, shape = route
         if entry.validates_itself:
-            return Reply(handler(body, now))  # type: ignore[arg-type]
+            result = handler(body, now)
+        else:
+            result = handler(self._admit(action, entry, shape, body, now), now)
+        if isinstance(result, EventStream):
+            return result
+        return Reply(result)
+
+    def _admit(self, action: str, entry: Action, shape: Shape, body: Any, now: float) -> Any:
+        """The validated request, once a control-plane call is within its rate."""
         request = validate_shape(shape, body)
         gate = self.throughput
         if gate is not None and entry.control_plane:
@@ -149,7 +157,4 @@ class Engine:
                 raise LimitExceededException(
                     f"Rate exceeded for {where}{self.config.account_id}."
                 )
-        result = handler(request, now)
-        if isinstance(result, EventStream):
-            return result
-        return Reply(result)
+        return request
