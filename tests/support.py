@@ -39,6 +39,8 @@ class ServerThread:
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
         self.url = ""
+        #: The running server (for tests that look inside it), once started.
+        self.server: StreamServer | None = None
         self._thread = threading.Thread(target=self._run, name="stream-server", daemon=True)
 
     def _run(self) -> None:
@@ -46,6 +48,7 @@ class ServerThread:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             async with StreamServer(port=0, **self._overrides) as server:
+                self.server = server
                 self.url = server.url
                 self._ready.set()
                 await self._stop.wait()

@@ -1,4 +1,5 @@
-"""The server's sans-IO core: the action registry, streams, shards, records, validation."""
+"""The server's sans-IO core: the action registry, streams, shards, records, validation,
+stream consumers and their SubscribeToShard subscriptions, stream settings."""
 
 from __future__ import annotations
 

@@ -45,10 +45,20 @@ ListShards             1000      stream     "limit of 1000 transactions per seco
 DescribeLimits         1         account    "limit of one transaction per second per account"
 GetShardIterator       5         shard      "limit of five transactions per second per
                                             account per open shard"
+RegisterStreamConsumer 5         account    "limit of five transactions per second per
+                                            account"
+DeregisterStreamCons.  5         stream     "limit of five transactions per second per
+                                            stream"
+DescribeStreamConsumer 20        stream     "limit of 20 transactions per second per stream"
+ListStreamConsumers    5         stream     "limit of 5 transactions per second per stream"
+SubscribeToShard       1         consumer,  "one call to SubscribeToShard per second per
+                                 shard      registered consumer per shard"
 =====================  ========  =========  ==============================================
 
-Retention and max-record-size updates document no call rate and are not limited; nor are
-the actions this server does not answer.
+Retention and max-record-size updates, encryption, stream mode, enhanced monitoring and
+resource policies document no call rate (encryption documents 25 changes per rolling
+24 hours, which this server does not count) and are not limited; nor are the actions
+this server does not answer.
 """
 
 from __future__ import annotations
@@ -62,6 +72,8 @@ from typing import Final
 from server.core.shapes import (
     ARN_ID_MEMBERS,
     BOOLEAN,
+    CONSUMER_ARN,
+    CONSUMER_NAME,
     DATA,
     DRY_RUN_MEMBERS,
     HASH_KEY,
@@ -69,8 +81,12 @@ from server.core.shapes import (
     MAX_RECORD_SIZE_KIB,
     NEXT_TOKEN,
     PARTITION_KEY,
+    RESOURCE_ARN,
     SEQUENCE_NUMBER,
     SHARD_ID,
+    SHARD_LEVEL_METRICS,
+    STREAM_ARN,
+    STREAM_ID,
     STREAM_MEMBERS,
     STREAM_NAME,
     TAG_KEY,
@@ -99,6 +115,26 @@ TARGET_PREFIX: Final = "Kinesis_20131202."
 ACCOUNT: Final = "account"
 #: A control rate counted per stream (or per ``"<stream>/<shard id>"`` key).
 STREAM: Final = "stream"
+
+
+#: How the consumer actions but Register and List name a consumer: by ARN, or by stream
+#: ARN and name (the engine refuses neither).
+CONSUMER_REF = structure(
+    ("StreamARN", STREAM_ARN), ("ConsumerName", CONSUMER_NAME), ("ConsumerARN", CONSUMER_ARN),
+    ("StreamId", STREAM_ID),
+)
+
+#: Start/StopStreamEncryption's input.
+ENCRYPTION = structure(
+    *STREAM_MEMBERS,
+    ("EncryptionType", Shape("string", required=True, enum=("NONE", "KMS"))),
+    ("KeyId", text(1, 2048).req()),
+    *ARN_ID_MEMBERS,
+)
+#: Enable/DisableEnhancedMonitoring's input.
+MONITORING = structure(
+    *STREAM_MEMBERS, ("ShardLevelMetrics", SHARD_LEVEL_METRICS), *ARN_ID_MEMBERS
+)
 
 
 class EventCategory(StrEnum):
@@ -350,30 +386,98 @@ _TABLE: tuple[Action, ...] = (
             *ARN_ID_MEMBERS,
         ),
     ),
+    # -- answered: enhanced fan-out (server.core.consumers) ------------------------------
+    _write(
+        "RegisterStreamConsumer", "consumers.register_stream_consumer",
+        control_rate=ControlRate(5),
+        input=structure(
+            ("StreamARN", STREAM_ARN.req()), ("ConsumerName", CONSUMER_NAME.req()),
+            ("StreamId", STREAM_ID), ("Tags", TAG_MAP),
+        ),
+    ),
+    _write(
+        "DeregisterStreamConsumer", "consumers.deregister_stream_consumer",
+        control_rate=ControlRate(5, STREAM), input=CONSUMER_REF,
+    ),
+    _read(
+        "DescribeStreamConsumer", "consumers.describe_stream_consumer",
+        control_rate=ControlRate(20, STREAM), input=CONSUMER_REF,
+    ),
+    _read(
+        "ListStreamConsumers", "consumers.list_stream_consumers",
+        control_rate=ControlRate(5, STREAM),
+        input=structure(
+            ("StreamARN", STREAM_ARN.req()), ("NextToken", NEXT_TOKEN),
+            ("MaxResults", integer(1, 10000)), ("StreamCreationTimestamp", TIMESTAMP),
+            ("StreamId", STREAM_ID),
+        ),
+    ),
+    _read(
+        "SubscribeToShard", "consumers.subscribe_to_shard", category=EventCategory.DATA,
+        # Keyed "<stream>/<consumer ARN>/<shard id>" by the consumers part.
+        control_rate=ControlRate(1, STREAM),
+        input=structure(
+            ("ConsumerARN", CONSUMER_ARN.req()), ("StreamId", STREAM_ID),
+            ("ShardId", SHARD_ID.req()),
+            ("StartingPosition", structure(
+                ("Type", Shape("string", required=True, enum=(
+                    "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST",
+                    "AT_TIMESTAMP",
+                ))),
+                ("SequenceNumber", SEQUENCE_NUMBER), ("Timestamp", TIMESTAMP),
+            ).req()),
+            *DRY_RUN_MEMBERS,
+        ),
+    ),
+    # -- answered: stream settings (server.core.settings) --------------------------------
+    _write(
+        "StartStreamEncryption", "settings.start_stream_encryption", input=ENCRYPTION,
+    ),
+    _write(
+        "StopStreamEncryption", "settings.stop_stream_encryption", input=ENCRYPTION,
+    ),
+    _write(
+        "UpdateStreamMode", "settings.update_stream_mode",
+        input=structure(
+            ("StreamARN", STREAM_ARN.req()), ("StreamId", STREAM_ID),
+            ("StreamModeDetails", structure(
+                ("StreamMode", Shape("string", required=True, enum=("PROVISIONED", "ON_DEMAND"))),
+            ).req()),
+            ("WarmThroughputMiBps", integer(0)),
+        ),
+    ),
+    _write(
+        "EnableEnhancedMonitoring", "settings.enable_enhanced_monitoring", input=MONITORING,
+    ),
+    _write(
+        "DisableEnhancedMonitoring", "settings.disable_enhanced_monitoring", input=MONITORING,
+    ),
+    _write(
+        "PutResourcePolicy", "settings.put_resource_policy",
+        input=structure(
+            ("ResourceARN", RESOURCE_ARN.req()), ("StreamId", STREAM_ID),
+            ("Policy", Shape("string", required=True)),
+        ),
+    ),
+    _read(
+        "GetResourcePolicy", "settings.get_resource_policy",
+        input=structure(("ResourceARN", RESOURCE_ARN.req()), ("StreamId", STREAM_ID)),
+    ),
+    _write(
+        "DeleteResourcePolicy", "settings.delete_resource_policy",
+        input=structure(("ResourceARN", RESOURCE_ARN.req()), ("StreamId", STREAM_ID)),
+    ),
     # -- modelled by the service, not answered by this server -------------------------
     _write("CreateChannel"),
     _write("DeleteChannel"),
-    _write("DeleteResourcePolicy"),
-    _write("DeregisterStreamConsumer"),
     _read("DescribeAccountSettings"),
     _read("DescribeChannel"),
-    _read("DescribeStreamConsumer"),
-    _write("DisableEnhancedMonitoring"),
-    _write("EnableEnhancedMonitoring"),
-    _read("GetResourcePolicy"),
     _read("ListChannels"),
-    _read("ListStreamConsumers"),
     _read("ListTagsForResource"),
-    _write("PutResourcePolicy"),
-    _write("RegisterStreamConsumer"),
-    _write("StartStreamEncryption"),
-    _write("StopStreamEncryption"),
-    _read("SubscribeToShard", category=EventCategory.DATA),
     _write("TagResource"),
     _write("UntagResource"),
     _write("UpdateAccountSettings"),
     _write("UpdateChannel"),
-    _write("UpdateStreamMode"),
     _write("UpdateStreamRecordDistributionStrategy"),
     _write("UpdateStreamWarmThroughput"),
 )

@@ -14,7 +14,9 @@ The answer is a :data:`Result`, one of two kinds:
 * :class:`EventStream`: a response that is a sequence of events over time
   (SubscribeToShard). It stays sans-IO: the shell writes :attr:`EventStream.initial`
   first, then calls :meth:`EventStream.poll` with ``now``, writes the events it returns
-  and sleeps until the deadline it names, until a poll says the stream has ended.
+  and sleeps until the deadline it names (or until its :attr:`~EventStream.wake_key`
+  shard changes), until a poll says the stream has ended; then it calls
+  :meth:`EventStream.close`.
 """
 
 from __future__ import annotations
@@ -61,10 +63,15 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event of a stream: its ``:event-type`` and its payload."""
+    """One message of a stream: an event (its ``:event-type``) or an exception.
+
+    An exception message (``exception=True``) names the error code in ``event_type``
+    (written as ``:exception-type``) and carries ``{"message": ...}``; it ends the stream.
+    """
 
     event_type: str
     payload: dict[str, Any] = field(default_factory=dict)
+    exception: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,20 @@ class EventStream(ABC):
     @abstractmethod
     def poll(self, now: float) -> EventBatch:
         """The events due at ``now`` and when to ask again."""
+
+    @property
+    def wake_key(self) -> tuple[str, str] | None:
+        """``(stream name, shard id)`` whose changes make a poll worth doing before the
+        deadline (``StreamTable.on_shard_change``), or ``None``: only the deadline."""
+        return None
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the stream ends at the latest (epoch seconds), or ``None``."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """The shell has stopped writing (the stream ended, the client left, shutdown)."""
 
 
 #: What ``Engine.handle`` returns.

@@ -147,9 +147,16 @@ class ControlPlane:
         meta = stream.meta
         if meta.status == "DELETING":
             raise self.table.not_found(meta.name)
+        if meta.consumers and not request.get("EnforceConsumerDeletion"):
+            raise ResourceInUseException(
+                f"Stream {meta.name} under account {self._account} has registered consumers; "
+                "deregister them or set EnforceConsumerDeletion."
+            )
         meta.status = "DELETING"
         meta.status_since = now
         self.storage.save_stream(meta)
+        for shard_id in stream.shards:  # its subscriptions end now
+            self.table.shard_changed(meta.name, shard_id)
 
     def describe_stream(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """DescribeStream: every shard (open and closed), paged by Limit."""
@@ -173,7 +180,12 @@ class ControlPlane:
         summary = summary_fields(meta)
         summary["StreamId"] = meta.stream_id
         summary["OpenShardCount"] = len(stream.route_shards)
-        summary["ConsumerCount"] = 0
+        delay = self.config.state_delay_seconds
+        summary["ConsumerCount"] = sum(
+            1
+            for c in meta.consumers
+            if c["status"] != "DELETING" or now < c["status_since"] + delay
+        )
         summary["MaxRecordSizeInKiB"] = meta.max_record_size_kib
         return {"StreamDescriptionSummary": summary}
 

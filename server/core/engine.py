@@ -19,7 +19,12 @@ state they change:
   list, tags, retention, limits;
 * ``records`` (``server.core.records``): record writes and reads, sequence numbers,
   shard iterators;
-* ``resharding`` (``server.core.resharder``): splits, merges and shard-count updates.
+* ``resharding`` (``server.core.resharder``): splits, merges and shard-count updates;
+* ``settings`` (``server.core.settings``): encryption, capacity mode, enhanced
+  monitoring and resource policies;
+* ``consumers`` (``server.core.consumers``): registered stream consumers and their
+  SubscribeToShard subscriptions (answered with an
+  :class:`~server.core.calls.EventStream`, see ``server.core.subscription``).
 
 Dispatch is read from the action registry (``server.core.actions``): each answered
 action names its part and method. A request is validated against the action's input
@@ -37,13 +42,15 @@ from operator import attrgetter
 from typing import Any
 
 from server.core.actions import ACTIONS, Action
-from server.core.calls import NO_CONTEXT, Reply, RequestContext, Result
+from server.core.calls import NO_CONTEXT, EventStream, Reply, RequestContext, Result
+from server.core.consumers import Consumers
 from server.core.control import ControlPlane
 from server.core.errors import LimitExceededException, UnknownOperationException
 from server.core.hooks import FaultInjector, ThroughputGate
 from server.core.iterators import IteratorCodec
 from server.core.records import Records
 from server.core.resharder import Resharder
+from server.core.settings import StreamSettings
 from server.core.shapes import Shape
 from server.core.streams import EngineConfig, StreamTable
 from server.core.validation import validate_shape
@@ -51,7 +58,7 @@ from server.storage.base import Storage
 
 __all__ = ["Engine", "EngineConfig"]
 
-_Handler = Callable[[Any, float], dict[str, Any] | None]
+_Handler = Callable[[Any, float], dict[str, Any] | EventStream | None]
 
 
 class Engine:
@@ -92,6 +99,8 @@ class Engine:
             self.streams, rng, self.iterators, throughput=throughput, faults=faults
         )
         self.resharding = Resharder(self.streams, throughput)
+        self.settings = StreamSettings(self.streams)
+        self.consumers = Consumers(self.streams, self.records, rng, throughput=throughput)
         self._routes: dict[str, tuple[Action, _Handler, Shape]] = {}
         for action in ACTIONS.values():
             if action.handler is not None:
@@ -123,12 +132,22 @@ class Engine:
             raise UnknownOperationException()
         entry, handler, shape = route
         if entry.validates_itself:
-            return Reply(handler(body, now))
+            result = handler(body, now)
+        else:
+            result = handler(self._admit(action, entry, shape, body, now), now)
+        if isinstance(result, EventStream):
+            return result
+        return Reply(result)
+
+    def _admit(self, action: str, entry: Action, shape: Shape, body: Any, now: float) -> Any:
+        """The validated request, once a control-plane call is within its rate."""
         request = validate_shape(shape, body)
         gate = self.throughput
         if gate is not None and entry.control_plane:
             name: str | None = request.get("StreamName")
             arn: str | None = request.get("StreamARN")
+            if arn is None and "ConsumerARN" in request:
+                arn = request["ConsumerARN"].partition("/consumer/")[0]
             if name is None and arn is not None:
                 name = arn.rpartition("/")[2]
             if not gate.admit_control(action, name, now):
@@ -138,4 +157,4 @@ class Engine:
                 raise LimitExceededException(
                     f"Rate exceeded for {where}{self.config.account_id}."
                 )
-        return Reply(handler(request, now))
+        return request

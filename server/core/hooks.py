@@ -19,6 +19,8 @@ Where the engine consults them:
   as management events (``False`` is ``LimitExceededException``);
   ``Records.get_shard_iterator`` does the same per shard (``False`` is
   ``ProvisionedThroughputExceededException``).
+* ``Subscription.poll`` (``server/core/subscription.py``): ``throughput.fanout_wait(...)``
+  before reading for a SubscribeToShard event, ``throughput.record_fanout(...)`` after.
 * The web layer (``server/web/app.py``, ``dispatch``) asks ``faults.request_fault``
   before running an action, for whole-request errors and added latency.
 """
@@ -55,6 +57,14 @@ class ThroughputGate(Protocol):
         ``stream_name`` keys stream-scoped rates; GetShardIterator passes
         ``"<stream>/<shard id>"`` so its rate is per shard (``forget_stream`` drops those too).
         """
+        ...
+
+    def fanout_wait(self, consumer_arn: str, shard_id: str, now: float) -> float:
+        """Seconds until a registered consumer may be sent more of a shard (0.0: now)."""
+        ...
+
+    def record_fanout(self, consumer_arn: str, shard_id: str, size: int, now: float) -> None:
+        """Charge the bytes a SubscribeToShard event carried to the consumer's own budget."""
         ...
 
     def forget_stream(self, stream_name: str) -> None:

@@ -172,7 +172,11 @@ class Records:
             arrival = shard.last_arrival
         shard.last_arrival = arrival
         self.storage.append(stream.meta.name, shard.meta.shard_id, [(seq, arrival, key, data)])
-        return {"ShardId": shard.meta.shard_id, "SequenceNumber": str(seq)}
+        self.table.shard_changed(stream.meta.name, shard.meta.shard_id)
+        answer = {"ShardId": shard.meta.shard_id, "SequenceNumber": str(seq)}
+        if stream.meta.encryption_type != "NONE":
+            answer["EncryptionType"] = stream.meta.encryption_type
+        return answer
 
     def put_records(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """PutRecords from an already validated request (see :meth:`put_records_raw`)."""
@@ -298,7 +302,11 @@ class Records:
                 batch = [(s, shard.last_arrival, k, d) for s, _, k, d in batch]
             shard.last_arrival = batch[-1][1]
             self.storage.append(name, shard.meta.shard_id, batch)
-        return {"FailedRecordCount": failed, "Records": results}
+            self.table.shard_changed(name, shard.meta.shard_id)
+        answer: dict[str, Any] = {"FailedRecordCount": failed, "Records": results}
+        if meta.encryption_type != "NONE":
+            answer["EncryptionType"] = meta.encryption_type
+        return answer
 
     def _entry_fault(
         self,
@@ -346,15 +354,23 @@ class Records:
             f"Shard {shard_id} in stream {name} under account {self._account} does not exist"
         )
 
-    def get_shard_iterator(self, request: dict[str, Any], now: float) -> dict[str, Any]:
-        """GetShardIterator: all five iterator types."""
-        stream, shard = self._iterator_shard(request, now)
+    def start_position(
+        self,
+        stream: Stream,
+        shard: Shard,
+        kind: str,
+        seq_text: str | None,
+        timestamp: float | None,
+        now: float,
+        action: str,
+    ) -> int:
+        """The sequence number a reader starting at ``kind`` reads first.
+
+        Shared by GetShardIterator and SubscribeToShard (``action`` names the call in the
+        service's messages); refuses a number of another shard or stream.
+        """
         shard_id = shard.meta.shard_id
-        kind: str = request["ShardIteratorType"]
-        seq_text: str | None = request.get("StartingSequenceNumber")
-        timestamp: float | None = request.get("Timestamp")
         name = stream.meta.name
-        self.table.trim(stream, shard, now)
         if kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
             if seq_text is None:
                 raise InvalidArgumentException(
@@ -367,7 +383,7 @@ class Records:
             parsed = parse_sequence_number(seq)
             if parsed is None:
                 raise InvalidArgumentException(
-                    f"StartingSequenceNumber {seq_text} used in GetShardIterator on shard "
+                    f"StartingSequenceNumber {seq_text} used in {action} on shard "
                     f"{shard_id} in stream {name} under account {self._account} is invalid."
                 )
             if parsed.shard_index != shard.meta.index:
@@ -377,7 +393,7 @@ class Records:
                 )
             if parsed.stream_epoch != stream.epoch % 10**10:
                 raise InvalidArgumentException(
-                    f"StartingSequenceNumber {seq_text} used in GetShardIterator on shard "
+                    f"StartingSequenceNumber {seq_text} used in {action} on shard "
                     f"{shard_id} in stream {name} under account {self._account} is invalid "
                     "because it did not come from this stream."
                 )
@@ -412,6 +428,18 @@ class Records:
                 "Must specify timestampInMillis parameter only for iterator of type "
                 f"AT_TIMESTAMP. Current request has timestamp parameter with type {kind}."
             )
+        return position
+
+    def get_shard_iterator(self, request: dict[str, Any], now: float) -> dict[str, Any]:
+        """GetShardIterator: all five iterator types."""
+        stream, shard = self._iterator_shard(request, now)
+        shard_id = shard.meta.shard_id
+        name = stream.meta.name
+        self.table.trim(stream, shard, now)
+        position = self.start_position(
+            stream, shard, request["ShardIteratorType"], request.get("StartingSequenceNumber"),
+            request.get("Timestamp"), now, "GetShardIterator",
+        )
         if request.get("DryRun"):
             raise DryRunOperationException()
         gate = self.throughput

@@ -45,16 +45,19 @@ def shard_json(meta: ShardMeta) -> dict[str, Any]:
 
 def summary_fields(meta: StreamMeta) -> dict[str, Any]:
     """The members DescribeStream and DescribeStreamSummary share, in their order."""
-    return {
+    fields: dict[str, Any] = {
         "StreamName": meta.name,
         "StreamARN": meta.arn,
         "StreamStatus": meta.status,
         "StreamModeDetails": {"StreamMode": meta.mode},
         "RetentionPeriodHours": meta.retention_hours,
         "StreamCreationTimestamp": meta.created_at,
-        "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
-        "EncryptionType": "NONE",
+        "EnhancedMonitoring": [{"ShardLevelMetrics": list(meta.shard_level_metrics)}],
+        "EncryptionType": meta.encryption_type,
     }
+    if meta.key_id is not None:
+        fields["KeyId"] = meta.key_id
+    return fields
 
 
 def stream_summary(meta: StreamMeta) -> dict[str, Any]:

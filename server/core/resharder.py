@@ -96,14 +96,16 @@ class Resharder:
             adjacent_parent_shard_id=adjacent,
         )
         meta.shards.append(shard_meta)
-        shard = stream.shards[shard_meta.shard_id] = Shard(shard_meta, base, base)
+        shard = stream.shards[shard_meta.shard_id] = Shard(shard_meta, base, base + 1)
         return shard
 
-    def _close_shard(self, shard: Shard, now: float) -> None:
+    def _close_shard(self, stream: Stream, shard: Shard, now: float) -> None:
         # The last number handed out in the shard (its first one if it took no record).
         meta = shard.meta
         meta.ending_sequence_number = max(meta.starting_sequence_number, shard.next_seq - 1)
         meta.closed_at = ms(now)
+        # Subscribers at the shard's end now get its ChildShards.
+        self.table.shard_changed(stream.meta.name, meta.shard_id)
 
     def _split(self, stream: Stream, shard: Shard, key: int, now: float) -> list[Shard]:
         meta = shard.meta
@@ -111,7 +113,7 @@ class Resharder:
             self._new_shard(stream, meta.starting_hash_key, key - 1, now, meta.shard_id, None),
             self._new_shard(stream, key, meta.ending_hash_key, now, meta.shard_id, None),
         ]
-        self._close_shard(shard, now)
+        self._close_shard(stream, shard, now)
         return children
 
     def _merge(self, stream: Stream, shard: Shard, adjacent: Shard, now: float) -> Shard:
@@ -124,8 +126,8 @@ class Resharder:
             a.shard_id,
             b.shard_id,
         )
-        self._close_shard(shard, now)
-        self._close_shard(adjacent, now)
+        self._close_shard(stream, shard, now)
+        self._close_shard(stream, adjacent, now)
         return child
 
     def _resharded(self, stream: Stream, now: float) -> None:

@@ -13,7 +13,8 @@ Layout (decimal digits, most significant first)::
   the service's message; the stream epoch tells numbers from an earlier stream of the
   same name apart ("did not come from this stream").
 
-A shard's ``StartingSequenceNumber`` is its base (counter 0). The engine keeps the next
+A shard's ``StartingSequenceNumber`` is its base (counter 0); its first record takes
+counter 1, so the starting number itself is never a record's. The engine keeps the next
 counter per shard; after a restart it continues above ``Storage.last_sequence_number``.
 """
 

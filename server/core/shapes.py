@@ -21,6 +21,8 @@ from kpl.protocol.limits import MAX_PARTITION_KEY_LENGTH
 __all__ = [
     "ARN_ID_MEMBERS",
     "BOOLEAN",
+    "CONSUMER_ARN",
+    "CONSUMER_NAME",
     "DATA",
     "DRY_RUN_MEMBERS",
     "HASH_KEY",
@@ -28,8 +30,10 @@ __all__ = [
     "MAX_RECORD_SIZE_KIB",
     "NEXT_TOKEN",
     "PARTITION_KEY",
+    "RESOURCE_ARN",
     "SEQUENCE_NUMBER",
     "SHARD_ID",
+    "SHARD_LEVEL_METRICS",
     "STREAM_ARN",
     "STREAM_ID",
     "STREAM_MEMBERS",
@@ -97,6 +101,17 @@ STREAM_NAME = text(1, 128, "[a-zA-Z0-9_.-]+")
 STREAM_ARN = text(1, 2048, r"arn:aws.*:kinesis:.*:\d{12}:stream/\S+")
 STREAM_ID = text(1, 24, "[a-z0-9]{20}-[a-z0-9]{3}")
 SHARD_ID = text(1, 128, "[a-zA-Z0-9_.-]+")
+CONSUMER_NAME = text(1, 128, "[a-zA-Z0-9_.-]+")
+CONSUMER_ARN = text(
+    1, 2048,
+    r"^(arn):aws.*:kinesis:.*:\d{12}:.*stream\/[a-zA-Z0-9_.-]+\/consumer\/[a-zA-Z0-9_.-]+:[0-9]+",
+)
+RESOURCE_ARN = text(1, 2048, r"arn:aws.*:kinesis:.*:\d{12}:.*(stream|channel)/\S+")
+SHARD_LEVEL_METRICS = Shape("list", required=True, min=1, max=7, member=Shape("string", enum=(
+    "IncomingBytes", "IncomingRecords", "OutgoingBytes", "OutgoingRecords",
+    "WriteProvisionedThroughputExceeded", "ReadProvisionedThroughputExceeded",
+    "IteratorAgeMilliseconds", "ALL",
+)))
 HASH_KEY = text(pattern=EXPLICIT_HASH_KEY_PATTERN)
 SEQUENCE_NUMBER = text(pattern=r"0|([1-9]\d{0,128})")
 PARTITION_KEY = text(1, MAX_PARTITION_KEY_LENGTH)

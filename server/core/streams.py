@@ -22,6 +22,7 @@ The table saves metadata to storage after every change it makes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,16 @@ class StreamTable:
         self.throughput = throughput
         self.account = config.account_id
         self.by_name: dict[str, Stream] = {}
+        #: Called with ``(stream name, shard id)`` when a shard's readers should look again
+        #: (records appended, the shard closed, a subscription taken over); the shell
+        #: wakes the shard's SubscribeToShard streams. ``None``: nobody listens.
+        self.on_shard_change: Callable[[str, str], None] | None = None
+
+    def shard_changed(self, stream_name: str, shard_id: str) -> None:
+        """Tell the listener (if any) that a shard has something new for its readers."""
+        listener = self.on_shard_change
+        if listener is not None:
+            listener(stream_name, shard_id)
 
     def adopt(self, meta: StreamMeta) -> Stream:
         """Add a stream (new or loaded from storage), numbering on from its stored records."""
@@ -112,7 +123,10 @@ class StreamTable:
         for shard_meta in meta.shards:
             base = shard_base(shard_meta.index, stream.epoch)
             last = self.storage.last_sequence_number(meta.name, shard_meta.shard_id)
-            next_seq = max(base, shard_meta.starting_sequence_number, (last or 0) + 1)
+            # A shard's first record takes the number after its StartingSequenceNumber
+            # (as on the service), so AFTER_SEQUENCE_NUMBER of the starting number reads
+            # the whole shard: an idle subscription's continuation can name it.
+            next_seq = max(base + 1, shard_meta.starting_sequence_number + 1, (last or 0) + 1)
             stream.shards[shard_meta.shard_id] = Shard(shard_meta, base, next_seq)
         stream.rebuild_routes()
         self.by_name[meta.name] = stream

@@ -46,6 +46,11 @@ published rate is its ``control_rate`` in the action registry (``server.core.act
 with the service-model text each comes from); :data:`CONTROL_RATES` collects them.
 GetShardIterator goes through ``admit_control`` with ``"<stream>/<shard id>"`` as its
 stream-scoped key, so each shard has its own bucket.
+
+Enhanced fan-out: each registered consumer reads each shard from a read-bytes bucket of
+its own (the shard's read-bytes rate, 2 MiB/s scaled), charged after every
+SubscribeToShard event with what it carried, never from the shard's shared GetRecords
+buckets; a subscription waits (``fanout_wait``) while its bucket is in debt.
 """
 
 from __future__ import annotations
@@ -142,6 +147,7 @@ class Throughput:
         self.control = dict(CONTROL_RATES if control is None else control)
         self._shards: dict[tuple[str, str], _ShardBuckets] = {}
         self._control: dict[tuple[str, str], TokenBucket] = {}
+        self._fanout: dict[tuple[str, str], TokenBucket] = {}
 
     def _buckets(self, stream_name: str, shard_id: str, now: float) -> _ShardBuckets:
         key = (stream_name, shard_id)
@@ -202,6 +208,25 @@ class Throughput:
             bucket = self._control[key] = TokenBucket(rate.per_second, capacity, now)
         return bucket.take(1, now, _SLACK_SECONDS) == 0.0
 
+    def _fanout_bucket(self, consumer_arn: str, shard_id: str, now: float) -> TokenBucket:
+        key = (consumer_arn, shard_id)
+        bucket = self._fanout.get(key)
+        if bucket is None:
+            rate = self.limits.read_bytes_per_second
+            bucket = self._fanout[key] = TokenBucket(rate, rate * self.limits.burst_seconds, now)
+        return bucket
+
+    def fanout_wait(self, consumer_arn: str, shard_id: str, now: float) -> float:
+        """Seconds until the consumer may be sent more of the shard (0.0: now)."""
+        bucket = self._fanout_bucket(consumer_arn, shard_id, now)
+        tokens = bucket.refill(now)
+        return 0.0 if tokens >= 0 else -tokens / bucket.rate
+
+    def record_fanout(self, consumer_arn: str, shard_id: str, size: int, now: float) -> None:
+        """Charge the bytes one SubscribeToShard event carried to the consumer's bucket."""
+        if size:
+            self._fanout_bucket(consumer_arn, shard_id, now).charge(size, now)
+
     def forget_stream(self, stream_name: str) -> None:
         """Drop every bucket of a deleted stream (a new stream of that name starts fresh)."""
         for key in [k for k in self._shards if k[0] == stream_name]:
@@ -209,3 +234,6 @@ class Throughput:
         prefix = stream_name + "/"
         for key in [k for k in self._control if k[1] == stream_name or k[1].startswith(prefix)]:
             del self._control[key]
+        consumer_part = f":stream/{stream_name}/consumer/"
+        for key in [k for k in self._fanout if consumer_part in k[0]]:
+            del self._fanout[key]

@@ -224,7 +224,13 @@ def _check(shape: Shape, value: Any, path: str, errors: list[str]) -> None:
             fail(f"Member must have value less than or equal to {shape.max}")
     if kind == "list" and shape.member is not None:
         member = shape.member
-        if member.kind == "string":
+        if member.kind == "string" and member.enum is not None:
+            if any(v not in member.enum for v in value if v is not None):
+                fail(
+                    "Member must satisfy constraint: [Member must satisfy enum value set: "
+                    f"[{', '.join(member.enum)}]]"
+                )
+        elif member.kind == "string":
             bad = [v for v in value if v is not None and not _string_ok(member, v)]
             if bad:
                 fail(

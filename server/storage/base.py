@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "ShardMeta",
@@ -117,6 +117,19 @@ class StreamMeta:
     tags: dict[str, str] = field(default_factory=dict)
     stream_id: str = ""
     """A per-stream 24-character id (``StreamId`` in the API)."""
+    # The settings below are plain strings, numbers, lists and dicts (no classes), so a
+    # storage that persists the fields above generically persists these the same way.
+    consumers: list[dict[str, Any]] = field(default_factory=list)
+    """Registered stream consumers, each ``{"name", "arn", "status", "status_since",
+    "created_at", "tags"}`` (see ``server.core.consumers``)."""
+    encryption_type: str = "NONE"
+    """``NONE`` or ``KMS`` (StartStreamEncryption); the records stay as they are."""
+    key_id: str | None = None
+    """The KMS key named by StartStreamEncryption, while ``encryption_type`` is ``KMS``."""
+    policies: dict[str, str] = field(default_factory=dict)
+    """Resource policies (JSON text) by resource ARN: the stream's and its consumers'."""
+    shard_level_metrics: list[str] = field(default_factory=list)
+    """Enhanced monitoring: the shard-level metrics enabled, in the service's order."""
 
 
 @runtime_checkable

@@ -1,4 +1,5 @@
-"""The aiohttp side of the server: app, codec, auth shape checks, the embeddable runner."""
+"""The aiohttp side of the server: app, codec, auth shape checks, event-stream framing and
+writing, the embeddable runner."""
 
 from __future__ import annotations
 

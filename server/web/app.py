@@ -17,7 +17,9 @@ Request flow (cheapest refusals first, as the service answers them):
    peer address, the ``User-Agent``); for an action the registry marks ``durable``, the
    storage's group commit is awaited before answering;
 7. a :class:`~server.core.calls.Reply` is written as one body; an
-   :class:`~server.core.calls.EventStream` would be written by ``_write_event_stream``.
+   :class:`~server.core.calls.EventStream` (SubscribeToShard) is written as an
+   ``application/vnd.amazon.eventstream`` response by ``server.web.subscriptions``, whose
+   per-shard signals the engine's writes mark and this layer flushes once they are durable.
 
 The middleware renders every :class:`KinesisError` as ``{"__type","message"}`` with its
 status, turns anything unexpected into a 500 ``InternalFailure``, and stamps an
@@ -58,8 +60,9 @@ from server.web.codec import (
     encode_response,
 )
 from server.web.readahead import read_ahead
+from server.web.subscriptions import ShardSignals, write_event_stream
 
-__all__ = ["ENGINE_KEY", "REQUEST_ID_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
+__all__ = ["ENGINE_KEY", "REQUEST_ID_KEY", "SIGNALS_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
 
 log = logging.getLogger("server.web")
 
@@ -70,6 +73,8 @@ TARGETS: dict[str, str] = {action.target: action.name for action in ACTIONS.valu
 ENGINE_KEY = web.AppKey("engine", Engine)
 #: Set by ``StreamServer.stop`` so injected latency never holds up a shutdown.
 STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
+#: The per-shard wake-up signals of the SubscribeToShard streams being written.
+SIGNALS_KEY = web.AppKey("signals", ShardSignals)
 #: The ``x-amzn-RequestId`` the middleware chose for a request (and stamps on its answer).
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
@@ -116,19 +121,6 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     return response
 
 
-async def _write_event_stream(request: web.Request, stream: EventStream) -> web.StreamResponse:
-    """Where an :class:`EventStream` answer is written.
-
-    Its place in the flow: a ``200`` with content type
-    ``application/vnd.amazon.eventstream``, the ``initial-response`` event, then each
-    :meth:`EventStream.poll`'s events, sleeping until the deadline it names, until the
-    stream ends or the server stops. No action this server answers returns one and the
-    eventstream framing is not part of this server, so such an answer is an internal
-    failure.
-    """
-    raise NotImplementedError(f"event-stream answer to {request.headers.get('X-Amz-Target')}")
-
-
 def make_app(
     engine: Engine,
     config: ServerConfig,
@@ -143,6 +135,8 @@ def make_app(
     handle = engine.handle
     implemented = engine.actions
     stopping = asyncio.Event()
+    signals = ShardSignals()
+    engine.streams.on_shard_change = signals.mark
 
     async def read_body(request: web.Request) -> bytes | None:
         """The body, or ``None`` once it is known to exceed the cap (never read whole)."""
@@ -196,9 +190,12 @@ def make_app(
         result = handle(action, payload, clock(), context=context)
         if entry.durable:
             await storage.wait_durable()
+        signals.flush()  # subscribers see what is durable now
         if type(result) is not Reply:
             assert isinstance(result, EventStream)
-            return await _write_event_stream(request, result)
+            return await write_event_stream(
+                request, result, signals, clock, request_id=context.request_id, cbor=cbor
+            )
         answer = result.body
         if cbor:
             return web.Response(
@@ -212,5 +209,11 @@ def make_app(
     app = web.Application(middlewares=[error_middleware], client_max_size=cap + 1)
     app[ENGINE_KEY] = engine
     app[STOPPING_KEY] = stopping
+    app[SIGNALS_KEY] = signals
+
+    async def end_streams(app: web.Application) -> None:
+        signals.stop()
+
+    app.on_shutdown.append(end_streams)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

@@ -38,7 +38,9 @@ __all__ = [
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 CBOR_CONTENT_TYPE = "application/x-amz-cbor-1.1"
 #: Output members that are timestamps (tag 1 milliseconds in CBOR).
-_TIMESTAMP_KEYS = frozenset({"ApproximateArrivalTimestamp", "StreamCreationTimestamp"})
+_TIMESTAMP_KEYS = frozenset(
+    {"ApproximateArrivalTimestamp", "ConsumerCreationTimestamp", "StreamCreationTimestamp"}
+)
 
 
 def _default(value: object) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import re
 from operator import attrgetter
+from pathlib import Path
 from typing import Any
 
 import botocore.session
@@ -41,14 +43,14 @@ def test_every_target_the_engine_answers_has_a_handler_and_a_shape() -> None:
     eng = engine()
     answered = {name for name, action in ACTIONS.items() if action.implemented}
     assert eng.actions == answered
-    assert len(answered) == 20
+    assert len(answered) == 33
     for name in answered:
         action = ACTIONS[name]
         assert action.handler is not None
         assert action.input is not None
         assert callable(attrgetter(action.handler)(eng))
-    assert not ACTIONS["SubscribeToShard"].implemented
-    assert ACTIONS["SubscribeToShard"].input is None
+    assert not ACTIONS["CreateChannel"].implemented
+    assert ACTIONS["CreateChannel"].input is None
 
 
 @pytest.mark.parametrize(
@@ -61,8 +63,9 @@ def test_every_target_the_engine_answers_has_a_handler_and_a_shape() -> None:
         ("ListShards", False, True, ControlRate(1000, STREAM), EventCategory.MANAGEMENT),
         ("IncreaseStreamRetentionPeriod", True, False, None, EventCategory.MANAGEMENT),
         ("DescribeLimits", False, True, ControlRate(1), EventCategory.MANAGEMENT),
-        ("SubscribeToShard", False, True, None, EventCategory.DATA),
-        ("RegisterStreamConsumer", True, False, None, EventCategory.MANAGEMENT),
+        ("SubscribeToShard", False, True, ControlRate(1, STREAM), EventCategory.DATA),
+        ("RegisterStreamConsumer", True, False, ControlRate(5), EventCategory.MANAGEMENT),
+        ("DescribeStreamConsumer", False, True, ControlRate(20, STREAM), EventCategory.MANAGEMENT),
     ],
 )
 def test_entry_fields(
@@ -134,7 +137,7 @@ def test_handle_answers_a_reply_and_accepts_a_context() -> None:
     assert listed.body["StreamNames"] == ["s"]
     assert RequestContext() == NO_CONTEXT
     with pytest.raises(UnknownOperationException):
-        eng.handle("SubscribeToShard", {}, T0, context=context)
+        eng.handle("CreateChannel", {}, T0, context=context)
 
 
 async def _client(eng: Engine, config: ServerConfig) -> TestClient[Any, Any]:
@@ -176,7 +179,7 @@ async def test_app_dispatches_from_the_registry_and_passes_the_context() -> None
             assert r.status == 200
         assert durable_waits == 1  # DescribeLimits is not
         # Modelled but not answered: the service's unknown-operation answer.
-        subscribe = {**headers, "X-Amz-Target": ACTIONS["SubscribeToShard"].target}
+        subscribe = {**headers, "X-Amz-Target": ACTIONS["CreateChannel"].target}
         async with client.post("/", data=b"{}", headers=subscribe) as r:
             assert r.status == 400
             assert await r.json(content_type=None) == {"__type": "UnknownOperationException"}
@@ -190,3 +193,10 @@ async def test_app_dispatches_from_the_registry_and_passes_the_context() -> None
     assert context.principal is None
     assert seen[1][1].request_id not in ("", request_id)
 
+
+
+def test_the_readme_lists_exactly_the_targets_not_answered() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    paragraph = readme.split("**Not answered**", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"\b[A-Z][A-Za-z]+[a-z]\b", paragraph)) - {"UnknownOperationException"}
+    assert listed == {name for name, action in ACTIONS.items() if not action.implemented}
