@@ -122,7 +122,9 @@ class StreamTable:
         stream = Stream(meta)
         for shard_meta in meta.shards:
             base = shard_base(shard_meta.index, stream.epoch)
-            last = self.storage.last_sequence_number(meta.name, shard_meta.shard_id)
+            # Above the storage's durable floor, not just its last record: numbers of
+            # records lost to damage are never handed out again.
+            last = self.storage.sequence_floor(meta.name, shard_meta.shard_id)
             # A shard's first record takes the number after its StartingSequenceNumber
             # (as on the service), so AFTER_SEQUENCE_NUMBER of the starting number reads
             # the whole shard: an idle subscription's continuation can name it.

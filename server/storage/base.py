@@ -241,8 +241,17 @@ class Storage(Protocol):
     def last_sequence_number(self, stream_name: str, shard_id: str) -> int | None:
         """The highest sequence number ever appended to the shard, or ``None``.
 
-        Still answers after retention trimmed that record: the engine uses it at
-        start-up so new sequence numbers continue strictly above every one handed out.
+        Still answers after retention trimmed that record; reads use it to tell a
+        reader it has caught up.
+        """
+        ...
+
+    def sequence_floor(self, stream_name: str, shard_id: str) -> int | None:
+        """The number every new sequence number of the shard must exceed, or ``None``.
+
+        At least :meth:`last_sequence_number`. The engine numbers on above it at
+        start-up, so a number once acknowledged is never issued again, even when a
+        durable implementation found records lost to damage.
         """
         ...
 

@@ -154,6 +154,10 @@ class MemoryStorage:
         log = self._logs.get((stream_name, shard_id))
         return None if log is None else log.high_water
 
+    def sequence_floor(self, stream_name: str, shard_id: str) -> int | None:
+        """The highest number ever appended: memory loses nothing while it runs."""
+        return self.last_sequence_number(stream_name, shard_id)
+
     def trim(self, stream_name: str, shard_id: str, arrived_before: float) -> int:
         """Advance the shard's start past records older than ``arrived_before``."""
         log = self._logs.get((stream_name, shard_id))

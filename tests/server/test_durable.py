@@ -160,14 +160,18 @@ async def test_metadata_replace_is_atomic(data_dir: Path, opened: list[Any]) -> 
     assert list((data_dir / "trash").iterdir()) == []
 
 
-async def test_unreadable_metadata_is_a_clear_start_up_error(
-    data_dir: Path, opened: list[Any]
+async def test_unreadable_metadata_sets_the_stream_aside(
+    data_dir: Path, opened: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     store = await fresh(data_dir, opened)
     store.close()
     (data_dir / "streams" / "s-s1" / "meta").write_bytes(b"\xc1 not msgpack")
-    with pytest.raises(DataDirError, match=r"metadata .* is unreadable"):
-        DurableStorage(data_dir)
+    with caplog.at_level(logging.WARNING, logger="server.storage"):
+        store = open_store(data_dir, opened)
+    assert store.load_streams() == []
+    (aside,) = (data_dir / "quarantine").iterdir()
+    assert (aside / "meta").read_bytes() == b"\xc1 not msgpack"
+    assert "streams/s-s1" in caplog.text and "unreadable" in caplog.text
 
 
 async def test_delete_stream_removes_its_files(data_dir: Path, opened: list[Any]) -> None:
@@ -244,20 +248,27 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(raw))
 
 
-async def test_corrupt_last_frame_is_cut(data_dir: Path, opened: list[Any]) -> None:
+async def test_corrupt_last_frame_is_kept_and_its_numbers_never_reused(
+    data_dir: Path, opened: list[Any]
+) -> None:
     store = await fresh(data_dir, opened)
     store.append("s1", SHARD, recs(1, 3))
     store.append("s1", SHARD, recs(4, 2))  # one frame per append
     await store.wait_durable()
     store.close()
     (segment,) = segments(data_dir)
-    _flip(segment, segment.stat().st_size - 3)  # inside the last frame's data
+    size = segment.stat().st_size
+    _flip(segment, size - 3)  # inside the last frame's data
     store = open_store(data_dir, opened)
     assert [r[0] for r in read_all(store)] == [BASE + 1, BASE + 2, BASE + 3]
     assert store.last_sequence_number("s1", SHARD) == BASE + 3
-    store.append("s1", SHARD, recs(4, 1))  # the cut records' numbers are free again
+    assert (store.sequence_floor("s1", SHARD) or 0) >= BASE + 5
+    assert segment.stat().st_size == size  # the damaged bytes stay for the operator
+    assert store.recovery.records_lost == 2
+    store.append("s1", SHARD, recs(1_000_000_001, 1))  # goes to a new segment
     await store.wait_durable()
     assert len(read_all(reopen(store, opened))) == 4
+    assert len(segments(data_dir)) == 2
 
 
 @pytest.mark.parametrize("where", ["payload", "length", "magic"])
@@ -279,7 +290,7 @@ async def test_corrupt_frame_in_the_middle_is_skipped_not_cut(
         store = open_store(data_dir, opened)
     assert read_all(store) == records[:2] + records[3:]
     assert segment.stat().st_size == size
-    assert "skipped" in caplog.text
+    assert "unreadable" in caplog.text and SHARD in caplog.text
     # Reads inside and across the damaged region use the index, not the damaged bytes.
     assert store.read("s1", SHARD, BASE + 2, 2, 0) == [records[1], records[3]]
     assert store.last_sequence_number("s1", SHARD) == BASE + 6

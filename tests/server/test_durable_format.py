@@ -93,7 +93,7 @@ async def test_the_storage_writes_exactly_the_encoders_frames(tmp_path: Path) ->
         await asyncio.wait_for(store.wait_durable(), 30)
     finally:
         store.close()
-    (segment,) = (tmp_path / "data" / "streams" / "s-s1" / "shardId-000000000000").iterdir()
+    (segment,) = (tmp_path / "data" / "streams" / "s-s1" / "shardId-000000000000").glob("*.seg")
     assert segment.read_bytes() == encode_frame(RECORDS[:1]) + encode_frame(RECORDS[1:])
 
 

@@ -3,13 +3,13 @@
 Theory of operation
 -------------------
 Writes land in the page cache at once (``os.write``: microseconds) and are *noted*
-here: a dirty segment's fd, a directory whose entries changed, metadata waiting to be
-written, fds to close and trash to delete once synced, and the shards whose highest
+here: a dirty segment's fd, a directory whose entries changed, metadata and shards'
+high-water marks waiting to be written, fds to close and trash to delete once synced, and the shards whose highest
 appended sequence number becomes durable with the pass. Each note bumps ``changes``.
 
 :meth:`GroupCommit.wait_durable` is what the web layer awaits before acknowledging. It
 runs ONE *sync pass* in a worker thread for everything noted since the previous pass:
-write queued metadata (temp file, fsync, rename), fsync every dirty segment, fsync every
+write queued metadata and high-water marks (temp file, fsync, rename), fsync every dirty segment, fsync every
 directory whose entries changed (fsyncs of many files run concurrently, so the
 filesystem journal commits them together). Callers arriving while a pass is in flight
 wait for it and then, if their changes came after its snapshot, share the next one. So
@@ -37,14 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.core.errors import InternalFailure
+from server.storage.durable.format import encode_hwm
 from server.storage.durable.index import ShardLog
 
-__all__ = ["META_FILE", "META_TMP", "GroupCommit", "Job", "write_all"]
+__all__ = ["HWM_FILE", "HWM_TMP", "META_FILE", "META_TMP", "GroupCommit", "Job", "write_all"]
 
 log = logging.getLogger("server.storage")
 
 META_FILE = "meta"
 META_TMP = "meta.tmp"
+HWM_FILE = "hwm"
+HWM_TMP = "hwm.tmp"
 _FSYNC_THREADS = 8
 
 
@@ -60,7 +63,8 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 class Job:
     """One sync pass, snapshotted on the event loop and run in a worker thread."""
 
-    metas: list[tuple[int, bytes]]
+    files: list[tuple[int, str, str, bytes]]
+    """``(directory fd, temp name, name, bytes)`` of each small file to replace atomically."""
     data_fds: list[int]
     dir_fds: list[int]
     close_fds: list[int]
@@ -77,6 +81,8 @@ class GroupCommit:
         self.dirty_data: dict[int, None] = {}
         self.dirty_dirs: dict[int, None] = {}
         self.dirty_shards: dict[ShardLog, None] = {}
+        self.pending_hwm: dict[ShardLog, None] = {}
+        """Shards whose high-water mark file is rewritten by the next pass."""
         self.retired: list[int] = []
         """fds to close after the next pass (which still fsyncs them if dirty)."""
         self.remove: list[Path] = []
@@ -128,19 +134,26 @@ class GroupCommit:
 
     def snapshot(self) -> Job:
         """Take everything noted so far into a job, leaving the notes empty."""
+        files = [(fd, META_TMP, META_FILE, raw) for fd, raw in self.pending_meta.values()]
+        files.extend(
+            (s.dir_fd, HWM_TMP, HWM_FILE, encode_hwm(s.reserved, s.top_segment))
+            for s in self.pending_hwm
+        )
         job = Job(
-            metas=list(self.pending_meta.values()),
+            files=files,
             data_fds=list(self.dirty_data),
             dir_fds=list(self.dirty_dirs),
             close_fds=self.retired,
             remove_paths=self.remove,
             marks=[(s, s.last_seq) for s in self.dirty_shards if s.last_seq is not None],
         )
-        # Metadata files change their directory's entries (the rename).
-        for dir_fd, _ in job.metas:
+        # Metadata and mark files change their directory's entries (the rename).
+        for dir_fd, _tmp, _name, _raw in files:
             if dir_fd not in self.dirty_dirs:
+                self.dirty_dirs[dir_fd] = None
                 job.dir_fds.append(dir_fd)
         self.pending_meta = {}
+        self.pending_hwm = {}
         self.dirty_data = {}
         self.dirty_dirs = {}
         self.dirty_shards = {}
@@ -193,18 +206,16 @@ class GroupCommit:
             future.result()
 
     def do_job(self, job: Job) -> None:
-        """Write metadata, fsync data then directories, close fds, delete trash."""
+        """Write metadata and marks, fsync data then directories, close fds, delete trash."""
         try:
-            for dir_fd, raw in job.metas:
-                fd = os.open(
-                    META_TMP, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd
-                )
+            for dir_fd, tmp, name, raw in job.files:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
                 try:
                     write_all(fd, raw)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                os.replace(META_TMP, META_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             self._fsync_all(job.data_fds)
             self._fsync_all(job.dir_fds)
         finally:

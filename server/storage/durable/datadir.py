@@ -44,9 +44,10 @@ import uuid
 from pathlib import Path
 
 from server.storage.base import StreamMeta
-from server.storage.durable.commit import META_FILE, META_TMP, GroupCommit, write_all
-from server.storage.durable.format import decode_meta, scan_segment
+from server.storage.durable.commit import HWM_FILE, META_FILE, META_TMP, GroupCommit, write_all
+from server.storage.durable.format import count_records, decode_hwm, decode_meta, scan_segment
 from server.storage.durable.index import Segment, ShardLog, StreamDir, columns
+from server.storage.durable.recovery import LOST_MARK_JUMP, Finding, RecoveryReport, is_torn
 
 __all__ = ["O_DIR", "SECRET_BYTES", "SEGMENT_SUFFIX", "DataDir", "DataDirError"]
 
@@ -70,6 +71,12 @@ def _dir_name(stream_name: str) -> str:
     return "s-" + stream_name
 
 
+def _between(before: int, after: int | None) -> str:
+    """The sequence numbers a damaged range lies between, in words."""
+    low = f"after sequence number {before}" if before >= 0 else "from the start"
+    return f"records {low}" + ("" if after is None else f" and before {after}")
+
+
 class DataDir:
     """The directory's top-level files and fds; notes its own changes in ``commit``."""
 
@@ -81,6 +88,8 @@ class DataDir:
         self._lock_fd = -1
         self._root_fd = -1
         self._trash_fd = -1
+        self.report = RecoveryReport()
+        """What recovery found at start-up (or ``--check`` found)."""
 
     def open(self, streams: dict[str, StreamDir]) -> list[StreamMeta]:
         """Lock, check and recover the directory; fill ``streams``; the saved metadata.
@@ -181,81 +190,238 @@ class DataDir:
         os.fsync(self._root_fd)
         return secret
 
-    def _recover(self, streams: dict[str, StreamDir]) -> list[StreamMeta]:
-        for leftover in list((self.path / "trash").iterdir()):
-            shutil.rmtree(leftover, ignore_errors=True)
+    def _recover(self, streams: dict[str, StreamDir], apply: bool = True) -> list[StreamMeta]:
+        """Rebuild the index from the files; with ``apply``, also repair and set aside.
+
+        Without ``apply`` (``--check``) nothing on disk changes and no fd stays open.
+        """
+        if apply:
+            for leftover in list((self.path / "trash").iterdir()):
+                shutil.rmtree(leftover, ignore_errors=True)
         loaded: list[StreamMeta] = []
         for path in sorted((self.path / "streams").iterdir()):
             if not path.is_dir() or not path.name.startswith("s-"):
                 continue
-            meta_path = path / META_FILE
-            with contextlib.suppress(FileNotFoundError):
-                (path / META_TMP).unlink()
-            if not meta_path.exists():
-                # Created but never saved durably: nothing in it was ever acknowledged.
-                self.to_trash(path, self.streams_fd)
+            meta, problem = self._read_meta(path)
+            if meta is None:
+                self._quarantine(path, problem, apply)
                 continue
-            try:
-                meta = decode_meta(meta_path.read_bytes())
-            except OSError:
-                raise
-            except Exception as error:
-                raise DataDirError(f"stream metadata {meta_path} is unreadable: {error}") from error
-            stream = StreamDir(path, os.open(path, O_DIR))
+            if apply:
+                with contextlib.suppress(FileNotFoundError):
+                    (path / META_TMP).unlink()
+            stream = StreamDir(path, os.open(path, O_DIR) if apply else -1)
             streams[meta.name] = stream
-            known = {s.shard_id for s in meta.shards}
+            listed = {s.shard_id: s for s in meta.shards}
             for shard_path in sorted(path.iterdir()):
                 if not shard_path.is_dir():
                     continue
-                if shard_path.name not in known:
-                    self.to_trash(shard_path, stream.dir_fd)
+                if shard_path.name not in listed:
+                    if apply:
+                        self.to_trash(shard_path, stream.dir_fd)
                     continue
-                stream.shards[shard_path.name] = self._recover_shard(shard_path)
+                stream.shards[shard_path.name] = self._recover_shard(shard_path, apply)
+            for shard_id, shard_meta in listed.items():
+                if shard_id not in stream.shards:
+                    self._missing_shard(stream, shard_id, shard_meta.starting_sequence_number, apply)
             loaded.append(meta)
-        # Make the recovered state (truncations, removals) durable before serving.
-        self.commit.dirty_dirs[self.streams_fd] = None
-        self.commit.dirty_dirs[self._trash_fd] = None
-        self.commit.flush()
+        if apply:
+            # Make the recovered state (truncations, removals, marks) durable before serving.
+            self.commit.dirty_dirs[self.streams_fd] = None
+            self.commit.dirty_dirs[self._trash_fd] = None
+            self.commit.flush()
         return loaded
 
-    def _recover_shard(self, path: Path) -> ShardLog:
-        shard = ShardLog(path, os.open(path, O_DIR))
+    def _read_meta(self, path: Path) -> tuple[StreamMeta | None, str]:
+        """The stream's metadata, or ``None`` and what is wrong with it."""
+        meta_path = path / META_FILE
+        try:
+            meta = decode_meta(meta_path.read_bytes())
+        except FileNotFoundError:
+            return None, "its metadata file is missing"
+        except Exception as error:  # any damage to the bytes, or an unreadable file
+            return None, f"its metadata is unreadable ({type(error).__name__}: {error})"
+        if _dir_name(meta.name) != path.name:
+            return None, f"its metadata names another stream ({meta.name!r})"
+        return meta, ""
+
+    def _note(self, finding: Finding) -> None:
+        self.report.findings.append(finding)
+        if finding.is_damage:
+            log.warning("data dir %s: %s", self.path, finding.describe())
+        else:
+            log.info("data dir %s: %s", self.path, finding.describe())
+
+    def _rel(self, path: Path) -> str:
+        return str(path.relative_to(self.path))
+
+    def _quarantine(self, path: Path, problem: str, apply: bool) -> None:
+        """Set a stream directory aside, every file intact, and say so."""
+        where = self._rel(path)
+        if apply:
+            quarantine = self.path / "quarantine"
+            quarantine.mkdir(exist_ok=True)
+            target = quarantine / f"{path.name}.{uuid.uuid4().hex[:8]}"
+            os.rename(path, target)
+            os.fsync(self.streams_fd)
+            fd = os.open(quarantine, O_DIR)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            detail = f"stream set aside in {self._rel(target)} ({problem}); it is not served"
+        else:
+            detail = f"stream would be set aside ({problem})"
+        self._note(Finding("quarantined", where, detail))
+
+    def _missing_shard(
+        self, stream: StreamDir, shard_id: str, starting: int, apply: bool
+    ) -> None:
+        path = stream.path / shard_id
+        self._note(
+            Finding(
+                "missing-shard", self._rel(path),
+                "the open shard's directory is missing; its numbering jumps ahead",
+                exact=False,
+            )
+        )
+        if apply:
+            shard = stream.shards[shard_id] = self.new_shard_dir(stream, shard_id)
+            shard.reserved = starting + LOST_MARK_JUMP
+            self.commit.pending_hwm[shard] = None
+
+    def _recover_shard(self, path: Path, apply: bool) -> ShardLog:
+        shard = ShardLog(path, os.open(path, O_DIR) if apply else -1)
         numbered = sorted(
             (int(p.name[: -len(SEGMENT_SUFFIX)]), p)
             for p in path.iterdir()
             if p.name.endswith(SEGMENT_SUFFIX) and p.name[: -len(SEGMENT_SUFFIX)].isdigit()
         )
-        commit = self.commit
+        mark = self._read_mark(path, bool(numbered))
+        top_on_disk = numbered[-1][0] if numbered else 0
+        top = max(top_on_disk, mark[1] if mark else 0)
+        if mark is not None and mark[1] > top_on_disk:
+            first = top_on_disk + 1
+            self._note(
+                Finding(
+                    "missing-segments", self._rel(path),
+                    f"segments {first} to {mark[1]} (the last it had) are missing",
+                    exact=False,
+                )
+            )
         last = -1
-        for number, seg_path in numbered:
-            buf = seg_path.read_bytes()
-            scan = scan_segment(buf, last)
-            for start, end in scan.skipped:
-                log.warning(
-                    "%s: skipped %d damaged bytes at offset %d", seg_path, end - start, start
+        previous = 0
+        for k, (number, seg_path) in enumerate(numbered):
+            if previous and number > previous + 1:
+                self._note(
+                    Finding(
+                        "missing-segments", self._rel(path),
+                        f"segments {previous + 1} to {number - 1} are missing "
+                        f"(records after sequence number {last})",
+                        exact=False,
+                    )
                 )
-            if scan.good_end < len(buf):
-                log.warning(
-                    "%s: cut a torn or damaged tail of %d bytes at offset %d",
-                    seg_path, len(buf) - scan.good_end, scan.good_end,
-                )
-                os.truncate(seg_path, scan.good_end)
-                # fsync'ed by the recovery pass, closed after it.
-                fd = os.open(seg_path, os.O_RDONLY)
-                commit.retired.append(fd)
-                commit.dirty_data[fd] = None
-            if not scan.frames:
-                seg_path.unlink()
-                commit.dirty_dirs[shard.dir_fd] = None
-                continue
-            segment = Segment(seg_path, number, None)
-            for start, end, frame in scan.frames:
-                segment.add_frame(start, end, columns(frame))
-            shard.segments.append(segment)
-            last = segment.seqs[-1]
+            previous = number
+            is_last = k == len(numbered) - 1 and number == top
+            segment, ends_damaged = self._recover_segment(
+                shard, seg_path, number, last, is_last, apply
+            )
+            if segment is not None:
+                shard.segments.append(segment)
+                last = segment.seqs[-1]
+            if is_last:
+                shard.sealed = ends_damaged
+        shard.top_segment = top
         if last >= 0:
             shard.last_seq = shard.durable_seq = last
+        if mark is not None:
+            shard.reserved = max(mark[0], last)
+        elif numbered:
+            # The mark is lost: whatever the log lost at its end may have had numbers up
+            # to anywhere, so numbering jumps beyond any a shard can have used.
+            shard.reserved = max(last, 0) + LOST_MARK_JUMP
+        if apply and (mark is None and numbered or mark is not None and mark != (
+            shard.reserved, shard.top_segment
+        )):
+            self.commit.pending_hwm[shard] = None
         return shard
+
+    def _read_mark(self, path: Path, has_segments: bool) -> tuple[int, int] | None:
+        """The shard's high-water mark, or ``None`` (reported when segments exist)."""
+        try:
+            raw = (path / HWM_FILE).read_bytes()
+        except FileNotFoundError:
+            if has_segments:
+                self._note(
+                    Finding(
+                        "mark", self._rel(path / HWM_FILE),
+                        "the high-water mark is missing; numbering jumps ahead",
+                        exact=False,
+                    )
+                )
+            return None
+        mark = decode_hwm(raw)
+        if mark is None:
+            self._note(
+                Finding(
+                    "mark", self._rel(path / HWM_FILE),
+                    "the high-water mark is unreadable; numbering jumps ahead",
+                    exact=False,
+                )
+            )
+        return mark
+
+    def _recover_segment(
+        self, shard: ShardLog, seg_path: Path, number: int, after: int, is_last: bool,
+        apply: bool,
+    ) -> tuple[Segment | None, bool]:
+        """Index one segment; report its damage; ``(segment or None, ends in damage)``."""
+        buf = seg_path.read_bytes()
+        scan = scan_segment(buf, after)
+        where = self._rel(seg_path)
+        for start, end in scan.skipped:
+            lost, exact = count_records(buf, start, end)
+            before = [f[2][-1][0] for f in scan.frames if f[1] <= start]
+            after_it = [f[2][0][0] for f in scan.frames if f[0] >= end]
+            between = _between(before[-1] if before else after, after_it[0])
+            self._note(
+                Finding(
+                    "damaged", where, f"unreadable ({between}); kept in place",
+                    start, end, lost, exact,
+                )
+            )
+        ends_damaged = False
+        if scan.good_end < len(buf):
+            start, end = scan.good_end, len(buf)
+            if is_last and is_torn(buf, start):
+                self._note(Finding("torn", where, "an interrupted write, cut", start, end))
+                if apply:
+                    os.truncate(seg_path, start)
+                    # fsync'ed by the recovery pass, closed after it.
+                    fd = os.open(seg_path, os.O_RDONLY)
+                    self.commit.retired.append(fd)
+                    self.commit.dirty_data[fd] = None
+                buf = buf[:start]
+            else:
+                lost, exact = count_records(buf, start, end)
+                last = scan.frames[-1][2][-1][0] if scan.frames else after
+                self._note(
+                    Finding(
+                        "damaged", where, f"unreadable to the end of the segment ("
+                        f"{_between(last, None)}); kept in place, appends go to a new "
+                        "segment", start, end, lost, exact,
+                    )
+                )
+                ends_damaged = True
+        if not scan.frames:
+            if not buf and is_last and apply:
+                # Made by a rollover whose first write never reached the disk.
+                seg_path.unlink()
+                self.commit.dirty_dirs[shard.dir_fd] = None
+            return None, ends_damaged
+        segment = Segment(seg_path, number, None)
+        for start, end, frame in scan.frames:
+            segment.add_frame(start, end, columns(frame))
+        return segment, ends_damaged
 
     # -- changes while serving --------------------------------------------------------
 

@@ -21,6 +21,13 @@ complete frame from a torn or corrupted one.
 msgpack's 64 bits (hash keys, sequence numbers) travel as an extension type holding
 their decimal digits. Unknown keys (written by a newer version) are ignored on reading.
 
+**The high-water mark** of a shard (file ``hwm`` in its directory) is a fixed 44-byte
+record ``"KH" | version (1) | pad | reserved sequence number (24 bytes big-endian) |
+highest segment number created (u64 LE) | crc32 of the bytes before (u32 LE)``. No
+sequence number at or below the reserved one is ever issued again, whatever happens to
+the segments; the segment number tells a missing last segment from a shard that never
+had more.
+
 Nothing here does IO: these are pure functions of bytes.
 """
 
@@ -40,8 +47,12 @@ __all__ = [
     "HEADER_SIZE",
     "MAGIC",
     "RECORD_OVERHEAD",
+    "HWM_BYTES",
     "ScanResult",
+    "count_records",
+    "decode_hwm",
     "decode_meta",
+    "encode_hwm",
     "encode_frame",
     "encode_meta",
     "frame_at",
@@ -59,6 +70,10 @@ RECORD_OVERHEAD = 48
 #: Larger payloads are taken as a damaged length field (records are at most a few MiB).
 _MAX_PAYLOAD = 64 * 1024 * 1024
 _BIG_INT_EXT = 1
+_HWM = struct.Struct("<2sBx24sQ")
+_HWM_MAGIC = b"KH"
+#: Bytes of a high-water-mark file.
+HWM_BYTES = _HWM.size + 4
 
 
 # -- record frames ----------------------------------------------------------------------
@@ -164,6 +179,68 @@ def scan_segment(buf: bytes, after_seq: int) -> ScanResult:
         result.skipped.append((pos, resume))
         pos = resume
     return result
+
+
+def _array_length(payload_head: bytes) -> int | None:
+    """The length of the msgpack array a frame payload starts with, if readable."""
+    if not payload_head:
+        return None
+    first = payload_head[0]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F
+    if first == 0xDC and len(payload_head) >= 3:
+        return int.from_bytes(payload_head[1:3], "big")
+    if first == 0xDD and len(payload_head) >= 5:
+        return int.from_bytes(payload_head[1:5], "big")
+    return None
+
+
+def count_records(buf: bytes | memoryview, start: int, end: int) -> tuple[int, bool]:
+    """How many records the damaged bytes ``start .. end`` held, and whether that is exact.
+
+    Walks the frame headers in the range: a frame whose header and array length still
+    read plausibly counts its records; anything else makes the count a lower bound.
+    """
+    count = 0
+    pos = start
+    exact = True
+    while pos < end:
+        if end - pos < HEADER_SIZE + 1:
+            return count, False
+        magic, length, _crc = _HEADER.unpack_from(buf, pos)
+        frame_end = pos + HEADER_SIZE + length
+        if magic != MAGIC or length > _MAX_PAYLOAD or frame_end > end:
+            return count, False
+        head = bytes(buf[pos + HEADER_SIZE : pos + HEADER_SIZE + 5])
+        n = _array_length(head)
+        if n is None or n * 30 > length:  # each record takes at least ~30 bytes
+            exact = False
+        else:
+            count += n
+        pos = frame_end
+    return count, exact
+
+
+# -- high-water mark --------------------------------------------------------------------
+
+
+def encode_hwm(reserved: int, top_segment: int) -> bytes:
+    """The bytes of a shard's high-water-mark file."""
+    body = _HWM.pack(_HWM_MAGIC, 1, reserved.to_bytes(_SEQ_BYTES, "big"), top_segment)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def decode_hwm(raw: bytes) -> tuple[int, int] | None:
+    """``(reserved sequence number, highest segment number)``, or ``None`` if damaged."""
+    if len(raw) != HWM_BYTES:
+        return None
+    body, (crc,) = raw[: _HWM.size], struct.unpack("<I", raw[_HWM.size :])
+    if zlib.crc32(body) != crc:
+        return None
+    magic, version, seq_raw, top_segment = _HWM.unpack(body)
+    if magic != _HWM_MAGIC or version != 1:
+        return None
+    return int.from_bytes(seq_raw, "big"), top_segment
 
 
 # -- stream metadata --------------------------------------------------------------------

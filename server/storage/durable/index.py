@@ -100,7 +100,10 @@ class Segment:
 class ShardLog:
     """A shard's directory, its segments and the sequence-number marks reads obey."""
 
-    __slots__ = ("dir_fd", "durable_seq", "floor", "last_seq", "path", "segments")
+    __slots__ = (
+        "dir_fd", "durable_seq", "floor", "last_seq", "path", "reserved", "sealed",
+        "segments", "top_segment",
+    )
 
     def __init__(self, path: Path, dir_fd: int) -> None:
         self.path = path
@@ -112,6 +115,14 @@ class ShardLog:
         """Highest sequence number a completed sync pass made durable."""
         self.floor = -1
         """Records below this sequence number are trimmed (hidden from reads)."""
+        self.reserved = -1
+        """The high-water mark: no number at or below it may be issued again. Raised a
+        block ahead of ``last_seq`` and made durable with the records that pass it."""
+        self.top_segment = 0
+        """The highest segment number this shard ever had (new segments go above it)."""
+        self.sealed = False
+        """Whether the last segment takes no more appends (it ends in damage kept for
+        the operator): the next append starts a new segment."""
 
     def plan_read(
         self, from_seq: int, limit: int, max_bytes: int

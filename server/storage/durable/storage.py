@@ -56,6 +56,7 @@ from server.storage.durable.format import (
     frame_at,
 )
 from server.storage.durable.index import Segment, ShardLog, StreamDir, columns
+from server.storage.durable.recovery import RESERVE, RecoveryReport
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "DurableStorage"]
 
@@ -175,19 +176,26 @@ class DurableStorage:
                 # Sealed: the next pass fsyncs it (it is dirty) and then closes it.
                 self._commit.retired.append(old.fd)
                 old.fd = None
-        number = shard.segments[-1].number + 1 if shard.segments else 1
+        # Above every number the shard ever had: a damaged segment kept in place, or one
+        # lost, is never reused.
+        number = shard.top_segment + 1
         name = f"{number:020d}{SEGMENT_SUFFIX}"
         fd = os.open(
             name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644, dir_fd=shard.dir_fd
         )
         segment = Segment(shard.path / name, number, fd)
         shard.segments.append(segment)
+        shard.top_segment = number
+        shard.sealed = False
         self._commit.dirty_dirs[shard.dir_fd] = None
+        # The mark names the highest segment, so a lost last segment is noticed.
+        self._commit.pending_hwm[shard] = None
         return segment
 
     def _active(self, shard: ShardLog) -> Segment:
-        if shard.segments:
-            segment = shard.segments[-1]
+        segments = shard.segments
+        if segments and not shard.sealed and segments[-1].number == shard.top_segment:
+            segment = segments[-1]
             if segment.fd is None:  # recovered: reopen the last segment for appends
                 segment.fd = os.open(segment.path, os.O_RDWR | os.O_APPEND)
             return segment
@@ -237,6 +245,7 @@ class DurableStorage:
         self._forget_read_ahead(shard.segments)
         commit.retired.append(shard.dir_fd)
         commit.dirty_shards.pop(shard, None)
+        commit.pending_hwm.pop(shard, None)
 
     def delete_stream(self, stream_name: str) -> None:
         """Move the stream's directory to the trash (atomic); its files go in the next pass."""
@@ -328,8 +337,13 @@ class DurableStorage:
                 self._commit.failed = error
             raise InternalFailure() from error
         segment.add_frame(before, before + len(frame), columns(records))
-        shard.last_seq = records[-1][0]
+        last = shard.last_seq = records[-1][0]
         commit = self._commit
+        if last > shard.reserved:
+            # Durable in the same pass as the records: no acknowledged number is ever
+            # at or above a mark a restart can see lost.
+            shard.reserved = last + RESERVE
+            commit.pending_hwm[shard] = None
         commit.dirty_data[fd] = None
         commit.dirty_shards[shard] = None
         commit.changes += 1
@@ -475,6 +489,24 @@ class DurableStorage:
         """The highest number ever appended (after a restart: the highest in the log)."""
         shard = self._find_shard(stream_name, shard_id)
         return None if shard is None else shard.last_seq
+
+    def sequence_floor(self, stream_name: str, shard_id: str) -> int | None:
+        """The shard's durable high-water mark: new numbers go above it.
+
+        At least :meth:`last_sequence_number`; above every number ever acknowledged,
+        even when recovery found records lost.
+        """
+        shard = self._find_shard(stream_name, shard_id)
+        if shard is None:
+            return None
+        if shard.last_seq is None:
+            return shard.reserved if shard.reserved >= 0 else None
+        return max(shard.reserved, shard.last_seq)
+
+    @property
+    def recovery(self) -> RecoveryReport:
+        """What recovery found at start-up: damage, records lost, streams set aside."""
+        return self._dir.report
 
     def trim(self, stream_name: str, shard_id: str, arrived_before: float) -> int:
         """Hide records older than ``arrived_before``; delete segments wholly below.
