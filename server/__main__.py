@@ -9,9 +9,11 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from server.cli_args import add_server_arguments, config_from_args
 from server.config import ServerConfig
+from server.storage.durable import check_data_dir
 from server.web.runner import StreamServer
 
 __all__ = ["main"]
@@ -25,7 +27,29 @@ def _parser(prog: str = "python -m server") -> argparse.ArgumentParser:
         description="A local server speaking the Kinesis Data Streams API (JSON 1.1 and CBOR 1.1).",
     )
     add_server_arguments(parser)
+    parser.add_argument(
+        "--check", action="store_true",
+        help="with --data-dir: verify the directory offline (changing nothing), print what "
+        "is damaged, and exit 1 if anything is",
+    )
     return parser
+
+
+def _check(data_dir: str, prog: str) -> int:
+    """``--check``: one line per finding and a summary; 0 when nothing is damaged."""
+    try:
+        report, summary = check_data_dir(Path(data_dir))
+    except OSError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    for finding in report.findings:
+        print(finding.describe())
+    damage = report.damage
+    if damage:
+        print(f"{summary}: {len(damage)} problems, at least {report.records_lost} records lost")
+        return 1
+    print(f"{summary}: no damage")
+    return 0
 
 
 async def _serve(config: ServerConfig) -> None:
@@ -71,6 +95,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m server") -> int:
 
     ``prog`` names the command in error lines (``kpl server`` runs this too)."""
     ns = _parser(prog).parse_args(argv)
+    if ns.check:
+        if ns.data_dir is None:
+            print(f"{prog}: error: --check needs --data-dir", file=sys.stderr)
+            return 2
+        return _check(ns.data_dir, prog)
     try:
         config = config_from_args(ns)
     except ValueError as error:

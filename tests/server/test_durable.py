@@ -171,7 +171,8 @@ async def test_unreadable_metadata_sets_the_stream_aside(
     assert store.load_streams() == []
     (aside,) = (data_dir / "quarantine").iterdir()
     assert (aside / "meta").read_bytes() == b"\xc1 not msgpack"
-    assert "streams/s-s1" in caplog.text and "unreadable" in caplog.text
+    assert "streams/s-s1" in caplog.text
+    assert "unreadable" in caplog.text
 
 
 async def test_delete_stream_removes_its_files(data_dir: Path, opened: list[Any]) -> None:
@@ -290,7 +291,8 @@ async def test_corrupt_frame_in_the_middle_is_skipped_not_cut(
         store = open_store(data_dir, opened)
     assert read_all(store) == records[:2] + records[3:]
     assert segment.stat().st_size == size
-    assert "unreadable" in caplog.text and SHARD in caplog.text
+    assert "unreadable" in caplog.text
+    assert SHARD in caplog.text
     # Reads inside and across the damaged region use the index, not the damaged bytes.
     assert store.read("s1", SHARD, BASE + 2, 2, 0) == [records[1], records[3]]
     assert store.last_sequence_number("s1", SHARD) == BASE + 6

@@ -10,7 +10,9 @@ operation:
 * :mod:`~server.storage.durable.commit` — group commit: the changes noted since the last
   sync pass and the passes that fsync them, one for many writers;
 * :mod:`~server.storage.durable.datadir` — the directory: layout, LOCK, the
-  iterator-signing secret, recovery at start-up;
+  iterator-signing secret, recovery at start-up and the offline check;
+* :mod:`~server.storage.durable.recovery` — recovery's judgement: a torn tail versus
+  damage, the high-water mark's rules, and the report of what was found;
 * :mod:`~server.storage.durable.storage` — :class:`DurableStorage`, the
   ``server.storage.base.Storage`` protocol over the others, with reads and trims' file
   work kept off the event loop.
@@ -18,7 +20,7 @@ operation:
 
 from __future__ import annotations
 
-from server.storage.durable.datadir import SECRET_BYTES, DataDirError
+from server.storage.durable.datadir import SECRET_BYTES, DataDirError, check_data_dir
 from server.storage.durable.format import (
     ScanResult,
     decode_meta,
@@ -27,6 +29,7 @@ from server.storage.durable.format import (
     frame_at,
     scan_segment,
 )
+from server.storage.durable.recovery import Finding, RecoveryReport
 from server.storage.durable.storage import DEFAULT_SEGMENT_BYTES, DurableStorage
 
 __all__ = [
@@ -34,7 +37,10 @@ __all__ = [
     "SECRET_BYTES",
     "DataDirError",
     "DurableStorage",
+    "Finding",
+    "RecoveryReport",
     "ScanResult",
+    "check_data_dir",
     "decode_meta",
     "encode_frame",
     "encode_meta",

@@ -4,16 +4,17 @@ Theory of operation
 -------------------
 Writes land in the page cache at once (``os.write``: microseconds) and are *noted*
 here: a dirty segment's fd, a directory whose entries changed, metadata and shards'
-high-water marks waiting to be written, fds to close and trash to delete once synced, and the shards whose highest
-appended sequence number becomes durable with the pass. Each note bumps ``changes``.
+high-water marks waiting to be written, fds to close and trash to delete once synced,
+and the shards whose highest appended sequence number becomes durable with the pass.
+Each note bumps ``changes``.
 
 :meth:`GroupCommit.wait_durable` is what the web layer awaits before acknowledging. It
 runs ONE *sync pass* in a worker thread for everything noted since the previous pass:
-write queued metadata and high-water marks (temp file, fsync, rename), fsync every dirty segment, fsync every
-directory whose entries changed (fsyncs of many files run concurrently, so the
-filesystem journal commits them together). Callers arriving while a pass is in flight
-wait for it and then, if their changes came after its snapshot, share the next one. So
-N concurrent PutRecords cost one fsync per dirty file, not N.
+write queued metadata and high-water marks (temp file, fsync, rename), fsync every
+dirty segment, fsync every directory whose entries changed (fsyncs of many files run
+concurrently, so the filesystem journal commits them together). Callers arriving while
+a pass is in flight wait for it and then, if their changes came after its snapshot,
+share the next one. So N concurrent PutRecords cost one fsync per dirty file, not N.
 
 Only once a pass completes does each shard's ``durable_seq`` move up: reads never go
 above it, so no reader sees a record a crash could still take back.

@@ -8,6 +8,8 @@ Layout under ``data_dir``::
     iterator-secret                        32 random bytes signing shard iterators (0600)
     streams/s-<name>/meta                  the stream's StreamMeta (msgpack), replaced atomically
     streams/s-<name>/<shard id>/<n>.seg    the shard's log segments, n = 1, 2, 3 ...
+    streams/s-<name>/<shard id>/hwm        the shard's high-water mark (replaced atomically)
+    quarantine/                            streams set aside at start-up, files intact
     trash/                                 deleted streams/shards, removed in the background
 
 **Opening** creates the directory if needed, takes the LOCK (``flock``, non-blocking: a
@@ -23,14 +25,16 @@ read back on every later start. A secret file of the wrong size or one that cann
 read is a :class:`DataDirError`, not a quietly replaced key: replacing it would refuse
 every iterator already handed out, which the operator should decide (delete the file).
 
-**Recovery.** Leftover trash is deleted; a stream directory without ``meta`` was never
-saved durably (nothing in it was acknowledged) and goes to the trash, as does a shard
-directory its stream's metadata does not list. Every segment is scanned once
-(:func:`~server.storage.durable.format.scan_segment`) to rebuild the index. A damaged
-tail — the part of the log no completed pass synced, so never an acknowledged record —
-is truncated; damage followed by good frames is skipped and logged, the records after it
-stay readable. The recovered state (truncations, removals) is made durable before the
-storage serves anything.
+**Recovery.** Leftover trash is deleted; a stream directory whose metadata is missing,
+unreadable or names another stream is moved to ``quarantine/`` intact (a WARNING names
+it); a shard directory its stream's metadata does not list goes to the trash. Every
+segment is scanned once (:func:`~server.storage.durable.format.scan_segment`) to rebuild
+the index, and :mod:`~server.storage.durable.recovery` judges each unreadable range: a
+torn tail of the last segment is truncated, anything else is reported and kept in
+place. Each shard's high-water mark (``hwm``) is read back so numbering goes on above
+it. The recovered state (truncations, removals, rewritten marks) is made durable before
+the storage serves anything. :func:`check_data_dir` runs the same recovery without
+changing anything (``python -m server --data-dir D --check``).
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ from server.storage.durable.format import count_records, decode_hwm, decode_meta
 from server.storage.durable.index import Segment, ShardLog, StreamDir, columns
 from server.storage.durable.recovery import LOST_MARK_JUMP, Finding, RecoveryReport, is_torn
 
-__all__ = ["O_DIR", "SECRET_BYTES", "SEGMENT_SUFFIX", "DataDir", "DataDirError"]
+__all__ = [
+    "O_DIR", "SECRET_BYTES", "SEGMENT_SUFFIX", "DataDir", "DataDirError", "check_data_dir",
+]
 
 log = logging.getLogger("server.storage")
 
@@ -129,6 +135,35 @@ class DataDir:
             raise DataDirError(
                 f"data dir {where} is not writable: {error.strerror or error}"
             ) from error
+
+    def check(self, streams: dict[str, StreamDir]) -> list[StreamMeta]:
+        """Recover in memory only (``--check``): fill ``streams`` and :attr:`report`.
+
+        Changes nothing on disk and keeps no fd open; refuses a directory a running
+        server holds.
+        """
+        where = str(self.path)
+        if not self.path.is_dir():
+            raise DataDirError(f"data dir {where} is not a directory")
+        lock = self.path / "LOCK"
+        if lock.exists():
+            fd = os.open(lock, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as error:
+                os.close(fd)
+                raise DataDirError(
+                    f"data dir {where} is in use by a running server; stop it to check"
+                ) from error
+            self._lock_fd = fd
+        secret = self.path / _SECRET_FILE
+        if secret.exists() and secret.stat().st_size != SECRET_BYTES:
+            self.report.findings.append(
+                Finding("secret", _SECRET_FILE, "the iterator secret has the wrong size")
+            )
+        if not (self.path / "streams").is_dir():
+            return []
+        return self._recover(streams, apply=False)
 
     def close(self) -> None:
         """Close the directory fds and release the LOCK. Idempotent."""
@@ -222,7 +257,8 @@ class DataDir:
                 stream.shards[shard_path.name] = self._recover_shard(shard_path, apply)
             for shard_id, shard_meta in listed.items():
                 if shard_id not in stream.shards:
-                    self._missing_shard(stream, shard_id, shard_meta.starting_sequence_number, apply)
+                    starting = shard_meta.starting_sequence_number
+                    self._missing_shard(stream, shard_id, starting, apply)
             loaded.append(meta)
         if apply:
             # Make the recovered state (truncations, removals, marks) durable before serving.
@@ -339,9 +375,8 @@ class DataDir:
             # The mark is lost: whatever the log lost at its end may have had numbers up
             # to anywhere, so numbering jumps beyond any a shard can have used.
             shard.reserved = max(last, 0) + LOST_MARK_JUMP
-        if apply and (mark is None and numbered or mark is not None and mark != (
-            shard.reserved, shard.top_segment
-        )):
+        stale = mark != (shard.reserved, shard.top_segment)
+        if apply and (numbered or mark is not None) and stale:
             self.commit.pending_hwm[shard] = None
         return shard
 
@@ -448,3 +483,24 @@ class DataDir:
         self.commit.dirty_dirs[parent_fd] = None
         self.commit.dirty_dirs[self._trash_fd] = None
         self.commit.remove.append(target)
+
+
+def check_data_dir(path: Path) -> tuple[RecoveryReport, str]:
+    """Verify a data directory offline, changing nothing: the findings and a summary line.
+
+    Raises :class:`DataDirError` when it is not a directory or a server is using it.
+    """
+    data_dir = DataDir(path, GroupCommit())
+    streams: dict[str, StreamDir] = {}
+    try:
+        loaded = data_dir.check(streams)
+    finally:
+        data_dir.close()
+    shards = [shard for stream in streams.values() for shard in stream.shards.values()]
+    records = sum(len(seg.seqs) for shard in shards for seg in shard.segments)
+    summary = (
+        f"{len(loaded)} streams, {len(shards)} shards, "
+        f"{sum(len(shard.segments) for shard in shards)} readable segments, "
+        f"{records} records"
+    )
+    return data_dir.report, summary

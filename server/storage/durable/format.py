@@ -45,15 +45,15 @@ from server.storage.base import ShardMeta, StoredRecord, StreamMeta
 
 __all__ = [
     "HEADER_SIZE",
+    "HWM_BYTES",
     "MAGIC",
     "RECORD_OVERHEAD",
-    "HWM_BYTES",
     "ScanResult",
     "count_records",
     "decode_hwm",
     "decode_meta",
-    "encode_hwm",
     "encode_frame",
+    "encode_hwm",
     "encode_meta",
     "frame_at",
     "scan_segment",

@@ -6,7 +6,7 @@ At start-up every unreadable byte range of a shard's log is one of two things:
 
 * a **torn tail**: the last write, interrupted, so never acknowledged. It runs to the
   end of the shard's *last* segment and looks like a write that stopped: fewer bytes
-  than a frame header, frame headers whose last one runs past the end of the file, or
+  than a frame header, a frame header whose length runs past the end of the file, or
   zero bytes from a page boundary to the end (pages that never reached the disk). It is
   truncated with an INFO line and nothing else;
 * **damage**: anything else — a complete frame whose CRC fails, bytes that are no frame,
@@ -59,18 +59,12 @@ def is_torn(buf: bytes, start: int) -> bool:
     nonzero_end = start + len(tail.rstrip(b"\0"))
     if -(-nonzero_end // PAGE_BYTES) * PAGE_BYTES < size:
         return True
-    # Frame headers all the way, the last running past the end: a write cut short.
-    pos = start
-    while size - pos >= HEADER_SIZE:
-        if buf[pos : pos + 2] != MAGIC:
-            return False
-        length = int.from_bytes(buf[pos + 2 : pos + 6], "little")
-        if length > _MAX_PAYLOAD:
-            return False
-        pos += HEADER_SIZE + length
-        if pos == size:
-            return False  # complete frames that fail their checks: damage
-    return True
+    # One frame header whose length runs past the end: a write cut short. (A complete
+    # frame that fails its checks is damage, whatever follows it.)
+    if buf[start : start + 2] != MAGIC:
+        return False
+    length = int.from_bytes(buf[start + 2 : start + 6], "little")
+    return length <= _MAX_PAYLOAD and start + HEADER_SIZE + length > size
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +72,8 @@ class Finding:
     """One thing recovery (or ``--check``) found wrong in the data directory."""
 
     kind: str
-    """``torn`` (cut quietly), ``damaged``, ``missing-segments``, ``mark``, ``missing-shard``
-    or ``quarantined``."""
+    """``torn`` (cut quietly), ``damaged``, ``missing-segments``, ``mark``, ``missing-shard``,
+    ``quarantined`` or ``secret``."""
     where: str
     """The file or directory, relative to the data directory."""
     detail: str
@@ -102,7 +96,7 @@ class Finding:
             where = f"{self.where} bytes {self.start}-{self.end}"
         else:
             where = self.where
-        if self.kind == "quarantined" or self.kind == "torn":
+        if self.kind in ("quarantined", "torn", "secret"):
             lost = ""
         elif self.exact:
             lost = f"; {self.records_lost} records lost"
