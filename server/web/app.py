@@ -8,10 +8,14 @@ Request flow (cheapest refusals first, as the service answers them):
 2. ``X-Amz-Target`` naming no action the engine answers (``server.core.actions``) ->
    ``UnknownOperationException``, whether the service models the action or not;
 3. ``Authorization`` missing or not SigV4-shaped -> ``MissingAuthenticationTokenException``
-   / ``IncompleteSignatureException``;
+   / ``IncompleteSignatureException``; with ``--iam`` the body is read and the signature
+   verified (``server.web.auth.Verifier``: ``UnrecognizedClientException``,
+   ``InvalidSignatureException``);
 4. the body is parsed (``SerializationException`` if it does not parse): JSON 1.1, or
    CBOR 1.1 when the ``Content-Type`` says ``application/x-amz-cbor-1.1`` (the Java SDKs'
    default), in which case the answer, errors included, is CBOR too (``codec``);
+   with ``--iam`` the caller's policies are then asked (``server.web.access``):
+   ``AccessDeniedException`` for the whole request;
 5. fault injection may delay or fail the request here (``dispatch``);
 6. the engine runs the action with ``now`` and a request context (the request id, the
    peer address, the ``User-Agent``); for an action the registry marks ``durable``, the
@@ -46,6 +50,8 @@ from server.core.errors import (
     for_code,
 )
 from server.core.hooks import FaultInjector
+from server.core.principals import Principal
+from server.web.access import AccessControl
 from server.web.auth import check_authorization
 from server.web.codec import (
     CBOR_CONTENT_TYPE,
@@ -58,7 +64,14 @@ from server.web.codec import (
     encode_response,
 )
 
-__all__ = ["ENGINE_KEY", "REQUEST_ID_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
+__all__ = [
+    "ENGINE_KEY",
+    "PRINCIPAL_KEY",
+    "REQUEST_ID_KEY",
+    "STOPPING_KEY",
+    "TARGETS",
+    "make_app",
+]
 
 log = logging.getLogger("server.web")
 
@@ -71,6 +84,8 @@ ENGINE_KEY = web.AppKey("engine", Engine)
 STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
 #: The ``x-amzn-RequestId`` the middleware chose for a request (and stamps on its answer).
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+#: The principal whose signature a request carries (set only with ``--iam``).
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -134,8 +149,13 @@ def make_app(
     clock: Callable[[], float],
     *,
     faults: FaultInjector | None = None,
+    access: AccessControl | None = None,
 ) -> web.Application:
-    """The aiohttp application serving ``engine``; ``clock`` gives ``now`` (epoch seconds)."""
+    """The aiohttp application serving ``engine``; ``clock`` gives ``now`` (epoch seconds).
+
+    ``access`` verifies signatures and enforces policies (``--iam``); ``None``: any
+    SigV4-shaped credentials are accepted and everything is allowed.
+    """
     cap = config.max_request_bytes
     require_auth = config.require_auth
     storage = engine.storage
@@ -172,8 +192,19 @@ def make_app(
         body = await read_body(request)
         if body is None:
             return web.Response(status=413)
+        principal: Principal | None = None
+        if access is not None:
+            now = clock()
+            principal = access.verifier.verify(
+                request.method, request.raw_path, request.headers, request.headers.items(),
+                body, now,
+            )
+            request[PRINCIPAL_KEY] = principal
         cbor = request.content_type == CBOR_CONTENT_TYPE
         payload = decode_cbor_request(body) if cbor else decode_request(body)
+        if access is not None:
+            assert principal is not None
+            access.authorize(principal, entry, payload, now)
         if faults is not None:  # whole-request faults and added latency
             fault = faults.request_fault(action, engine.rng)
             if fault is not None:
@@ -187,6 +218,7 @@ def make_app(
                     )
         context = RequestContext(
             request_id=request[REQUEST_ID_KEY],
+            principal=None if principal is None else principal.arn,
             source_address=request.remote,
             user_agent=request.headers.get("User-Agent"),
         )

@@ -19,11 +19,14 @@ from server.config import ServerConfig
 from server.core.engine import Engine
 from server.core.faults import Faults
 from server.core.hooks import FaultInjector, ThroughputGate
+from server.core.principals import Principals, load_principals
 from server.core.throughput import Limits, Throughput
 from server.storage.base import Storage
 from server.storage.durable import DurableStorage
 from server.storage.memory import MemoryStorage
+from server.web.access import AccessControl
 from server.web.app import STOPPING_KEY, make_app
+from server.web.auth import Verifier
 
 __all__ = ["StreamServer"]
 
@@ -69,6 +72,13 @@ class StreamServer:
         settings = config.fault_settings()
         return throughput, (Faults(settings) if settings.active else None)
 
+    def _principals(self) -> Principals | None:
+        """The ``--iam`` principals (read from their file when given as a path)."""
+        iam = self.config.iam
+        if iam is None or isinstance(iam, Principals):
+            return iam
+        return load_principals(iam, self.config.account_id)
+
     # -- lifecycle -------------------------------------------------------------------
 
     @property
@@ -90,6 +100,7 @@ class StreamServer:
         """Create the storage and engine and start listening."""
         if self._runner is not None:
             raise RuntimeError("the server is already started")
+        principals = self._principals()
         storage = self._storage if self._storage is not None else self._make_storage()
         throughput, faults = self._make_hooks()
         self.engine = Engine(
@@ -103,7 +114,12 @@ class StreamServer:
                 storage.iterator_secret if isinstance(storage, DurableStorage) else None
             ),
         )
-        app = make_app(self.engine, self.config, self._clock, faults=faults)
+        access = (
+            AccessControl(Verifier(principals, self.config.region), self.engine)
+            if principals is not None
+            else None
+        )
+        app = make_app(self.engine, self.config, self._clock, faults=faults, access=access)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
