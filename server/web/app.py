@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from server.config import ServerConfig
 from server.core.actions import ACTIONS, BY_TARGET
@@ -52,6 +53,7 @@ from server.core.errors import (
 from server.core.hooks import FaultInjector
 from server.core.principals import Principal
 from server.web.access import AccessControl
+from server.web.audit import AuditLog
 from server.web.auth import check_authorization
 from server.web.codec import (
     CBOR_CONTENT_TYPE,
@@ -63,6 +65,15 @@ from server.web.codec import (
     encode_error,
     encode_response,
 )
+from server.web.keys import (
+    ACTION_KEY,
+    ANSWER_KEY,
+    ERROR_KEY,
+    PAYLOAD_KEY,
+    PRINCIPAL_KEY,
+    REQUEST_ID_KEY,
+)
+from server.web.observe import CallObserver, make_observer
 
 __all__ = [
     "ENGINE_KEY",
@@ -82,10 +93,6 @@ TARGETS: dict[str, str] = {action.target: action.name for action in ACTIONS.valu
 ENGINE_KEY = web.AppKey("engine", Engine)
 #: Set by ``StreamServer.stop`` so injected latency never holds up a shutdown.
 STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
-#: The ``x-amzn-RequestId`` the middleware chose for a request (and stamps on its answer).
-REQUEST_ID_KEY = web.RequestKey("request_id", str)
-#: The principal whose signature a request carries (set only with ``--iam``).
-PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -118,14 +125,15 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     try:
         response = await handler(request)
     except KinesisError as error:
+        request[ERROR_KEY] = error
         response = _error_response(error, request.content_type == CBOR_CONTENT_TYPE)
     except web.HTTPException:
         raise
     except Exception:
         log.exception("internal failure handling %s", request.headers.get("X-Amz-Target"))
-        response = _error_response(
-            InternalFailure(), request.content_type == CBOR_CONTENT_TYPE
-        )
+        failure = InternalFailure()
+        request[ERROR_KEY] = failure
+        response = _error_response(failure, request.content_type == CBOR_CONTENT_TYPE)
     response.headers["x-amzn-RequestId"] = request_id
     return response
 
@@ -150,11 +158,15 @@ def make_app(
     *,
     faults: FaultInjector | None = None,
     access: AccessControl | None = None,
+    audit: AuditLog | None = None,
+    metrics: CallObserver | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``engine``; ``clock`` gives ``now`` (epoch seconds).
 
     ``access`` verifies signatures and enforces policies (``--iam``); ``None``: any
-    SigV4-shaped credentials are accepted and everything is allowed.
+    SigV4-shaped credentials are accepted and everything is allowed. ``audit`` gets one
+    CloudTrail record per API call (data events only with ``config.audit_data_events``)
+    and ``metrics`` is told of each call (``server.web.observe``).
     """
     cap = config.max_request_bytes
     require_auth = config.require_auth
@@ -187,6 +199,7 @@ def make_app(
         if entry is None or entry.name not in implemented:
             raise UnknownOperationException()
         action = entry.name
+        request[ACTION_KEY] = entry
         if require_auth:
             check_authorization(request.headers, request.query)
         body = await read_body(request)
@@ -202,6 +215,7 @@ def make_app(
             request[PRINCIPAL_KEY] = principal
         cbor = request.content_type == CBOR_CONTENT_TYPE
         payload = decode_cbor_request(body) if cbor else decode_request(body)
+        request[PAYLOAD_KEY] = payload
         if access is not None:
             assert principal is not None
             access.authorize(principal, entry, payload, now)
@@ -229,6 +243,7 @@ def make_app(
             assert isinstance(result, EventStream)
             return await _write_event_stream(request, result)
         answer = result.body
+        request[ANSWER_KEY] = answer
         if cbor:
             return web.Response(
                 body=b"" if answer is None else encode_cbor_response(answer),
@@ -238,7 +253,13 @@ def make_app(
             return web.Response(body=b"", content_type=JSON_CONTENT_TYPE)
         return web.Response(body=encode_response(answer), content_type=JSON_CONTENT_TYPE)
 
-    app = web.Application(middlewares=[error_middleware], client_max_size=cap + 1)
+    middlewares: list[Middleware] = [error_middleware]
+    if audit is not None or metrics is not None:
+        middlewares.insert(0, make_observer(
+            region=config.region, account_id=config.account_id, clock=clock, audit=audit,
+            data_events=config.audit_data_events, metrics=metrics,
+        ))
+    app = web.Application(middlewares=middlewares, client_max_size=cap + 1)
     app[ENGINE_KEY] = engine
     app[STOPPING_KEY] = stopping
     app.router.add_route("*", "/{tail:.*}", dispatch)

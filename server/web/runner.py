@@ -6,6 +6,7 @@ This is the asyncio shell around the sans-IO engine: it owns the clock
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 import time
@@ -26,6 +27,7 @@ from server.storage.durable import DurableStorage
 from server.storage.memory import MemoryStorage
 from server.web.access import AccessControl
 from server.web.app import STOPPING_KEY, make_app
+from server.web.audit import AuditLog
 from server.web.auth import Verifier
 
 __all__ = ["StreamServer"]
@@ -54,6 +56,7 @@ class StreamServer:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self.engine: Engine | None = None
+        self._audit: AuditLog | None = None
 
     # -- what the config builds ------------------------------------------------------
 
@@ -101,6 +104,27 @@ class StreamServer:
         if self._runner is not None:
             raise RuntimeError("the server is already started")
         principals = self._principals()
+        audit = self._open_audit_log()
+        try:
+            await self._start(principals, audit)
+        except BaseException:
+            if audit is not None:
+                await asyncio.to_thread(audit.close)
+            raise
+
+    def _open_audit_log(self) -> AuditLog | None:
+        """The audit log, open for appending; one that cannot be opened is an error now."""
+        target = self.config.audit_log
+        if target is None:
+            return None
+        try:
+            return AuditLog(target)
+        except OSError as error:
+            raise OSError(
+                error.errno, f"cannot write the audit log {target}: {error.strerror}"
+            ) from None
+
+    async def _start(self, principals: Principals | None, audit: AuditLog | None) -> None:
         storage = self._storage if self._storage is not None else self._make_storage()
         throughput, faults = self._make_hooks()
         self.engine = Engine(
@@ -119,7 +143,10 @@ class StreamServer:
             if principals is not None
             else None
         )
-        app = make_app(self.engine, self.config, self._clock, faults=faults, access=access)
+        app = make_app(
+            self.engine, self.config, self._clock, faults=faults, access=access, audit=audit
+        )
+        self._audit = audit
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -145,6 +172,9 @@ class StreamServer:
         finally:
             if self.engine is not None:
                 self.engine.storage.close()
+            audit, self._audit = self._audit, None
+            if audit is not None:  # after cleanup: the last in-flight calls are recorded
+                await asyncio.to_thread(audit.close)
 
     async def __aenter__(self) -> StreamServer:
         await self.start()
