@@ -51,6 +51,8 @@ class ServerConfig:
     audit_log: str | Path | None = None
     """Write one CloudTrail record per API call to this file (``"-"``: standard output);
     ``None``: no audit log."""
+    metrics: bool = True
+    """Serve the ``AWS/Kinesis`` metrics as Prometheus text on ``GET /metrics``."""
     audit_data_events: bool = True
     """Record data events (PutRecord(s), GetRecords, GetShardIterator, SubscribeToShard) in
     the audit log, not only management events."""

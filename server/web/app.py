@@ -73,7 +73,9 @@ from server.web.keys import (
     PRINCIPAL_KEY,
     REQUEST_ID_KEY,
 )
-from server.web.observe import CallObserver, make_observer
+from server.web.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
+from server.web.metrics import ServerMetrics
+from server.web.observe import make_observer
 
 __all__ = [
     "ENGINE_KEY",
@@ -159,14 +161,15 @@ def make_app(
     faults: FaultInjector | None = None,
     access: AccessControl | None = None,
     audit: AuditLog | None = None,
-    metrics: CallObserver | None = None,
+    metrics: ServerMetrics | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``engine``; ``clock`` gives ``now`` (epoch seconds).
 
     ``access`` verifies signatures and enforces policies (``--iam``); ``None``: any
     SigV4-shaped credentials are accepted and everything is allowed. ``audit`` gets one
     CloudTrail record per API call (data events only with ``config.audit_data_events``)
-    and ``metrics`` is told of each call (``server.web.observe``).
+    and ``metrics`` is told of each call (``server.web.observe``) and served on
+    ``GET /metrics``.
     """
     cap = config.max_request_bytes
     require_auth = config.require_auth
@@ -262,5 +265,14 @@ def make_app(
     app = web.Application(middlewares=middlewares, client_max_size=cap + 1)
     app[ENGINE_KEY] = engine
     app[STOPPING_KEY] = stopping
+    if metrics is not None:
+        exposition = metrics.exposition
+
+        async def serve_metrics(request: web.Request) -> web.Response:
+            return web.Response(
+                body=exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+            )
+
+        app.router.add_get("/metrics", serve_metrics, allow_head=False)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from server.config import ServerConfig
 from server.core.engine import Engine
+from server.core.errors import KinesisError
 from server.core.faults import Faults
 from server.core.hooks import FaultInjector, ThroughputGate
 from server.core.principals import Principals, load_principals
@@ -29,6 +30,7 @@ from server.web.access import AccessControl
 from server.web.app import STOPPING_KEY, make_app
 from server.web.audit import AuditLog
 from server.web.auth import Verifier
+from server.web.metrics import ServerMetrics
 
 __all__ = ["StreamServer"]
 
@@ -57,6 +59,8 @@ class StreamServer:
         self._port: int | None = None
         self.engine: Engine | None = None
         self._audit: AuditLog | None = None
+        #: The ``/metrics`` families (``None`` when ``config.metrics`` is off).
+        self.metrics: ServerMetrics | None = None
 
     # -- what the config builds ------------------------------------------------------
 
@@ -81,6 +85,16 @@ class StreamServer:
         if iam is None or isinstance(iam, Principals):
             return iam
         return load_principals(iam, self.config.account_id)
+
+    def _iterator_shard(self, token: str) -> tuple[str, str] | None:
+        """The stream and shard a shard iterator reads, or ``None`` if it is not valid."""
+        if self.engine is None:
+            return None
+        try:
+            state = self.engine.iterators.decode(token, self._clock())
+        except KinesisError:
+            return None
+        return state.stream_name, state.shard_id
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -143,8 +157,12 @@ class StreamServer:
             if principals is not None
             else None
         )
+        self.metrics = (
+            ServerMetrics(self._clock, self._iterator_shard) if self.config.metrics else None
+        )
         app = make_app(
-            self.engine, self.config, self._clock, faults=faults, access=access, audit=audit
+            self.engine, self.config, self._clock, faults=faults, access=access, audit=audit,
+            metrics=self.metrics,
         )
         self._audit = audit
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
