@@ -27,6 +27,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from kpl.metrics import snake_case
 from server.core.actions import Action
 from server.core.errors import KinesisError, ProvisionedThroughputExceededException
 
@@ -48,12 +49,6 @@ _SHARD_IN_MESSAGE = re.compile(r"shard (shardId-\d+)")
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
 )
-
-
-def snake_case(cloudwatch_name: str) -> str:
-    """``PutRecords.TotalRecords`` -> ``put_records_total_records``."""
-    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cloudwatch_name.replace(".", "_"))
-    return words.lower()
 
 
 def _data_size(entry: Any) -> int:
