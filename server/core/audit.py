@@ -8,9 +8,11 @@ parsed request, the answer or the error, the request id, the peer) and
 to be written as one JSON line. The rules:
 
 * ``requestParameters`` and ``responseElements`` use CloudTrail's lower-camel member
-  names and never hold record data: every ``Data`` member is left out, and bytes
-  anywhere are dropped. A read-only call's ``responseElements`` is ``null`` (what it
-  read is not an effect), as is a failed call's.
+  names and never hold record data: every ``Data`` member is left out, bytes anywhere
+  are dropped, and so are the ``Records`` lists of PutRecords and GetRecords (keeping
+  them without their data would still make a record as large as the call, and building
+  it would cost more than the call itself). A read-only call's ``responseElements`` is
+  ``null`` (what it read is not an effect), as is a failed call's.
 * ``errorCode`` / ``errorMessage`` are present exactly when the call failed, whatever
   refused it (a bad signature, a policy, validation, the engine).
 * ``eventCategory`` and ``readOnly`` come from the action registry; ``managementEvent``
@@ -36,6 +38,7 @@ __all__ = ["EVENT_VERSION", "CallRecord", "cloudtrail_record", "principal_id", "
 #: The CloudTrail record format version these records follow.
 EVENT_VERSION: Final = "1.09"
 _SOURCE: Final = "kinesis.amazonaws.com"
+_LEFT_OUT: Final = frozenset({"Data", "Records"})
 
 
 @dataclass(slots=True)
@@ -66,12 +69,13 @@ def _camel(name: str) -> str:
 
 
 def scrub(value: Any) -> Any:
-    """``value`` with lower-camel member names, without ``Data`` members or bytes."""
+    """``value`` with lower-camel member names, without ``Data`` and ``Records``
+    members or bytes."""
     if isinstance(value, dict):
         return {
             _camel(str(key)): scrub(item)
             for key, item in value.items()
-            if key != "Data" and not isinstance(item, bytes | bytearray | memoryview)
+            if key not in _LEFT_OUT and not isinstance(item, bytes | bytearray | memoryview)
         }
     if isinstance(value, list):
         return [scrub(item) for item in value if not isinstance(item, bytes | bytearray)]

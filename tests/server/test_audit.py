@@ -88,11 +88,10 @@ def test_failures_reads_and_unverified_callers() -> None:
     assert unparsed["resources"] == []
 
 
-def test_scrub_drops_data_everywhere() -> None:
-    body = {"Records": [{"Data": "aGk=", "PartitionKey": "a"}, {"Data": b"x", "PartitionKey": "b"}],
-            "StreamName": "s", "Blob": b"x"}
-    assert scrub(body) == {"records": [{"partitionKey": "a"}, {"partitionKey": "b"}],
-                           "streamName": "s"}
+def test_scrub_drops_data_and_record_lists_everywhere() -> None:
+    body = {"Records": [{"Data": "aGk=", "PartitionKey": "a"}], "StreamName": "s",
+            "Blob": b"x", "Nested": [{"Data": "aGk=", "Key": b"k", "N": 1}, b"raw"]}
+    assert scrub(body) == {"streamName": "s", "nested": [{"n": 1}]}
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
