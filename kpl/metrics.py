@@ -32,6 +32,7 @@ __all__ = [
     "register_metrics",
     "register_producer",
     "serve",
+    "serve_producer",
     "snake_case",
 ]
 
@@ -91,10 +92,20 @@ class MetricsCollector(Collector):
             return base + "_milliseconds", False
         return base, False
 
+    def _read(self) -> dict[str, float]:
+        # A scrape may run on the HTTP server's thread while the producer's loop updates
+        # its counters: a dict that changed size mid-copy is read again.
+        for _ in range(5):
+            try:
+                return dict(self._source())
+            except RuntimeError:
+                continue
+        return dict(self._source())
+
     def collect(self) -> Iterator[Metric]:
         """One family per metric name, samples labelled by stream (and shard)."""
         families: dict[str, Any] = {}
-        for key, number in self._source().items():
+        for key, number in self._read().items():
             labels = {"stream_name": self._stream}
             name = key
             if key.startswith(_BY_CODE):
@@ -147,3 +158,16 @@ def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> Ca
         thread.join()
 
     return stop
+
+
+def serve_producer(producer: _Named, port: int, host: str = "127.0.0.1") -> Callable[[], None]:
+    """Serve one producer's metrics in a registry of their own (``kpl load
+    --metrics-port``); a port that cannot be bound is a :class:`ValueError` saying so."""
+    registry = CollectorRegistry()
+    register_producer(producer, registry)
+    try:
+        return serve(registry, port, host)
+    except OSError as error:
+        raise ValueError(
+            f"cannot serve metrics on {host}:{port}: {error.strerror or error}"
+        ) from None

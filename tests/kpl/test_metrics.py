@@ -56,12 +56,53 @@ async def test_a_producers_metrics_equal_what_it_put() -> None:
 def test_serve_exposes_a_registry_over_http() -> None:
     registry = CollectorRegistry()
     register_metrics(lambda: {"UserRecordsPut": 1}, stream_name="s", registry=registry)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     stop = serve(registry, port)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             assert b'kpl_user_records_put_total{stream_name="s"} 1.0' in response.read()
     finally:
         stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_kpl_load_serves_the_producers_metrics_while_it_runs() -> None:
+    from kpl.cli.load import LoadOptions, NoView, run_load
+
+    port = _free_port()
+    scraped: list[bytes] = []
+
+    class Scraper(NoView):
+        def update(self, snap: object, phase: str) -> None:
+            if phase == "done":  # the run is over, the metrics are still served
+                url = f"http://127.0.0.1:{port}/metrics"
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    scraped.append(response.read())
+
+    opts = LoadOptions(records=300, shards=1, metrics_port=port, seed=1)
+    summary, _ = await run_load(opts, Scraper())
+    assert summary["records_acked"] == 300
+    assert b'kpl_user_records_put_total{stream_name="kpl-load"} 300.0' in scraped[0]
+
+
+def test_kpl_load_metrics_port_in_use_is_one_line() -> None:
+    from click.testing import CliRunner
+
+    from kpl.cli import cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(
+            cli, ["load", "--records", "10", "--metrics-port", str(port)], catch_exceptions=False
+        )
+    assert result.exit_code != 0
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+    assert result.stderr.count("\n") == 1
