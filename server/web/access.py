@@ -6,7 +6,8 @@
 * the action's IAM name, from the registry (``Action.iam_action``);
 * its resource: ``*`` for the actions without a resource type; else the consumer ARN a
   request names (``ConsumerARN``), or the stream's ARN (from ``StreamARN``, ``StreamName``,
-  or for GetRecords the stream its shard iterator reads). A request naming no resource
+  for GetRecords the stream its shard iterator reads, for ListShards the stream its
+  ``NextToken`` pages through). A request naming no resource
   (a malformed one) is left to the engine, which refuses it with the service's error;
 * the condition context: the stream's tags as ``aws:ResourceTag/KEY`` and the caller's
   identity keys;
@@ -65,6 +66,12 @@ class AccessControl:
                 return self._engine.iterators.decode(token, now).stream_name
             except KinesisError:
                 return None  # the engine refuses the iterator itself
+        next_token = payload.get("NextToken")
+        if action.name == "ListShards" and isinstance(next_token, str):
+            try:
+                return self._engine.control.list_shards_token_stream(next_token, now)
+            except KinesisError:
+                return None  # the engine refuses the token itself
         return None
 
     def access_request(

@@ -142,6 +142,22 @@ def test_reader_reads_orders_only(url: str) -> None:
     )
 
 
+def test_a_list_shards_token_is_checked_against_its_stream(url: str) -> None:
+    admin = client(url, "AKIAADMIN", "admin-secret")
+    admin.create_stream(StreamName="paged", ShardCount=2)
+    token = admin.list_shards(StreamName="paged", MaxResults=1)["NextToken"]
+    writer = client(url, "AKIAWRITER", "writer-secret")
+    assert error_of(writer.list_shards, NextToken=token) == (
+        "AccessDeniedException", denied("writer", "ListShards", ARN + "paged")
+    )
+    admin.create_stream(StreamName="orders-paged", ShardCount=2)
+    first = writer.list_shards(StreamName="orders-paged", MaxResults=1)
+    second = writer.list_shards(NextToken=first["NextToken"])
+    assert [s["ShardId"] for s in first["Shards"] + second["Shards"]] == [
+        "shardId-000000000000", "shardId-000000000001"
+    ]
+
+
 def test_resource_tag_condition(url: str) -> None:
     tagged = client(url, "AKIATAGGED", "tagged-secret")
     tagged.describe_stream_summary(StreamName="payments")
