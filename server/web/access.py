@@ -4,11 +4,12 @@
 :func:`server.core.iam.evaluate` about each call. What a call is evaluated against:
 
 * the action's IAM name, from the registry (``Action.iam_action``);
-* its resource: ``*`` for the actions without a resource type; else the consumer ARN a
-  request names (``ConsumerARN``), or the stream's ARN (from ``StreamARN``, ``StreamName``,
-  for GetRecords the stream its shard iterator reads, for ListShards the stream its
-  ``NextToken`` pages through). A request naming no resource
-  (a malformed one) is left to the engine, which refuses it with the service's error;
+* its resource: ``*`` for the actions without a resource type; else the consumer (or
+  stream) ARN a request names (``ConsumerARN``, ``ResourceARN``), or the stream's ARN
+  (from ``StreamARN`` or ``StreamName``; for GetRecords the stream its shard iterator
+  reads, for ListShards the stream its ``NextToken`` pages through). A request naming no
+  resource this server knows (a malformed one, an expired iterator) is left to the
+  engine, which refuses it with the service's error;
 * the condition context: the stream's tags as ``aws:ResourceTag/KEY`` and the caller's
   identity keys;
 * the caller's identity policies and the stream's resource-based policy, when it has one
@@ -57,9 +58,10 @@ class AccessControl:
             return arn[len(self._stream_prefix) :].partition("/")[0]
         if isinstance(name, str):
             return name
-        consumer = payload.get("ConsumerARN")
-        if isinstance(consumer, str) and consumer.startswith(self._stream_prefix):
-            return consumer[len(self._stream_prefix) :].partition("/")[0]
+        for member in ("ConsumerARN", "ResourceARN"):
+            arn = payload.get(member)
+            if isinstance(arn, str) and arn.startswith(self._stream_prefix):
+                return arn[len(self._stream_prefix) :].partition("/")[0]
         token = payload.get("ShardIterator")
         if action.name == "GetRecords" and isinstance(token, str):
             try:
@@ -93,10 +95,11 @@ class AccessControl:
         stream_name = self._stream_of(action, payload, now)
         if stream_name is None:
             return None
-        consumer = payload.get("ConsumerARN")
+        named = payload.get("ConsumerARN", payload.get("ResourceARN"))
         resource = (
-            consumer
-            if isinstance(consumer, str) and action.name != "RegisterStreamConsumer"
+            named
+            if isinstance(named, str) and named.startswith(self._stream_prefix)
+            and action.name != "RegisterStreamConsumer"
             else self._stream_prefix + stream_name
         )
         stream = self._engine.streams.find(stream_name, now)

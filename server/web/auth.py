@@ -13,7 +13,8 @@ With ``--iam``, a :class:`Verifier` also checks who signed, in the service's ord
    ``X-Amz-*`` parameters); neither -> ``MissingAuthenticationTokenException``;
 2. the key id must be a known principal's and ``X-Amz-Security-Token`` must be its
    session token (absent when it has none) -> else ``UnrecognizedClientException``;
-3. the credential scope's region and service must be this server's;
+3. the credential scope's region and service must be this server's, its date the
+   request time's;
 4. the request time (``X-Amz-Date``, else ``Date``) within 5 minutes of ``now`` -> else
    ``InvalidSignatureException`` (``Signature expired`` / ``not yet current``);
 5. the signature, recomputed with :mod:`kpl.protocol.sigv4` (the producer's signer) over
@@ -236,6 +237,11 @@ class Verifier:
         if auth.service != "kinesis":
             raise InvalidSignatureException(
                 "Credential should be scoped to correct service: 'kinesis'. "
+            )
+        if stamp[:8] != auth.date:
+            raise InvalidSignatureException(
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
+                f"date from HTTP: '{auth.date}' != '{stamp[:8]}', from '{stamp}'."
             )
         check_clock(stamp, epoch, now)
         if "host" not in auth.signed_headers:

@@ -180,3 +180,22 @@ def test_signing_keys_are_derived_once_per_day() -> None:
         headers = signed()
         verifier.verify("POST", "/", headers, headers.items(), BODY, NOW)
     assert len(verifier._keys) == 1
+
+
+def test_a_scope_date_other_than_the_request_date_is_refused() -> None:
+    amz_date = stamp(NOW)
+    yesterday = stamp(NOW - 86400)[:8]
+    headers = {"X-Amz-Target": "Kinesis_20131202.ListStreams", "Host": "127.0.0.1:4567"}
+    added = sign_request(
+        "POST", URL, headers, BODY, amz_date=amz_date, access_key="AKIAWRITER",
+        key=signing_key("secret", yesterday, "us-east-1", "kinesis"), region="us-east-1",
+        service="kinesis",
+    )
+    added["Authorization"] = added["Authorization"].replace(
+        f"/{amz_date[:8]}/", f"/{yesterday}/"
+    )
+    message = refused(InvalidSignatureException, CIMultiDict({**headers, **added}))
+    assert message == (
+        "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from "
+        f"HTTP: '{yesterday}' != '{amz_date[:8]}', from '{amz_date}'."
+    )
