@@ -79,6 +79,7 @@ from server.web.observe import make_observer
 
 __all__ = [
     "ENGINE_KEY",
+    "METRICS_KEY",
     "PRINCIPAL_KEY",
     "REQUEST_ID_KEY",
     "STOPPING_KEY",
@@ -95,6 +96,8 @@ TARGETS: dict[str, str] = {action.target: action.name for action in ACTIONS.valu
 ENGINE_KEY = web.AppKey("engine", Engine)
 #: Set by ``StreamServer.stop`` so injected latency never holds up a shutdown.
 STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
+#: The server's metrics, when it keeps them (event-stream writers count their events).
+METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -266,6 +269,7 @@ def make_app(
     app[ENGINE_KEY] = engine
     app[STOPPING_KEY] = stopping
     if metrics is not None:
+        app[METRICS_KEY] = metrics
         exposition = metrics.exposition
 
         async def serve_metrics(request: web.Request) -> web.Response:

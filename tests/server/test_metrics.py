@@ -192,3 +192,16 @@ def test_the_counters_equal_what_was_put_and_read() -> None:
     assert samples[("kinesis_get_records_success_total", stream)] == 2
     assert samples[("kinesis_put_record_latency_seconds_count", stream)] == 3
     assert not any(name.startswith("kinesis_shard_") for name, _ in samples)
+
+
+async def test_the_app_carries_the_metrics_for_event_stream_writers() -> None:
+    from server import StreamServer
+    from server.web.app import METRICS_KEY
+
+    async with StreamServer(port=0) as server:
+        assert server._runner is not None
+        assert server._runner.app[METRICS_KEY] is server.metrics
+    async with StreamServer(port=0, metrics=False) as server:
+        assert server._runner is not None
+        assert METRICS_KEY not in server._runner.app
+        assert server.metrics is None
