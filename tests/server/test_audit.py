@@ -19,7 +19,7 @@ from server.core.actions import ACTIONS
 from server.core.audit import CallRecord, cloudtrail_record, scrub
 from server.core.principals import parse_principals
 from server.web.audit import AuditLog
-from tests.server.test_iam_boto3 import POLICY_FILE
+from tests.server.iam_policies import POLICY_FILE
 from tests.support import ServerThread
 
 ACCOUNT = "000000000000"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from kpl.protocol.sigv4 import TIMESTAMP_FORMAT, sign_request, signing_key
 from server.core.actions import ACTIONS
-from tests.server.test_iam_boto3 import PRINCIPALS
+from tests.server.iam_policies import PRINCIPALS
 from tests.support import ServerThread
 
 KEYS = {"AKIAADMIN": "admin-secret", "AKIAWRITER": "writer-secret", "AKIAREADER": "reader-secret"}

@@ -19,39 +19,8 @@ from botocore.exceptions import ClientError
 from kpl import Credentials, Producer, ProducerConfig, RecordFailed
 from server import StreamServer
 from server.__main__ import main
-from server.core.principals import Principals, parse_principals
+from tests.server.iam_policies import ACCOUNT, ARN, PRINCIPALS
 from tests.support import ServerThread
-
-ACCOUNT = "000000000000"
-ARN = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/"
-
-
-def _allow(actions: list[str], resource: str | list[str]) -> dict[str, Any]:
-    return {"Effect": "Allow", "Action": actions, "Resource": resource}
-
-
-POLICY_FILE: dict[str, Any] = {
-    "principals": [
-        {"name": "admin", "access_key_id": "AKIAADMIN", "secret_access_key": "admin-secret",
-         "policies": [{"Version": "2012-10-17", "Statement": [_allow(["kinesis:*"], "*")]}]},
-        {"name": "writer", "access_key_id": "AKIAWRITER", "secret_access_key": "writer-secret",
-         "policies": [{"Version": "2012-10-17", "Statement": [
-             _allow(["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary",
-                     "kinesis:ListShards"], ARN + "orders*"),
-             {"Effect": "Deny", "Action": "kinesis:*", "Resource": ARN + "orders-archive"},
-         ]}]},
-        {"name": "reader", "access_key_id": "AKIAREADER", "secret_access_key": "reader-secret",
-         "policies": [{"Version": "2012-10-17", "Statement": [
-             _allow(["kinesis:Get*"], ARN + "orders"),
-         ]}]},
-        {"name": "tagged", "access_key_id": "AKIATAGGED", "secret_access_key": "tagged-secret",
-         "policies": [{"Version": "2012-10-17", "Statement": [
-             {"Effect": "Allow", "Action": "kinesis:DescribeStreamSummary", "Resource": "*",
-              "Condition": {"StringEquals": {"aws:ResourceTag/team": "blue"}}},
-         ]}]},
-    ]
-}
-PRINCIPALS: Principals = parse_principals(POLICY_FILE, ACCOUNT)
 
 
 def client(url: str, key: str, secret: str) -> Any:
