@@ -26,7 +26,9 @@ Request flow (cheapest refusals first, as the service answers them):
 The middleware renders every :class:`KinesisError` as ``{"__type","message"}`` with its
 status, turns anything unexpected into a 500 ``InternalFailure``, and stamps an
 ``x-amzn-RequestId`` on every response (chosen before the handler runs, so the engine's
-request context carries the same id).
+request context carries the same id). Around it, when the server keeps an audit log or
+metrics, ``server.web.observe``'s middleware records and measures each API call as
+answered; ``GET /metrics`` serves the metrics, every other request goes to the one handler.
 """
 
 from __future__ import annotations

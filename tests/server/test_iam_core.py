@@ -268,3 +268,11 @@ def test_unreadable_or_non_json_file_is_one_line(tmp_path: Path) -> None:
     bad.write_text("{nope")
     with pytest.raises(ValueError, match="not JSON"):
         load_principals(bad, ACCOUNT)
+
+
+def test_iam_cannot_go_with_no_auth() -> None:
+    from server.config import ServerConfig
+
+    principals = parse_principals({"principals": []}, ACCOUNT)
+    with pytest.raises(ValueError, match="cannot go with --no-auth"):
+        ServerConfig(iam=principals, require_auth=False)
