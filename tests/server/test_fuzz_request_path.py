@@ -1,5 +1,5 @@
 """Fuzzing the request path: random bodies, headers, content types and targets never get
-a 5xx or stop the server, with --iam, the audit log and the metrics all on."""
+a 5xx or stop the server, with the audit log and the metrics on, with and without --iam."""
 
 from __future__ import annotations
 
@@ -46,11 +46,18 @@ values = st.recursive(
 payloads = st.dictionaries(st.sampled_from(MEMBERS), values, max_size=5)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["iam", "no-auth"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A server with --iam, or one accepting anything (so more requests reach the engine);
+    both with the audit log and the metrics."""
     log = Path(tmp_path_factory.mktemp("fuzz")) / "audit.log"
-    with ServerThread(state_delay_seconds=0.0, limits="off", iam=PRINCIPALS,
-                      audit_log=log) as thread:
+    security: dict[str, Any] = (
+        {"iam": PRINCIPALS} if request.param == "iam" else {"require_auth": False}
+    )
+    with ServerThread(state_delay_seconds=0.0, limits="off", audit_log=log,
+                      **security) as thread:
         yield thread.url
 
 
