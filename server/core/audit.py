@@ -20,7 +20,8 @@ to be written as one JSON line. The rules:
 * ``userIdentity`` is the verified principal's (``IAMUser``); without one (no ``--iam``,
   or a call refused before its signature was verified) it is ``Unknown`` with the access
   key id the request named, when it named one.
-* ``resources`` lists the stream (or consumer) the request names.
+* ``resources`` lists the stream (or consumer) the request names, or for a call that
+  names it otherwise (GetRecords' shard iterator) the stream the web layer found.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class CallRecord:
     response: dict[str, Any] | None = None
     error_code: str | None = None
     error_message: str | None = None
+    stream_name: str | None = None
+    """The stream a request names other than by name or ARN (GetRecords' iterator)."""
 
 
 def _camel(name: str) -> str:
@@ -117,7 +120,7 @@ def _resources(call: CallRecord) -> list[dict[str, str]]:
         return [{"accountId": call.account_id, "type": "AWS::Kinesis::StreamConsumer",
                  "ARN": consumer}]
     arn = body.get("StreamARN")
-    name = body.get("StreamName")
+    name = body.get("StreamName", call.stream_name)
     if not isinstance(arn, str):
         arn = stream_prefix + name if isinstance(name, str) else None
     if arn is None:

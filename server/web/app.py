@@ -158,6 +158,18 @@ async def _write_event_stream(request: web.Request, stream: EventStream) -> web.
     raise NotImplementedError(f"event-stream answer to {request.headers.get('X-Amz-Target')}")
 
 
+def _iterator_stream(engine: Engine, clock: Callable[[], float]) -> Callable[[str], str | None]:
+    """Names the stream a shard iterator reads (``None`` for one the engine refuses)."""
+
+    def stream_of(token: str) -> str | None:
+        try:
+            return engine.iterators.decode(token, clock()).stream_name
+        except KinesisError:
+            return None
+
+    return stream_of
+
+
 def make_app(
     engine: Engine,
     config: ServerConfig,
@@ -266,6 +278,7 @@ def make_app(
         middlewares.insert(0, make_observer(
             region=config.region, account_id=config.account_id, clock=clock, audit=audit,
             data_events=config.audit_data_events, metrics=metrics,
+            iterator_stream=_iterator_stream(engine, clock),
         ))
     app = web.Application(middlewares=middlewares, client_max_size=cap + 1)
     app[ENGINE_KEY] = engine

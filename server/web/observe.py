@@ -69,8 +69,10 @@ def make_observer(
     audit: AuditLog | None = None,
     data_events: bool = True,
     metrics: CallObserver | None = None,
+    iterator_stream: Callable[[str], str | None] | None = None,
 ) -> Middleware:
-    """The middleware writing ``audit`` records and telling ``metrics`` of each call."""
+    """The middleware writing ``audit`` records and telling ``metrics`` of each call;
+    ``iterator_stream`` names the stream a shard iterator reads (for GetRecords' record)."""
 
     @web.middleware
     async def observe(request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -81,6 +83,8 @@ def make_observer(
         if entry is None:
             return response
         error = request.get(ERROR_KEY)
+        if error is None and response.status >= 400:
+            return response  # a bare 413: the call was never read, so never made
         payload = request.get(PAYLOAD_KEY)
         answer = request.get(ANSWER_KEY)
         if metrics is not None:
@@ -89,6 +93,12 @@ def make_observer(
             )
         if audit is not None and (data_events or entry.category is EventCategory.MANAGEMENT):
             principal = request.get(PRINCIPAL_KEY)
+            token = payload.get("ShardIterator") if isinstance(payload, dict) else None
+            stream_name = (
+                iterator_stream(token)
+                if iterator_stream is not None and isinstance(token, str)
+                else None
+            )
             record = CallRecord(
                 action=entry,
                 request_id=request[REQUEST_ID_KEY],
@@ -104,6 +114,7 @@ def make_observer(
                 response=answer if isinstance(answer, dict) else None,
                 error_code=None if error is None else error.error_code,
                 error_message=None if error is None else error.message,
+                stream_name=stream_name,
             )
             audit.write(cloudtrail_record(record))
         return response

@@ -158,13 +158,24 @@ def test_one_record_per_call_with_matching_ids_and_no_data(tmp_path: Path) -> No
             ("PutRecords", _request_id(writer.put_records, StreamName="orders",
                                        Records=[{"Data": secret_data, "PartitionKey": "k"}])),
             ("DeleteStream", _request_id(writer.delete_stream, StreamName="orders")),
+            ("GetRecords", _request_id(admin.get_records, ShardIterator=admin.get_shard_iterator(
+                StreamName="orders", ShardId="shardId-000000000000",
+                ShardIteratorType="TRIM_HORIZON",
+            )["ShardIterator"])),
             ("ListStreams", _request_id(_client(thread.url, "AKIAWRITER", "bad").list_streams)),
         ]
-    records = _lines(path)
+    records = [r for r in _lines(path) if r["eventName"] != "GetShardIterator"]
     assert [(r["eventName"], r["requestID"], r.get("errorCode")) for r in records] == [
         (name, rid, code) for name, (rid, code) in calls
     ]
-    assert [c for _, (_, c) in calls][-2:] == ["AccessDeniedException", "InvalidSignatureException"]
+    # GetRecords names its stream by iterator only; its record names the stream.
+    assert records[4]["resources"] == [{
+        "accountId": ACCOUNT, "type": "AWS::Kinesis::Stream",
+        "ARN": f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/orders",
+    }]
+    assert [c for _, (_, c) in calls] == [
+        None, None, None, "AccessDeniedException", None, "InvalidSignatureException"
+    ]
     text = path.read_text()
     assert secret_data.decode() not in text
     assert base64.b64encode(secret_data).decode() not in text
@@ -183,3 +194,26 @@ def test_data_events_can_be_left_out(tmp_path: Path) -> None:
         client.put_record(StreamName="s", Data=b"x", PartitionKey="k")
         client.describe_stream_summary(StreamName="s")
     assert [r["eventName"] for r in _lines(path)] == ["CreateStream", "DescribeStreamSummary"]
+
+
+def test_a_body_refused_unread_is_no_call(tmp_path: Path) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    path = tmp_path / "audit.log"
+    with ServerThread(audit_log=path, require_auth=False, max_request_bytes=64) as thread:
+        parts = urlsplit(thread.url)
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        try:
+            connection.request(
+                "POST", "/", body=iter([b"{" + b" " * 100 + b"}"]), encode_chunked=True,
+                headers={"X-Amz-Target": "Kinesis_20131202.ListStreams",
+                         "Content-Type": "application/x-amz-json-1.1"},
+            )
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 413
+        finally:
+            connection.close()
+        _client(thread.url, "AKIAANY", "any").list_streams()
+    assert [r["eventName"] for r in _lines(path)] == ["ListStreams"]
