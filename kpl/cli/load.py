@@ -81,6 +81,8 @@ class LoadOptions:
     seed: int | None = None
     server_args: tuple[str, ...] = ()
     producer: ProducerConfig = field(default_factory=ProducerConfig)
+    #: Serve the producer's metrics on ``http://127.0.0.1:PORT/metrics`` during the run.
+    metrics_port: int | None = None
 
     def settings(self) -> dict[str, Any]:
         """The run's settings as reported (JSON, report page)."""
@@ -348,6 +350,10 @@ async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[st
         )
         producer.start()
         stack.push_async_callback(_close_producer, producer, abort)
+        if opts.metrics_port is not None:
+            from kpl.metrics import serve_producer
+
+            stack.callback(serve_producer(producer, opts.metrics_port))
 
         rng = random.Random(opts.seed)
         source = RecordSource(rng, size_min=opts.size_min, size_max=opts.size_max, keys=opts.keys)
@@ -622,6 +628,10 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 @click.option(
+    "--metrics-port", type=IntRange(0, 65535), default=None, metavar="PORT",
+    help="Serve the producer's metrics (Prometheus text) on 127.0.0.1:PORT/metrics.",
+)
+@click.option(
     "--report",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -649,6 +659,7 @@ def load(
     fail_if_throttled: bool,
     server_args: str | None,
     as_json: bool,
+    metrics_port: int | None,
     report: Path | None,
 ) -> int:
     """Put records into a stream with the producer and report what happened.
@@ -729,6 +740,7 @@ def load(
         seed=seed,
         server_args=parsed_server_args,
         producer=config,
+        metrics_port=metrics_port,
     )
 
     console = Console(soft_wrap=True)
