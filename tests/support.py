@@ -1,15 +1,22 @@
-"""Test support shared by the server and command-line tests.
+"""Test support shared by the server, producer and command-line tests.
 
 boto3 and the ``kpl`` commands run their own (or no) event loop, so the real server
 they talk to runs on a private loop in a thread, on port 0.
+
+Shell tests that talk to no socket run on :class:`VirtualTimeLoop` (``@virtual_time``):
+its clock stands still while anything is ready to run and jumps to the next timer when
+nothing is, so a test's timeouts, backoffs and TTLs pass in no wall time and always in
+the same order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import selectors
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 import boto3
 
@@ -24,6 +31,72 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class _JumpingSelector(selectors.BaseSelector):
+    """A selector that, instead of blocking until a timer is due, moves the loop's
+    clock to it. Real readiness (a thread's wake-up, a socket) still wins: it is
+    polled first, and with no timer at all the selector blocks for real."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        self._real = selectors.DefaultSelector()
+        self._loop = loop
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self._real.select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:
+            return self._real.select(None)
+        self._loop.advance(timeout)
+        return []
+
+    def close(self) -> None:
+        self._real.close()
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._real.get_map()
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on virtual time: ``time()`` moves only when every task waits for a
+    timer, and then straight to the earliest one."""
+
+    def __init__(self, start: float = 100_000.0) -> None:
+        self._now = start
+        super().__init__(_JumpingSelector(self))
+
+    def time(self) -> float:
+        """The virtual clock (seconds)."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (the selector does, when the loop would sleep)."""
+        self._now += seconds
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def virtual_time(test: Callable[_P, Coroutine[Any, Any, _R]]) -> Callable[_P, _R]:
+    """Run an async test on a fresh :class:`VirtualTimeLoop` (for tests without sockets)."""
+
+    @functools.wraps(test)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+            return runner.run(test(*args, **kwargs))
+
+    return run
 
 
 class ServerThread:

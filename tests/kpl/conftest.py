@@ -1,29 +1,34 @@
-"""Shared helpers for the producer's shell tests: a Kinesis stand-in behind a
-MockTransport, and decoding of what it stored through the reference deaggregator."""
+"""Shared helpers for the producer's shell tests: the server's sans-IO engine behind a
+MockTransport, with the failures a test injects, and decoding of what it stored through
+the reference deaggregator."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import itertools
+import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
-from kpl.protocol.hashing import HASH_KEY_SPACE, partition_key_hash
 from kpl.transport import MockRequest, MockResponse, MockTransport
+from server.core.engine import Engine, EngineConfig
+from server.core.errors import KinesisError
+from server.storage.memory import MemoryStorage
+
+#: The engine's epoch seconds at virtual loop time 0 (any fixed date works).
+EPOCH = 1_800_000_000.0
 
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """One Kinesis record as the fake stream stored it."""
+    """One Kinesis record as the stream stores it."""
 
     shard_id: str
     sequence_number: str
     partition_key: str
-    explicit_hash_key: str | None
     data: bytes
 
 
@@ -38,19 +43,6 @@ class Delivered:
     data: bytes
 
 
-def even_shards(count: int) -> list[tuple[str, int, int]]:
-    """Shard ranges the way CreateStream splits the hash key space."""
-    step = HASH_KEY_SPACE // count
-    return [
-        (
-            f"shardId-{i:012d}",
-            i * step,
-            HASH_KEY_SPACE - 1 if i == count - 1 else (i + 1) * step - 1,
-        )
-        for i in range(count)
-    ]
-
-
 # Decides the fate of one PutRecords entry: None to store it, or an error code.
 EntryFault = Callable[[dict[str, Any], int], str | None]
 # Decides the fate of a whole call: None to answer, else an exception to raise or a
@@ -58,51 +50,58 @@ EntryFault = Callable[[dict[str, Any], int], str | None]
 RequestFault = Callable[[MockRequest, int], BaseException | MockResponse | None]
 
 
-@dataclass
-class FakeKinesis:
-    """Just enough of Kinesis behind a MockTransport: ListShards and PutRecords.
+class EngineKinesis:
+    """The stream server's engine (memory storage, no throughput limits) answering a
+    producer's MockTransport, plus the failures a test injects around it.
 
-    Routes by hash key like the service, hands out increasing sequence numbers per
-    shard, and can fail chosen entries or whole calls.
+    ``entry_fault`` fails chosen PutRecords entries with an error code (the others are
+    written by the engine); ``request_fault`` fails whole PutRecords calls; a stall is
+    :meth:`transport` with a ``gate`` event. The engine's clock is the running loop's.
     """
 
-    stream_name: str = "s"
-    shards: list[tuple[str, int, int]] = field(default_factory=lambda: even_shards(4))
-    entry_fault: EntryFault | None = None
-    request_fault: RequestFault | None = None
-    stored: list[Stored] = field(default_factory=list)
-    put_calls: int = 0
-    list_shards_calls: int = 0
-    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    def __init__(
+        self,
+        stream_name: str = "s",
+        shards: int = 4,
+        entry_fault: EntryFault | None = None,
+        request_fault: RequestFault | None = None,
+    ) -> None:
+        self.stream_name = stream_name
+        self.entry_fault = entry_fault
+        self.request_fault = request_fault
+        self.put_calls = 0
+        self.list_shards_calls = 0
+        self.engine = Engine(
+            EngineConfig(state_delay_seconds=0.0), MemoryStorage(), random.Random(7)
+        )
+        self._call("CreateStream", {"StreamName": stream_name, "ShardCount": shards})
 
-    def transport(self) -> MockTransport:
-        return MockTransport(self.handle)
+    def _call(self, action: str, body: dict[str, Any]) -> Any:
+        try:
+            loop_time = asyncio.get_running_loop().time()
+        except RuntimeError:  # set-up outside the loop
+            loop_time = 0.0
+        return self.engine.handle(action, body, EPOCH + loop_time)
 
-    def _shard_for(self, hash_key: int) -> str:
-        for shard_id, start, end in self.shards:
-            if start <= hash_key <= end:
-                return shard_id
-        raise AssertionError(f"hash key {hash_key} in no shard")
+    def transport(self, gate: asyncio.Event | None = None) -> MockTransport:
+        """A transport to the engine; with ``gate``, PutRecords calls wait until it is set."""
+        if gate is None:
+            return MockTransport(self.handle)
+
+        async def gated(request: MockRequest) -> Any:
+            if request.action == "PutRecords":
+                await gate.wait()
+            return self.handle(request)
+
+        return MockTransport(gated)
 
     def handle(self, request: MockRequest) -> Any:
-        payload = request.json()
+        """Answer one call as the service would, after the injected failures."""
+        body = request.json()
         if request.action == "ListShards":
             self.list_shards_calls += 1
-            if payload.get("StreamName", self.stream_name) != self.stream_name:
-                return MockResponse(400, {"__type": "ResourceNotFoundException",
-                                          "message": f"Stream {payload['StreamName']} not found."})
-            return {
-                "Shards": [
-                    {
-                        "ShardId": shard_id,
-                        "HashKeyRange": {"StartingHashKey": str(start),
-                                         "EndingHashKey": str(end)},
-                        "SequenceNumberRange": {"StartingSequenceNumber": "0"},
-                    }
-                    for shard_id, start, end in self.shards
-                ]
-            }
-        assert request.action == "PutRecords", request.action
+        if request.action != "PutRecords":
+            return self._answer(request.action, body)
         call = self.put_calls
         self.put_calls += 1
         if self.request_fault is not None:
@@ -111,25 +110,76 @@ class FakeKinesis:
                 raise fault
             if fault is not None:
                 return fault
-        if payload.get("StreamName") != self.stream_name:
-            return MockResponse(400, {"__type": "ResourceNotFoundException",
-                                      "message": f"Stream {payload.get('StreamName')} not found."})
-        results: list[dict[str, Any]] = []
-        failed = 0
-        for entry in payload["Records"]:
-            code = self.entry_fault(entry, call) if self.entry_fault else None
-            if code is not None:
-                failed += 1
-                results.append({"ErrorCode": code, "ErrorMessage": f"injected {code}"})
+        if self.entry_fault is None:
+            return self._answer("PutRecords", body)
+        codes = [self.entry_fault(entry, call) for entry in body["Records"]]
+        kept = [entry for entry, code in zip(body["Records"], codes, strict=True) if code is None]
+        written: list[dict[str, Any]] = []
+        if kept:
+            answer = self._answer("PutRecords", {**body, "Records": kept})
+            if isinstance(answer, MockResponse):
+                return answer
+            written = answer["Records"]
+        results = iter(written)
+        records = [
+            next(results) if code is None else {"ErrorCode": code, "ErrorMessage": "injected"}
+            for code in codes
+        ]
+        failed = sum("ErrorCode" in r for r in records)
+        return {"FailedRecordCount": failed, "Records": records}
+
+    def _answer(self, action: str, body: dict[str, Any]) -> Any:
+        try:
+            return self._call(action, body)
+        except KinesisError as error:
+            return MockResponse(error.status, {"__type": error.code, "message": error.message})
+
+    def shard_ranges(self) -> list[tuple[str, int, int]]:
+        """Every shard of the stream, closed ones too: (shard id, first hash, last hash)."""
+        shards = self._call("ListShards", {"StreamName": self.stream_name})["Shards"]
+        return [
+            (
+                s["ShardId"],
+                int(s["HashKeyRange"]["StartingHashKey"]),
+                int(s["HashKeyRange"]["EndingHashKey"]),
+            )
+            for s in shards
+        ]
+
+    def split_every_shard(self) -> None:
+        """Split each open shard in two at its middle (a reshard the producer is not told of)."""
+        shards = self._call("ListShards", {"StreamName": self.stream_name})["Shards"]
+        for shard in shards:
+            if "EndingSequenceNumber" in shard["SequenceNumberRange"]:
                 continue
-            ehk = entry.get("ExplicitHashKey")
-            hash_key = int(ehk) if ehk is not None else partition_key_hash(entry["PartitionKey"])
-            shard_id = self._shard_for(hash_key)
-            sequence = f"{next(self._seq):056d}"
-            self.stored.append(Stored(shard_id, sequence, entry["PartitionKey"], ehk,
-                                      base64.b64decode(entry["Data"])))
-            results.append({"ShardId": shard_id, "SequenceNumber": sequence})
-        return orjson.dumps({"FailedRecordCount": failed, "Records": results})
+            start = int(shard["HashKeyRange"]["StartingHashKey"])
+            end = int(shard["HashKeyRange"]["EndingHashKey"])
+            self._call("SplitShard", {
+                "StreamName": self.stream_name,
+                "ShardToSplit": shard["ShardId"],
+                "NewStartingHashKey": str((start + end) // 2 + 1),
+            })
+
+    @property
+    def stored(self) -> list[Stored]:
+        """Every Kinesis record in the stream, shard by shard, each shard in arrival order."""
+        out: list[Stored] = []
+        for shard_id, _, _ in self.shard_ranges():
+            iterator = self._call("GetShardIterator", {
+                "StreamName": self.stream_name,
+                "ShardId": shard_id,
+                "ShardIteratorType": "TRIM_HORIZON",
+            })["ShardIterator"]
+            while True:
+                page = self._call("GetRecords", {"ShardIterator": iterator})
+                out += [
+                    Stored(shard_id, r["SequenceNumber"], r["PartitionKey"], r["Data"])
+                    for r in page["Records"]
+                ]
+                iterator = page.get("NextShardIterator")  # none at a closed shard's end
+                if not page["Records"] or iterator is None:
+                    break
+        return out
 
     def delivered(self) -> list[Delivered]:
         """Every user record stored, deaggregated by the reference library."""
