@@ -31,7 +31,6 @@ __all__ = ["LoadOptions", "failure_code", "run_load"]
 _CHUNK: Final = 64
 
 
-
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
     """Everything one ``kpl load`` run needs (validated by the command)."""
