@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-``kpl load`` is a thin asyncio shell (``kpl.cli.load``) around the pure pieces here, which
+``kpl load`` is a thin asyncio shell (``kpl.cli.load_run``) around the pure pieces here, which
 take ``now`` (seconds, any monotonic origin) and a ``random.Random`` and never sleep:
 
 * :class:`Pacer` says how many records may be put by ``now`` at a target rate (an open
