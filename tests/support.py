@@ -33,6 +33,10 @@ class FakeClock:
         return self.now
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
 class _JumpingSelector(selectors.BaseSelector):
     """A selector that, instead of blocking until a timer is due, moves the loop's
     clock to it. Real readiness (a thread's wake-up, a socket) still wins: it is
@@ -55,8 +59,9 @@ class _JumpingSelector(selectors.BaseSelector):
         ready = self._real.select(0)
         if ready or timeout == 0:
             return ready
-        if timeout is None:
-            return self._real.select(None)
+        if timeout is None or self._loop.threads_busy:
+            # No timer to jump to, or a worker thread whose result is real: wait for real.
+            return self._real.select(timeout)
         self._loop.advance(timeout)
         return []
 
@@ -69,11 +74,27 @@ class _JumpingSelector(selectors.BaseSelector):
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop on virtual time: ``time()`` moves only when every task waits for a
-    timer, and then straight to the earliest one."""
+    timer, and then straight to the earliest one. Work in executor threads takes real
+    time, so the clock holds still while any is running."""
 
     def __init__(self, start: float = 100_000.0) -> None:
         self._now = start
+        self.threads_busy = 0
         super().__init__(_JumpingSelector(self))
+
+    def run_in_executor(self, executor: Any, func: Callable[..., _R], *args: Any) -> Any:
+        """Run ``func`` in a thread, holding the clock until it is done."""
+        future = super().run_in_executor(executor, func, *args)
+        self.threads_busy += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, future: asyncio.Future[Any]) -> None:
+        self.threads_busy -= 1
+
+    async def shutdown_default_executor(self, *args: Any) -> None:
+        """Join the executor's threads with no (virtual) deadline: joining takes real time."""
+        await super().shutdown_default_executor()
 
     def time(self) -> float:
         """The virtual clock (seconds)."""
@@ -82,10 +103,6 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def advance(self, seconds: float) -> None:
         """Move the clock forward (the selector does, when the loop would sleep)."""
         self._now += seconds
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
 def virtual_time(test: Callable[_P, Coroutine[Any, Any, _R]]) -> Callable[_P, _R]:
