@@ -15,8 +15,7 @@ import kpl
 import kpl.errors
 from kpl.protocol.aggregation import SubRecord, encode
 from kpl.transport import MockRequest
-from tests.kpl.conftest import EngineKinesis
-from tests.support import virtual_time
+from tests.support import EngineKinesis, virtual_time
 
 EXPECTED = {
     "AioHttpTransport", "Attempt", "BufferFull", "Credentials", "InvalidPartitionKey",

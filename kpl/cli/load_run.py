@@ -18,12 +18,15 @@ import random
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from kpl.cli._common import AWS_ENDPOINT, wait_for_active
 from kpl.cli.load_view import NoView, View
 from kpl.config import ProducerConfig
 from kpl.loadgen import LoadStats, Pacer, RecordSource, summarize
+
+if TYPE_CHECKING:
+    from kpl.transport import Transport
 
 __all__ = ["LoadOptions", "failure_code", "run_load"]
 
@@ -154,8 +157,14 @@ async def _ensure_stream(client: Any, name: str, shards: int, phase: Callable[[s
     return int(summary.get("OpenShardCount", shards))
 
 
-async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[str, Any], LoadStats]:
-    """Run one load; return the summary (``--json``'s object) and the stats."""
+async def run_load(
+    opts: LoadOptions, view: View | None = None, *, transport: Transport | None = None
+) -> tuple[dict[str, Any], LoadStats]:
+    """Run one load; return the summary (``--json``'s object) and the stats.
+
+    With ``transport``, every call goes through it (no server is started and
+    ``opts.endpoint`` is not used): the seam for running a load without a network.
+    """
     from kpl import Producer
     from kpl.client import KinesisClient
 
@@ -190,21 +199,31 @@ async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[st
         await stack.enter_async_context(_signals(on_signal))
         view.start()
         stack.callback(view.stop)
-        endpoint: str | None = opts.endpoint
+        endpoint: str | None = None if transport is not None else opts.endpoint
+        embedded = endpoint is None and transport is None
         set_phase(
             "starting the embedded server"
-            if endpoint is None
-            else f"connecting to {endpoint} for stream {opts.stream}"
+            if embedded
+            else f"connecting to {endpoint or 'the transport'} for stream {opts.stream}"
         )
-        if endpoint is None:
+        if embedded:
             server = await stack.enter_async_context(_embedded_server(opts.server_args))
             endpoint = str(server.url)
         elif endpoint == AWS_ENDPOINT:
             endpoint = None  # the client and producer pick the region's endpoint
-        client = await stack.enter_async_context(KinesisClient(endpoint, region=opts.region))
+        # A given transport stays its owner's: neither the client nor the producer closes it.
+        client = await stack.enter_async_context(
+            KinesisClient(endpoint, region=opts.region, transport=transport, owns_transport=False)
+            if transport is not None
+            else KinesisClient(endpoint, region=opts.region)
+        )
         shards = await _ensure_stream(client, opts.stream, opts.shards, set_phase)
         producer = Producer(
-            opts.stream, endpoint_url=endpoint, region=opts.region, config=opts.producer
+            opts.stream,
+            endpoint_url=endpoint,
+            region=opts.region,
+            config=opts.producer,
+            transport=transport,
         )
         producer.start()
         stack.push_async_callback(_close_producer, producer, abort)

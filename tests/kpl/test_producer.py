@@ -30,9 +30,7 @@ from kpl.errors import (
 from kpl.producer import RECORD_OVERHEAD, Producer, run
 from kpl.protocol.hashing import ExplicitHashKeyError, partition_key_hash
 from kpl.transport import MockRequest, MockTransport
-from tests.support import virtual_time
-
-from .conftest import EngineKinesis
+from tests.support import EngineKinesis, virtual_time
 
 # Short waits keep the scenarios brief in virtual time. None is zero: a retry or refresh
 # with no wait would be a busy loop, and on virtual time a busy loop stops the clock.

@@ -15,9 +15,7 @@ from kpl.errors import MalformedResponse, RecordFailed
 from kpl.producer import Producer
 from kpl.sender import parse_put_records
 from kpl.transport import MockRequest, MockResponse
-from tests.support import virtual_time
-
-from .conftest import EngineKinesis
+from tests.support import EngineKinesis, virtual_time
 
 # No zero waits: on virtual time a retry without a wait would be a busy loop.
 FAST = ProducerConfig(record_max_buffered_time=0.01, min_backoff=0.01, max_backoff=0.05,
