@@ -2,7 +2,6 @@
 
 ``add_server_arguments(parser)`` adds every flag to an :class:`argparse.ArgumentParser`;
 ``config_from_args(namespace)`` turns the parsed flags into a :class:`ServerConfig`.
-Later issues add their flags here, next to the matching ``ServerConfig`` fields.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ import argparse
 
 from server.config import ServerConfig
 from server.core.faults import parse_latency_ms
+from server.core.principals import load_principals
 
 __all__ = ["add_server_arguments", "config_from_args"]
 
@@ -100,6 +100,23 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-auth", action="store_true",
         help="accept requests without a SigV4 Authorization header (default: required)",
     )
+    security = parser.add_argument_group("access control, audit and metrics")
+    security.add_argument(
+        "--iam", default=None, metavar="FILE",
+        help="verify every request's SigV4 signature against the principals of FILE (JSON: "
+        "name, access_key_id, secret_access_key, session_token, policies) and enforce their "
+        "IAM policies (default: any credentials, everything allowed)",
+    )
+    security.add_argument(
+        "--audit-log", default=None, metavar="FILE|-",
+        help="append one CloudTrail record (JSON line) per API call to FILE, or - for "
+        "standard output (default: none)",
+    )
+    security.add_argument(
+        "--audit-data-events", choices=("on", "off"), default="on",
+        help="record data events (PutRecord(s), GetRecords, GetShardIterator, "
+        "SubscribeToShard) in the audit log too (default: on)",
+    )
     group.add_argument(
         "--data-dir", default=None, metavar="DIR",
         help="keep streams and records in DIR, durably: every acknowledged record survives "
@@ -156,6 +173,9 @@ def config_from_args(ns: argparse.Namespace) -> ServerConfig:
         shard_limit=ns.shard_limit,
         state_delay_seconds=ns.state_delay,
         require_auth=not ns.no_auth,
+        iam=load_principals(ns.iam, ns.account_id) if ns.iam is not None else None,
+        audit_log=ns.audit_log,
+        audit_data_events=ns.audit_data_events == "on",
         limits=ns.limits,
         limits_scale=ns.limits_scale,
         throttle_rate=ns.throttle_rate,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from server.core.engine import EngineConfig
 from server.core.faults import FaultSettings, check_latency_ms, check_rate
+from server.core.principals import Principals
 from server.storage.durable import DEFAULT_SEGMENT_BYTES
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ServerConfig"]
@@ -41,7 +42,20 @@ class ServerConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     """Larger bodies get a bare 413 without being read."""
     require_auth: bool = True
-    """Require a SigV4-shaped ``Authorization`` header (signatures are not verified)."""
+    """Require a SigV4-shaped ``Authorization`` header (signatures are verified only with
+    ``iam``)."""
+    iam: str | Path | Principals | None = None
+    """The principals (or the ``--iam`` file naming them): every request's signature is
+    verified against their keys and every call checked against their policies; ``None``:
+    any SigV4-shaped credentials are accepted and everything is allowed."""
+    audit_log: str | Path | None = None
+    """Write one CloudTrail record per API call to this file (``"-"``: standard output);
+    ``None``: no audit log."""
+    metrics: bool = True
+    """Serve the ``AWS/Kinesis`` metrics as Prometheus text on ``GET /metrics``."""
+    audit_data_events: bool = True
+    """Record data events (PutRecord(s), GetRecords, GetShardIterator, SubscribeToShard) in
+    the audit log, not only management events."""
     limits: str = "aws"
     """``aws``: enforce the service's per-shard and control-plane rates; ``off``: none."""
     limits_scale: float = 1.0
@@ -87,6 +101,8 @@ class ServerConfig:
         check_latency_ms(self.latency_ms)
         if self.segment_bytes < 1:
             raise ValueError(f"segment_bytes must be >= 1, got {self.segment_bytes}")
+        if self.iam is not None and not self.require_auth:
+            raise ValueError("--iam verifies every signature: it cannot go with --no-auth")
         self.fault_settings()  # the combined checks (throttle + internal failure <= 1)
 
     def fault_settings(self) -> FaultSettings:

@@ -1,33 +1,20 @@
 """``kpl load``: drive the producer at a stream and report what happened.
 
-The asyncio shell around :mod:`kpl.loadgen`. Without ``--endpoint`` it starts the bundled
-server in-process on a free loopback port (the embedded default). ``--producers`` tasks
-share one :class:`kpl.Producer`; each takes records from one :class:`~kpl.loadgen.Pacer`
-and registers a done-callback on every record's future, so the latency measured is
-put() → acknowledged and no task waits on a single record. Ctrl-C (or SIGTERM) stops
-producing, flushes what was put and still prints the summary; a second Ctrl-C gives up
-on the flush.
+This module is the command: its options, their validation, the choice of view and the
+exit code. The run itself is :func:`kpl.cli.load_run.run_load`; what it shows while it
+goes and the summary after are in :mod:`kpl.cli.load_view`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import random
 import shlex
-import signal
-from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import click
 import orjson
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+from rich.console import Console
 
 from kpl.cli._common import (
     AWS_ENDPOINT,
@@ -38,486 +25,16 @@ from kpl.cli._common import (
     check_region,
     describe_error,
     is_terminal,
-    wait_for_active,
 )
+from kpl.cli.load_run import LoadOptions, run_load
+from kpl.cli.load_view import LineView, LiveView, NoView, View, summary_table, throttle_note
 from kpl.config import ProducerConfig
-from kpl.loadgen import (
-    LoadStats,
-    Pacer,
-    RecordSource,
-    Snapshot,
-    parse_record_size,
-    summarize,
-    timeline_rows,
-)
+from kpl.loadgen import parse_record_size, timeline_rows
 from kpl.producer import run
 
 __all__ = ["LoadOptions", "load", "run_load"]
 
-#: Records a putting task takes from the pacer at a time (when unpaced, or due).
-_CHUNK: Final = 64
-#: Live view refresh period on a terminal, and between plain progress lines otherwise.
-LIVE_REFRESH_S: Final = 0.25
-LINE_REFRESH_S: Final = 1.0
 DEFAULT_DURATION_S: Final = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class LoadOptions:
-    """Everything one ``kpl load`` run needs (validated by the command)."""
-
-    stream: str = "kpl-load"
-    #: ``None``: start the embedded server; ``"aws"``: the region's AWS endpoint
-    endpoint: str | None = None
-    region: str | None = None
-    shards: int = 4
-    records: int | None = None
-    duration_s: float | None = None
-    rate: float | None = None
-    size_min: int = 100
-    size_max: int = 100
-    keys: int = 1000
-    producers: int = 4
-    seed: int | None = None
-    server_args: tuple[str, ...] = ()
-    producer: ProducerConfig = field(default_factory=ProducerConfig)
-
-    def settings(self) -> dict[str, Any]:
-        """The run's settings as reported (JSON, report page)."""
-        out: dict[str, Any] = {
-            "stream": self.stream,
-            "endpoint": self.endpoint or "embedded",
-            "shards": self.shards,
-            "records": self.records,
-            "duration_s": self.duration_s,
-            "rate": self.rate,
-            "record_size": (
-                str(self.size_min)
-                if self.size_min == self.size_max
-                else f"{self.size_min}-{self.size_max}"
-            ),
-            "keys": self.keys,
-            "producers": self.producers,
-        }
-        if self.server_args:
-            out["server_args"] = " ".join(self.server_args)
-        cfg = asdict(self.producer)
-        for name in (
-            "aggregation_enabled",
-            "rate_limit",
-            "preserve_order",
-            "record_ttl",
-            "record_max_buffered_time",
-            "max_connections",
-            "fail_if_throttled",
-        ):
-            if name in cfg:
-                out[name] = cfg[name]
-        return out
-
-
-class View(Protocol):
-    """What the run shows while it goes."""
-
-    refresh_s: float
-
-    def start(self) -> None: ...
-    def announce(self, phase: str) -> None: ...
-    def update(self, snap: Snapshot, phase: str) -> None: ...
-    def stop(self) -> None: ...
-
-
-class NoView:
-    """Shows nothing (``--json``, or a caller that only wants the result)."""
-
-    refresh_s = LINE_REFRESH_S
-
-    def start(self) -> None:
-        """Nothing to start."""
-
-    def announce(self, phase: str) -> None:
-        """Nothing to show."""
-
-    def update(self, snap: Snapshot, phase: str) -> None:
-        """Nothing to show."""
-
-    def stop(self) -> None:
-        """Nothing to stop."""
-
-
-def _errors_text(errors: dict[str, int]) -> str:
-    return ", ".join(f"{code} {n:,}" for code, n in sorted(errors.items())) or "none"
-
-
-class LineView(NoView):
-    """One plain progress line per second (stdout is not a terminal)."""
-
-    def __init__(self, echo: Callable[[str], None]) -> None:
-        self._echo = echo
-
-    def announce(self, phase: str) -> None:
-        """Say what the run is doing before records flow (starting, creating the stream)."""
-        self._echo(f"kpl load: {phase}")
-
-    def update(self, snap: Snapshot, phase: str) -> None:
-        """Print one line."""
-        self._echo(
-            f"[{snap.elapsed_s:6.1f}s] {phase}: acked {snap.records_acked:,} "
-            f"({snap.records_per_s:,.0f} rec/s, {snap.bytes_per_s / 1e6:.2f} MB/s), "
-            f"in flight {snap.in_flight:,}, failed {snap.records_failed:,}, "
-            f"retries {snap.retries:,}, throttles {snap.throttles:,}, "
-            f"p50 {snap.p50_ms:.1f} ms, p99 {snap.p99_ms:.1f} ms"
-        )
-
-
-class LiveView(NoView):
-    """A rich live panel refreshed a few times a second."""
-
-    refresh_s = LIVE_REFRESH_S
-
-    def __init__(self, console: Console, title: str) -> None:
-        self._console = console
-        self._title = title
-        self._live = Live(
-            Text(f"{title}: starting"),
-            console=console,
-            auto_refresh=False,
-            transient=False,
-        )
-
-    def start(self) -> None:
-        """Take over the terminal's last lines."""
-        self._live.start()
-
-    def announce(self, phase: str) -> None:
-        """Show what the run is doing before records flow."""
-        self._live.update(Text.assemble((self._title, "bold"), f" — {phase}"), refresh=True)
-
-    def update(self, snap: Snapshot, phase: str) -> None:
-        """Redraw with the latest figures."""
-        table = Table(box=None, show_header=True, pad_edge=False)
-        for column in (
-            "elapsed",
-            "records/s",
-            "MB/s",
-            "acked",
-            "in flight",
-            "failed",
-            "retries",
-            "throttles",
-            "p50 ms",
-            "p99 ms",
-        ):
-            table.add_column(column, justify="right")
-        table.add_row(
-            f"{snap.elapsed_s:.1f}s",
-            f"{snap.records_per_s:,.0f}",
-            f"{snap.bytes_per_s / 1e6:.2f}",
-            f"{snap.records_acked:,}",
-            f"{snap.in_flight:,}",
-            f"{snap.records_failed:,}",
-            f"{snap.retries:,}",
-            f"{snap.throttles:,}",
-            f"{snap.p50_ms:.1f}",
-            f"{snap.p99_ms:.1f}",
-        )
-        header = Text.assemble((self._title, "bold"), f" — {phase}")
-        errors = Text(
-            f"attempt errors by code: {_errors_text(snap.errors_by_code)}", style="dim"
-        )
-        self._live.update(Group(header, table, errors), refresh=True)
-
-    def stop(self) -> None:
-        """Leave the last frame on screen (again: nothing)."""
-        if self._live.is_started:
-            self._live.stop()
-
-
-def _embedded_server(server_args: tuple[str, ...]) -> contextlib.AbstractAsyncContextManager[Any]:
-    from kpl.cli.server import server_parser
-    from server import StreamServer
-    from server.cli_args import config_from_args
-
-    config = config_from_args(server_parser("kpl load --server-args").parse_args(server_args))
-    return StreamServer(config=config, host="127.0.0.1", port=0)
-
-
-@contextlib.asynccontextmanager
-async def _signals(on_signal: Callable[[], None]) -> AsyncIterator[None]:
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, on_signal)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
-            pass  # not the main thread, or no signal support: Ctrl-C stays the default
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-
-async def _close_producer(producer: Any, abort: asyncio.Event) -> None:
-    """Close the producer; a (second) Ctrl-C cuts the close short instead of letting it
-    wait for in-flight records up to their TTL."""
-    closing: asyncio.Future[Any] = asyncio.ensure_future(producer.close())
-    aborted: asyncio.Future[Any] = asyncio.ensure_future(abort.wait())
-    await asyncio.wait({closing, aborted}, return_when=asyncio.FIRST_COMPLETED)
-    aborted.cancel()
-    if not closing.done():
-        closing.cancel()  # Producer.close() cancelled still stops its sender and transport
-    await asyncio.gather(closing, aborted, return_exceptions=True)
-
-
-def _producer_counts(metrics: dict[str, float]) -> tuple[int, int]:
-    """(Kinesis records put, PutRecords calls made) from the producer's metrics."""
-    return round(metrics.get("KinesisRecordsPut", 0.0)), round(
-        metrics.get("PutRecordsRequests", 0.0)
-    )
-
-
-async def _ensure_stream(client: Any, name: str, shards: int, phase: Callable[[str], None]) -> int:
-    from kpl.errors import ResourceInUseException, ResourceNotFoundException
-
-    try:
-        summary = await client.describe_stream_summary(name)
-    except ResourceNotFoundException:
-        phase(f"creating stream {name} with {shards} shards")
-        with contextlib.suppress(ResourceInUseException):  # created meanwhile by another
-            await client.create_stream(name, shards)
-        summary = await wait_for_active(client, name)
-    if summary.get("StreamStatus") != "ACTIVE":
-        phase(f"waiting for stream {name} to be ACTIVE")
-        summary = await wait_for_active(client, name)
-    return int(summary.get("OpenShardCount", shards))
-
-
-async def run_load(opts: LoadOptions, view: View | None = None) -> tuple[dict[str, Any], LoadStats]:
-    """Run one load; return the summary (``--json``'s object) and the stats."""
-    from kpl import Producer
-    from kpl.client import KinesisClient
-
-    view = view or NoView()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    abort = asyncio.Event()
-    interrupted = False
-    producing = False
-    main = asyncio.current_task()
-
-    def on_signal() -> None:
-        nonlocal interrupted
-        interrupted = True
-        if not producing and main is not None:
-            # Still starting (server, stream): nothing to summarise, stop right away.
-            main.cancel()
-            return
-        if stop.is_set():
-            abort.set()
-        stop.set()
-
-    phase = "starting"
-
-    def set_phase(text: str) -> None:
-        nonlocal phase
-        phase = text
-        if not producing:
-            view.announce(text)
-
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(_signals(on_signal))
-        view.start()
-        stack.callback(view.stop)
-        endpoint: str | None = opts.endpoint
-        set_phase(
-            "starting the embedded server"
-            if endpoint is None
-            else f"connecting to {endpoint} for stream {opts.stream}"
-        )
-        if endpoint is None:
-            server = await stack.enter_async_context(_embedded_server(opts.server_args))
-            endpoint = str(server.url)
-        elif endpoint == AWS_ENDPOINT:
-            endpoint = None  # the client and producer pick the region's endpoint
-        client = await stack.enter_async_context(KinesisClient(endpoint, region=opts.region))
-        shards = await _ensure_stream(client, opts.stream, opts.shards, set_phase)
-        producer = Producer(
-            opts.stream, endpoint_url=endpoint, region=opts.region, config=opts.producer
-        )
-        producer.start()
-        stack.push_async_callback(_close_producer, producer, abort)
-
-        rng = random.Random(opts.seed)
-        source = RecordSource(rng, size_min=opts.size_min, size_max=opts.size_max, keys=opts.keys)
-        start = loop.time()
-        stats = LoadStats(start)
-        pacer = Pacer(opts.rate, start)
-        deadline = start + opts.duration_s if opts.duration_s is not None else None
-        remaining = opts.records
-        producing_done = False
-        idle = asyncio.Event()
-
-        def on_outcome(t0: float, size: int, future: asyncio.Future[Any]) -> None:
-            now = loop.time()
-            if future.cancelled():
-                stats.on_failed("Cancelled", (), now)
-            else:
-                error = future.exception()
-                if error is None:
-                    attempts = future.result().attempts
-                    # The usual case, one successful attempt, needs no list of codes.
-                    codes = [a.error_code for a in attempts] if len(attempts) > 1 else ()
-                    stats.on_acked(size, now - t0, codes, now)
-                else:
-                    # RecordFailed and every Kinesis error class carry their wire code.
-                    code = str(getattr(error, "code", None) or type(error).__name__)
-                    attempts = getattr(error, "attempts", ())
-                    stats.on_failed(code, [a.error_code for a in attempts], now)
-            if producing_done and stats.in_flight == 0:
-                idle.set()
-
-        async def putter() -> None:
-            nonlocal remaining
-            while not stop.is_set():
-                now = loop.time()
-                if deadline is not None and now >= deadline:
-                    stop.set()
-                    return
-                want = _CHUNK if remaining is None else min(_CHUNK, remaining)
-                if want == 0:
-                    return
-                granted = pacer.take(now, want)
-                if granted == 0:
-                    due = pacer.next_due()
-                    wait = max(0.0, (due if due is not None else now) - now)
-                    if deadline is not None:
-                        wait = min(wait, max(0.0, deadline - now))
-                    # Sleep until the schedule says so; a stop wakes the caller via cancel.
-                    await asyncio.sleep(wait)
-                    continue
-                if remaining is not None:
-                    remaining -= granted
-                for _ in range(granted):
-                    data, key = source.next()
-                    t0 = loop.time()
-                    future = await producer.put(data, partition_key=key)
-                    stats.on_sent(len(data))
-                    future.add_done_callback(functools.partial(on_outcome, t0, len(data)))
-
-        async def ticker() -> None:
-            while True:
-                await asyncio.sleep(view.refresh_s)
-                view.update(stats.snapshot(loop.time()), phase)
-
-        producing = True
-        set_phase("producing")
-        tick = asyncio.create_task(ticker())
-        try:
-            putters = [asyncio.create_task(putter()) for _ in range(opts.producers)]
-            all_put: asyncio.Future[Any] = asyncio.gather(*putters)
-            stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-            if deadline is not None:
-                loop.call_at(deadline, stop.set)
-            await asyncio.wait({all_put, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            for task in putters:
-                task.cancel()
-            stopped.cancel()
-            outcomes = await asyncio.gather(*putters, return_exceptions=True)
-            with contextlib.suppress(asyncio.CancelledError):
-                await all_put
-            for outcome in outcomes:
-                if isinstance(outcome, Exception):
-                    raise outcome
-
-            set_phase("flushing")
-            producing_done = True
-            if stats.in_flight == 0:
-                idle.set()
-            flushing: asyncio.Future[Any] = asyncio.ensure_future(producer.flush())
-            settled: asyncio.Future[Any] = asyncio.ensure_future(idle.wait())
-            aborted: asyncio.Future[Any] = asyncio.ensure_future(abort.wait())
-            await asyncio.wait({settled, aborted}, return_when=asyncio.FIRST_COMPLETED)
-            settled.cancel()
-            aborted.cancel()
-            if abort.is_set():
-                flushing.cancel()
-            # Every future is resolved (or we gave up): the flush has nothing left to wait for.
-            await asyncio.gather(flushing, settled, aborted, return_exceptions=True)
-            end = stats.last_outcome if idle.is_set() and stats.last_outcome else loop.time()
-        finally:
-            tick.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await tick
-            view.update(stats.snapshot(loop.time()), "done" if not abort.is_set() else "aborted")
-            view.stop()
-
-        kinesis_records, put_calls = _producer_counts(dict(producer.metrics()))
-        settings = opts.settings()
-        settings["shards"] = shards
-        settings["endpoint"] = opts.endpoint or f"embedded ({endpoint})"
-        summary = summarize(
-            stats,
-            end=end,
-            kinesis_records=kinesis_records,
-            put_records_calls=put_calls,
-            settings=settings,
-            interrupted=interrupted,
-        )
-    return summary, stats
-
-
-def throttle_note(summary: dict[str, Any]) -> str | None:
-    """A line under the summary saying why throttles are expected, when there were some.
-
-    The producer's rate limit lets each shard be sent up to ``rate_limit`` percent of its
-    write limit (150 by default, like the KPL), so against a server that enforces the real
-    limits some throttling is the normal cost of keeping every shard busy; the throttled
-    records were retried."""
-    if not summary.get("throttles"):
-        return None
-    rate_limit = summary.get("settings", {}).get("rate_limit")
-    note = "throttles are retried"
-    if isinstance(rate_limit, int | float) and rate_limit > 100:
-        note = (
-            f"throttles are expected: the producer sends each shard up to {rate_limit:g}% of"
-            " its write limit (--rate-limit, as the KPL does) and retries what is throttled"
-        )
-    if not summary.get("records_failed") and not summary.get("records_unresolved"):
-        note += "; every record was acknowledged"
-    return note
-
-
-def summary_table(summary: dict[str, Any]) -> Table:
-    """The end-of-run summary as a two-column table."""
-    lat = summary["latency_ms"]
-    table = Table(title="kpl load summary", show_header=False, title_justify="left")
-    table.add_column("", style="bold")
-    table.add_column("", justify="right")
-    rows = [
-        ("records sent", f"{summary['records_sent']:,}"),
-        ("records acknowledged", f"{summary['records_acked']:,}"),
-        ("records failed", f"{summary['records_failed']:,}"),
-        ("duration", f"{summary['duration_s']:.2f} s"),
-        ("throughput", f"{summary['records_per_s']:,.0f} records/s"),
-        ("", f"{summary['bytes_per_s'] / 1e6:.2f} MB/s"),
-        ("latency p50 / p90 / p99", f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f} ms"),
-        ("latency max", f"{lat['max']:.1f} ms"),
-        ("retries", f"{summary['retries']:,}"),
-        ("throttles", f"{summary['throttles']:,}"),
-        ("attempt errors by code", _errors_text(summary["errors_by_code"])),
-        ("record failures by code", _errors_text(summary["failures_by_code"])),
-        ("Kinesis records", f"{summary['kinesis_records']:,}"),
-        ("PutRecords calls", f"{summary['put_records_calls']:,}"),
-    ]
-    if summary.get("records_unresolved"):
-        rows.append(("unresolved (gave up)", f"{summary['records_unresolved']:,}"))
-    if summary.get("interrupted"):
-        rows.append(("interrupted", "yes"))
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
 
 
 def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
@@ -622,6 +139,10 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 @click.option(
+    "--metrics-port", type=IntRange(0, 65535), default=None, metavar="PORT",
+    help="Serve the producer's metrics (Prometheus text) on 127.0.0.1:PORT/metrics.",
+)
+@click.option(
     "--report",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -649,6 +170,7 @@ def load(
     fail_if_throttled: bool,
     server_args: str | None,
     as_json: bool,
+    metrics_port: int | None,
     report: Path | None,
 ) -> int:
     """Put records into a stream with the producer and report what happened.
@@ -729,6 +251,7 @@ def load(
         seed=seed,
         server_args=parsed_server_args,
         producer=config,
+        metrics_port=metrics_port,
     )
 
     console = Console(soft_wrap=True)

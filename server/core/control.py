@@ -232,6 +232,11 @@ class ControlPlane:
             )
         return position, extra
 
+    def list_shards_token_stream(self, token: str, now: float) -> str:
+        """The stream a ListShards ``NextToken`` pages through (the service's error when
+        it is not a valid token), for checks made before the call runs."""
+        return self._read_token(token, now, "ListShards")[1]
+
     def list_shards(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """ListShards: paged by MaxResults/NextToken, filtered by ShardFilter."""
         token: str | None = request.get("NextToken")

@@ -17,6 +17,7 @@ from kpl.protocol.errors import (
     IncompleteSignatureException,
     InternalFailure,
     InvalidArgumentException,
+    InvalidSignatureException,
     KinesisError,
     LimitExceededException,
     MissingAuthenticationTokenException,
@@ -25,6 +26,7 @@ from kpl.protocol.errors import (
     ResourceNotFoundException,
     SerializationException,
     UnknownOperationException,
+    UnrecognizedClientException,
     ValidationException,
 )
 
@@ -36,6 +38,7 @@ __all__ = [
     "IncompleteSignatureException",
     "InternalFailure",
     "InvalidArgumentException",
+    "InvalidSignatureException",
     "KinesisError",
     "LimitExceededException",
     "MissingAuthenticationTokenException",
@@ -44,6 +47,7 @@ __all__ = [
     "ResourceNotFoundException",
     "SerializationException",
     "UnknownOperationException",
+    "UnrecognizedClientException",
     "ValidationException",
     "for_code",
 ]
@@ -67,6 +71,8 @@ _BY_CODE: dict[str, type[KinesisError]] = {
         DryRunOperationException,
         MissingAuthenticationTokenException,
         IncompleteSignatureException,
+        UnrecognizedClientException,
+        InvalidSignatureException,
         InternalFailure,
     )
 }

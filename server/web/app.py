@@ -8,10 +8,14 @@ Request flow (cheapest refusals first, as the service answers them):
 2. ``X-Amz-Target`` naming no action the engine answers (``server.core.actions``) ->
    ``UnknownOperationException``, whether the service models the action or not;
 3. ``Authorization`` missing or not SigV4-shaped -> ``MissingAuthenticationTokenException``
-   / ``IncompleteSignatureException``;
+   / ``IncompleteSignatureException``; with ``--iam`` the body is read and the signature
+   verified (``server.web.auth.Verifier``: ``UnrecognizedClientException``,
+   ``InvalidSignatureException``);
 4. the body is parsed (``SerializationException`` if it does not parse): JSON 1.1, or
    CBOR 1.1 when the ``Content-Type`` says ``application/x-amz-cbor-1.1`` (the Java SDKs'
    default), in which case the answer, errors included, is CBOR too (``codec``);
+   with ``--iam`` the caller's policies are then asked (``server.web.access``):
+   ``AccessDeniedException`` for the whole request;
 5. fault injection may delay or fail the request here (``dispatch``);
 6. the engine runs the action with ``now`` and a request context (the request id, the
    peer address, the ``User-Agent``); for an action the registry marks ``durable``, the
@@ -24,7 +28,9 @@ Request flow (cheapest refusals first, as the service answers them):
 The middleware renders every :class:`KinesisError` as ``{"__type","message"}`` with its
 status, turns anything unexpected into a 500 ``InternalFailure``, and stamps an
 ``x-amzn-RequestId`` on every response (chosen before the handler runs, so the engine's
-request context carries the same id).
+request context carries the same id). Around it, when the server keeps an audit log or
+metrics, ``server.web.observe``'s middleware records and measures each API call as
+answered; ``GET /metrics`` serves the metrics, every other request goes to the one handler.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from server.config import ServerConfig
 from server.core.actions import ACTIONS, BY_TARGET
@@ -48,6 +55,9 @@ from server.core.errors import (
     for_code,
 )
 from server.core.hooks import FaultInjector
+from server.core.principals import Principal
+from server.web.access import AccessControl
+from server.web.audit import AuditLog
 from server.web.auth import check_authorization
 from server.web.codec import (
     CBOR_CONTENT_TYPE,
@@ -59,10 +69,30 @@ from server.web.codec import (
     encode_error,
     encode_response,
 )
+from server.web.keys import (
+    ACTION_KEY,
+    ANSWER_KEY,
+    ERROR_KEY,
+    PAYLOAD_KEY,
+    PRINCIPAL_KEY,
+    REQUEST_ID_KEY,
+)
+from server.web.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
+from server.web.metrics import ServerMetrics
+from server.web.observe import make_observer
 from server.web.readahead import read_ahead
 from server.web.subscriptions import ShardSignals, write_event_stream
 
-__all__ = ["ENGINE_KEY", "REQUEST_ID_KEY", "SIGNALS_KEY", "STOPPING_KEY", "TARGETS", "make_app"]
+__all__ = [
+    "ENGINE_KEY",
+    "METRICS_KEY",
+    "PRINCIPAL_KEY",
+    "REQUEST_ID_KEY",
+    "SIGNALS_KEY",
+    "STOPPING_KEY",
+    "TARGETS",
+    "make_app",
+]
 
 log = logging.getLogger("server.web")
 
@@ -75,8 +105,8 @@ ENGINE_KEY = web.AppKey("engine", Engine)
 STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
 #: The per-shard wake-up signals of the SubscribeToShard streams being written.
 SIGNALS_KEY = web.AppKey("signals", ShardSignals)
-#: The ``x-amzn-RequestId`` the middleware chose for a request (and stamps on its answer).
-REQUEST_ID_KEY = web.RequestKey("request_id", str)
+#: The server's metrics, when it keeps them (event-stream writers count their events).
+METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -109,16 +139,29 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     try:
         response = await handler(request)
     except KinesisError as error:
+        request[ERROR_KEY] = error
         response = _error_response(error, request.content_type == CBOR_CONTENT_TYPE)
     except web.HTTPException:
         raise
     except Exception:
         log.exception("internal failure handling %s", request.headers.get("X-Amz-Target"))
-        response = _error_response(
-            InternalFailure(), request.content_type == CBOR_CONTENT_TYPE
-        )
+        failure = InternalFailure()
+        request[ERROR_KEY] = failure
+        response = _error_response(failure, request.content_type == CBOR_CONTENT_TYPE)
     response.headers["x-amzn-RequestId"] = request_id
     return response
+
+
+def _iterator_stream(engine: Engine, clock: Callable[[], float]) -> Callable[[str], str | None]:
+    """Names the stream a shard iterator reads (``None`` for one the engine refuses)."""
+
+    def stream_of(token: str) -> str | None:
+        try:
+            return engine.iterators.decode(token, clock()).stream_name
+        except KinesisError:
+            return None
+
+    return stream_of
 
 
 def make_app(
@@ -127,8 +170,18 @@ def make_app(
     clock: Callable[[], float],
     *,
     faults: FaultInjector | None = None,
+    access: AccessControl | None = None,
+    audit: AuditLog | None = None,
+    metrics: ServerMetrics | None = None,
 ) -> web.Application:
-    """The aiohttp application serving ``engine``; ``clock`` gives ``now`` (epoch seconds)."""
+    """The aiohttp application serving ``engine``; ``clock`` gives ``now`` (epoch seconds).
+
+    ``access`` verifies signatures and enforces policies (``--iam``); ``None``: any
+    SigV4-shaped credentials are accepted and everything is allowed. ``audit`` gets one
+    CloudTrail record per API call (data events only with ``config.audit_data_events``)
+    and ``metrics`` is told of each call (``server.web.observe``) and served on
+    ``GET /metrics``.
+    """
     cap = config.max_request_bytes
     require_auth = config.require_auth
     storage = engine.storage
@@ -162,13 +215,26 @@ def make_app(
         if entry is None or entry.name not in implemented:
             raise UnknownOperationException()
         action = entry.name
+        request[ACTION_KEY] = entry
         if require_auth:
             check_authorization(request.headers, request.query)
         body = await read_body(request)
         if body is None:
             return web.Response(status=413)
+        principal: Principal | None = None
+        if access is not None:
+            now = clock()
+            principal = access.verifier.verify(
+                request.method, request.raw_path, request.headers, request.headers.items(),
+                body, now,
+            )
+            request[PRINCIPAL_KEY] = principal
         cbor = request.content_type == CBOR_CONTENT_TYPE
         payload = decode_cbor_request(body) if cbor else decode_request(body)
+        request[PAYLOAD_KEY] = payload
+        if access is not None:
+            assert principal is not None
+            access.authorize(principal, entry, payload, now)
         if faults is not None:  # whole-request faults and added latency
             fault = faults.request_fault(action, engine.rng)
             if fault is not None:
@@ -182,6 +248,7 @@ def make_app(
                     )
         context = RequestContext(
             request_id=request[REQUEST_ID_KEY],
+            principal=None if principal is None else principal.arn,
             source_address=request.remote,
             user_agent=request.headers.get("User-Agent"),
         )
@@ -197,6 +264,7 @@ def make_app(
                 request, result, signals, clock, request_id=context.request_id, cbor=cbor
             )
         answer = result.body
+        request[ANSWER_KEY] = answer
         if cbor:
             return web.Response(
                 body=b"" if answer is None else encode_cbor_response(answer),
@@ -206,7 +274,14 @@ def make_app(
             return web.Response(body=b"", content_type=JSON_CONTENT_TYPE)
         return web.Response(body=encode_response(answer), content_type=JSON_CONTENT_TYPE)
 
-    app = web.Application(middlewares=[error_middleware], client_max_size=cap + 1)
+    middlewares: list[Middleware] = [error_middleware]
+    if audit is not None or metrics is not None:
+        middlewares.insert(0, make_observer(
+            region=config.region, account_id=config.account_id, clock=clock, audit=audit,
+            data_events=config.audit_data_events, metrics=metrics,
+            iterator_stream=_iterator_stream(engine, clock),
+        ))
+    app = web.Application(middlewares=middlewares, client_max_size=cap + 1)
     app[ENGINE_KEY] = engine
     app[STOPPING_KEY] = stopping
     app[SIGNALS_KEY] = signals
@@ -215,5 +290,15 @@ def make_app(
         signals.stop()
 
     app.on_shutdown.append(end_streams)
+    if metrics is not None:
+        app[METRICS_KEY] = metrics
+        exposition = metrics.exposition
+
+        async def serve_metrics(request: web.Request) -> web.Response:
+            return web.Response(
+                body=exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+            )
+
+        app.router.add_get("/metrics", serve_metrics, allow_head=False)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

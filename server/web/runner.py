@@ -6,6 +6,7 @@ This is the asyncio shell around the sans-IO engine: it owns the clock
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 import time
@@ -17,13 +18,19 @@ from aiohttp import web
 
 from server.config import ServerConfig
 from server.core.engine import Engine
+from server.core.errors import KinesisError
 from server.core.faults import Faults
 from server.core.hooks import FaultInjector, ThroughputGate
+from server.core.principals import Principals, load_principals
 from server.core.throughput import Limits, Throughput
 from server.storage.base import Storage
 from server.storage.durable import DurableStorage
 from server.storage.memory import MemoryStorage
+from server.web.access import AccessControl
 from server.web.app import STOPPING_KEY, make_app
+from server.web.audit import AuditLog
+from server.web.auth import Verifier
+from server.web.metrics import ServerMetrics
 
 __all__ = ["StreamServer"]
 
@@ -51,6 +58,9 @@ class StreamServer:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self.engine: Engine | None = None
+        self._audit: AuditLog | None = None
+        #: The ``/metrics`` families (``None`` when ``config.metrics`` is off).
+        self.metrics: ServerMetrics | None = None
 
     # -- what the config builds ------------------------------------------------------
 
@@ -68,6 +78,23 @@ class StreamServer:
         )
         settings = config.fault_settings()
         return throughput, (Faults(settings) if settings.active else None)
+
+    def _principals(self) -> Principals | None:
+        """The ``--iam`` principals (read from their file when given as a path)."""
+        iam = self.config.iam
+        if iam is None or isinstance(iam, Principals):
+            return iam
+        return load_principals(iam, self.config.account_id)
+
+    def _iterator_shard(self, token: str) -> tuple[str, str] | None:
+        """The stream and shard a shard iterator reads, or ``None`` if it is not valid."""
+        if self.engine is None:
+            return None
+        try:
+            state = self.engine.iterators.decode(token, self._clock())
+        except KinesisError:
+            return None
+        return state.stream_name, state.shard_id
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -90,6 +117,28 @@ class StreamServer:
         """Create the storage and engine and start listening."""
         if self._runner is not None:
             raise RuntimeError("the server is already started")
+        principals = self._principals()
+        audit = self._open_audit_log()
+        try:
+            await self._start(principals, audit)
+        except BaseException:
+            if audit is not None:
+                await asyncio.to_thread(audit.close)
+            raise
+
+    def _open_audit_log(self) -> AuditLog | None:
+        """The audit log, open for appending; one that cannot be opened is an error now."""
+        target = self.config.audit_log
+        if target is None:
+            return None
+        try:
+            return AuditLog(target)
+        except OSError as error:
+            raise OSError(
+                error.errno, f"cannot write the audit log {target}: {error.strerror}"
+            ) from None
+
+    async def _start(self, principals: Principals | None, audit: AuditLog | None) -> None:
         storage = self._storage if self._storage is not None else self._make_storage()
         throughput, faults = self._make_hooks()
         self.engine = Engine(
@@ -103,7 +152,19 @@ class StreamServer:
                 storage.iterator_secret if isinstance(storage, DurableStorage) else None
             ),
         )
-        app = make_app(self.engine, self.config, self._clock, faults=faults)
+        access = (
+            AccessControl(Verifier(principals, self.config.region), self.engine)
+            if principals is not None
+            else None
+        )
+        self.metrics = (
+            ServerMetrics(self._clock, self._iterator_shard) if self.config.metrics else None
+        )
+        app = make_app(
+            self.engine, self.config, self._clock, faults=faults, access=access, audit=audit,
+            metrics=self.metrics,
+        )
+        self._audit = audit
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -129,6 +190,9 @@ class StreamServer:
         finally:
             if self.engine is not None:
                 self.engine.storage.close()
+            audit, self._audit = self._audit, None
+            if audit is not None:  # after cleanup: the last in-flight calls are recorded
+                await asyncio.to_thread(audit.close)
 
     async def __aenter__(self) -> StreamServer:
         await self.start()

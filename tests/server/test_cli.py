@@ -52,6 +52,7 @@ def test_cli_args_round_trip_and_help() -> None:
         "--host", "--port", "--region", "--account-id", "--shard-limit", "--state-delay",
         "--no-auth", "--data-dir", "--segment-bytes", "--limits", "--limits-scale",
         "--throttle-rate", "--internal-failure-rate", "--error-rate", "--latency-ms", "--seed",
+        "--iam", "--audit-log", "--audit-data-events",
     )
     for flag in flags:
         assert flag in help_text
