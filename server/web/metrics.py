@@ -385,6 +385,17 @@ class ServerMetrics:
         )
         self.subscribe_millis_behind.labels(stream, consumer).set(millis_behind_latest)
 
+    def observe_recovery(self, damaged: int, records_lost: int, quarantined: int) -> None:
+        """What durable recovery found at start-up (the server's own, not AWS, families)."""
+        for name, text, value in (
+            ("damage_found", "Damaged ranges, missing segments or marks found", damaged),
+            ("records_lost", "Records found unreadable (a lower bound)", records_lost),
+            ("streams_quarantined", "Streams set aside for bad metadata", quarantined),
+        ):
+            Gauge(
+                f"server_storage_recovery_{name}", f"At start-up: {text}", registry=self.registry
+            ).set(value)
+
     def exposition(self) -> bytes:
         """The Prometheus text of every family."""
         return generate_latest(self.registry)

@@ -160,6 +160,11 @@ class StreamServer:
         self.metrics = (
             ServerMetrics(self._clock, self._iterator_shard) if self.config.metrics else None
         )
+        if self.metrics is not None and isinstance(storage, DurableStorage):
+            found = storage.recovery
+            self.metrics.observe_recovery(
+                len(found.damage), found.records_lost, len(found.quarantined)
+            )
         app = make_app(
             self.engine, self.config, self._clock, faults=faults, access=access, audit=audit,
             metrics=self.metrics,

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.__main__ import main as server_main
 from server.core.engine import Engine
 from server.core.streams import EngineConfig
 from server.storage.durable import DurableStorage, check_data_dir, encode_frame
 from server.storage.durable.recovery import LOST_MARK_JUMP, is_torn
+from server.web.runner import StreamServer
 from tests.server.test_durable import (
     BASE,
     SHARD,
@@ -296,3 +298,23 @@ async def test_the_engine_numbers_on_above_lost_records(
     shard = engine.streams.by_name["s1"].shards[SHARD]
     assert store.last_sequence_number("s1", SHARD) < BASE + top  # type: ignore[operator]
     assert shard.next_seq > BASE + top
+
+
+async def test_the_metrics_count_what_recovery_found(data_dir: Path, opened: list[Any]) -> None:
+    await written(data_dir, opened)
+    (segment,) = segments(data_dir)
+    flip4(segment, segment.stat().st_size - 50)
+    async with StreamServer(port=0, data_dir=data_dir, metrics=True) as server:
+        assert server.metrics is not None
+        text = server.metrics.exposition().decode()
+    found = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("server_storage_recovery")
+    }
+    assert found == {
+        "server_storage_recovery_damage_found": 1.0,
+        "server_storage_recovery_records_lost": 5.0,
+        "server_storage_recovery_streams_quarantined": 0.0,
+    }
