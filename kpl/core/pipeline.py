@@ -248,7 +248,10 @@ class ProducerCore(ShardRouting):
         if type(data) is not bytes:
             data = _as_bytes(data)
         if type(partition_key) is not str:
-            raise _bad_partition_key(partition_key)
+            if not isinstance(partition_key, str):
+                raise _bad_partition_key(partition_key)
+            # A str subclass is a key; its plain value is what is hashed, cached and sent.
+            partition_key = str.__str__(partition_key)
         if explicit_hash_key is None:
             # Partition keys repeat (users, devices, sessions): their UTF-8 bytes, MD5
             # hash key and predicted shard come from a bounded cache, a dict hit instead
@@ -276,7 +279,9 @@ class ProducerCore(ShardRouting):
             if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
                 raise _bad_partition_key(partition_key)
             if type(explicit_hash_key) is not str:
-                raise _bad_explicit_hash_key_type(explicit_hash_key)
+                if not isinstance(explicit_hash_key, str):
+                    raise _bad_explicit_hash_key_type(explicit_hash_key)
+                explicit_hash_key = str.__str__(explicit_hash_key)
             # (no fast path here: the key-table entry goes unused)
             pk_bytes = key_entry = partition_key_bytes(partition_key)
             hash_key = parse_explicit_hash_key(explicit_hash_key)

@@ -38,8 +38,9 @@ MAX_HASH_KEY = HASH_KEY_SPACE - 1
 #: its validation messages quote it: a decimal without leading zeros, at most 39 digits.
 #: The range check (<= 2**128 - 1) is separate.
 EXPLICIT_HASH_KEY_PATTERN = r"0|([1-9]\d{0,38})"
-#: :data:`EXPLICIT_HASH_KEY_PATTERN` compiled (use ``fullmatch``).
-EXPLICIT_HASH_KEY_RE = re.compile(EXPLICIT_HASH_KEY_PATTERN)
+#: :data:`EXPLICIT_HASH_KEY_PATTERN` compiled (use ``fullmatch``), ASCII only: ``int()``
+#: would take other scripts' digits ("1٣"); the service does not.
+EXPLICIT_HASH_KEY_RE = re.compile(EXPLICIT_HASH_KEY_PATTERN, re.ASCII)
 
 _from_bytes = int.from_bytes
 

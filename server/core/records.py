@@ -470,6 +470,14 @@ class Records:
             )
         shard = stream.shards[state.shard_id]
         name = stream.meta.name
+        if request.get("StreamARN") is not None:
+            # The ARN must name the iterator's stream (and one of this account's).
+            named = self.table.stream_name(request)
+            if named != name:
+                raise ResourceNotFoundException(
+                    f"Shard {state.shard_id} in stream {named} under account "
+                    f"{self._account} does not exist"
+                )
         if request.get("DryRun"):
             raise DryRunOperationException()
         gate = self.throughput

@@ -86,7 +86,8 @@ def text(min: int | None = None, max: int | None = None, pattern: str | None = N
     """A string member with optional length bounds and pattern."""
     return Shape(
         "string", min=min, max=max, pattern=pattern,
-        regex=re.compile(pattern) if pattern is not None else None,
+        # ASCII: the service's patterns are Java regexes, where \d is [0-9] only.
+        regex=re.compile(pattern, re.ASCII) if pattern is not None else None,
     )
 
 

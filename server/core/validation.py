@@ -111,12 +111,28 @@ def _coerce(shape: Shape, value: Any) -> Any:
             )
         return value
     if kind in ("integer", "long"):
+        java = "Integer" if kind == "integer" else "Long"
         if isinstance(value, bool | str):
-            java = "Integer" if kind == "integer" else "Long"
             raise SerializationException(
                 f"class {_type_name(value)} can not be converted to an {java}"
             )
-        return int(value) if isinstance(value, float) else value
+        if isinstance(value, float):
+            # A fraction, NaN or infinity is no Integer/Long to the service's parser.
+            if not value.is_integer():
+                raise SerializationException(
+                    f"class java.math.BigDecimal can not be converted to an {java}"
+                )
+            value = int(value)
+        if not isinstance(value, int):
+            raise SerializationException(
+                f"class {_type_name(value)} can not be converted to an {java}"
+            )
+        bits = 31 if kind == "integer" else 63
+        if not -(2**bits) <= value < 2**bits:
+            raise SerializationException(
+                f"Numeric value out of range of {'int' if kind == 'integer' else 'long'}"
+            )
+        return value
     if kind == "boolean":
         if isinstance(value, str):
             raise SerializationException(f"'{value.upper()}' can not be converted to an Boolean")

@@ -8,7 +8,9 @@ Request flow (cheapest refusals first, as the service answers them):
 2. ``X-Amz-Target`` naming no action the engine answers (``server.core.actions``) ->
    ``UnknownOperationException``, whether the service models the action or not;
 3. ``Authorization`` missing or not SigV4-shaped -> ``MissingAuthenticationTokenException``
-   / ``IncompleteSignatureException``; with ``--iam`` the body is read and the signature
+   / ``IncompleteSignatureException``; a ``Content-Encoding`` (gzip, br ...) ->
+   ``SerializationException`` before the body is read (the service parses bodies as sent;
+   the server never inflates one); with ``--iam`` the body is read and the signature
    verified (``server.web.auth.Verifier``: ``UnrecognizedClientException``,
    ``InvalidSignatureException``);
 4. the body is parsed (``SerializationException`` if it does not parse): JSON 1.1, or
@@ -51,6 +53,7 @@ from server.core.engine import Engine
 from server.core.errors import (
     InternalFailure,
     KinesisError,
+    SerializationException,
     UnknownOperationException,
     for_code,
 )
@@ -218,6 +221,11 @@ def make_app(
         request[ACTION_KEY] = entry
         if require_auth:
             check_authorization(request.headers, request.query)
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding and encoding != "identity":
+            # The service takes no compressed request bodies: it parses the bytes as sent,
+            # which never parse. Refused before reading, so nothing is ever inflated.
+            raise SerializationException()
         body = await read_body(request)
         if body is None:
             return web.Response(status=413)

@@ -170,7 +170,11 @@ class StreamServer:
             metrics=self.metrics,
         )
         self._audit = audit
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Bodies are taken as sent (a Content-Encoding is refused): aiohttp must not
+        # inflate one on its own.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, auto_decompress=False
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)

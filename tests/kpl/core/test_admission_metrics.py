@@ -32,6 +32,7 @@ def test_budget_counters_follow_records() -> None:
         (b"x", 42, None, InvalidPartitionKey, "must be a str"),
         (b"x" * (1024 * 1024), "k", None, RecordTooLarge, "exceeds max_record_size"),
         (b"x", "k", "01", ValueError, "explicit hash key"),
+        (b"x", "k", "1\u0663", ValueError, "explicit hash key"),  # an Arabic-Indic digit
         (b"x", "k", str(2**128), ValueError, "at most 2\\*\\*128 - 1"),
         ("text", "k", None, TypeError, "data must be bytes"),
     ],
@@ -44,6 +45,21 @@ def test_bad_input_raises_at_once_and_keeps_nothing(
         h.core.add(data, key, ehk, object(), 0.0)
     assert (h.core.buffered_records, h.core.buffered_bytes) == (0, 0)
     assert h.core.metrics()["UserRecordsReceived"] == 0
+
+
+def test_a_str_subclass_is_a_partition_key_and_a_hash_key() -> None:
+    class Key(str):
+        def __str__(self) -> str:
+            return "not the key"
+
+    h = Harness(shards=even_shards(1), core_map="same")
+    h.put(b"a", Key("user-1"))
+    h.put(b"b", Key("user-1"), Key("5"))
+    h.run()
+    stored = sorted(h.user_records_stored(), key=lambda r: r[2])
+    assert [(key, type(key), data) for _, key, data, _ in stored] == [
+        ("user-1", str, b"a"), ("user-1", str, b"b")
+    ]
 
 
 _BAD_INPUT = (TypeError, ValueError, InvalidPartitionKey, RecordTooLarge)
