@@ -11,7 +11,9 @@ Rules (as the service applies them, in this order):
    (required, pattern, length, range, enum), at most 10, into one
    ``ValidationException``: ``"2 validation errors detected: A; B"``. Each item reads
    ``Value 'v' at 'path' failed to satisfy constraint: rule`` with the camelCase path
-   (``records.2.member.partitionKey``).
+   (``records.2.member.partitionKey``). A value is shown truncated to
+   :data:`MAX_VALUE_CHARS` characters, and the walk stops at the tenth failure, so the
+   message and the work stay small whatever the body.
 3. Only then the action itself runs (stream lookups, state checks) in the engine.
 
 Shapes are data (``server.core.shapes``), written from the botocore service model; each
@@ -35,6 +37,7 @@ from server.core.shapes import Shape
 
 __all__ = [
     "MAX_ERRORS",
+    "MAX_VALUE_CHARS",
     "Shape",
     "constraint_error",
     "decode_blob",
@@ -44,6 +47,10 @@ __all__ = [
 ]
 
 MAX_ERRORS = 10
+#: A value in a validation message is cut to this many characters (with "...").
+MAX_VALUE_CHARS = 512
+#: The largest epoch second a Java ``Date`` (signed 64-bit milliseconds) holds.
+_MAX_EPOCH_SECONDS = (2**63 - 1) // 1000
 
 
 # -- phase 1: types -----------------------------------------------------------------
@@ -146,6 +153,11 @@ def _coerce(shape: Shape, value: Any) -> Any:
             raise SerializationException(
                 f"class {_type_name(value)} can not be converted to a Timestamp"
             )
+        # NaN, infinities and instants a Java Date (epoch milliseconds) cannot hold.
+        if not -_MAX_EPOCH_SECONDS <= value <= _MAX_EPOCH_SECONDS:
+            raise SerializationException(
+                "class java.math.BigDecimal can not be converted to a Timestamp"
+            )
         return float(value)
     if kind == "blob":
         if not isinstance(value, str):
@@ -169,6 +181,8 @@ def _coerce(shape: Shape, value: Any) -> Any:
         if not isinstance(value, dict):
             raise SerializationException("Expected map or null")
         assert shape.member is not None
+        if any(type(k) is not str for k in value):
+            raise SerializationException("Map keys must be strings")
         return {k: _coerce(shape.member, v) for k, v in value.items() if v is not None}
     # structure
     if isinstance(value, list):
@@ -191,6 +205,7 @@ def _lower_first(name: str) -> str:
 
 
 def _render(shape: Shape, value: Any) -> str:
+    """The quoted value as the message shows it, at most :data:`MAX_VALUE_CHARS` long."""
     if value is None:
         return "null"
     if shape.kind == "blob":
@@ -198,21 +213,35 @@ def _render(shape: Shape, value: Any) -> str:
         return f"'java.nio.HeapByteBuffer[pos=0 lim={n} cap={n}]'"
     if shape.kind == "list":
         member = shape.member
+        # Only as many items as can show: a list may hold millions.
+        shown = value[: MAX_VALUE_CHARS // 2 + 1]
         if member is not None and member.member_str is not None:
-            items = [member.member_str] * len(value)
+            items = [member.member_str] * len(shown)
         else:
-            items = [str(v) for v in value]
-        return "'[" + ", ".join(items) + "]'"
-    if shape.kind == "map":
-        return "'{" + ", ".join(f"{k}={v}" for k, v in value.items()) + "}'"
-    if shape.kind == "structure":
-        return f"'{shape.member_str or value}'"
-    if isinstance(value, bool):
-        return f"'{str(value).lower()}'"
-    return f"'{value}'"
+            items = [_clip(str(v)) for v in shown]
+        text = "[" + ", ".join(items) + ("]" if len(shown) == len(value) else ", ...")
+    elif shape.kind == "map":
+        shown_items = list(value.items())[: MAX_VALUE_CHARS // 4 + 1]
+        text = "{" + ", ".join(f"{_clip(k)}={_clip(str(v))}" for k, v in shown_items) + "}"
+    elif shape.kind == "structure":
+        text = shape.member_str or _clip(str(value))
+    elif isinstance(value, bool):
+        text = str(value).lower()
+    else:
+        text = str(value) if not isinstance(value, str) else value
+    return f"'{_clip(text)}'"
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_VALUE_CHARS:
+        return text
+    return text[: MAX_VALUE_CHARS - 3] + "..."
 
 
 def _check(shape: Shape, value: Any, path: str, errors: list[str]) -> None:
+    if len(errors) >= MAX_ERRORS:
+        return  # the message lists no more: checking further is wasted work
+
     def fail(rule: str) -> None:
         if len(errors) < MAX_ERRORS:
             errors.append(
@@ -256,7 +285,11 @@ def _check(shape: Shape, value: Any, path: str, errors: list[str]) -> None:
                 )
         else:
             for i, item in enumerate(value, 1):
-                _check(member, item, f"{path}.{i}.member", errors)
+                if len(errors) >= MAX_ERRORS:
+                    break
+                # A null entry of a list of structures (``"Records": [null]``).
+                _check(member.req() if member.kind == "structure" else member, item,
+                       f"{path}.{i}.member", errors)
     elif kind == "map" and shape.key is not None and shape.member is not None:
         key, val = shape.key, shape.member
         if any(not _string_ok(key, k) for k in value):

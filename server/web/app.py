@@ -114,16 +114,25 @@ METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: An error message is cut to this many characters: it may quote what a client sent.
+_MAX_MESSAGE_CHARS = 8192
+
+
 def _error_response(error: KinesisError, cbor: bool) -> web.Response:
+    message = error.message
+    if len(message) > _MAX_MESSAGE_CHARS:
+        message = message[: _MAX_MESSAGE_CHARS - 3] + "..."
+    # A quoted header that was not UTF-8 arrives with surrogate escapes: shown escaped.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     if cbor:
         return web.Response(
             status=error.status,
-            body=encode_cbor_error(error.code, error.message),
+            body=encode_cbor_error(error.code, message),
             content_type=CBOR_CONTENT_TYPE,
         )
     return web.Response(
         status=error.status,
-        body=encode_error(error.code, error.message),
+        body=encode_error(error.code, message),
         content_type=JSON_CONTENT_TYPE,
     )
 

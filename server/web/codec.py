@@ -93,23 +93,37 @@ def _epoch_millis(value: Any, immutable: bool) -> float:
 _SEMANTIC = {1: _epoch_millis}
 
 
-def _blobs_as_base64(value: Any) -> Any:
+#: Deeper CBOR nesting than any request shape has: refused (and a cyclic body, which
+#: CBOR's shared references can express, is infinitely deep).
+_MAX_DEPTH = 32
+
+
+def _blobs_as_base64(value: Any, depth: int = 0) -> Any:
+    """Blobs as base64 text; a map key that is not text or nesting too deep is refused."""
+    if depth > _MAX_DEPTH:
+        raise SerializationException()
     if isinstance(value, dict):
-        return {k: _blobs_as_base64(v) for k, v in value.items()}
+        if any(type(k) is not str for k in value):
+            raise SerializationException()
+        return {k: _blobs_as_base64(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_blobs_as_base64(v) for v in value]
+        return [_blobs_as_base64(v, depth + 1) for v in value]
     if isinstance(value, bytes | bytearray):
         return b2a_base64(value, newline=False).decode("ascii")
     return value
 
 
 def decode_cbor_request(body: bytes) -> Any:
-    """Parse a CBOR body into what :func:`decode_request` gives for the same JSON request."""
+    """Parse a CBOR body into what :func:`decode_request` gives for the same JSON request.
+
+    Values JSON has no form for (undefined, decimals, dates, sets, unknown tags ...) are
+    left for validation to refuse with the member's context.
+    """
     if not body:
         raise SerializationException()
     try:
         parsed = cbor2.loads(body, semantic_decoders=_SEMANTIC)
-    except (cbor2.CBORDecodeError, ValueError):
+    except (cbor2.CBORDecodeError, ValueError, RecursionError, OverflowError):
         raise SerializationException() from None
     return _blobs_as_base64(parsed)
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import socket
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
+import cbor2
 import orjson
 import pytest
 
-from tests.server.test_wire import AUTH, error_body, post
+from tests.server.test_wire import AUTH, CBOR, error_body, post
 
 ACCOUNT = "000000000000"
 
@@ -105,3 +111,82 @@ def test_an_identity_content_encoding_is_accepted(streams: str) -> None:
 def test_error_bodies_are_aws_shaped(streams: str) -> None:
     _, _, raw = post(streams, "DescribeStreamSummary", b'{"StreamName": 5}')
     assert error_body(raw)[0] == "SerializationException"
+
+
+def _cyclic() -> list[Any]:
+    loop: list[Any] = []
+    loop.append(loop)
+    return loop
+
+
+READ = {"StreamName": "hw1", "ShardId": "shardId-000000000000"}
+AT = {**READ, "ShardIteratorType": "AT_TIMESTAMP"}
+
+#: (target, body, wire, expected error code): inputs that once got a 500.
+ONCE_500 = [
+    ("PutRecords", {"StreamName": "hw1", "Records": [None]}, "json", "ValidationException"),
+    ("PutRecords", {"StreamName": "hw1", "Records": [{"Data": "aGk=", "PartitionKey": "k"},
+                                                     None]}, "json", "ValidationException"),
+    ("GetShardIterator", {**AT, "Timestamp": 1e306}, "json", "SerializationException"),
+    ("GetShardIterator", {**AT, "Timestamp": -1e306}, "json", "SerializationException"),
+    ("GetShardIterator", {**AT, "Timestamp": float("nan")}, "cbor", "SerializationException"),
+    ("GetShardIterator", {**AT, "Timestamp": float("inf")}, "cbor", "SerializationException"),
+    ("GetShardIterator", {**AT, "Timestamp": cbor2.CBORTag(1, float("-inf"))}, "cbor",
+     "SerializationException"),
+    ("DescribeStreamSummary", {"StreamName": cbor2.undefined}, "cbor", "SerializationException"),
+    ("DescribeStreamSummary", {"StreamName": Decimal("1.5")}, "cbor", "SerializationException"),
+    ("DescribeStreamSummary", {"StreamName": datetime.now(UTC)}, "cbor",
+     "SerializationException"),
+    ("DescribeStreamSummary", {"StreamName": uuid.UUID(int=7)}, "cbor", "SerializationException"),
+    ("DescribeStreamSummary", {"StreamName": {1, 2}}, "cbor", "SerializationException"),
+    ("DescribeStreamSummary", {"StreamName": cbor2.CBORTag(9999, "x")}, "cbor",
+     "SerializationException"),
+    ("CreateStream", {"StreamName": "hw9", "ShardCount": 2**200}, "cbor",
+     "SerializationException"),
+    ("AddTagsToStream", {"StreamName": "hw1", "Tags": {1: "x"}}, "cbor", "SerializationException"),
+    ("DescribeStreamSummary", {1: "x", "StreamName": "hw1"}, "cbor", "SerializationException"),
+    ("DescribeStreamSummary", _cyclic(), "cbor", "SerializationException"),
+    ("PutRecords", {"StreamName": "hw1", "Records": _cyclic()}, "cbor", "SerializationException"),
+]
+
+
+@pytest.mark.parametrize(("target", "body", "wire", "code"), ONCE_500)
+def test_inputs_that_once_failed_internally_are_client_errors(
+    streams: str, target: str, body: Any, wire: str, code: str
+) -> None:
+    if wire == "cbor":
+        raw = cbor2.dumps(body, value_sharing=True)
+        status, _, answer = post(streams, target, raw, {**AUTH, "Content-Type": CBOR})
+        parsed = cbor2.loads(answer)
+    else:
+        status, _, answer = post(streams, target, orjson.dumps(body))
+        parsed = orjson.loads(answer)
+    assert status == 400
+    assert parsed["__type"] == code
+
+
+def test_a_header_that_is_not_utf8_gets_an_aws_error(streams: str) -> None:
+    parts = urlsplit(streams)
+    with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=10) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\n"
+            b"Content-Type: application/x-amz-json-1.1\r\n"
+            b"Authorization: AWS4-HMAC-SHA256 \xff\xfe Credential=\xe9\r\n"
+            b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert orjson.loads(body)["__type"] == "IncompleteSignatureException"
+
+
+def test_validation_messages_stay_small_for_huge_bodies(streams: str) -> None:
+    body = b'{"StreamName":"hw1","Records":[' + b",".join([b"{}"] * 200_000) + b"]}"
+    status, _, raw = post(streams, "PutRecords", body)
+    assert status == 400
+    code, message = error_body(raw)
+    assert code == "ValidationException"
+    assert message.startswith("10 validation errors detected")
+    assert len(message) < 8192
