@@ -269,6 +269,9 @@ def _check(shape: Shape, value: Any, path: str, errors: list[str]) -> None:
             fail(f"Member must have value less than or equal to {shape.max}")
     if kind == "list" and shape.member is not None:
         member = shape.member
+        for i, item in enumerate(value, 1):
+            if item is None:  # ``"Records": [null]``, ``"TagKeys": ["a", null]``
+                _check(member.req(), None, f"{path}.{i}.member", errors)
         if member.kind == "string" and member.enum is not None:
             if any(v not in member.enum for v in value if v is not None):
                 fail(
@@ -287,9 +290,8 @@ def _check(shape: Shape, value: Any, path: str, errors: list[str]) -> None:
             for i, item in enumerate(value, 1):
                 if len(errors) >= MAX_ERRORS:
                     break
-                # A null entry of a list of structures (``"Records": [null]``).
-                _check(member.req() if member.kind == "structure" else member, item,
-                       f"{path}.{i}.member", errors)
+                if item is not None:
+                    _check(member, item, f"{path}.{i}.member", errors)
     elif kind == "map" and shape.key is not None and shape.member is not None:
         key, val = shape.key, shape.member
         if any(not _string_ok(key, k) for k in value):

@@ -127,6 +127,8 @@ ONCE_500 = [
     ("PutRecords", {"StreamName": "hw1", "Records": [None]}, "json", "ValidationException"),
     ("PutRecords", {"StreamName": "hw1", "Records": [{"Data": "aGk=", "PartitionKey": "k"},
                                                      None]}, "json", "ValidationException"),
+    ("RemoveTagsFromStream", {"StreamName": "hw1", "TagKeys": ["a", None]}, "json",
+     "ValidationException"),
     ("GetShardIterator", {**AT, "Timestamp": 1e306}, "json", "SerializationException"),
     ("GetShardIterator", {**AT, "Timestamp": -1e306}, "json", "SerializationException"),
     ("GetShardIterator", {**AT, "Timestamp": float("nan")}, "cbor", "SerializationException"),
