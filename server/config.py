@@ -75,6 +75,16 @@ class ServerConfig:
     in memory only."""
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     """With ``data_dir``: a shard's log segment rolls over at this size."""
+    max_connections: int = 1000
+    """Concurrent connections beyond which new ones get a 503 and are closed."""
+    idle_timeout_seconds: float = 30.0
+    """A connection waiting this long for (the rest of) a request's headers is closed."""
+    body_timeout_seconds: float = 30.0
+    """A request body not received within this long gets 408 and its connection closed."""
+    write_timeout_seconds: float = 30.0
+    """A client that reads nothing of a large answer for this long is cut off."""
+    max_answer_bytes: int = 96 * 1024 * 1024
+    """Large answers (GetRecords) in flight across every connection hold at most this."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -99,6 +109,11 @@ class ServerConfig:
         check_rate("internal_failure_rate", self.internal_failure_rate)
         check_rate("error_rate", self.error_rate)
         check_latency_ms(self.latency_ms)
+        for name in ("idle_timeout_seconds", "body_timeout_seconds", "write_timeout_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_connections < 1 or self.max_answer_bytes < 1:
+            raise ValueError("max_connections and max_answer_bytes must be >= 1")
         if self.segment_bytes < 1:
             raise ValueError(f"segment_bytes must be >= 1, got {self.segment_bytes}")
         if self.iam is not None and not self.require_auth:

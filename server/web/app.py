@@ -42,6 +42,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -80,6 +81,7 @@ from server.web.keys import (
     PRINCIPAL_KEY,
     REQUEST_ID_KEY,
 )
+from server.web.limits import SMALL_ANSWER, AnswerBudget, write_guarded
 from server.web.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from server.web.metrics import ServerMetrics
 from server.web.observe import make_observer
@@ -112,6 +114,8 @@ SIGNALS_KEY = web.AppKey("signals", ShardSignals)
 METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The most a GetRecords answer takes: 10 MiB of data as base64 JSON, plus the members.
+_LARGEST_ANSWER = 15 * 1024 * 1024
 
 
 #: An error message is cut to this many characters: it may quote what a client sent.
@@ -195,6 +199,9 @@ def make_app(
     ``GET /metrics``.
     """
     cap = config.max_request_bytes
+    body_timeout = config.body_timeout_seconds
+    write_timeout = config.write_timeout_seconds
+    answers = AnswerBudget(config.max_answer_bytes)
     require_auth = config.require_auth
     storage = engine.storage
     handle = engine.handle
@@ -235,7 +242,12 @@ def make_app(
             # The service takes no compressed request bodies: it parses the bytes as sent,
             # which never parse. Refused before reading, so nothing is ever inflated.
             raise SerializationException()
-        body = await read_body(request)
+        try:
+            async with asyncio.timeout(body_timeout):
+                body = await read_body(request)
+        except TimeoutError:
+            log.warning("closing the connection of %s: its body did not arrive", request.remote)
+            raise web.HTTPRequestTimeout(headers={"Connection": "close"}) from None
         if body is None:
             return web.Response(status=413)
         principal: Principal | None = None
@@ -269,8 +281,13 @@ def make_app(
             source_address=request.remote,
             user_agent=request.headers.get("User-Agent"),
         )
-        if action == "GetRecords":  # the storage reads the disk off the loop, first
-            await read_ahead(engine, payload, clock())
+        if action == "GetRecords":
+            # Room for the largest answer before anything is read; cut to size below.
+            held = await answers.reserve(_LARGEST_ANSWER)
+            try:
+                return await answer_records(request, payload, context, held)
+            finally:
+                answers.release(held)
         result = handle(action, payload, clock(), context=context)
         if entry.durable:
             await storage.wait_durable()
@@ -290,6 +307,23 @@ def make_app(
         if answer is None:
             return web.Response(body=b"", content_type=JSON_CONTENT_TYPE)
         return web.Response(body=encode_response(answer), content_type=JSON_CONTENT_TYPE)
+
+    async def answer_records(
+        request: web.Request, payload: Any, context: RequestContext, held: int
+    ) -> web.StreamResponse:
+        await read_ahead(engine, payload, clock())  # the storage reads off the loop, first
+        result = handle("GetRecords", payload, clock(), context=context)
+        signals.flush()
+        assert type(result) is Reply
+        answer = result.body
+        request[ANSWER_KEY] = answer
+        cbor = request.content_type == CBOR_CONTENT_TYPE
+        assert answer is not None
+        body = encode_cbor_response(answer) if cbor else encode_response(answer)
+        content_type = CBOR_CONTENT_TYPE if cbor else JSON_CONTENT_TYPE
+        if len(body) <= SMALL_ANSWER:
+            return web.Response(body=body, content_type=content_type)
+        return await write_guarded(request, body, content_type, write_timeout)
 
     middlewares: list[Middleware] = [error_middleware]
     if audit is not None or metrics is not None:

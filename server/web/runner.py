@@ -30,6 +30,7 @@ from server.web.access import AccessControl
 from server.web.app import STOPPING_KEY, make_app
 from server.web.audit import AuditLog
 from server.web.auth import Verifier
+from server.web.limits import GuardedSite
 from server.web.metrics import ServerMetrics
 
 __all__ = ["StreamServer"]
@@ -173,11 +174,17 @@ class StreamServer:
         # Bodies are taken as sent (a Content-Encoding is refused): aiohttp must not
         # inflate one on its own.
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, auto_decompress=False
+            app, access_log=None, handle_signals=False, auto_decompress=False,
+            # Also the header timeout: aiohttp closes a connection whose handler waits
+            # this long for a request, whole or partly sent.
+            keepalive_timeout=self.config.idle_timeout_seconds,
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
+            site = GuardedSite(
+                runner, self.config.host, self.config.port, reuse_address=True,
+                max_connections=self.config.max_connections,
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()
