@@ -247,7 +247,12 @@ def make_app(
                 body = await read_body(request)
         except TimeoutError:
             log.warning("closing the connection of %s: its body did not arrive", request.remote)
-            raise web.HTTPRequestTimeout(headers={"Connection": "close"}) from None
+            response = web.Response(status=408, headers={"Connection": "close"})
+            await response.prepare(request)
+            await response.write_eof()
+            # Closed now: aiohttp would otherwise linger reading the rest of the body.
+            request.protocol.force_close()
+            return response
         if body is None:
             return web.Response(status=413)
         principal: Principal | None = None

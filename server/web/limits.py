@@ -70,6 +70,7 @@ class AnswerBudget:
         except BaseException:
             if entry in self._waiters:
                 self._waiters.remove(entry)
+                self._wake()  # those behind it may fit now
             elif future.done() and not future.cancelled():
                 self.release(size)  # granted as we were cancelled: hand it on
             raise
@@ -78,6 +79,9 @@ class AnswerBudget:
     def release(self, size: int) -> None:
         """Give ``size`` reserved bytes back and wake whoever now fits."""
         self.used -= size
+        self._wake()
+
+    def _wake(self) -> None:
         while self._waiters:
             want, future = self._waiters[0]
             if future.done():
