@@ -114,8 +114,6 @@ SIGNALS_KEY = web.AppKey("signals", ShardSignals)
 METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: The most a GetRecords answer takes: 10 MiB of data as base64 JSON, plus the members.
-_LARGEST_ANSWER = 15 * 1024 * 1024
 
 
 #: An error message is cut to this many characters: it may quote what a client sent.
@@ -287,12 +285,7 @@ def make_app(
             user_agent=request.headers.get("User-Agent"),
         )
         if action == "GetRecords":
-            # Room for the largest answer before anything is read; cut to size below.
-            held = await answers.reserve(_LARGEST_ANSWER)
-            try:
-                return await answer_records(request, payload, context, held)
-            finally:
-                answers.release(held)
+            return await answer_records(request, payload, context)
         result = handle(action, payload, clock(), context=context)
         if entry.durable:
             await storage.wait_durable()
@@ -313,22 +306,43 @@ def make_app(
             return web.Response(body=b"", content_type=JSON_CONTENT_TYPE)
         return web.Response(body=encode_response(answer), content_type=JSON_CONTENT_TYPE)
 
-    async def answer_records(
-        request: web.Request, payload: Any, context: RequestContext, held: int
-    ) -> web.StreamResponse:
-        await read_ahead(engine, payload, clock())  # the storage reads off the loop, first
+    def records_answer(
+        request: web.Request, payload: Any, context: RequestContext
+    ) -> tuple[bytes, str]:
         result = handle("GetRecords", payload, clock(), context=context)
         signals.flush()
         assert type(result) is Reply
-        answer = result.body
-        request[ANSWER_KEY] = answer
-        cbor = request.content_type == CBOR_CONTENT_TYPE
-        assert answer is not None
-        body = encode_cbor_response(answer) if cbor else encode_response(answer)
-        content_type = CBOR_CONTENT_TYPE if cbor else JSON_CONTENT_TYPE
+        assert result.body is not None
+        request[ANSWER_KEY] = result.body
+        if request.content_type == CBOR_CONTENT_TYPE:
+            return encode_cbor_response(result.body), CBOR_CONTENT_TYPE
+        return encode_response(result.body), JSON_CONTENT_TYPE
+
+    async def answer_records(
+        request: web.Request, payload: Any, context: RequestContext
+    ) -> web.StreamResponse:
+        """GetRecords: a small answer at once; a large one within the answer budget."""
+        await read_ahead(engine, payload, clock())  # the storage reads off the loop, first
+        body, content_type = records_answer(request, payload, context)
         if len(body) <= SMALL_ANSWER:
             return web.Response(body=body, content_type=content_type)
-        return await write_guarded(request, body, content_type, write_timeout)
+        size = len(body)
+        if not answers.try_reserve(size):
+            # No room: wait holding nothing, then answer afresh from the same iterator
+            # (the records it reads are the same, or more if more became durable).
+            del body
+            request[ANSWER_KEY] = None
+            await answers.reserve(size)
+            try:
+                await read_ahead(engine, payload, clock())
+                body, content_type = records_answer(request, payload, context)
+            except BaseException:
+                answers.release(size)
+                raise
+        try:
+            return await write_guarded(request, body, content_type, write_timeout)
+        finally:
+            answers.release(size)
 
     middlewares: list[Middleware] = [error_middleware]
     if audit is not None or metrics is not None:

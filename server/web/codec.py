@@ -17,6 +17,7 @@ costs a base64 round trip per blob, paid only by CBOR clients.
 from __future__ import annotations
 
 from binascii import b2a_base64
+from collections.abc import Mapping
 from typing import Any
 
 import cbor2
@@ -73,6 +74,11 @@ def decode_request(body: bytes) -> Any:
     """
     if not body:
         raise SerializationException()
+    # Every ``{`` of a body may become a dict (~100 bytes each from 1 byte of input): more
+    # objects than any valid request holds (500 records, strings quoting braces) is
+    # refused before parsing, in one C-speed scan.
+    if body.count(b"{") > MAX_OBJECTS:
+        raise SerializationException(_TOO_MANY)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -91,6 +97,15 @@ def _epoch_millis(value: Any, immutable: bool) -> float:
 
 
 _SEMANTIC = {1: _epoch_millis}
+
+
+#: More objects (maps) than any valid request has: the body is refused unparsed.
+MAX_OBJECTS = 200_000
+_TOO_MANY = "Request body holds too many objects"
+
+
+class _TooMany(ValueError):
+    """Raised from inside the CBOR decoder to stop it."""
 
 
 #: Deeper CBOR nesting than any request shape has: refused (and a cyclic body, which
@@ -121,9 +136,20 @@ def decode_cbor_request(body: bytes) -> Any:
     """
     if not body:
         raise SerializationException()
+    maps = 0
+
+    def count_maps(value: Mapping[Any, Any], immutable: bool) -> Mapping[Any, Any]:
+        nonlocal maps
+        maps += 1
+        if maps > MAX_OBJECTS:
+            raise _TooMany()
+        return value
+
     try:
-        parsed = cbor2.loads(body, semantic_decoders=_SEMANTIC)
+        parsed = cbor2.loads(body, semantic_decoders=_SEMANTIC, object_hook=count_maps)
     except (cbor2.CBORDecodeError, ValueError, RecursionError, OverflowError):
+        if maps > MAX_OBJECTS:
+            raise SerializationException(_TOO_MANY) from None
         raise SerializationException() from None
     return _blobs_as_base64(parsed)
 

@@ -16,8 +16,9 @@ The server is one event loop, so a client must never hold more than its share:
 * **Answers.** A large answer (GetRecords' up to 10 MiB of data, ~14 MiB of JSON) is
   written in chunks, each awaiting the transport's drain under ``write_timeout``: a
   client that stops reading is cut off instead of holding the handler, and the bytes of
-  answers in flight across every connection are bounded by :class:`AnswerBudget`,
-  reserved before the engine reads the records and cut to the encoded size after.
+  large answers in flight across every connection are bounded by :class:`AnswerBudget`:
+  an answer that finds no room drops its bytes, waits for room, and is made afresh from
+  the same iterator. Small answers (most, and every normal reader's) never wait.
 """
 
 from __future__ import annotations
@@ -57,10 +58,16 @@ class AnswerBudget:
         self.used = 0
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
-    async def reserve(self, size: int) -> int:
-        """Wait until ``size`` bytes fit (or nothing else is reserved); take them."""
+    def try_reserve(self, size: int) -> bool:
+        """Take ``size`` bytes if they fit now (and nobody waits); whether taken."""
         if not self._waiters and (self.used + size <= self.capacity or self.used == 0):
             self.used += size
+            return True
+        return False
+
+    async def reserve(self, size: int) -> int:
+        """Wait until ``size`` bytes fit (or nothing else is reserved); take them."""
+        if self.try_reserve(size):
             return size
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (size, future)
@@ -120,6 +127,8 @@ async def write_guarded(
         transport = request.transport
         if transport is not None:
             transport.abort()
+        raise asyncio.CancelledError() from None
+    except ConnectionError:  # the client went away: nobody to answer
         raise asyncio.CancelledError() from None
     return response
 

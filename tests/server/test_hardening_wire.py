@@ -184,11 +184,33 @@ def test_a_header_that_is_not_utf8_gets_an_aws_error(streams: str) -> None:
     assert orjson.loads(body)["__type"] == "IncompleteSignatureException"
 
 
-def test_validation_messages_stay_small_for_huge_bodies(streams: str) -> None:
-    body = b'{"StreamName":"hw1","Records":[' + b",".join([b"{}"] * 200_000) + b"]}"
+@pytest.mark.parametrize("entries", [4_000, 150_000])
+def test_validation_messages_stay_small_for_huge_bodies(streams: str, entries: int) -> None:
+    body = b'{"StreamName":"hw1","Records":[' + b",".join([b"{}"] * entries) + b"]}"
     status, _, raw = post(streams, "PutRecords", body)
     assert status == 400
     code, message = error_body(raw)
     assert code == "ValidationException"
-    assert message.startswith("10 validation errors detected")
+    if entries > 5_000:  # ten times the limit: the length alone is reported
+        assert message.startswith("1 validation error detected")
+        assert "records" in message
+    else:
+        assert message.startswith("10 validation errors detected")
     assert len(message) < 8192
+
+
+@pytest.mark.parametrize("wire", ["json", "cbor"])
+def test_bodies_of_more_objects_than_any_request_are_refused_unparsed(
+    streams: str, wire: str
+) -> None:
+    records: list[Any] = [{}] * 250_000
+    if wire == "json":
+        status, _, raw = post(streams, "PutRecords", orjson.dumps({"Records": records}))
+        parsed = orjson.loads(raw)
+    else:
+        status, _, raw = post(streams, "PutRecords", cbor2.dumps({"Records": records}),
+                              {**AUTH, "Content-Type": CBOR})
+        parsed = cbor2.loads(raw)
+    assert status == 400
+    assert parsed == {"__type": "SerializationException",
+                      "message": "Request body holds too many objects"}
