@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "server_durable": "PutRecords records/s with --data-dir (fsync group commit) vs memory",
     "server_fanout": "PutRecord -> reader latency, SubscribeToShard vs GetRecords polling",
     "server_iam": "PutRecords records/s with --iam, the audit log and metrics vs without",
+    "server_hostile": "hostile bodies, 500 slow connections, 50 stalled readers: cost and RSS",
     "producer_core": "the producer's sans-IO core vs a bare MD5 + lookup + encode loop",
     "producer_e2e": "Producer end to end vs aws-kinesis-agg + boto3; peak RSS vs budget",
 }

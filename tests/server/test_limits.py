@@ -167,3 +167,44 @@ async def test_an_oversized_answer_goes_alone_and_a_cancelled_waiter_gives_way()
     budget.release(1)
     assert await budget.reserve(50) == 50  # alone: admitted whatever its size
     assert budget.used == 50
+
+
+def test_a_large_answer_waits_for_the_budget_without_holding_its_bytes() -> None:
+    aborted = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "read nothing" in record.getMessage():
+                aborted.set()
+
+    watch = Watch()
+    logging.getLogger("server.web").addHandler(watch)
+    try:
+        with ServerThread(
+            require_auth=False, limits="off", state_delay_seconds=0.0,
+            write_timeout_seconds=1.0, max_answer_bytes=1024 * 1024,
+        ) as thread:
+            url = thread.url
+            create = b'{"StreamName":"big","ShardCount":1}'
+            post(url, "CreateStream", create, {"Content-Type": JSON})
+            data = base64.b64encode(b"y" * 1_000_000).decode()
+            for _ in range(9):
+                post(url, "PutRecord", orjson.dumps(
+                    {"StreamName": "big", "PartitionKey": "k", "Data": data}
+                ), {"Content-Type": JSON})
+            _, _, raw = post(url, "GetShardIterator", orjson.dumps({
+                "StreamName": "big", "ShardId": "shardId-000000000000",
+                "ShardIteratorType": "TRIM_HORIZON",
+            }), {"Content-Type": JSON})
+            request = orjson.dumps({"ShardIterator": orjson.loads(raw)["ShardIterator"]})
+            with connect(url) as stalled:
+                stalled.sendall(request_bytes("GetRecords", request))
+                # Its answer has started: it holds the budget (and reads no more).
+                assert stalled.recv(12) == b"HTTP/1.1 200"
+                # A second reader waits for the budget the first holds, then gets it all.
+                status, _, answer = post(url, "GetRecords", request, {"Content-Type": JSON})
+                assert aborted.is_set()  # only once the stalled one was cut off
+            assert status == 200
+            assert len(orjson.loads(answer)["Records"]) == 9
+    finally:
+        logging.getLogger("server.web").removeHandler(watch)
