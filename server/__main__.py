@@ -46,7 +46,10 @@ def _check(data_dir: str, prog: str) -> int:
         print(finding.describe())
     damage = report.damage
     if damage:
-        print(f"{summary}: {len(damage)} problems, at least {report.records_lost} records lost")
+        lost = f"{report.records_lost} records lost"
+        if not all(f.exact for f in damage):
+            lost = f"at least {lost} (some counts unknown)"
+        print(f"{summary}: {len(damage)} problems, {lost}")
         return 1
     print(f"{summary}: no damage")
     return 0

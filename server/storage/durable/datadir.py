@@ -96,6 +96,8 @@ class DataDir:
         self._trash_fd = -1
         self.report = RecoveryReport()
         """What recovery found at start-up (or ``--check`` found)."""
+        self.quiet = False
+        """Whether findings only go to :attr:`report` (``--check`` prints them itself)."""
 
     def open(self, streams: dict[str, StreamDir]) -> list[StreamMeta]:
         """Lock, check and recover the directory; fill ``streams``; the saved metadata.
@@ -145,6 +147,7 @@ class DataDir:
         where = str(self.path)
         if not self.path.is_dir():
             raise DataDirError(f"data dir {where} is not a directory")
+        self.quiet = True
         lock = self.path / "LOCK"
         if lock.exists():
             fd = os.open(lock, os.O_RDONLY)
@@ -282,6 +285,8 @@ class DataDir:
 
     def _note(self, finding: Finding) -> None:
         self.report.findings.append(finding)
+        if self.quiet:
+            return
         if finding.is_damage:
             log.warning("data dir %s: %s", self.path, finding.describe())
         else:
