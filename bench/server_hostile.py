@@ -9,6 +9,8 @@ memory). Measured, one after the other:
    inflates to 1 GiB, and a body nested 10,000 deep. Reported: the answer's status and
    size, the round trip (loop time plus the transfer on loopback) and the server's RSS
    after it; the peak RSS of the whole run is the kernel's high-water mark (``VmHWM``).
+   Then a normal client's latency while those bodies are sent again and again: the
+   loop time they take shows there.
 2. **500 slow connections** (each sent half a request line, then nothing) open while a
    normal client makes PutRecord + GetRecords calls: its p50/p99 latency.
 3. **50 readers that never read**: 50 GetRecords of ~9.5 MiB answers whose clients read
@@ -74,9 +76,13 @@ def call(port: int, target: str, body: bytes, content_type: str = JSON,
         conn.close()
 
 
-def hostile_bodies(port: int, pid: int) -> None:
+Case = tuple[str, str, bytes, str, "dict[str, str] | None"]
+
+
+def hostile_cases() -> list[Case]:
+    """The hostile requests, built once (the gzip bomb takes seconds to make)."""
     inflating = gzip.compress(b" " * (1 << 30), compresslevel=9)
-    cases = [
+    return [
         ("PutRecords 15 MiB of {} (JSON)", "PutRecords",
          b'{"StreamName":"b","Records":[' + b",".join([b"{}"] * 5_200_000) + b"]}", JSON, None),
         ("PutRecords 3 MiB of {} (CBOR)", "PutRecords",
@@ -86,13 +92,19 @@ def hostile_bodies(port: int, pid: int) -> None:
         ("JSON nested 10,000 deep", "ListStreams", b"[" * 10_000 + b"]" * 10_000, JSON, None),
         ("CBOR nested 10,000 deep", "ListStreams", b"\x81" * 10_000 + b"\x00", CBOR, None),
     ]
-    print(f"{'hostile request':<34} {'status':>6} {'answer':>9} {'round trip':>11} {'RSS':>8}")
+
+
+def hostile_bodies(port: int, pid: int, cases: list[Case], quiet: bool = False) -> None:
+    if not quiet:
+        print(f"{'hostile request':<34} {'status':>6} {'answer':>9} {'round trip':>11} "
+              f"{'RSS':>8}")
     for name, target, body, content_type, extra in cases:
         started = time.perf_counter()
         status, answer = call(port, target, body, content_type, extra)
         elapsed = time.perf_counter() - started
-        print(f"{name:<34} {status:>6} {len(answer):>8}B {elapsed * 1000:>9.1f}ms "
-              f"{rss_kib(pid) >> 10:>6}MB")
+        if not quiet:
+            print(f"{name:<34} {status:>6} {len(answer):>8}B {elapsed * 1000:>9.1f}ms "
+                  f"{rss_kib(pid) >> 10:>6}MB")
 
 
 def normal_latencies(port: int, seconds: float) -> list[float]:
@@ -134,7 +146,17 @@ def main() -> int:
         call(port, "CreateStream", b'{"StreamName":"n","ShardCount":1}')
         call(port, "CreateStream", b'{"StreamName":"big","ShardCount":1}')
         print(f"server RSS at start: {rss_kib(proc.pid) >> 10} MB\n")
-        hostile_bodies(port, proc.pid)
+        cases = hostile_cases()
+        hostile_bodies(port, proc.pid, cases)
+        # The loop time a hostile body takes shows in a normal client's latency meanwhile.
+        latencies: list[float] = []
+        normal = threading.Thread(target=lambda: latencies.extend(normal_latencies(port, 6)))
+        normal.start()
+        while normal.is_alive():
+            hostile_bodies(port, proc.pid, cases, quiet=True)
+        report("normal client, hostile bodies sent in a loop", latencies)
+        print(f"{'':<44} slowest {max(latencies) * 1000:.1f} ms; server RSS after: "
+              f"{rss_kib(proc.pid) >> 10} MB, peak so far {rss_kib(proc.pid, 'VmHWM') >> 10} MB")
         print()
         report("normal client, idle server", normal_latencies(port, 3))
         slow = []
