@@ -153,7 +153,9 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     try:
         response = await handler(request)
     except KinesisError as error:
-        request[ERROR_KEY] = error
+        # Without its traceback: its frames hold the request's body, which would then live
+        # as long as the request does (until the cyclic GC, for a request in a cycle).
+        request[ERROR_KEY] = error.with_traceback(None)
         response = _error_response(error, request.content_type == CBOR_CONTENT_TYPE)
     except web.HTTPException:
         raise
@@ -211,10 +213,10 @@ def make_app(
     async def read_body(request: web.Request) -> bytes | None:
         """The body, or ``None`` once it is known to exceed the cap (never read whole)."""
         length = request.content_length
-        if length is not None:
-            if length > cap:
-                return None
-            return await request.read()
+        if length is not None and length > cap:
+            return None
+        # Chunks joined once, not aiohttp's read() (a growing buffer copied at the end, and
+        # kept on the request object).
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_any():

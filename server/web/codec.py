@@ -74,10 +74,11 @@ def decode_request(body: bytes) -> Any:
     """
     if not body:
         raise SerializationException()
-    # Every ``{`` of a body may become a dict (~100 bytes each from 1 byte of input): more
-    # objects than any valid request holds (500 records, strings quoting braces) is
-    # refused before parsing, in one C-speed scan.
-    if body.count(b"{") > MAX_OBJECTS:
+    # Every ``{``, ``[`` and ``,`` of a body may become an object (dozens of bytes each
+    # from one byte of input): more than any valid request holds (500 records of a few
+    # members; keys, tags and policies quoting such characters) is refused before
+    # parsing, in C-speed scans.
+    if body.count(b"{") + body.count(b"[") + body.count(b",") > MAX_JSON_VALUES:
         raise SerializationException(_TOO_MANY)
     try:
         return orjson.loads(body)
@@ -99,8 +100,11 @@ def _epoch_millis(value: Any, immutable: bool) -> float:
 _SEMANTIC = {1: _epoch_millis}
 
 
-#: More objects (maps) than any valid request has: the body is refused unparsed.
-MAX_OBJECTS = 200_000
+#: More JSON values (by their ``{``, ``[`` and ``,``) than any valid request has, even
+#: with every string full of them: the body is refused unparsed.
+MAX_JSON_VALUES = 300_000
+#: More CBOR maps than any valid request has (PutRecords: 501): decoding stops there.
+MAX_OBJECTS = 10_000
 _TOO_MANY = "Request body holds too many objects"
 
 

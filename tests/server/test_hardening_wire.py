@@ -184,7 +184,7 @@ def test_a_header_that_is_not_utf8_gets_an_aws_error(streams: str) -> None:
     assert orjson.loads(body)["__type"] == "IncompleteSignatureException"
 
 
-@pytest.mark.parametrize("entries", [4_000, 150_000])
+@pytest.mark.parametrize("entries", [4_000, 100_000])
 def test_validation_messages_stay_small_for_huge_bodies(streams: str, entries: int) -> None:
     body = b'{"StreamName":"hw1","Records":[' + b",".join([b"{}"] * entries) + b"]}"
     status, _, raw = post(streams, "PutRecords", body)
@@ -203,12 +203,12 @@ def test_validation_messages_stay_small_for_huge_bodies(streams: str, entries: i
 def test_bodies_of_more_objects_than_any_request_are_refused_unparsed(
     streams: str, wire: str
 ) -> None:
-    records: list[Any] = [{}] * 250_000
+    records: list[Any] = [{}] * 400_000
     if wire == "json":
         status, _, raw = post(streams, "PutRecords", orjson.dumps({"Records": records}))
         parsed = orjson.loads(raw)
     else:
-        status, _, raw = post(streams, "PutRecords", cbor2.dumps({"Records": records}),
+        status, _, raw = post(streams, "PutRecords", cbor2.dumps({"Records": records[:20_000]}),
                               {**AUTH, "Content-Type": CBOR})
         parsed = cbor2.loads(raw)
     assert status == 400
