@@ -94,7 +94,8 @@ def test_subscription_events_are_counted_and_the_call_audited_when_accepted(
 ) -> None:
     log = tmp_path / "audit.log"
     with ServerThread(state_delay_seconds=0.0, limits="off", audit_log=log) as thread:
-        assert thread.server is not None and thread.server._audit is not None
+        assert thread.server is not None
+        assert thread.server._audit is not None
         audit = thread.server._audit
         written: list[dict[str, Any]] = []
         write = audit.write
