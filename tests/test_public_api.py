@@ -15,6 +15,7 @@ EXPECTED = {
     "RecordExpired", "RecordFailed", "RecordResult", "RecordTooLarge", "RequestTimeout",
     "ResourceNotFoundException", "Transport", "UserRecord", "ValidationException",
     "deaggregate", "deaggregate_records", "errors", "run",
+    "Batch", "Consumer", "ConsumerConfig", "ConsumerError", "LeaseLost",
 }
 
 
