@@ -30,19 +30,21 @@ workers take them at their next cycle rather than after ``failover_time``.
 from __future__ import annotations
 
 import logging
-import math
-import os
-import socket
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 
 from kpl.client import KinesisClient
+from kpl.consumer.config import (
+    ConsumerConfig,
+    Coordinator,
+    CoordinatorFactory,
+    lease_coordinator,
+)
 from kpl.consumer.coordinator import LeaseAcquired, LeaseRevoked
 from kpl.consumer.core.lineage import ShardInfo, is_ready
 from kpl.consumer.core.reading import (
@@ -59,13 +61,11 @@ from kpl.errors import (
     KinesisError,
     ProvisionedThroughputExceededException,
 )
-from kpl.protocol.limits import GET_RECORDS_MAX_LIMIT
 
 __all__ = ["Batch", "Consumer", "ConsumerConfig", "Coordinator", "Handler", "ShardHook"]
 
 logger = logging.getLogger("kpl.consumer")
 
-InitialPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
 #: An async function given each batch by :meth:`Consumer.run`.
 Handler = Callable[["Batch"], Awaitable[None]]
 #: A lifecycle hook of :meth:`Consumer.run`, given the shard id.
@@ -73,92 +73,6 @@ ShardHook = Callable[[str], Awaitable[None]]
 
 #: How often a child shard looks again whether its parents have finished.
 _PARENT_POLL_S: Final = 0.2
-
-
-def _default_worker_id() -> str:
-    # Host and pid say where a worker runs; the random part keeps two workers distinct
-    # when a pid is reused (containers all start at pid 1).
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-@dataclass(frozen=True)
-class ConsumerConfig:
-    """How a :class:`Consumer` reads and balances (the KCL's settings)."""
-
-    #: Where a shard with no checkpoint starts: the oldest record, new records, or a time.
-    initial_position: InitialPosition = "LATEST"
-    #: For AT_TIMESTAMP: epoch seconds.
-    initial_timestamp: float | None = None
-    #: A lease whose counter stood still this long (on the observer's clock) is expired.
-    failover_time: float = 10.0
-    #: At most this many leases per worker (``None``: no limit).
-    max_leases_per_worker: int | None = None
-    #: At most this many leases stolen from other workers per taker cycle.
-    max_leases_to_steal: int = 1
-    #: GetRecords ``Limit``.
-    max_records: int = GET_RECORDS_MAX_LIMIT
-    #: Between two GetRecords calls on a shard that is caught up.
-    idle_time_between_reads: float = 0.2
-    #: This worker's name in the lease table (unique per process and host by default).
-    worker_id: str = field(default_factory=_default_worker_id)
-    #: How long a handler may go on after shutdown was requested before it is cancelled.
-    shutdown_grace: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.initial_position not in ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):
-            raise ValueError(f"unknown initial_position {self.initial_position!r}")
-        if self.initial_position == "AT_TIMESTAMP" and self.initial_timestamp is None:
-            raise ValueError("initial_position AT_TIMESTAMP needs initial_timestamp")
-        if not 1 <= self.max_records <= GET_RECORDS_MAX_LIMIT:
-            raise ValueError(f"max_records must be 1..{GET_RECORDS_MAX_LIMIT}")
-        if self.failover_time <= 0 or not math.isfinite(self.failover_time):
-            raise ValueError("failover_time must be a positive number of seconds")
-        if self.idle_time_between_reads < 0:
-            raise ValueError("idle_time_between_reads must be >= 0")
-        if self.max_leases_to_steal < 0:
-            raise ValueError("max_leases_to_steal must be >= 0")
-        if self.max_leases_per_worker is not None and self.max_leases_per_worker < 1:
-            raise ValueError("max_leases_per_worker must be >= 1")
-
-
-class Coordinator(Protocol):
-    """What the consumer needs of a lease coordinator (``LeaseCoordinator``)."""
-
-    async def run(self) -> None: ...
-    def request_shard_sync(self) -> None: ...
-    def held(self) -> Mapping[str, Lease]: ...
-    def observed(self) -> Mapping[str, Lease]: ...
-    def events(self) -> AsyncIterator[object]: ...
-    async def checkpoint(
-        self, shard_id: str, checkpoint: str, sub_sequence_number: int = 0
-    ) -> None: ...
-    async def release(self, shard_id: str) -> None: ...
-    async def release_all(self) -> None: ...
-    def metrics(self) -> dict[str, int]: ...
-
-
-#: Builds the coordinator: (store, config, list_shards) -> Coordinator.
-CoordinatorFactory = Callable[
-    [LeaseStore, ConsumerConfig, Callable[[], Awaitable[Sequence[ShardInfo]]]], Coordinator
-]
-
-
-def _lease_coordinator(
-    store: LeaseStore,
-    config: ConsumerConfig,
-    list_shards: Callable[[], Awaitable[Sequence[ShardInfo]]],
-) -> Coordinator:
-    from kpl.consumer.coordinator import LeaseCoordinator
-
-    return LeaseCoordinator(
-        store,
-        worker_id=config.worker_id,
-        list_shards=list_shards,
-        failover_time=config.failover_time,
-        max_leases_per_worker=config.max_leases_per_worker,
-        max_leases_to_steal=config.max_leases_to_steal,
-        initial_checkpoint=config.initial_position,
-    )
 
 
 def _position_key(sequence_number: str, sub_sequence_number: int) -> tuple[int, int]:
@@ -242,7 +156,7 @@ class Consumer:
         self._leases = leases if leases is not None else f"sqlite:///{application}-leases.db"
         self._client = client
         self._owns_client = client is None
-        self._coordinator_factory = coordinator_factory or _lease_coordinator
+        self._coordinator_factory = coordinator_factory or lease_coordinator
         self._coordinator: Coordinator | None = None
         self._store: LeaseStore | None = None
         self._tg: TaskGroup | None = None
