@@ -332,11 +332,14 @@ class LeaseCoordinator:
 
     async def _landed(self, key: str) -> Lease | None:
         # After a refused write: the earlier write of unknown outcome, if it did land.
-        uncertain = self._uncertain.pop(key, None)
+        # Kept until the read succeeds, so a failed read leaves the question open.
+        uncertain = self._uncertain.get(key)
         if uncertain is None:
             return None
         value, started = uncertain
-        if await self._store.get_lease(key) != value:
+        stored = await self._store.get_lease(key)
+        self._uncertain.pop(key, None)
+        if stored != value:
             return None
         self._holdings.written(value, started)
         return value

@@ -360,3 +360,97 @@ def test_bad_coordinator_options_are_refused() -> None:
         )
     with pytest.raises(ValueError, match="interval"):
         LeaseCoordinator(store, worker_id="w", list_shards=stream.list_shards, take_interval=0)
+
+
+async def test_a_failed_read_back_keeps_the_unknown_write_in_question() -> None:
+    name, clock, stream = table(), Clock(), Stream(1)
+    store = FlakyStore(name)
+    worker = coordinator("w", store, stream, clock)
+    await worker.take_leases()
+    store.lose_next_answer = True
+    with pytest.raises(LeaseStoreUnavailable):
+        await worker.checkpoint("shardId-000000000000", "100")
+    reads = store.get_lease
+
+    async def unreachable(key: str) -> Lease | None:
+        raise LeaseStoreUnavailable("the store does not answer")
+
+    store.get_lease = unreachable  # type: ignore[method-assign]
+    with pytest.raises(LeaseStoreUnavailable):
+        await worker.checkpoint("shardId-000000000000", "200")
+    store.get_lease = reads  # type: ignore[method-assign]
+    await worker.checkpoint("shardId-000000000000", "300")
+    stored = await store.get_lease("shardId-000000000000")
+    assert stored is not None
+    assert (stored.checkpoint, stored.lease_owner) == ("300", "w")
+
+
+@pytest.mark.parametrize("skew", [0.0, 240.0, -600.0])
+async def test_failover_holds_when_the_workers_clocks_differ_by_minutes(skew: float) -> None:
+    name, stream = table(), Stream(4)
+    clock, other_clock = Clock(1000.0), Clock(1000.0 + skew)
+    dead = coordinator("dead", MemoryLeaseStore(name), stream, clock)
+    alive = coordinator("alive", MemoryLeaseStore(name), stream, other_clock)
+
+    async def step(workers: Sequence[LeaseCoordinator]) -> None:
+        for worker in workers:
+            await worker.renew_leases()
+            await worker.take_leases()
+        clock.now += 1.0
+        other_clock.now += 1.0
+
+    for _ in range(6):
+        await step([dead, alive])
+    assert counts([dead, alive]) == [2, 2]
+    for _ in range(int(FAILOVER) - 2):
+        await step([alive])
+    assert len(alive.held()) == 2
+    for _ in range(4):
+        await step([alive])
+    assert len(alive.held()) == 4
+
+
+async def test_coordinators_share_steal_and_fence_on_every_store(store_url: str) -> None:
+    from kpl.consumer.leases import open_lease_store
+
+    clock, stream = Clock(), Stream(4)
+    stores = [open_lease_store(store_url) for _ in range(3)]
+    for store in stores:
+        await store.initialize()
+    try:
+        first, second = (
+            LeaseCoordinator(
+                store,
+                worker_id=f"w{i}",
+                list_shards=stream.list_shards,
+                failover_time=FAILOVER,
+                clock=clock,
+            )
+            for i, store in enumerate(stores[:2])
+        )
+        await first.take_leases()
+        assert len(first.held()) == 4
+        # Target 2: one steal per cycle, two cycles.
+        await second.take_leases()
+        await second.take_leases()
+        assert second.metrics()["stolen"] == 2
+        stolen = next(iter(second.held()))
+        with pytest.raises(LeaseLost):
+            await first.checkpoint(stolen, "100")
+        await second.checkpoint(stolen, "200", 4)
+        await first.renew_leases()
+        assert counts([first, second]) == [2, 2]
+        assert first.metrics()["lost"] == 2
+        await second.release_all()
+        await first.take_leases()
+        assert len(first.held()) == 4
+        stored = await stores[2].get_lease(stolen)
+        assert stored is not None
+        assert (stored.lease_owner, stored.checkpoint, stored.checkpoint_sub_sequence_number) == (
+            "w0",
+            "200",
+            4,
+        )
+    finally:
+        for store in stores:
+            await store.close()

@@ -471,3 +471,20 @@ async def test_dynamodb_table_missing_after_start_is_a_clear_error(dynamodb_url:
     with pytest.raises(LeaseStoreError, match="table does not exist"):
         await store.list_leases()
     await store.close()
+
+
+async def test_dynamodb_without_a_region_says_so(
+    aws_credentials: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in (
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_ENDPOINT_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    store = open_lease_store("dynamodb://leases")
+    with pytest.raises(LeaseStoreError, match="region"):
+        await store.initialize()
+    await store.close()
