@@ -94,9 +94,11 @@ class LeaseCoordinator:
         new_leases([], (), initial_checkpoint)
         self.initial_checkpoint = initial_checkpoint
         self.failover_time = failover_time
-        # Takes often enough that a dead worker's leases move within failover_time plus
-        # two cycles, and a released lease within one.
-        self.take_interval = failover_time / 5 if take_interval is None else take_interval
+        # A dead worker's counter is first seen standing at most one cycle after it
+        # stopped and found expired at most one cycle after failover_time: its leases
+        # move within failover_time + 2 cycles; a released lease within one cycle.
+        # A cycle is one listing of the table (a consistent scan on DynamoDB).
+        self.take_interval = failover_time / 10 if take_interval is None else take_interval
         self.renew_interval = failover_time / 3 if renew_interval is None else renew_interval
         if not (self.take_interval > 0 and self.renew_interval > 0):
             raise ValueError("take_interval and renew_interval must be > 0")

@@ -7,7 +7,9 @@ The reading side's fixtures live in ``conftest_reading.py`` and are imported her
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -21,15 +23,32 @@ REGION = "us-east-1"
 
 @pytest.fixture(scope="session")
 def dynamodb_endpoint() -> Iterator[str]:
-    """The URL of a moto server on a free port of 127.0.0.1, for the whole session."""
+    """The URL of a moto server on a free port of 127.0.0.1, for the whole session.
+
+    Requests are handled one at a time: moto checks a write's condition and applies the
+    write in two steps, which concurrent handler threads could interleave, whereas
+    DynamoDB applies each conditional write to an item atomically.
+    """
     moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    from werkzeug.serving import make_server
+
+    dispatcher = moto_server.DomainDispatcherApplication(moto_server.create_backend_app)
+    one_at_a_time = threading.Lock()
+
+    def application(environ: dict[str, Any], start_response: Any) -> Any:
+        with one_at_a_time:
+            return list(dispatcher(environ, start_response))
+
+    server = make_server(
+        "127.0.0.1", 0, application, threaded=True, request_handler=moto_server.MotoRequestHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, name="moto-dynamodb", daemon=True)
+    thread.start()
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
 
 
 @pytest.fixture
