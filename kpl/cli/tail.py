@@ -66,8 +66,10 @@ def _text(data: bytes) -> str | None:
     return text if text.isprintable() else None
 
 
-def format_line(shard_id: str, record: UserRecord, *, as_json: bool = False) -> str:
-    """The printed form of one user record."""
+def format_line(
+    shard_id: str, record: UserRecord, *, as_json: bool = False, worker: str | None = None
+) -> str:
+    """The printed form of one user record (``worker``: who delivered it, in JSON)."""
     text = _text(record.data)
     if as_json:
         obj: dict[str, Any] = {
@@ -81,6 +83,8 @@ def format_line(shard_id: str, record: UserRecord, *, as_json: bool = False) -> 
             obj["data_base64"] = base64.b64encode(record.data).decode("ascii")
         else:
             obj["data"] = text
+        if worker is not None:
+            obj["worker"] = worker
         return orjson.dumps(obj).decode()
     shown = text if text is not None else "base64:" + base64.b64encode(record.data).decode("ascii")
     return f"{record.partition_key}\t{record.sequence_number}/{record.sub_sequence_number}\t{shown}"

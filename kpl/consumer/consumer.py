@@ -37,6 +37,7 @@ from typing import Any, Final, Literal
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from kpl.client import KinesisClient
 from kpl.consumer.config import (
@@ -162,7 +163,8 @@ class Consumer:
         self._tg: TaskGroup | None = None
         self._readers: dict[str, _Reader] = {}
         self._shards: dict[str, ShardInfo] = {}
-        self._send, self._receive = anyio.create_memory_object_stream[Batch](0)
+        self._send: MemoryObjectSendStream[Batch] | None = None
+        self._receive: MemoryObjectReceiveStream[Batch] | None = None
         self._mode: Literal["iterate", "run"] | None = None
         self._handler: Handler | None = None
         self._checkpoint_after_handler = True
@@ -185,9 +187,19 @@ class Consumer:
             self._stopping.set()
         if self._client is None:
             self._client = KinesisClient(self._endpoint_url, region=self._region)
-        self._store = (
-            open_lease_store(self._leases) if isinstance(self._leases, str) else self._leases
-        )
+        # A stream that does not exist (or cannot be read) fails here, not in a loop.
+        try:
+            self._store = (
+                open_lease_store(self._leases) if isinstance(self._leases, str) else self._leases
+            )
+            await self._list_shards()
+        except BaseException:
+            if self._store is not None and isinstance(self._leases, str):
+                await self._store.close()
+            if self._owns_client:
+                await self._client.close()
+            raise
+        self._send, self._receive = anyio.create_memory_object_stream[Batch](0)
         self._coordinator = self._coordinator_factory(self._store, self.config, self._list_shards)
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -238,8 +250,9 @@ class Consumer:
                         await self._store.close()
                     if self._owns_client and self._client is not None:
                         await self._client.close()
-                self._send.close()
-                self._receive.close()
+                if self._send is not None and self._receive is not None:
+                    self._send.close()
+                    self._receive.close()
 
     async def _stop_readers(self) -> None:
         grace = anyio.current_time() + self.config.shutdown_grace
@@ -283,6 +296,7 @@ class Consumer:
             with anyio.CancelScope() as scope:
                 self._receive_scope = scope
                 try:
+                    assert self._receive is not None
                     batch = await self._receive.receive()
                 except (anyio.EndOfStream, anyio.ClosedResourceError):
                     break
@@ -557,6 +571,7 @@ class Consumer:
 
     async def _deliver(self, reader: _Reader, batch: Batch) -> None:
         if self._handler is None:
+            assert self._send is not None
             await self._send.send(batch)
             return
         with anyio.CancelScope(shield=True) as shield:
