@@ -150,14 +150,30 @@ class LeaseCoordinator:
     async def run(self) -> None:
         """Create the lease table if needed, then take and renew leases until cancelled.
 
-        A store that cannot be initialized raises here. Later store failures are logged
-        and retried at the next cycle; leases not renewed for ``failover_time`` meanwhile
-        are revoked.
+        A store that cannot be initialized raises here: at once for a lasting reason (a
+        bad path, no credentials), after ``failover_time`` of retries if it is only
+        unavailable (workers starting together may briefly lock a SQLite file). Later
+        store failures are logged and retried at the next cycle; leases not renewed for
+        ``failover_time`` meanwhile are revoked.
         """
-        await self._store.initialize()
+        await self._initialize()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._taker_loop(), name=f"lease-taker-{self.worker_id}")
             group.create_task(self._renewer_loop(), name=f"lease-renewer-{self.worker_id}")
+
+    async def _initialize(self) -> None:
+        give_up = self._clock() + self.failover_time
+        delay = min(0.05, self.take_interval)
+        while True:
+            try:
+                await self._store.initialize()
+                return
+            except ConsumerError as error:
+                if not error.retryable or self._clock() + delay >= give_up:
+                    raise
+                logger.warning("%s: lease store unavailable, retrying: %s", self.worker_id, error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.take_interval * 5)
 
     async def _taker_loop(self) -> None:
         while True:

@@ -131,7 +131,10 @@ class SQLiteLeaseStore:
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=True
         )
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
+            # WAL stays set in the file: only its first user switches (which takes a lock
+            # that workers starting together would otherwise contend for).
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
             # Durable at checkpoints, not at every commit: a lost write after a power cut
             # re-delivers records, which at-least-once allows.
             connection.execute("PRAGMA synchronous=NORMAL")

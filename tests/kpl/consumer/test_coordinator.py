@@ -329,11 +329,44 @@ async def test_run_takes_renews_and_reports_events_in_real_time() -> None:
 async def test_run_raises_when_the_store_cannot_be_initialized() -> None:
     class Broken(MemoryLeaseStore):
         async def initialize(self) -> None:
-            raise LeaseStoreUnavailable("cannot reach the table")
+            raise LeaseStoreError("no such directory")
 
     worker = LeaseCoordinator(Broken(), worker_id="w", list_shards=Stream(1).list_shards)
-    with pytest.raises(LeaseStoreUnavailable, match="cannot reach"):
+    with pytest.raises(LeaseStoreError, match="no such directory"):
         await worker.run()
+
+
+async def test_run_retries_an_unavailable_store_for_failover_time_then_raises() -> None:
+    attempts = 0
+
+    class Busy(MemoryLeaseStore):
+        def __init__(self, failures: int) -> None:
+            super().__init__()
+            self.failures = failures
+
+        async def initialize(self) -> None:
+            nonlocal attempts
+            attempts += 1
+            if self.failures:
+                self.failures -= 1
+                raise LeaseStoreUnavailable("database is locked")
+
+    stream = Stream(1)
+    never = LeaseCoordinator(
+        Busy(10**9), worker_id="w", list_shards=stream.list_shards, failover_time=0.3
+    )
+    with pytest.raises(LeaseStoreUnavailable, match="locked"):
+        await never.run()
+    assert attempts > 1
+    soon = LeaseCoordinator(
+        Busy(2), worker_id="w", list_shards=stream.list_shards, failover_time=5.0
+    )
+    async with asyncio.timeout(10), asyncio.TaskGroup() as group:
+        task = group.create_task(soon.run())
+        async for event in soon.events():
+            assert isinstance(event, LeaseAcquired)
+            break
+        task.cancel()
 
 
 async def test_a_failing_shard_listing_is_retried_at_the_next_cycle() -> None:
