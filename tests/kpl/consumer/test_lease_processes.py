@@ -1,6 +1,6 @@
-"""Lease coordinators in separate worker processes sharing one SQLite lease file, in real
-time: they balance, a killed worker's leases move after failover_time, and a worker
-stopped with SIGTERM hands its leases over at once."""
+"""Lease coordinators in separate worker processes sharing one lease table (a SQLite
+file, a DynamoDB table), in real time: they balance, a killed worker's leases move after
+failover_time, and a worker stopped with SIGTERM hands its leases over at once."""
 
 from __future__ import annotations
 
@@ -120,9 +120,17 @@ class Fleet:
         await asyncio.gather(*self._readers, return_exceptions=True)
 
 
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A lease table that worker processes share: a SQLite file, or a table on moto."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/leases.db"
+    return str(request.getfixturevalue("dynamodb_url"))
+
+
 @asynccontextmanager
-async def fleet(tmp_path: Path, failover: float, shards: int) -> AsyncIterator[Fleet]:
-    workers = Fleet(f"sqlite:///{tmp_path}/leases.db", failover, shards)
+async def fleet(url: str, failover: float, shards: int) -> AsyncIterator[Fleet]:
+    workers = Fleet(url, failover, shards)
     try:
         yield workers
     finally:
@@ -130,9 +138,9 @@ async def fleet(tmp_path: Path, failover: float, shards: int) -> AsyncIterator[F
 
 
 async def test_processes_balance_and_a_killed_workers_leases_move_to_the_others(
-    tmp_path: Path,
+    shared_url: str,
 ) -> None:
-    async with fleet(tmp_path, failover=1.5, shards=6) as workers:
+    async with fleet(shared_url, failover=1.5, shards=6) as workers:
         for name in ("a", "b", "c"):
             await workers.start(name)
         await workers.until(lambda: workers.balanced("a", "b", "c", each=2))
@@ -150,10 +158,10 @@ async def test_processes_balance_and_a_killed_workers_leases_move_to_the_others(
 
 
 async def test_a_worker_stopped_with_sigterm_hands_its_leases_over_at_once(
-    tmp_path: Path,
+    shared_url: str,
 ) -> None:
     # With failover_time far beyond the test's timeout, only a release can move a lease.
-    async with fleet(tmp_path, failover=600.0, shards=4) as workers:
+    async with fleet(shared_url, failover=600.0, shards=4) as workers:
         await workers.start("a")
         await workers.until(lambda: len(workers.held["a"]) == 4)
         await workers.start("b")
