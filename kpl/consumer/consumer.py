@@ -560,7 +560,7 @@ class Consumer:
             records = cursor.take(raw)
             if records:
                 reader.records += len(records)
-                reader.bytes += sum(len(r.data) for r in records)
+                reader.bytes += size
                 batch = Batch(reader.shard_id, records, millis, self, reader)
                 reader.last_batch = batch
                 await self._deliver(reader, batch)

@@ -24,8 +24,11 @@ Theory of operation:
   (KPL aggregates taken apart) tagged with their shard and arrival time. A sub-record of
   an aggregate whose hash key lies outside the shard it was read from is dropped: a
   producer that aggregated against an outdated shard map sends it again to the right
-  shard. Sub-records keep their index in the aggregate as sub-sequence number, so
-  checkpoints stay exact whether or not some were dropped.
+  shard. So is one whose explicit hash key is not valid (it belongs to no shard).
+  Sub-records keep their index in the aggregate as sub-sequence number, so checkpoints
+  stay exact whether or not some were dropped. Data that starts like an aggregate but
+  fails its checksum, does not parse, or points outside its key tables is a plain
+  record, as the format says.
 """
 
 from __future__ import annotations
@@ -33,12 +36,15 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from hashlib import md5
 from typing import Any, Final
+
+from google.protobuf.message import DecodeError
 
 from kpl.consumer.core.lineage import ShardInfo
 from kpl.consumer.records import UserRecord
-from kpl.protocol.aggregation import decode
-from kpl.protocol.hashing import MAX_HASH_KEY, hash_key_for
+from kpl.protocol.aggregation import DIGEST_SIZE, MAGIC, AggregatedRecordMessage
+from kpl.protocol.hashing import MAX_HASH_KEY, parse_explicit_hash_key, partition_key_hash
 from kpl.protocol.limits import SHARD_READ_BYTES_PER_SECOND, SHARD_READ_CALLS_PER_SECOND
 
 __all__ = [
@@ -54,6 +60,27 @@ AT_SEQUENCE_NUMBER: Final = "AT_SEQUENCE_NUMBER"
 AFTER_SEQUENCE_NUMBER: Final = "AFTER_SEQUENCE_NUMBER"
 _SENTINELS: Final = frozenset({"TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"})
 _SHARD_END: Final = "SHARD_END"
+_MIN_AGGREGATE: Final = len(MAGIC) + DIGEST_SIZE + 1
+# UserRecord is a frozen dataclass: its __init__ sets each field through
+# object.__setattr__, about three times the cost of writing its slots directly, which is
+# done once per sub-record here (the largest cost of reading aggregated records).
+_new_record = object.__new__
+_set_key, _set_data, _set_ehk, _set_seq, _set_sub, _set_agg, _set_shard, _set_arrival = (
+    UserRecord.__dict__[name].__set__
+    for name in (
+        "partition_key",
+        "data",
+        "explicit_hash_key",
+        "sequence_number",
+        "sub_sequence_number",
+        "aggregated",
+        "shard_id",
+        "approximate_arrival_timestamp",
+    )
+)
+#: Hash keys remembered per shard reader (a stream's keys repeat; MD5 per sub-record
+#: was a third of the reading time).
+_HASH_CACHE_SIZE: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +203,7 @@ class ShardCursor:
         self._skip_at = start.sequence_number if start.skip_through is not None else None
         self._skip_through = start.skip_through if start.skip_through is not None else -1
         self._whole_space = shard.starting_hash_key == 0 and shard.ending_hash_key == MAX_HASH_KEY
+        self._hash_cache: dict[str, int] = {}
 
     @property
     def position(self) -> StartingPosition:
@@ -191,7 +219,6 @@ class ShardCursor:
         for record in records:
             sequence_number = str(record["SequenceNumber"])
             data = record["Data"]
-            partition_key = str(record["PartitionKey"])
             arrival = record.get("ApproximateArrivalTimestamp")
             arrival_ts = float(arrival) if arrival is not None else None
             skip_through = -1
@@ -201,39 +228,82 @@ class ShardCursor:
                 # Only the checkpointed record itself can be partly done.
                 self._skip_at = None
             self.last_sequence_number = sequence_number
-            subs = decode(data)
-            if subs is None:
-                if skip_through < 0:
-                    out.append(
-                        UserRecord(
-                            partition_key,
-                            data,
-                            record.get("ExplicitHashKey"),
-                            sequence_number,
-                            0,
-                            False,
-                            shard_id,
-                            arrival_ts,
-                        )
-                    )
-                continue
-            for index, sub in enumerate(subs):
-                if index <= skip_through:
+            if len(data) >= _MIN_AGGREGATE and data[:4] == MAGIC:
+                subs = self._sub_records(data, sequence_number, skip_through, arrival_ts)
+                if subs is not None:
+                    out.extend(subs)
                     continue
-                if not self._whole_space and not self.shard.contains(
-                    hash_key_for(sub.partition_key, sub.explicit_hash_key)
-                ):
-                    continue
+            if skip_through < 0:
                 out.append(
                     UserRecord(
-                        sub.partition_key,
-                        sub.data,
-                        sub.explicit_hash_key,
+                        str(record["PartitionKey"]),
+                        data,
+                        record.get("ExplicitHashKey"),
                         sequence_number,
-                        index,
-                        True,
+                        0,
+                        False,
                         shard_id,
                         arrival_ts,
                     )
                 )
+        return out
+
+    def _sub_records(
+        self, data: bytes, sequence_number: str, skip_through: int, arrival_ts: float | None
+    ) -> list[UserRecord] | None:
+        """The user records of a KPL aggregated record, or ``None`` when ``data`` is not
+        one (a bad checksum, a body that does not parse, an index outside its table)."""
+        body = data[len(MAGIC) : -DIGEST_SIZE]
+        if md5(body).digest() != data[-DIGEST_SIZE:]:
+            return None
+        message = AggregatedRecordMessage()
+        try:
+            message.ParseFromString(body)
+        except DecodeError:
+            return None
+        keys: list[str] = list(message.partition_key_table)
+        explicit: list[str] = list(message.explicit_hash_key_table)
+        shard_id = self.shard.shard_id
+        check = not self._whole_space
+        low, high = self.shard.starting_hash_key, self.shard.ending_hash_key
+        cache = self._hash_cache
+        out: list[UserRecord] = []
+        for index, sub in enumerate(message.records):
+            key_index = sub.partition_key_index
+            if key_index >= len(keys):
+                return None
+            key = keys[key_index]
+            ehk: str | None = None
+            if explicit and sub.HasField("explicit_hash_key_index"):
+                if sub.explicit_hash_key_index >= len(explicit):
+                    return None
+                ehk = explicit[sub.explicit_hash_key_index]
+            if index <= skip_through:
+                continue
+            if check:
+                cached = key if ehk is None else "\0" + ehk
+                hash_key = cache.get(cached)
+                if hash_key is None:
+                    if len(cache) >= _HASH_CACHE_SIZE:
+                        cache.clear()
+                    if ehk is None:
+                        hash_key = partition_key_hash(key)
+                    else:
+                        try:
+                            hash_key = parse_explicit_hash_key(ehk)
+                        except ValueError:
+                            hash_key = -1  # belongs to no shard: never delivered
+                    cache[cached] = hash_key
+                if not low <= hash_key <= high:
+                    continue
+            user = _new_record(UserRecord)
+            _set_key(user, key)
+            _set_data(user, sub.data)
+            _set_ehk(user, ehk)
+            _set_seq(user, sequence_number)
+            _set_sub(user, index)
+            _set_agg(user, True)
+            _set_shard(user, shard_id)
+            _set_arrival(user, arrival_ts)
+            out.append(user)
         return out

@@ -14,6 +14,7 @@ from kpl.consumer.core.reading import (
     StartingPosition,
     starting_position,
 )
+from kpl.consumer.records import UserRecord
 from kpl.protocol.aggregation import SubRecord, encode
 from kpl.protocol.hashing import MAX_HASH_KEY, partition_key_hash
 from kpl.protocol.limits import MIB
@@ -153,6 +154,10 @@ def test_plain_and_aggregated_records_become_tagged_user_records() -> None:
         ("y", b"y", "2", 1, True),
     ]
     assert {r.shard_id for r in out} == {"shardId-000000000000"}
+    # Built as the dataclass builds them: equal and hashed alike.
+    expected = UserRecord("x", b"x", None, "2", 0, True, "shardId-000000000000", 100.0)
+    assert out[1] == expected
+    assert hash(out[1]) == hash(expected)
     assert out[0].approximate_arrival_timestamp == 99.5
     assert cursor.last_sequence_number == "2"
     assert cursor.position == StartingPosition("AFTER_SEQUENCE_NUMBER", "2")
@@ -217,3 +222,32 @@ def test_plain_records_are_never_filtered() -> None:
     low = ShardInfo("s", (), 0, 10)
     out = ShardCursor(low, StartingPosition("TRIM_HORIZON")).take([_plain(1, "zz", b"d")])
     assert [r.data for r in out] == [b"d"]
+
+
+def test_data_that_only_looks_aggregated_is_a_plain_record() -> None:
+    good = encode(["a"], [], [SubRecord(0, None, b"x")])
+    bad_checksum = good[:-1] + bytes([good[-1] ^ 1])
+    bad_index = encode(["a"], [], [SubRecord(3, None, b"x")])
+    cursor = ShardCursor(_whole(), StartingPosition("TRIM_HORIZON"))
+    out = cursor.take([_plain(1, "p", bad_checksum), _plain(2, "q", bad_index)])
+    assert [(r.partition_key, r.data, r.aggregated) for r in out] == [
+        ("p", bad_checksum, False),
+        ("q", bad_index, False),
+    ]
+
+
+def test_a_sub_record_with_an_invalid_explicit_hash_key_is_dropped() -> None:
+    data = encode(["p"], ["not-a-number"], [SubRecord(0, 0, b"bad"), SubRecord(0, None, b"ok")])
+    shard = ShardInfo("s", (), 0, MAX_HASH_KEY - 1)  # not the whole space: ranges are checked
+    out = ShardCursor(shard, StartingPosition("TRIM_HORIZON")).take([_plain(1, "p", data)])
+    assert [r.data for r in out] == ([b"ok"] if partition_key_hash("p") < MAX_HASH_KEY else [])
+
+
+def test_the_range_check_gives_the_same_answer_for_repeated_keys() -> None:
+    keys = [f"key-{i % 7}" for i in range(30)]
+    low = ShardInfo("s", (), 0, HALF - 1)
+    cursor = ShardCursor(low, StartingPosition("TRIM_HORIZON"))
+    first = cursor.take([_aggregate(1, keys)])
+    again = cursor.take([_aggregate(2, keys)])
+    assert [r.partition_key for r in first] == [r.partition_key for r in again]
+    assert [r.partition_key for r in first] == [k for k in keys if partition_key_hash(k) < HALF]
