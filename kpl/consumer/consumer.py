@@ -453,6 +453,8 @@ class Consumer:
                 await previous.finished.wait()
             with reader.scope:
                 await self._read(reader)
+        except LeaseLost:
+            reader.stopping = True  # the coordinator revokes it: nothing to give back
         except Exception as error:
             self._failed += 1
             logger.exception("reader of %s failed: %s", reader.shard_id, error)
