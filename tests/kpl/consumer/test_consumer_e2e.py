@@ -183,3 +183,20 @@ async def test_graceful_exit_hands_the_shards_over_at_once(
     assert sorted(r.data for r in got) == sorted(f"r{i}".encode() for i in range(10))
     # Nothing checkpointed is delivered again.
     assert sorted(r.data for r in rest) == sorted(f"r{i}".encode() for i in range(10, 15))
+
+
+async def test_example_consume(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "examples" / "consume.py"
+    spec = importlib.util.spec_from_file_location("example_consume", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    await module.main()
+    out = capsys.readouterr().out
+    handled = int(out.split()[1])
+    assert handled >= 2_000  # at least once: a lease stolen mid-batch may repeat some
+    assert out.strip().endswith("records from 4 shards")
