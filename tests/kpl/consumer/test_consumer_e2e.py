@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -18,6 +20,7 @@ from tests.kpl.consumer.conftest_reading import (  # noqa: F401  (fixtures)
     server_url,
 )
 
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "consume.py"
 FAST = {"failover_time": 1.0, "idle_time_between_reads": 0.02, "initial_position": "TRIM_HORIZON"}
 
 
@@ -186,11 +189,7 @@ async def test_graceful_exit_hands_the_shards_over_at_once(
 
 
 async def test_example_consume(capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[3] / "examples" / "consume.py"
-    spec = importlib.util.spec_from_file_location("example_consume", path)
+    spec = importlib.util.spec_from_file_location("example_consume", EXAMPLE)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
