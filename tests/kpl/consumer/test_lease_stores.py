@@ -488,3 +488,35 @@ async def test_dynamodb_without_a_region_says_so(
     with pytest.raises(LeaseStoreError, match="region"):
         await store.initialize()
     await store.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "retryable"),
+    [
+        ("ProvisionedThroughputExceededException", LeaseStoreUnavailable, True),
+        ("ThrottlingException", LeaseStoreUnavailable, True),
+        ("InternalServerError", LeaseStoreUnavailable, True),
+        ("AccessDeniedException", LeaseStoreError, False),
+        ("UnrecognizedClientException", LeaseStoreError, False),
+    ],
+)
+async def test_dynamodb_errors_become_lease_store_errors_with_their_policy(
+    code: str, error: type[LeaseStoreError], retryable: bool
+) -> None:
+    import botocore.exceptions
+
+    from kpl.consumer.leases.dynamodb import DynamoDBLeaseStore
+
+    class Refusing:
+        async def update_item(self, **_: Any) -> dict[str, Any]:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": code, "Message": "refused"}}, "UpdateItem"
+            )
+
+    store = DynamoDBLeaseStore("leases")
+    store._client = Refusing()
+    with pytest.raises(error, match=code) as raised:
+        await store.replace_lease(Lease("a").next(), 0)
+    assert type(raised.value) is error
+    assert raised.value.retryable is retryable
+    await store.close()
