@@ -19,7 +19,11 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 ROOT = Path(__file__).parents[3]
 
 _WORKER = """
-import asyncio, json, signal, sys
+import asyncio, json, signal, sys, time
+
+# This worker's wall clock is off by minutes; nothing about leases may depend on it.
+_wall, _skew = time.time, float(sys.argv[5])
+time.time = lambda: _wall() + _skew
 from kpl.consumer.coordinator import LeaseCoordinator
 from kpl.consumer.core.lineage import ShardInfo
 from kpl.consumer.leases import open_lease_store
@@ -69,10 +73,12 @@ class Fleet:
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.held: dict[str, set[str]] = {}
         self.stopped: set[str] = set()
+        self.killed: set[str] = set()
+        self.crashed: set[str] = set()
         self._changed = asyncio.Condition()
         self._readers: list[asyncio.Task[None]] = []
 
-    async def start(self, name: str) -> None:
+    async def start(self, name: str, wall_clock_skew: float = 0.0) -> None:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
@@ -81,6 +87,7 @@ class Fleet:
             name,
             str(self.failover),
             str(self.shards),
+            str(wall_clock_skew),
             stdout=asyncio.subprocess.PIPE,
             cwd=ROOT,
         )
@@ -97,13 +104,23 @@ class Fleet:
                 if report.get("stopped"):
                     self.stopped.add(name)
                 self._changed.notify_all()
+        async with self._changed:
+            if name not in self.stopped and name not in self.killed:
+                self.crashed.add(name)  # its traceback is in the captured stderr
+            self._changed.notify_all()
+
+    def kill(self, name: str) -> None:
+        self.killed.add(name)
+        self.processes[name].send_signal(signal.SIGKILL)
 
     async def until(self, condition: Callable[[], bool], within: float = 45.0) -> None:
         try:
             async with asyncio.timeout(within), self._changed:
-                await self._changed.wait_for(condition)
+                await self._changed.wait_for(lambda: condition() or bool(self.crashed))
         except TimeoutError:
             pytest.fail(f"the workers did not get there; they hold {self.held}")
+        if self.crashed:
+            pytest.fail(f"worker(s) {sorted(self.crashed)} failed")
 
     def balanced(self, *names: str, each: int) -> bool:
         holdings = [self.held[name] for name in names]
@@ -141,14 +158,15 @@ async def test_processes_balance_and_a_killed_workers_leases_move_to_the_others(
     shared_url: str,
 ) -> None:
     async with fleet(shared_url, failover=1.5, shards=6) as workers:
-        for name in ("a", "b", "c"):
-            await workers.start(name)
+        # Wall clocks minutes apart: expiry is judged on each worker's monotonic clock.
+        for name, skew in (("a", 0.0), ("b", 300.0), ("c", -420.0)):
+            await workers.start(name, wall_clock_skew=skew)
         await workers.until(lambda: workers.balanced("a", "b", "c", each=2))
-        workers.processes["a"].send_signal(signal.SIGKILL)
+        workers.kill("a")
         await workers.processes["a"].wait()
         await workers.until(lambda: workers.balanced("b", "c", each=3))
         # A fourth worker joins and gets its share by stealing.
-        await workers.start("d")
+        await workers.start("d", wall_clock_skew=900.0)
         await workers.until(
             lambda: (
                 sorted(len(workers.held[n]) for n in "bcd") == [2, 2, 2]
