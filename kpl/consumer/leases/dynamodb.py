@@ -147,15 +147,13 @@ def _update(lease: Lease, expected_counter: int) -> dict[str, Any]:
     expression = "SET " + ", ".join(sets)
     if removes:
         expression += " REMOVE " + ", ".join(removes)
-    used = {"#key", "#counter", "#checkpoint", "#sub", "#switches"} | {
-        name for name, _, _ in optional
-    }
     return {
         "Key": {"leaseKey": {"S": lease.lease_key}},
         "UpdateExpression": expression,
-        # A missing item has no counter, so this also refuses to create one.
+        # UpdateItem would create a missing item; a lease is only ever created by PutItem.
         "ConditionExpression": "attribute_exists(#key) AND #counter = :expected",
-        "ExpressionAttributeNames": {name: _NAMES[name] for name in sorted(used)},
+        # Every name is used, in the condition, a SET or a REMOVE (DynamoDB refuses unused).
+        "ExpressionAttributeNames": dict(_NAMES),
         "ExpressionAttributeValues": values,
     }
 
