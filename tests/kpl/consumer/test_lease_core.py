@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kpl.consumer.core.leases as core
 from kpl.consumer.core.leases import (
@@ -425,3 +427,43 @@ def test_a_held_lease_goes_stale_failover_time_after_its_last_write_started() ->
     assert holdings.drop("b") is None
     assert holdings.stale(100.0) == ["a"]
     assert set(holdings.leases) == {"a"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    leases=st.integers(min_value=1, max_value=24),
+    joins=st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=6),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_any_fleet_converges_to_a_stable_balance(leases: int, joins: list[int], seed: int) -> None:
+    # Workers join at the cycles in `joins`, take in a shuffled order each cycle and
+    # renew every cycle (so nothing expires): one steal per worker and cycle at most.
+    table = Table([lease(f"s{i:02d}") for i in range(leases)])
+    rng = random.Random(seed)
+    workers: list[Worker] = []
+    t = 0.0
+    cycles = max(joins) + 2 * leases + 4
+    for cycle in range(cycles):
+        workers += [Worker(f"w{len(workers) + n}", table) for n in range(joins.count(cycle))]
+        order = workers[:]
+        rng.shuffle(order)
+        for worker in order:
+            worker.renew()
+            worker.take(t)
+        t += 1.0
+        # A worker learns of a steal at its next renewal; once all have renewed, every
+        # lease's owner is the one worker that believes it holds it.
+        for worker in workers:
+            worker.renew()
+        for key, stored in table.rows.items():
+            holders = [w.name for w in workers if key in w.held]
+            assert holders == ([] if stored.lease_owner is None else [stored.lease_owner])
+    held = [len(worker.held) for worker in workers]
+    assert sum(held) == leases
+    assert max(held) - min(held) <= 1
+    # Stable: nothing moves any more.
+    for _ in range(5):
+        for worker in workers:
+            worker.renew()
+            assert worker.take(t) == []
+        t += 1.0
