@@ -467,3 +467,40 @@ def test_any_fleet_converges_to_a_stable_balance(leases: int, joins: list[int], 
             worker.renew()
             assert worker.take(t) == []
         t += 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    leases=st.integers(min_value=1, max_value=16),
+    workers_count=st.integers(min_value=2, max_value=5),
+    deaths=st.lists(st.integers(min_value=5, max_value=30), min_size=1, max_size=4),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_survivors_take_over_every_lease_of_dead_workers(
+    leases: int, workers_count: int, deaths: list[int], seed: int
+) -> None:
+    table = Table([lease(f"s{i:02d}") for i in range(leases)])
+    rng = random.Random(seed)
+    workers = [Worker(f"w{i}", table) for i in range(workers_count)]
+    # The last worker never dies; each death cycle kills the next worker still alive.
+    dying = iter(workers[:-1])
+    alive = list(workers)
+    last_death = max(deaths)
+    t = 0.0
+    for cycle in range(last_death + int(FAILOVER) + 2 * leases + 6):
+        for _ in range(deaths.count(cycle)):
+            dead = next(dying, None)
+            if dead is not None:
+                alive.remove(dead)
+        order = alive[:]
+        rng.shuffle(order)
+        for worker in order:
+            worker.renew()
+            worker.take(t)
+        t += 1.0
+    for worker in alive:
+        worker.renew()
+    held = [len(worker.held) for worker in alive]
+    assert sum(held) == leases
+    assert max(held) - min(held) <= 1
+    assert all(stored.lease_owner in {w.name for w in alive} for stored in table.rows.values())
