@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -158,6 +159,10 @@ def test_plain_and_aggregated_records_become_tagged_user_records() -> None:
     expected = UserRecord("x", b"x", None, "2", 0, True, "shardId-000000000000", 100.0)
     assert out[1] == expected
     assert hash(out[1]) == hash(expected)
+    assert out[0] == UserRecord("k", b"one", None, "1", 0, False, "shardId-000000000000", 99.5)
+    assert type(out[0]) is UserRecord
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        out[0].data = b"changed"  # type: ignore[misc]
     assert out[0].approximate_arrival_timestamp == 99.5
     assert cursor.last_sequence_number == "2"
     assert cursor.position == StartingPosition("AFTER_SEQUENCE_NUMBER", "2")
