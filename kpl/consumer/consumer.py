@@ -576,6 +576,10 @@ class Consumer:
             assert self._send is not None
             await self._send.send(batch)
             return
+        if self._shutdown_requested or reader.stopping:
+            # run() has returned or the lease is going: nothing more is handed to the
+            # application; the reader waits to be stopped.
+            await anyio.sleep_forever()
         with anyio.CancelScope(shield=True) as shield:
             reader.handler_scope = shield
             try:
