@@ -15,6 +15,9 @@ reading process's CPU time, since the server's own time to answer is shared by b
          aws_kinesis_agg's ``iter_deaggregate_records`` and the sub-records' data decoded:
          the loop an application writes without a consumer library (no leases, no
          checkpoints, no concurrency)
+  (c)    async-kinesis's ``Consumer`` (when installed: ``pip install async-kinesis``), with
+         ``KPLStringProcessor`` for aggregated records and ``StringProcessor`` for plain
+         ones, its in-memory checkpointer, the data decoded as text
 
 Latency: a child process puts ``--rate`` user records a second for ``--seconds`` (the KPL's
 100 ms buffering on, aggregation on) into a stream that one ``kpl.Consumer`` reads at the
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
 import statistics
 import struct
 import sys
@@ -124,6 +128,36 @@ def reference(url: str, stream: str, count: int) -> tuple[float, float]:
     return elapsed, cpu
 
 
+async def async_kinesis(url: str, stream: str, count: int, aggregated: bool) -> tuple[float, float]:
+    """Wall and CPU seconds for async-kinesis's Consumer to yield ``count`` user records."""
+    import kinesis
+    from kinesis.processors import KPLStringProcessor, StringProcessor
+
+    processor = KPLStringProcessor() if aggregated else StringProcessor()
+    got = 0
+    started = time.perf_counter()
+    cpu = time.process_time()
+    async with kinesis.Consumer(
+        stream, endpoint_url=url, region_name="us-east-1", processor=processor,
+        iterator_type="TRIM_HORIZON",
+    ) as consumer:  # fmt: skip
+        async for item in consumer:
+            if item:
+                got += 1
+            if got >= count:
+                break
+    elapsed = time.perf_counter() - started
+    return elapsed, time.process_time() - cpu
+
+
+def has_async_kinesis() -> bool:
+    try:
+        import kinesis  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------------- latency
 
 
@@ -212,7 +246,12 @@ def main() -> int:
         return 0
 
     n = args.records
-    print(f"kpl.Consumer vs boto3 GetRecords + aws_kinesis_agg: {n:,} user records of 100 B, "
+    # aiobotocore (async-kinesis) wants credentials; the local server takes any.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "AKIDBENCH")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    peer = has_async_kinesis()
+    print(f"kpl.Consumer vs boto3 GetRecords + aws_kinesis_agg (b) and async-kinesis (c): "
+          f"{n:,} user records of 100 B, "
           f"{SHARDS} shards, best of {args.repeat}")  # fmt: skip
     with server_process() as url:
         run_id = 0
@@ -221,16 +260,27 @@ def main() -> int:
             kpl_run(fill(url, stream, n, aggregate=aggregate))
             ours_s: list[tuple[float, float]] = []
             ref_s: list[tuple[float, float]] = []
+            peer_s: list[tuple[float, float]] = []
             for _ in range(args.repeat):
                 run_id += 1
                 ours_s.append(kpl_run(ours(url, stream, n, run_id)))
                 ref_s.append(reference(url, stream, n))
+                if peer:
+                    peer_s.append(asyncio.run(async_kinesis(url, stream, n, aggregate)))
             (wall_ours, cpu_ours), (wall_ref, cpu_ref) = min(ours_s), min(ref_s)
             print(f"  {name:<10}  ours {n / wall_ours:>9,.0f} rec/s "
                   f"({n / cpu_ours:>9,.0f} per CPU s)"
                   f"   (b) {n / wall_ref:>9,.0f} rec/s ({n / cpu_ref:>9,.0f} per CPU s)"
                   f"   ours/(b) {wall_ref / wall_ours:4.2f}x wall, "
                   f"{cpu_ref / cpu_ours:4.2f}x CPU")  # fmt: skip
+            if peer_s:
+                wall_peer, cpu_peer = min(peer_s)
+                print(f"  {'':<10}  (c) async-kinesis {n / wall_peer:>9,.0f} rec/s "
+                      f"({n / cpu_peer:>9,.0f} per CPU s)   ours/(c) "
+                      f"{wall_peer / wall_ours:4.2f}x wall, "
+                      f"{cpu_peer / cpu_ours:4.2f}x CPU")  # fmt: skip
+            else:
+                print("  (c) async-kinesis: not installed (pip install async-kinesis)")
         print(f"latency at the default settings, {args.rate:,.0f} rec/s for {args.seconds:.0f} s:")
         lat = kpl_run(latency(url, "consumer-latency", args.rate, args.seconds))
         for what, values in lat.items():
