@@ -1,4 +1,4 @@
-"""Consumer throughput and latency, side by side with a boto3 GetRecords loop.
+"""Consumer throughput and latency, side by side with a boto3 GetRecords loop and async-kinesis.
 
 Throughput: N user records of 100 bytes over 10,000 partition keys are put into an
 8-shard stream of the bundled server running in its own process (``python -m server``,
