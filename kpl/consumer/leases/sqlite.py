@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,44 +86,36 @@ def _lease(row: tuple[Any, ...]) -> Lease:
     )
 
 
-class SQLiteLeaseStore:
-    """A :class:`~kpl.consumer.leases.base.LeaseStore` in the SQLite file at ``path``.
+class _Connection:
+    """The store's connection, used only on the store's thread.
 
-    ``timeout`` bounds how long a write waits for another process's write; past it the
-    call raises :class:`~kpl.consumer.errors.LeaseStoreUnavailable`.
+    Kept apart from the store so that work queued on the thread never holds the store
+    itself: a store dropped unclosed is then collected (and warns) where it was dropped.
     """
 
-    def __init__(self, path: str | Path, *, timeout: float = 5.0) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path, timeout: float, name: str) -> None:
+        self.path = path
         self.timeout = timeout
-        self._executor: ThreadPoolExecutor | None = None
-        self._connection: sqlite3.Connection | None = None
-        self._closed = False
+        self.name = name
+        self.connection: sqlite3.Connection | None = None
 
-    def __repr__(self) -> str:
-        return f"SQLiteLeaseStore({str(self.path)!r})"
-
-    async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise LeaseStoreError(f"{self!r} is closed")
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="kpl-sqlite-leases")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, work)
-
-    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        # On the store's own thread.
+    def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            if self._connection is None:
-                self._connection = self._connect()
-            return work(self._connection)
+            if self.connection is None:
+                self.connection = self._connect()
+            return work(self.connection)
         except sqlite3.OperationalError as error:
             text = str(error).lower()
             if "locked" in text or "busy" in text:
-                raise LeaseStoreUnavailable(f"{self!r}: {error}") from error
-            raise LeaseStoreError(f"{self!r}: {error}") from error
+                raise LeaseStoreUnavailable(f"{self.name}: {error}") from error
+            raise LeaseStoreError(f"{self.name}: {error}") from error
         except sqlite3.Error as error:
-            raise LeaseStoreError(f"{self!r}: {error}") from error
+            raise LeaseStoreError(f"{self.name}: {error}") from error
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
 
     def _connect(self) -> sqlite3.Connection:
         # Autocommit: every statement is its own transaction, so each conditional
@@ -142,6 +135,32 @@ class SQLiteLeaseStore:
             connection.close()
             raise
         return connection
+
+
+class SQLiteLeaseStore:
+    """A :class:`~kpl.consumer.leases.base.LeaseStore` in the SQLite file at ``path``.
+
+    ``timeout`` bounds how long a write waits for another process's write; past it the
+    call raises :class:`~kpl.consumer.errors.LeaseStoreUnavailable`.
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._connection = _Connection(self.path, timeout, repr(self))
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SQLiteLeaseStore({str(self.path)!r})"
+
+    async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise LeaseStoreError(f"{self!r} is closed")
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="kpl-sqlite-leases")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._connection.run, work)
 
     async def initialize(self) -> None:
         """Create the file and the table when they do not exist yet."""
@@ -188,6 +207,13 @@ class SQLiteLeaseStore:
         parameters = (lease_key, expected_counter)
         return await self._call(lambda c: c.execute(statement, parameters).rowcount == 1)
 
+    def __del__(self) -> None:
+        # An open store holds a connection (a lock holder on the file) and a thread.
+        executor = getattr(self, "_executor", None)
+        if executor is not None:
+            warnings.warn(f"{self!r} was not closed", ResourceWarning, stacklevel=1)
+            executor.shutdown(wait=False)
+
     async def close(self) -> None:
         """Close the connection and stop the store's thread."""
         if self._closed:
@@ -197,12 +223,7 @@ class SQLiteLeaseStore:
         if executor is None:
             return
 
-        def close_connection() -> None:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, close_connection)
+            await asyncio.get_running_loop().run_in_executor(executor, self._connection.close)
         finally:
             executor.shutdown(wait=False)

@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -520,3 +521,19 @@ async def test_dynamodb_errors_become_lease_store_errors_with_their_policy(
     assert type(raised.value) is error
     assert raised.value.retryable is retryable
     await store.close()
+
+
+async def test_an_sqlite_store_left_open_warns(tmp_path: Path) -> None:
+    import gc
+
+    store = SQLiteLeaseStore(tmp_path / "leases.db")
+    await store.initialize()
+    with pytest.warns(ResourceWarning, match="was not closed"):
+        del store
+    closed = SQLiteLeaseStore(tmp_path / "leases.db")
+    await closed.initialize()
+    await closed.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del closed
+        gc.collect()
