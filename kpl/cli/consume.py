@@ -69,6 +69,7 @@ async def _consume(
             f"(leases {leases}; Ctrl-C stops)",
             err=True,
         )
+        printed = 0
         try:
             async for batch in consumer:
                 shard_id = batch.shard_id
@@ -82,6 +83,7 @@ async def _consume(
                     )
                 )
                 out.flush()
+                printed += len(batch.records)
                 try:
                     await batch.checkpoint()
                 except LeaseLost:
@@ -89,6 +91,8 @@ async def _consume(
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+    # Said once the leases are released (leaving the block), so other workers have them.
+    click.echo(f"kpl consume: worker {worker} stopped after {printed} records", err=True)
     return 0
 
 

@@ -143,7 +143,8 @@ def test_a_graceful_stop_hands_over_without_repeats(server_url: str, tmp_path: P
     finally:
         if first.poll() is None:
             first.kill()
-        first.communicate()
+        _, err = first.communicate()
+    assert "worker first stopped after 20 records" in err
     asyncio.run(_put(server_url, "orders", "n", 5))
     second = _start(server_url, leases, "second")
     try:
