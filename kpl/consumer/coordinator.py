@@ -64,7 +64,17 @@ _METRICS = ("taken", "stolen", "lost", "released", "renewals", "checkpoints", "c
 
 
 class LeaseCoordinator:
-    """One worker's leases: takes its share, keeps it alive, and fences its writes."""
+    """One worker's leases: takes its share, keeps it alive, and fences its writes.
+
+    ``store`` is the application's lease table and ``worker_id`` this worker's name in it
+    (unique per process). ``list_shards`` answers the stream's shards; leases are created
+    for new ones starting at ``initial_checkpoint`` (TRIM_HORIZON, LATEST or
+    AT_TIMESTAMP). ``failover_time``, ``max_leases_per_worker`` and
+    ``max_leases_to_steal`` are the KCL's settings of the same names. ``take_interval``
+    (default ``failover_time / 10``) paces the taker, ``renew_interval`` (default
+    ``failover_time / 3``) the renewer. ``clock`` is a monotonic clock, never a wall
+    clock; ``rng`` orders the candidates of a take.
+    """
 
     def __init__(
         self,
