@@ -49,16 +49,35 @@ from server.core.principals import Principal, Principals
 __all__ = ["MAX_SKEW_SECONDS", "Verifier", "check_authorization", "check_clock"]
 
 _PARTS = ("Credential", "Signature", "SignedHeaders")
+#: The query-string signature's parameters, in the order the service names missing ones.
+_QUERY_ORDER = (
+    "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "X-Amz-SignedHeaders", "X-Amz-Date"
+)
 _PREFIX = ALGORITHM + " "
 
 
 def check_authorization(headers: Mapping[str, str], query: Mapping[str, str]) -> None:
     """Raise the service's error unless the request carries a SigV4-shaped signature."""
     auth = headers.get("Authorization")
-    if auth is None:
-        if "X-Amz-Algorithm" in query:
-            return  # presigned query string: accepted as is, like a header signature
-        raise MissingAuthenticationTokenException("Missing Authentication Token")
+    in_query = "X-Amz-Algorithm" in query
+    if auth and in_query:
+        raise InvalidSignatureException(
+            "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as "
+            "HTTP header."
+        )
+    if not auth:
+        if not in_query:
+            raise MissingAuthenticationTokenException("Missing Authentication Token")
+        missing = "".join(
+            f"AWS query-string parameters must include '{part}'. "
+            for part in _QUERY_ORDER
+            if not query.get(part)
+        )
+        if missing:
+            raise IncompleteSignatureException(
+                missing + "Re-examine the query-string parameters."
+            )
+        return
     has_date = "X-Amz-Date" in headers or "Date" in headers
     if (
         has_date

@@ -1,0 +1,268 @@
+"""The connection rules, in the service's order: raw HTTP against the real server."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import re
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import cbor2
+import orjson
+import pytest
+
+from tests.support import ServerThread
+
+JSON = "application/x-amz-json-1.1"
+CBOR = "application/x-amz-cbor-1.1"
+TARGET = "Kinesis_20131202.ListStreams"
+SIGNED = {
+    "Authorization": "AWS4-HMAC-SHA256 Credential=x/20260101/us-east-1/kinesis/aws4_request, "
+    "SignedHeaders=host;x-amz-date, Signature=abc",
+    "X-Amz-Date": "20260101T000000Z",
+}
+ACCESS_DENIED = (
+    b"<AccessDeniedException>\n"
+    b"  <Message>Unable to determine service/operation name to be authorized</Message>\n"
+    b"</AccessDeniedException>\n"
+)
+EXPOSED = (
+    "x-amzn-RequestId,x-amzn-ErrorType,x-amz-request-id,x-amz-id-2,x-amzn-ErrorMessage,Date"
+)
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with ServerThread(state_delay_seconds=0.0, limits="off", metrics=False) as thread:
+        yield thread.url
+
+
+def call(
+    url: str,
+    *,
+    method: str = "POST",
+    path: str = "/",
+    body: bytes = b"{}",
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def api(url: str, body: bytes = b"{}", target: str = TARGET, content_type: str = JSON,
+        **headers: str) -> Answer:
+    """A signed (shape only) POST with ``headers`` added (underscores become dashes)."""
+    extra = {k.replace("_", "-"): v for k, v in headers.items()}
+    return call(url, body=body, headers={
+        **SIGNED, "Content-Type": content_type, "X-Amz-Target": target, **extra,
+    })
+
+
+def assert_identified(headers: dict[str, str], *, id_2: bool = True) -> None:
+    assert UUID.fullmatch(headers["x-amzn-requestid"])
+    if id_2:
+        raw = base64.b64decode(headers["x-amz-id-2"], validate=True)
+        assert 64 <= len(raw) <= 80
+    else:
+        assert "x-amz-id-2" not in headers
+
+
+def test_every_answer_is_identified(url: str) -> None:
+    answers = [api(url), api(url, b"{bad"), call(url, method="GET"), api(url, target="X.Y")]
+    for _, headers, _ in answers:
+        assert_identified(headers)
+        assert "access-control-allow-origin" not in headers
+    assert answers[0][0] == 200
+    ids = {headers["x-amzn-requestid"] for _, headers, _ in answers}
+    id2s = {headers["x-amz-id-2"] for _, headers, _ in answers}
+    assert len(ids) == len(id2s) == len(answers)
+
+
+def test_cors_preflight(url: str) -> None:
+    status, headers, body = call(url, method="OPTIONS", body=b"", headers={
+        "Origin": "https://example.com",
+        "Access-Control-Request-Headers": "content-type,x-amz-target",
+        "Access-Control-Request-Method": "POST",
+    })
+    assert (status, body) == (200, b"")
+    assert_identified(headers, id_2=False)
+    assert headers["access-control-allow-origin"] == "*"
+    assert headers["access-control-allow-headers"] == "content-type,x-amz-target"
+    assert headers["access-control-allow-methods"] == "POST"
+    assert headers["access-control-max-age"] == "172800"
+    assert "access-control-expose-headers" not in headers
+    # Nothing asked for, nothing echoed.
+    status, headers, body = call(url, method="OPTIONS", body=b"", headers={"Origin": "x"})
+    assert (status, body) == (200, b"")
+    assert "access-control-allow-headers" not in headers
+    assert "access-control-allow-methods" not in headers
+
+
+def test_cors_on_other_answers(url: str) -> None:
+    for status_wanted, answer in (
+        (200, api(url, Origin="https://example.com")),
+        (400, api(url, b"[", Origin="https://example.com")),
+        (403, call(url, method="GET", headers={"Origin": "https://example.com"})),
+    ):
+        status, headers, _ = answer
+        assert status == status_wanted
+        assert_identified(headers)
+        assert headers["access-control-allow-origin"] == "*"
+        assert headers["access-control-expose-headers"] == EXPOSED
+        assert "access-control-max-age" not in headers
+
+
+def test_methods_other_than_post_are_access_denied(url: str) -> None:
+    for method, path in (("GET", "/"), ("PUT", "/"), ("DELETE", "/x"), ("GET", "/metrics"),
+                         ("OPTIONS", "/")):  # no Origin: not a pre-flight
+        status, headers, body = call(
+            url, method=method, path=path, headers={**SIGNED, "X-Amz-Target": TARGET}
+        )
+        assert (status, body) == (403, ACCESS_DENIED), (method, path)
+        assert_identified(headers)
+
+
+def test_metrics_are_the_one_get_served() -> None:
+    with ServerThread(state_delay_seconds=0.0, limits="off") as thread:
+        status, headers, body = call(thread.url, method="GET", path="/metrics")
+        assert status == 200
+        assert headers["content-type"].startswith("text/plain")
+        assert_identified(headers)
+        status, _, body = call(thread.url, method="GET", path="/other")
+        assert (status, body) == (403, ACCESS_DENIED)
+
+
+def test_empty_body_is_json_only_with_the_json_content_type(url: str) -> None:
+    status, headers, body = api(url, b"")
+    assert (status, headers["content-type"], body) == (
+        400, JSON, b'{"__type":"SerializationException"}'
+    )
+    status, headers, body = api(url, b"", target="Kinesis_20131202.Nope")
+    assert (status, body) == (400, b'{"__type":"UnknownOperationException"}')
+    for content_type in (CBOR, "application/json", "text/plain", ""):
+        status, headers, body = api(url, b"", content_type=content_type)
+        assert (status, headers["content-type"]) == (400, CBOR), content_type
+        assert cbor2.loads(body) == {"__type": "SerializationException"}
+        status, headers, body = api(url, b"", target="Nope", content_type=content_type)
+        assert (status, headers["content-type"]) == (400, CBOR)
+        assert cbor2.loads(body) == {"__type": "UnknownOperationException"}
+        assert_identified(headers)
+
+
+def test_other_content_types(url: str) -> None:
+    for target in ("", "Kinesis_20131202", ".ListStreams", "Kinesis_20131202."):
+        status, headers, body = api(url, content_type="text/plain", target=target)
+        assert (status, body) == (403, ACCESS_DENIED), target
+        assert_identified(headers)
+    for target in (TARGET, "Other.Thing", "Kinesis_20131202.Nope"):
+        status, _, body = api(url, content_type="application/x-amz-json-1.0", target=target)
+        assert (status, body) == (404, b"<UnknownOperationException/>\n"), target
+    # Parameters after the media type are allowed.
+    status, _, _ = api(url, content_type=JSON + "; charset=utf-8")
+    assert status == 200
+
+
+def test_json_1_0_never_reaches_an_action(url: str) -> None:
+    for body, status_wanted, code in (
+        (b"{}", 404, "UnknownOperationException"),
+        (b"[]", 404, "UnknownOperationException"),
+        (b"{bad", 400, "SerializationException"),
+        (b"12", 400, "SerializationException"),
+    ):
+        status, headers, answer = api(url, body, content_type="application/json")
+        assert status == status_wanted
+        assert headers["content-type"] == "application/json"
+        assert orjson.loads(answer) == {
+            "Output": {"__type": f"com.amazon.coral.service#{code}"}, "Version": "1.0"
+        }
+
+
+def test_bodies_that_are_not_objects(url: str) -> None:
+    for body in (b"{bad", b"12", b'"text"', b"null", b"true"):
+        status, headers, answer = api(url, body)
+        assert (status, answer) == (400, b'{"__type":"SerializationException"}'), body
+        assert headers["content-type"] == JSON
+    for body in (b"\xff\xff", cbor2.dumps(12), cbor2.dumps("x")):
+        status, headers, answer = api(url, body, content_type=CBOR)
+        assert (status, headers["content-type"]) == (400, CBOR)
+        assert cbor2.loads(answer) == {"__type": "SerializationException"}
+    # Before the target is looked at, and before authentication.
+    status, _, answer = call(url, body=b"{bad", headers={"Content-Type": JSON})
+    assert (status, answer) == (400, b'{"__type":"SerializationException"}')
+
+
+def test_unknown_operation_comes_before_authentication(url: str) -> None:
+    for target in ("Kinesis_20131202.Nope", "Other_20131202.ListStreams", "", "nodot"):
+        status, _, body = call(url, headers={"Content-Type": JSON, "X-Amz-Target": target})
+        assert (status, body) == (400, b'{"__type":"UnknownOperationException"}'), target
+    status, headers, body = call(url, headers={"Content-Type": CBOR, "X-Amz-Target": "A.B"},
+                                 body=cbor2.dumps({}))
+    assert (status, headers["content-type"]) == (400, CBOR)
+    assert cbor2.loads(body) == {"__type": "UnknownOperationException"}
+
+
+def error(answer: Answer) -> tuple[int, str, str]:
+    status, _, body = answer
+    parsed = orjson.loads(body)
+    assert set(parsed) == {"__type", "message"}
+    return status, parsed["__type"], parsed["message"]
+
+
+def unsigned(url: str, path: str = "/", **headers: str) -> Answer:
+    return call(url, path=path, headers={"Content-Type": JSON, "X-Amz-Target": TARGET,
+                                         **headers})
+
+
+def test_authentication_shape(url: str) -> None:
+    assert error(unsigned(url)) == (
+        400, "MissingAuthenticationTokenException", "Missing Authentication Token"
+    )
+    assert error(unsigned(url, Authorization="")) == (
+        400, "MissingAuthenticationTokenException", "Missing Authentication Token"
+    )
+    both = unsigned(url, "/?X-Amz-Algorithm=AWS4-HMAC-SHA256", **SIGNED)
+    assert error(both) == (
+        400, "InvalidSignatureException",
+        "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP "
+        "header.",
+    )
+    header = "AWS4-HMAC-SHA256 Credential=, SignedHeaders=host"
+    assert error(unsigned(url, Authorization=header)) == (
+        400, "IncompleteSignatureException",
+        "Authorization header requires 'Credential' parameter. Authorization header requires "
+        "'Signature' parameter. Authorization header requires existence of either a "
+        "'X-Amz-Date' or a 'Date' header. Authorization=" + header,
+    )
+    assert error(unsigned(url, "/?X-Amz-Algorithm=a&X-Amz-Signature=s")) == (
+        400, "IncompleteSignatureException",
+        "AWS query-string parameters must include 'X-Amz-Credential'. AWS query-string "
+        "parameters must include 'X-Amz-SignedHeaders'. AWS query-string parameters must "
+        "include 'X-Amz-Date'. Re-examine the query-string parameters.",
+    )
+    query = (
+        "/?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=x%2F20260101%2Fus-east-1%2Fkinesis"
+        "%2Faws4_request&X-Amz-Signature=abc&X-Amz-SignedHeaders=host&X-Amz-Date=20260101T000000Z"
+    )
+    status, _, body = unsigned(url, query)
+    assert status == 200
+    assert "StreamNames" in orjson.loads(body)
+
+
+def test_authentication_errors_in_cbor(url: str) -> None:
+    status, headers, body = call(
+        url, body=cbor2.dumps({}), headers={"Content-Type": CBOR, "X-Amz-Target": TARGET}
+    )
+    assert (status, headers["content-type"]) == (400, CBOR)
+    assert cbor2.loads(body) == {
+        "__type": "MissingAuthenticationTokenException", "message": "Missing Authentication Token"
+    }
