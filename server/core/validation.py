@@ -3,9 +3,14 @@
 Rules (as the service applies them, in this order):
 
 1. **Types.** Walk the body in the model's member order; the first member whose JSON
-   type is wrong fails the whole request with ``SerializationException`` and a
-   Java-flavoured message (``class java.lang.String can not be converted to an
-   Integer``). Blobs are base64 and decoded here; bad base64 is a type error too.
+   type is wrong fails the whole request with ``SerializationException`` and the text of
+   the service's Java parser, per target type: a scalar of the wrong type names its Java
+   class (``class java.lang.String can not be converted to an Integer``; a JSON number is
+   a ``com.amazon.coral.value.json.numbers.TruncatingBigNumber``), a list or object where
+   a scalar is expected is ``Start of list found where not expected`` / ``Start of
+   structure or map found where not expected.``, a scalar where a list, map or structure
+   is expected is ``Expected list or null`` / ``Expected map or null`` / ``Expected
+   null``. Blobs are base64 and decoded here; bad base64 is a type error too.
    Unknown members and ``null`` values are dropped.
 2. **Constraints.** Walk again in member order and collect every failed constraint
    (required, pattern, length, range, enum), at most 10, into one
@@ -20,6 +25,7 @@ action's input shape is in the action registry (``server.core.actions``).
 
 from __future__ import annotations
 
+import math
 import re
 from binascii import Error as BinasciiError
 from binascii import a2b_base64
@@ -82,12 +88,17 @@ def _blob_error(value: str) -> str:
     return prefix + "Invalid last non-pad Base64 character dectected"
 
 
+#: The Java class the service's JSON parser holds a JSON number in.
+_NUMBER_CLASS = "com.amazon.coral.value.json.numbers.TruncatingBigNumber"
+
+
 def _type_name(value: object) -> str:
+    """The Java class the service names in a type error for a JSON scalar."""
     if isinstance(value, bool):
         return "java.lang.Boolean"
     if isinstance(value, str):
         return "java.lang.String"
-    return "java.math.BigDecimal"
+    return _NUMBER_CLASS
 
 
 def _container_error(value: object) -> SerializationException | None:
@@ -116,13 +127,13 @@ def _coerce(shape: Shape, value: Any) -> Any:
             raise SerializationException(
                 f"class {_type_name(value)} can not be converted to an {java}"
             )
-        return int(value) if isinstance(value, float) else value
+        return math.floor(value) if isinstance(value, float) else value
     if kind == "boolean":
         if isinstance(value, str):
             raise SerializationException(f"'{value.upper()}' can not be converted to an Boolean")
         if not isinstance(value, bool):
             raise SerializationException(
-                "class java.math.BigDecimal can not be converted to an Boolean"
+                f"class {_NUMBER_CLASS} can not be converted to an Boolean"
             )
         return value
     if kind == "timestamp":

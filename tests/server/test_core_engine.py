@@ -455,7 +455,8 @@ def test_validation_single_and_multiple_errors() -> None:
         (
             "CreateStream",
             {"StreamName": 5, "ShardCount": 1},
-            "class java.math.BigDecimal can not be converted to an String",
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted "
+            "to an String",
         ),
         (
             "CreateStream",
@@ -492,7 +493,8 @@ def test_validation_single_and_multiple_errors() -> None:
         (
             "PutRecords",
             {"StreamName": "s", "Records": [{"Data": 1, "PartitionKey": "k"}]},
-            "class java.math.BigDecimal can not be converted to a Blob",
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted "
+            "to a Blob",
         ),
         (
             "GetShardIterator",
