@@ -126,17 +126,18 @@ class Records:
 
     def put_record(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """PutRecord: one record, optionally ordered after SequenceNumberForOrdering."""
-        stream = self.table.data_stream(request, now)
         data: bytes = request["Data"]
         key: str = request["PartitionKey"]
+        explicit = request.get("ExplicitHashKey")
+        # A hash key out of range needs no lookup: refused even for a stream that is absent.
+        hash_key = (
+            self._explicit_hash_key(explicit) if explicit is not None else partition_key_hash(key)
+        )
+        stream = self.table.data_stream(request, now)
         max_size = stream.meta.max_record_size_kib * 1024
         key_bytes = len(key) if key.isascii() else len(key.encode())
         if len(data) + key_bytes > max_size:
             raise _record_too_large("data", data, key_bytes, max_size)
-        explicit = request.get("ExplicitHashKey")
-        hash_key = (
-            self._explicit_hash_key(explicit) if explicit is not None else partition_key_hash(key)
-        )
         shard = stream.route_shards[bisect_right(stream.route_starts, hash_key) - 1]
         size = len(data) + key_bytes
         if request.get("DryRun"):
@@ -237,19 +238,21 @@ class Records:
         entries: list[tuple[bytes, str, str | None]],
         now: float,
     ) -> dict[str, Any]:
+        # A hash key out of range needs no lookup: refused even for a stream that is absent.
+        for _, _, explicit in entries:
+            if explicit is not None and len(explicit) > 38:
+                self._explicit_hash_key(explicit)
         stream = self.table.data_stream(request, now)
         meta = stream.meta
         max_size = meta.max_record_size_kib * 1024
         total = 0
         # Every whole-request refusal comes before any entry takes a sequence number.
-        for i, (data, key, explicit) in enumerate(entries, 1):
+        for i, (data, key, _) in enumerate(entries, 1):
             size = len(data) + (len(key) if key.isascii() else len(key.encode()))
             if size > max_size:
                 raise _record_too_large(
                     f"records.{i}.member.data", data, size - len(data), max_size
                 )
-            if explicit is not None and len(explicit) > 38:
-                self._explicit_hash_key(explicit)
             total += size
         request_cap = PUT_RECORDS_MAX_BYTES if max_size <= MIB else PUT_RECORDS_MAX_BYTES_LARGE
         if total > request_cap:
