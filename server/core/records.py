@@ -22,7 +22,6 @@ reader at the end of a closed shard gets its ``ChildShards`` instead of a next i
 from __future__ import annotations
 
 import random
-import re
 from bisect import bisect_right
 from typing import Any
 
@@ -48,7 +47,7 @@ from server.core.iterators import IteratorCodec, IteratorState
 from server.core.render import child_shards, ms
 from server.core.seqnum import parse_sequence_number
 from server.core.shapes import DATA
-from server.core.streams import DATA_STATES, Shard, Stream, StreamTable
+from server.core.streams import DATA_STATES, Shard, Stream, StreamTable, resolve_shard_id
 from server.core.validation import constraint_error, decode_blob, validate
 from server.storage.base import StoredRecord
 
@@ -56,8 +55,6 @@ __all__ = ["Records"]
 
 #: GetShardIterator reads a shard id as the service does: the digits after one dash (or
 #: bare digits), so ``shardId-1`` is ``shardId-000000000001``; anything else is unknown.
-_LOOSE_SHARD_ID = re.compile(r"(?:[^-]*-)?(\d{1,40})")
-_MAX_SHARD_INDEX = 2**31 - 1
 _STAND_IN_ENTRIES = [{"Data": "", "PartitionKey": "k"}]
 
 
@@ -335,26 +332,27 @@ class Records:
     def _iterator_shard(self, request: dict[str, Any], now: float) -> tuple[Stream, Shard]:
         """GetShardIterator's stream and shard, refused with the service's messages.
 
-        The shard id is read first: one that cannot name a shard is ``Could not find
-        shard``; a missing stream or shard is ``Shard ... does not exist`` (the service
-        words a missing stream that way here too, as kinesalite recorded).
+        The stream first: a missing one is ``Shard ... does not exist`` (the service words
+        it that way here, as kinesalite recorded); then a shard id that cannot name a shard
+        is ``Could not find shard``, and a shard the stream lacks ``... does not exist``.
         """
         name = self.table.stream_name(request)
         text: str = request["ShardId"]
-        match = _LOOSE_SHARD_ID.fullmatch(text)
-        if match is None or int(match.group(1)) > _MAX_SHARD_INDEX:
-            raise ResourceNotFoundException(
-                f"Could not find shard {text} in stream {name} under account {self._account}."
-            )
-        shard_id = f"shardId-{int(match.group(1)):012d}"
+        shard_id = resolve_shard_id(text)
         stream = self.table.find(name, now)
         if stream is not None and stream.meta.status in DATA_STATES:
+            if shard_id is None:
+                raise ResourceNotFoundException(
+                    f"Could not find shard {text} in stream {name} under account "
+                    f"{self._account}."
+                )
             self.table.expire_closed_shards(stream, now)
             shard = stream.shards.get(shard_id)
             if shard is not None:
                 return stream, shard
         raise ResourceNotFoundException(
-            f"Shard {shard_id} in stream {name} under account {self._account} does not exist"
+            f"Shard {shard_id or text} in stream {name} under account {self._account} "
+            "does not exist"
         )
 
     def start_position(

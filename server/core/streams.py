@@ -38,7 +38,23 @@ from server.core.retention import expired_shards
 from server.core.seqnum import COUNTER_SPAN, shard_base
 from server.storage.base import ShardMeta, Storage, StreamMeta
 
-__all__ = ["DATA_STATES", "EngineConfig", "Shard", "Stream", "StreamTable"]
+__all__ = ["DATA_STATES", "MAX_SHARD_INDEX", "EngineConfig", "Shard", "Stream", "StreamTable",
+           "resolve_shard_id"]
+
+#: The largest shard index a shard id may name (a Java int).
+MAX_SHARD_INDEX = 2**31 - 1
+
+
+def resolve_shard_id(text: str) -> str | None:
+    """The shard id a request's ``ShardId`` names, as the service reads it: by the number
+    after its last ``-`` (``anything-2`` and ``2`` are ``shardId-000000000002``); ``None``
+    when that is not a number in ``0..2147483647``."""
+    digits = text.rpartition("-")[2]
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 40:
+        return None
+    index = int(digits)
+    return None if index > MAX_SHARD_INDEX else f"shardId-{index:012d}"
+
 
 #: What a state turns into once ``state_delay`` has passed (``None``: the stream is gone).
 _NEXT_STATE: dict[str, str | None] = {"CREATING": "ACTIVE", "UPDATING": "ACTIVE", "DELETING": None}

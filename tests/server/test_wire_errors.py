@@ -7,14 +7,12 @@ from collections.abc import Iterator
 from itertools import pairwise
 from typing import Any
 
-import cbor2
-import orjson
 import pytest
 
 from server.core.errors import SerializationException
 from server.core.shapes import Shape, structure
 from server.core.validation import validate_shape
-from tests.server.wire_support import CBOR, JSON, api
+from tests.server.wire_support import answer, error
 from tests.support import ServerThread
 
 NUMBER = "class com.amazon.coral.value.json.numbers.TruncatingBigNumber"
@@ -27,21 +25,8 @@ def url() -> Iterator[str]:
         yield thread.url
 
 
-def answer(url: str, action: str, body: Any, *, cbor: bool = False) -> tuple[int, Any]:
-    encoded = cbor2.dumps(body) if cbor else orjson.dumps(body)
-    status, headers, raw = api(
-        url, encoded, target=f"Kinesis_20131202.{action}", content_type=CBOR if cbor else JSON
-    )
-    assert headers["content-type"] == (CBOR if cbor else JSON)
-    return status, (cbor2.loads(raw) if cbor else orjson.loads(raw)) if raw else None
-
-
 def serialization(message: str) -> tuple[int, dict[str, str]]:
     return 400, {"__type": "SerializationException", "Message": message}
-
-
-def error(code: str, message: str) -> tuple[int, dict[str, str]]:
-    return 400, {"__type": code, "message": message}
 
 
 def place(path: str, value: Any) -> dict[str, Any]:

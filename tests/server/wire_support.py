@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import http.client
 import re
+from typing import Any
 from urllib.parse import urlsplit
+
+import cbor2
+import orjson
 
 JSON = "application/x-amz-json-1.1"
 CBOR = "application/x-amz-cbor-1.1"
@@ -52,3 +56,18 @@ def api(url: str, body: bytes = b"{}", target: str = TARGET, content_type: str =
     return call(url, body=body, headers={
         **SIGNED, "Content-Type": content_type, "X-Amz-Target": target, **extra,
     })
+
+
+def answer(url: str, action: str, body: Any, *, cbor: bool = False) -> tuple[int, Any]:
+    """Call ``action`` with ``body`` in JSON or CBOR: the status and the decoded body."""
+    encoded = cbor2.dumps(body) if cbor else orjson.dumps(body)
+    status, headers, raw = api(
+        url, encoded, target=f"Kinesis_20131202.{action}", content_type=CBOR if cbor else JSON
+    )
+    assert headers["content-type"] == (CBOR if cbor else JSON)
+    return status, (cbor2.loads(raw) if cbor else orjson.loads(raw)) if raw else None
+
+
+def error(code: str, message: str) -> tuple[int, dict[str, str]]:
+    """What :func:`answer` gives for an error other than a SerializationException."""
+    return 400, {"__type": code, "message": message}
