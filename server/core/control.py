@@ -113,7 +113,6 @@ class ControlPlane:
                     f"{self._account} in {self.config.region}."
                 )
         created = ms(now)
-        epoch = int(created)
         meta = StreamMeta(
             name=name,
             arn=f"arn:aws:kinesis:{self.config.region}:{self._account}:stream/{name}",
@@ -134,7 +133,7 @@ class ControlPlane:
                     shard_id=f"shardId-{index:012d}",
                     starting_hash_key=start,
                     ending_hash_key=end,
-                    starting_sequence_number=shard_base(index, epoch),
+                    starting_sequence_number=shard_base(index, int(created)),
                     created_at=created,
                 )
             )

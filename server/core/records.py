@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 Writes: a record goes to the open shard whose hash-key range holds its hash key (MD5 of
 the partition key, or the explicit hash key), found by bisecting the stream's sorted range
-starts. Each shard hands out sequence numbers ``base + counter`` (``server.core.seqnum``)
-with a non-decreasing arrival time, and the records of one call are appended to storage
+starts. Each shard hands out sequence numbers in the service's layout, the next sequence
+index with the arrival second (``server.core.seqnum``), with a non-decreasing arrival time, and the records of one call are appended to storage
 per shard in one batch. Every whole-request refusal (sizes, DryRun) comes before any entry
 takes a number; then each entry passes the throughput gate and fault injection on its own,
 and a refused entry fails alone (PutRecords) or fails the call (PutRecord).
@@ -45,7 +45,7 @@ from server.core.errors import (
 from server.core.hooks import FaultInjector, ThroughputGate
 from server.core.iterators import IteratorCodec, IteratorState
 from server.core.render import child_shards, ms
-from server.core.seqnum import parse_sequence_number
+from server.core.seqnum import INDEX_UNIT, arrival_part, parse_sequence_number
 from server.core.shapes import DATA
 from server.core.streams import DATA_STATES, Shard, Stream, StreamTable, resolve_shard_id
 from server.core.validation import constraint_error, decode_blob, validate
@@ -154,18 +154,17 @@ class Records:
                 )
         ordering = request.get("SequenceNumberForOrdering")
         if ordering is not None:
-            after = int(ordering)
-            if parse_sequence_number(after) is None:
+            parsed = parse_sequence_number(int(ordering))
+            if parsed is None:
                 raise InvalidArgumentException(
                     f"ExclusiveMinimumSequenceNumber {ordering} used in PutRecord on stream "
                     f"{stream.meta.name} under account {self._account} is invalid."
                 )
-            # Only a number of this shard can be exceeded by this shard's counter.
-            if shard.next_seq <= after < shard.seq_limit - 1:
-                shard.next_seq = after + 1
-        seq = shard.next_seq
-        shard.next_seq = seq + 1
+            shard.order_after(parsed)
         arrival = ms(now)
+        seq = shard.next_seq + arrival_part(arrival)
+        shard.next_seq += INDEX_UNIT
+        shard.last_seq = seq
         if arrival < shard.last_arrival:
             arrival = shard.last_arrival
         shard.last_arrival = arrival
@@ -262,6 +261,7 @@ class Records:
         shards = stream.route_shards
         single = shards[0] if len(shards) == 1 else None
         arrival = ms(now)
+        stamp = arrival_part(arrival)
         name = meta.name
         gate = self.throughput
         faults = self.faults
@@ -289,14 +289,15 @@ class Records:
                     )
                     results.append({"ErrorCode": code, "ErrorMessage": message})
                     continue
-            seq = shard.next_seq
-            shard.next_seq = seq + 1
+            seq = shard.next_seq + stamp
+            shard.next_seq += INDEX_UNIT
             batch = batches.get(shard)
             if batch is None:
                 batch = batches[shard] = []
             batch.append((seq, arrival, key, data))
             results.append({"SequenceNumber": str(seq), "ShardId": shard.meta.shard_id})
         for shard, batch in batches.items():
+            shard.last_seq = batch[-1][0]
             if arrival < shard.last_arrival:
                 # Keep arrivals non-decreasing per shard even if the clock stepped back.
                 batch = [(s, shard.last_arrival, k, d) for s, _, k, d in batch]
@@ -392,7 +393,7 @@ class Records:
                     f"Invalid StartingSequenceNumber. It encodes shardId-{parsed.shard_index:012d}"
                     f", while it was used in a call to a shard with {shard_id}"
                 )
-            if parsed.stream_epoch != stream.epoch % 10**10:
+            if not shard.owns(parsed):
                 raise InvalidArgumentException(
                     f"StartingSequenceNumber {seq_text} used in {action} on shard "
                     f"{shard_id} in stream {name} under account {self._account} is invalid "

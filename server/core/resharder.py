@@ -102,24 +102,24 @@ class Resharder:
         meta = stream.meta
         index = meta.next_shard_index
         meta.next_shard_index = index + 1
-        base = shard_base(index, stream.epoch)
+        created = ms(now)
         shard_meta = ShardMeta(
             shard_id=f"shardId-{index:012d}",
             starting_hash_key=start,
             ending_hash_key=end,
-            starting_sequence_number=base,
-            created_at=ms(now),
+            starting_sequence_number=shard_base(index, int(created)),
+            created_at=created,
             parent_shard_id=parent,
             adjacent_parent_shard_id=adjacent,
         )
         meta.shards.append(shard_meta)
-        shard = stream.shards[shard_meta.shard_id] = Shard(shard_meta, base, base + 1)
+        shard = stream.shards[shard_meta.shard_id] = Shard(shard_meta)
         return shard
 
     def _close_shard(self, stream: Stream, shard: Shard, now: float) -> None:
         # The last number handed out in the shard (its first one if it took no record).
         meta = shard.meta
-        meta.ending_sequence_number = max(meta.starting_sequence_number, shard.next_seq - 1)
+        meta.ending_sequence_number = shard.last_seq
         meta.closed_at = ms(now)
         # Subscribers at the shard's end now get its ChildShards.
         self.table.shard_changed(stream.meta.name, meta.shard_id)
