@@ -5,10 +5,11 @@ Theory of operation
 Writes: a record goes to the open shard whose hash-key range holds its hash key (MD5 of
 the partition key, or the explicit hash key), found by bisecting the stream's sorted range
 starts. Each shard hands out sequence numbers in the service's layout, the next sequence
-index with the arrival second (``server.core.seqnum``), with a non-decreasing arrival time, and the records of one call are appended to storage
-per shard in one batch. Every whole-request refusal (sizes, DryRun) comes before any entry
-takes a number; then each entry passes the throughput gate and fault injection on its own,
-and a refused entry fails alone (PutRecords) or fails the call (PutRecord).
+index with the arrival second (``server.core.seqnum``), with a non-decreasing arrival
+time, and the records of one call are appended to storage per shard in one batch. Every
+whole-request refusal (sizes, DryRun) comes before any entry takes a number; then each
+entry passes the throughput gate and fault injection on its own, and a refused entry fails
+alone (PutRecords) or fails the call (PutRecord).
 
 PutRecords is the hot path: :meth:`Records.put_records_raw` checks the parsed body's
 entries inline and runs the generic validator only when in doubt, so its errors read
