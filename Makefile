@@ -1,7 +1,8 @@
 # The README's two commands: `make demo` and `make test`. Both build .venv from scratch
-# with only a Python 3.11+ on the machine.
+# with only a Python 3.11+ on the machine. PYTHON and VENV can be set to test another
+# interpreter in a virtualenv of its own (`make test PYTHON=python3.12 VENV=.venv-3.12`).
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
@@ -32,4 +33,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache

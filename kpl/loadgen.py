@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-``kpl load`` is a thin asyncio shell (``kpl.cli.load``) around the pure pieces here, which
+``kpl load`` is a thin asyncio shell (``kpl.cli.load_run``) around the pure pieces here, which
 take ``now`` (seconds, any monotonic origin) and a ``random.Random`` and never sleep:
 
 * :class:`Pacer` says how many records may be put by ``now`` at a target rate (an open
@@ -87,6 +87,10 @@ class Pacer:
         # Record i is due at start + i/rate, so floor(elapsed*rate)+1 are due by now
         # (the epsilon keeps 0.1 s * 100/s from flooring to 9 in binary floating point).
         due = math.floor((now - self._start) * self._rate + 1e-9) + 1
+        if due <= self._taken and now >= self._start + self._taken / self._rate:
+            # Rounding put the floor one short of a record next_due() calls due: grant it,
+            # or a caller that slept until next_due() would find nothing and spin.
+            due = self._taken + 1
         backlog = due - self._taken
         limit = max(1, math.ceil(self._max_lag * self._rate))
         if backlog > limit:

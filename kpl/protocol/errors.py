@@ -72,13 +72,13 @@ __all__ = [
 class KinesisError(Exception):
     """A Kinesis error (a failed call, or a failed PutRecords entry) with its policy.
 
-    The class attributes are the policy; an instance carries ``message`` and the
-    ``error_code`` / ``http_status`` it was made with (a generic :class:`KinesisError`
-    stands for a code no subclass registered).
+    The class attributes are the policy; an instance carries ``message`` and the ``code``
+    and ``status`` it was made with (a generic :class:`KinesisError` stands for a code no
+    subclass registered, and keeps that code).
     """
 
-    #: The wire error code; subclasses set it, the generic class carries the one received.
-    code: ClassVar[str] = "KinesisError"
+    #: The wire error code; subclasses set it, a generic instance carries the one received.
+    code: str = "KinesisError"
     #: Worth trying again later.
     retryable: ClassVar[bool] = False
     #: Refresh the shard map before retrying.
@@ -86,7 +86,7 @@ class KinesisError(Exception):
     #: A throttle: ``fail_if_throttled`` fails it at once.
     throttling: ClassVar[bool] = False
     #: The HTTP status the service answers this error with.
-    status: ClassVar[int] = 400
+    status: int = 400
 
     _registry: ClassVar[dict[str, type[KinesisError]]] = {}
 
@@ -100,9 +100,20 @@ class KinesisError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        # A generic KinesisError keeps the code it was made for (an unknown code).
-        self.error_code: str = code if code is not None else type(self).code
-        self.http_status: int = status if status is not None else type(self).status
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    @property
+    def error_code(self) -> str:
+        """The wire code (the same as :attr:`code`)."""
+        return self.code
+
+    @property
+    def http_status(self) -> int:
+        """The HTTP status (the same as :attr:`status`)."""
+        return self.status
 
     def __str__(self) -> str:
         return f"{self.error_code}: {self.message}" if self.message else self.error_code

@@ -77,9 +77,11 @@ from server.web.codec import (
     encode_response,
 )
 from server.web.keys import (
+    ACCEPTED_KEY,
     ACTION_KEY,
     ANSWER_KEY,
     ERROR_KEY,
+    METRICS_KEY,
     PAYLOAD_KEY,
     PRINCIPAL_KEY,
     REQUEST_ID_KEY,
@@ -125,8 +127,6 @@ ENGINE_KEY = web.AppKey("engine", Engine)
 STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
 #: The per-shard wake-up signals of the SubscribeToShard streams being written.
 SIGNALS_KEY = web.AppKey("signals", ShardSignals)
-#: The server's metrics, when it keeps them (event-stream writers count their events).
-METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -322,6 +322,9 @@ def make_app(
         signals.flush()  # subscribers see what is durable now
         if type(result) is not Reply:
             assert isinstance(result, EventStream)
+            accepted = request.get(ACCEPTED_KEY)
+            if accepted is not None:  # the call is made now; its events follow
+                accepted()
             return await write_event_stream(
                 request, result, signals, clock, request_id=context.request_id, cbor=cbor
             )

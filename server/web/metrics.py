@@ -232,6 +232,15 @@ class ServerMetrics:
             self._get_records(request, answer, error, latency_seconds)
         elif name == "SubscribeToShard":
             self._subscribe(request, error)
+        elif error is not None:
+            return
+        elif name in ("EnableEnhancedMonitoring", "DisableEnhancedMonitoring"):
+            # The answer names the stream and its metrics after the change.
+            self.set_shard_level_metrics(answer["StreamName"], answer["DesiredShardLevelMetrics"])
+        elif name == "DeleteStream":
+            stream = self._stream(request)
+            if stream is not None:  # a stream of that name starts with none enabled
+                self.set_shard_level_metrics(stream, ())
 
     @staticmethod
     def _stream(request: dict[str, Any]) -> str | None:

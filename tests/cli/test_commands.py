@@ -72,8 +72,10 @@ def test_load_paced_by_duration(runner: CliRunner) -> None:
     result = invoke(runner, "load", "--duration", "1", "--rate", "200", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    # One second at 200/s: the schedule grants floor(1.0 * 200) + 1 at most.
-    assert 150 <= summary["records_sent"] <= 201
+    # One second at 200/s: the schedule grants floor(1.0 * 200) + 1 at most. How many a
+    # loaded machine manages in a wall-clock second varies; the exact count is checked
+    # on virtual time in test_load_run.py.
+    assert 0 < summary["records_sent"] <= 201
     assert summary["records_acked"] == summary["records_sent"]
 
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from kpl.cli._common import describe_error
-from kpl.cli.load import throttle_note
+from kpl.cli.load_view import throttle_note
 from kpl.errors import NetworkError
 from server.__main__ import main as server_main
 from tests.cli.test_commands import assert_one_line_error, invoke
@@ -149,7 +149,7 @@ def test_summary_tells_attempt_errors_from_record_failures() -> None:
 
     from rich.console import Console
 
-    from kpl.cli.load import summary_table
+    from kpl.cli.load_view import summary_table
 
     summary = {
         "records_sent": 10, "records_acked": 10, "records_failed": 0,

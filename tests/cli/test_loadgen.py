@@ -64,6 +64,16 @@ def test_pacer_rate_over_a_long_run_is_exact() -> None:
     assert pacer.taken == 2498
 
 
+def test_pacer_grants_a_record_at_the_moment_next_due_names() -> None:
+    # Far from zero, (next_due - start) * rate floors one short: 0.00999999999476131 * 200.
+    pacer = Pacer(200.0, start=100_000.0)
+    assert pacer.take(100_000.0, 64) == 1
+    for _ in range(1000):
+        due = pacer.next_due()
+        assert due is not None
+        assert pacer.take(due, 64) == 1
+
+
 def test_pacer_slips_instead_of_bursting_after_a_stall() -> None:
     pacer = Pacer(1000.0, start=0.0, max_lag_s=0.5)
     assert pacer.take(0.0, 10) == 1

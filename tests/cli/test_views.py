@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from kpl.cli.load import LineView, LiveView, summary_table
+from kpl.cli.load_view import LineView, LiveView, summary_table
 from kpl.loadgen import THROTTLE_CODE, LoadStats, summarize
 
 

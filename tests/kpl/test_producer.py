@@ -1,8 +1,9 @@
-"""The Producer shell over a MockTransport running a small Kinesis stand-in.
+"""The Producer shell over a MockTransport to the server's sans-IO engine, on virtual time.
 
 These tests drive the real ProducerCore; what they check is the shell: futures,
 backpressure, flush, close, retries carried through, failure surfacing, the sender's
-life cycle. The same scenarios against the real server are in test_producer_e2e.py.
+life cycle. They run on a virtual clock, so TTLs and timeouts are exact and take no
+wall time. The same scenarios against the real server are in test_producer_e2e.py.
 """
 
 from __future__ import annotations
@@ -29,28 +30,18 @@ from kpl.errors import (
 from kpl.producer import RECORD_OVERHEAD, Producer, run
 from kpl.protocol.hashing import ExplicitHashKeyError, partition_key_hash
 from kpl.transport import MockRequest, MockTransport
+from tests.support import EngineKinesis, virtual_time
 
-from .conftest import FakeKinesis, even_shards
-
-FAST = ProducerConfig(record_max_buffered_time=0.01, min_backoff=0.0, max_backoff=0.01,
-                      shard_map_refresh_min_interval=0.0)
+# Short waits keep the scenarios brief in virtual time. None is zero: a retry or refresh
+# with no wait would be a busy loop, and on virtual time a busy loop stops the clock.
+FAST = ProducerConfig(record_max_buffered_time=0.01, min_backoff=0.01, max_backoff=0.05,
+                      shard_map_refresh_min_interval=0.05)
 
 
 def fast(**changes: Any) -> ProducerConfig:
     from dataclasses import replace
 
     return replace(FAST, **changes)
-
-
-def gated(fake: FakeKinesis, gate: asyncio.Event) -> MockTransport:
-    """A transport over ``fake`` whose PutRecords calls wait until ``gate`` is set."""
-
-    async def handler(request: MockRequest) -> Any:
-        if request.action == "PutRecords":
-            await gate.wait()
-        return fake.handle(request)
-
-    return MockTransport(handler)
 
 
 async def put_many(producer: Producer, count: int, keys: int) -> list[
@@ -64,8 +55,9 @@ async def put_many(producer: Producer, count: int, keys: int) -> list[
     return out
 
 
+@virtual_time
 async def test_all_records_delivered_and_decoded_by_reference() -> None:
-    fake = FakeKinesis(shards=even_shards(4))
+    fake = EngineKinesis(shards=4)
     async with Producer("s", config=FAST, transport=fake.transport()) as producer:
         puts = await put_many(producer, 3000, keys=300)
         results = await asyncio.gather(*(f for _, _, f in puts))
@@ -83,7 +75,7 @@ async def test_all_records_delivered_and_decoded_by_reference() -> None:
         assert result.attempts[-1].success
     # Aggregation happened, and every sub-record lies in the shard that stores it.
     assert len(fake.stored) < 3000
-    ranges = {shard_id: (start, end) for shard_id, start, end in fake.shards}
+    ranges = {shard_id: (start, end) for shard_id, start, end in fake.shard_ranges()}
     for d in delivered:
         start, end = ranges[d.shard_id]
         assert start <= partition_key_hash(d.partition_key) <= end
@@ -93,11 +85,12 @@ async def test_all_records_delivered_and_decoded_by_reference() -> None:
     assert producer.closed
 
 
+@virtual_time
 async def test_put_returns_before_delivery() -> None:
     gate = asyncio.Event()
-    fake = FakeKinesis()
+    fake = EngineKinesis()
 
-    async with Producer("s", config=FAST, transport=gated(fake, gate)) as producer:
+    async with Producer("s", config=FAST, transport=fake.transport(gate)) as producer:
         future = await producer.put(b"x", partition_key="k")
         assert not future.done()
         gate.set()
@@ -105,6 +98,7 @@ async def test_put_returns_before_delivery() -> None:
     assert result.shard_id.startswith("shardId-")
 
 
+@virtual_time
 async def test_entry_failures_are_retried_to_success() -> None:
     rng = random.Random(7)
 
@@ -113,7 +107,7 @@ async def test_entry_failures_are_retried_to_success() -> None:
             return rng.choice(["ProvisionedThroughputExceededException", "InternalFailure"])
         return None
 
-    fake = FakeKinesis(entry_fault=fault)
+    fake = EngineKinesis(entry_fault=fault)
     async with Producer("s", config=fast(aggregation_enabled=False),
                         transport=fake.transport()) as producer:
         puts = await put_many(producer, 400, keys=40)
@@ -129,11 +123,12 @@ async def test_entry_failures_are_retried_to_success() -> None:
     assert producer.metrics()["RetriesPerRecord"] > 0
 
 
+@virtual_time
 async def test_whole_request_failures_are_retried() -> None:
     def fault(request: MockRequest, call: int) -> BaseException | None:
         return ConnectionResetError("injected reset") if call < 3 else None
 
-    fake = FakeKinesis(request_fault=fault)
+    fake = EngineKinesis(request_fault=fault)
     async with Producer("s", config=FAST, transport=fake.transport()) as producer:
         puts = await put_many(producer, 50, keys=5)
         results = await asyncio.gather(*(f for _, _, f in puts))
@@ -141,30 +136,31 @@ async def test_whole_request_failures_are_retried() -> None:
     assert any(a.error_code == "NetworkError" for r in results for a in r.attempts)
 
 
+@virtual_time
 async def test_unknown_stream_fails_at_once() -> None:
-    fake = FakeKinesis(stream_name="s")
+    fake = EngineKinesis(stream_name="s")
     config = fast(record_ttl=30.0)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     async with Producer("missing", config=config, transport=fake.transport()) as producer:
         future = await producer.put(b"x", partition_key="k")
-        with pytest.raises(RecordFailed) as caught:
-            await future
+        # Failed by the answer to its first send, long before the TTL (virtual time).
+        async with asyncio.timeout(config.record_ttl / 10):
+            with pytest.raises(RecordFailed) as caught:
+                await future
     assert caught.value.code == "ResourceNotFoundException"
-    assert loop.time() - started < 5.0  # not retried until the 30 s TTL
+    assert fake.put_calls == 1  # not retried
 
 
+@virtual_time
 async def test_dead_endpoint_fails_every_record_within_ttl() -> None:
     def refuse(request: MockRequest) -> Any:
         raise ConnectionRefusedError("connection refused")
 
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    producer = Producer("s", config=fast(record_ttl=0.3), transport=MockTransport(refuse))
-    async with producer:
+    config = fast(record_ttl=0.3)
+    producer = Producer("s", config=config, transport=MockTransport(refuse))
+    # Every record is failed at its TTL and close returns then (virtual time), never later.
+    async with asyncio.timeout(config.record_ttl + config.max_backoff), producer:
         futures = [f for _, _, f in await put_many(producer, 20, keys=3)]
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
-    assert loop.time() - started < 3.0
     assert all(isinstance(o, RecordFailed) for o in outcomes)
     failure = outcomes[0]
     assert isinstance(failure, RecordFailed)
@@ -173,8 +169,9 @@ async def test_dead_endpoint_fails_every_record_within_ttl() -> None:
         failure.code == "NetworkError")
 
 
+@virtual_time
 async def test_fail_if_throttled_fails_throttled_records_at_once() -> None:
-    fake = FakeKinesis(entry_fault=lambda e, c: "ProvisionedThroughputExceededException")
+    fake = EngineKinesis(entry_fault=lambda e, c: "ProvisionedThroughputExceededException")
     async with Producer("s", config=fast(fail_if_throttled=True),
                         transport=fake.transport()) as producer:
         future = await producer.put(b"x", partition_key="k")
@@ -184,8 +181,9 @@ async def test_fail_if_throttled_fails_throttled_records_at_once() -> None:
     assert len(caught.value.attempts) == 1
 
 
+@virtual_time
 async def test_bad_input_raises_at_put_and_loses_nothing() -> None:
-    fake = FakeKinesis()
+    fake = EngineKinesis()
     async with Producer("s", config=fast(max_record_size=1024, aggregation_max_size=1024),
                         transport=fake.transport()) as producer:
         good = await producer.put(b"before", partition_key="k")
@@ -230,14 +228,15 @@ async def test_bad_input_raises_at_put_and_loses_nothing() -> None:
     assert producer.metrics()["UserRecordsReceived"] == 2
 
 
+@virtual_time
 async def test_bytes_like_data_is_charged_and_delivered_by_its_bytes() -> None:
-    fake = FakeKinesis()
+    fake = EngineKinesis()
     gate = asyncio.Event()
     wide = memoryview(array.array("I", [1, 2, 3, 4]))  # 4 items, 16 bytes
     # Room for b"plain" and a 4-byte record beside it, not for the 16 bytes of `wide`.
     budget = len(b"plain") + 1 + 2 * RECORD_OVERHEAD + 10 + 1
     config = fast(max_buffered_bytes=budget, max_record_size=64, aggregation_max_size=64)
-    async with Producer("s", config=config, transport=gated(fake, gate)) as producer:
+    async with Producer("s", config=config, transport=fake.transport(gate)) as producer:
         first = await producer.put(b"plain", partition_key="k")
         with pytest.raises(BufferFull):
             producer.put_nowait(wide, partition_key="k")  # by its bytes, not its items
@@ -255,12 +254,13 @@ async def test_bytes_like_data_is_charged_and_delivered_by_its_bytes() -> None:
     )
 
 
+@virtual_time
 async def test_backpressure_put_nowait_and_put() -> None:
     gate = asyncio.Event()
-    fake = FakeKinesis()
+    fake = EngineKinesis()
 
     config = fast(max_buffered_records=10)
-    async with Producer("s", config=config, transport=gated(fake, gate)) as producer:
+    async with Producer("s", config=config, transport=fake.transport(gate)) as producer:
         futures = [producer.put_nowait(b"x%d" % i, partition_key=f"k{i}") for i in range(10)]
         with pytest.raises(BufferFull):
             producer.put_nowait(b"over", partition_key="k")
@@ -275,12 +275,13 @@ async def test_backpressure_put_nowait_and_put() -> None:
     assert len(fake.delivered()) == 11
 
 
+@virtual_time
 async def test_bad_input_raises_at_once_even_when_the_buffer_is_full() -> None:
     never = asyncio.Event()
 
     config = fast(max_buffered_records=1, max_record_size=1024, aggregation_max_size=1024,
                   record_ttl=0.2, request_timeout=0.1)
-    async with Producer("s", config=config, transport=gated(FakeKinesis(), never)) as producer:
+    async with Producer("s", config=config, transport=EngineKinesis().transport(never)) as producer:
         first = producer.put_nowait(b"fills the budget", partition_key="k")
         with pytest.raises(RecordTooLarge):
             await producer.put(b"x" * 2000, partition_key="k")
@@ -294,14 +295,15 @@ async def test_bad_input_raises_at_once_even_when_the_buffer_is_full() -> None:
         await first
 
 
+@virtual_time
 async def test_memory_stays_within_budget_under_a_stalled_endpoint() -> None:
     stall = asyncio.Event()
 
-    fake = FakeKinesis()
+    fake = EngineKinesis()
 
     config = fast(max_buffered_bytes=64 * 1024, max_record_size=1024, aggregation_max_size=1024,
                   record_ttl=60)
-    producer = Producer("s", config=config, transport=gated(fake, stall))
+    producer = Producer("s", config=config, transport=fake.transport(stall))
     async with producer:
         putter = asyncio.create_task(put_many(producer, 10_000, keys=100))
         peak = 0
@@ -316,12 +318,13 @@ async def test_memory_stays_within_budget_under_a_stalled_endpoint() -> None:
         stall.set()
 
 
+@virtual_time
 async def test_flush_waits_for_what_was_put_before_it() -> None:
     gate = asyncio.Event()
-    fake = FakeKinesis()
+    fake = EngineKinesis()
 
     config = fast(record_max_buffered_time=60.0, record_ttl=120.0)  # only flush() sends these
-    async with Producer("s", config=config, transport=gated(fake, gate)) as producer:
+    async with Producer("s", config=config, transport=fake.transport(gate)) as producer:
         before = [f for _, _, f in await put_many(producer, 5, keys=5)]
         flushing = asyncio.create_task(producer.flush())
         after = await producer.put(b"later", partition_key="k")
@@ -336,8 +339,9 @@ async def test_flush_waits_for_what_was_put_before_it() -> None:
     assert len(fake.delivered()) == 6
 
 
+@virtual_time
 async def test_overlapping_flushes_each_wait_for_their_own_records() -> None:
-    fake = FakeKinesis()
+    fake = EngineKinesis()
     holds = {b"A": asyncio.Event(), b"B": asyncio.Event(), b"C": asyncio.Event()}
 
     async def handler(request: MockRequest) -> Any:
@@ -376,8 +380,9 @@ async def test_overlapping_flushes_each_wait_for_their_own_records() -> None:
         assert c.done()
 
 
+@virtual_time
 async def test_flush_with_nothing_pending_returns() -> None:
-    fake = FakeKinesis()
+    fake = EngineKinesis()
     async with Producer("s", config=FAST, transport=fake.transport()) as producer:
         async with asyncio.timeout(5):
             await producer.flush()
@@ -385,19 +390,19 @@ async def test_flush_with_nothing_pending_returns() -> None:
         assert producer.metrics()["UserRecordsPut"] == 0
 
 
+@virtual_time
 async def test_close_cannot_hang_on_a_silent_endpoint() -> None:
     never = asyncio.Event()
 
     async def silent(request: MockRequest) -> Any:
         await never.wait()
 
-    loop = asyncio.get_running_loop()
     config = fast(record_ttl=0.2, request_timeout=0.2)
     producer = Producer("s", config=config, transport=MockTransport(silent))
     future = await producer.put(b"x", partition_key="k")
-    started = loop.time()
-    await producer.close()
-    assert loop.time() - started < 3.0
+    # The record's TTL bounds the close (virtual time), whatever the endpoint does.
+    async with asyncio.timeout(config.record_ttl + config.request_timeout):
+        await producer.close()
     assert future.done()
     with pytest.raises(RecordFailed):
         future.result()
@@ -405,11 +410,12 @@ async def test_close_cannot_hang_on_a_silent_endpoint() -> None:
         await producer.put(b"y", partition_key="k")
 
 
+@virtual_time
 async def test_sender_crash_fails_pending_and_later_calls() -> None:
-    fake = FakeKinesis()
+    fake = EngineKinesis()
     gate = asyncio.Event()
 
-    producer = Producer("s", config=FAST, transport=gated(fake, gate))
+    producer = Producer("s", config=FAST, transport=fake.transport(gate))
     future = await producer.put(b"x", partition_key="k")
     boom = RuntimeError("core bug")
 
@@ -428,8 +434,9 @@ async def test_sender_crash_fails_pending_and_later_calls() -> None:
     await producer.close()
 
 
+@virtual_time
 async def test_unclosed_producer_warns() -> None:
-    producer = Producer("s", config=FAST, transport=FakeKinesis().transport())
+    producer = Producer("s", config=FAST, transport=EngineKinesis().transport())
     producer.start()
     task = producer._task
     assert task is not None
@@ -440,13 +447,14 @@ async def test_unclosed_producer_warns() -> None:
         gc.collect()
 
 
+@virtual_time
 async def test_preserve_order_keeps_per_key_order_under_failures() -> None:
     rng = random.Random(3)
 
     def fault(entry: dict[str, Any], call: int) -> str | None:
         return "InternalFailure" if rng.random() < 0.3 else None
 
-    fake = FakeKinesis(entry_fault=fault)
+    fake = EngineKinesis(entry_fault=fault)
     config = fast(preserve_order=True, aggregation_enabled=False)
     async with Producer("s", config=config, transport=fake.transport()) as producer:
         puts = await put_many(producer, 600, keys=6)
@@ -460,21 +468,20 @@ async def test_preserve_order_keeps_per_key_order_under_failures() -> None:
     assert arrived == expected
 
 
+@virtual_time
 async def test_reshard_under_load_is_followed() -> None:
-    fake = FakeKinesis(shards=even_shards(2))
+    fake = EngineKinesis(shards=2)
     async with Producer("s", config=FAST, transport=fake.transport()) as producer:
         first = await put_many(producer, 500, keys=100)
         await asyncio.gather(*(f for _, _, f in first))
         # Split both shards behind the producer's back: its map is now stale.
-        fake.shards = [
-            (f"shardId-00000000000{i + 2}", start, end)
-            for i, (start, end) in enumerate(
-                r for _, s, e in even_shards(2) for r in ((s, (s + e) // 2), ((s + e) // 2 + 1, e))
-            )
-        ]
+        parents = {shard_id for shard_id, _, _ in fake.shard_ranges()}
+        fake.split_every_shard()
         second = await put_many(producer, 500, keys=100)
         results = await asyncio.gather(*(f for _, _, f in second))
-    ranges = {shard_id: (start, end) for shard_id, start, end in [*even_shards(2), *fake.shards]}
+    ranges = {shard_id: (start, end) for shard_id, start, end in fake.shard_ranges()}
+    children = set(ranges) - parents
+    assert len(children) == 4
 
     def holds(shard_id: str, key: str) -> bool:
         start, end = ranges[shard_id]
@@ -482,7 +489,7 @@ async def test_reshard_under_load_is_followed() -> None:
 
     # Every future names a shard that owns the record's hash key ...
     for (key, _, _), result in zip(second, results, strict=True):
-        assert result.shard_id in {s for s, _, _ in fake.shards}
+        assert result.shard_id in children
         assert holds(result.shard_id, key)
     # ... and every record is stored where a consumer keeps it (a copy that landed in a
     # wrong child shard through the stale map is dropped by consumers and was re-sent).
@@ -503,9 +510,10 @@ def test_run_uses_uvloop_when_installed() -> None:
     assert run(main()) is uvloop.Loop
 
 
+@virtual_time
 async def test_futures_cancelled_by_their_owner_do_not_disturb_the_others() -> None:
     """Bulk completion skips a cancelled future, plain and during a flush drain."""
-    fake = FakeKinesis(shards=even_shards(2))
+    fake = EngineKinesis(shards=2)
     async with Producer("s", config=FAST, transport=fake.transport()) as producer:
         first = [await producer.put(b"a%d" % i, partition_key=f"k{i % 7}") for i in range(200)]
         flushing = asyncio.ensure_future(producer.flush())

@@ -133,14 +133,12 @@ def unused_port() -> int:
 
 
 async def test_dead_endpoint_fails_records_within_ttl_and_close_returns() -> None:
-    loop = asyncio.get_running_loop()
+    # How soon close returns is checked exactly, on virtual time, in test_producer.py.
     config = ProducerConfig(record_ttl=0.5, request_timeout=1.0, connect_timeout=0.5, **FAST)
-    started = loop.time()
     async with Producer("s", endpoint_url=f"http://127.0.0.1:{unused_port()}",
                         config=config) as producer:
         futures = [await producer.put(b"x", partition_key=f"k{i}") for i in range(100)]
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
-    assert loop.time() - started < 5.0
     assert producer.closed
     for outcome in outcomes:  # retried (refused connections are transient) until the TTL
         assert isinstance(outcome, RecordFailed)
@@ -156,15 +154,14 @@ async def test_dead_endpoint_fails_records_within_ttl_and_close_returns() -> Non
 
 
 async def test_unknown_stream_fails_at_once(server_url: str) -> None:
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     async with Producer("no-such-stream", endpoint_url=server_url,
                         config=ProducerConfig(**FAST)) as producer:
         future = await producer.put(b"x", partition_key="k")
         with pytest.raises(RecordFailed) as caught:
             await future
+    # Failed by the stream's refusal of its first send, not expired at the 30 s TTL.
     assert caught.value.code == "ResourceNotFoundException"
-    assert loop.time() - started < 5.0  # failed at once, not after the 30 s TTL
+    assert [a.error_code for a in caught.value.attempts] == ["ResourceNotFoundException"]
 
 
 async def test_backpressure_blocks_put_until_acks_free_the_budget(stream: Stream) -> None:

@@ -78,6 +78,11 @@ def test_config_rejects_bad_values(options: dict[str, Any], message: str) -> Non
         ProducerConfig(**options)
 
 
+def test_buffering_up_to_the_ttl_is_accepted() -> None:
+    config = ProducerConfig(record_max_buffered_time=1.0, record_ttl=1.0)
+    assert (config.record_max_buffered_time, config.record_ttl) == (1.0, 1.0)
+
+
 def test_large_record_streams_can_raise_limits() -> None:
     config = ProducerConfig(max_record_size=10 * 1024 * 1024, collection_max_size=10 * 1024 * 1024)
     assert config.collection_max_size == 10 * 1024 * 1024

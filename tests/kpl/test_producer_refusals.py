@@ -1,6 +1,7 @@
-"""Audit findings, each checked through the real Producer over the FakeKinesis stand-in:
-rotating credentials are retried, a garbled 200 answer is retried as MalformedResponse,
-and a buffering time longer than the TTL is refused at construction."""
+"""What the producer does with a refused or unreadable answer, through the real Producer
+over the server's engine (virtual time): a rotating credential's refusal is retried, a
+permanent auth refusal fails the records at once, a garbled 200 answer is retried as
+MalformedResponse and never surfaces as a Python class name."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from kpl.errors import MalformedResponse, RecordFailed
 from kpl.producer import Producer
 from kpl.sender import parse_put_records
 from kpl.transport import MockRequest, MockResponse
+from tests.support import EngineKinesis, virtual_time
 
-from .conftest import FakeKinesis
-
-FAST = ProducerConfig(record_max_buffered_time=0.01, min_backoff=0.0, max_backoff=0.01,
-                      shard_map_refresh_min_interval=0.0)
+# No zero waits: on virtual time a retry without a wait would be a busy loop.
+FAST = ProducerConfig(record_max_buffered_time=0.01, min_backoff=0.01, max_backoff=0.05,
+                      shard_map_refresh_min_interval=0.05)
 
 
 def refuse(code: str, message: str) -> MockResponse:
@@ -26,7 +27,7 @@ def refuse(code: str, message: str) -> MockResponse:
 
 
 async def put_and_settle(
-    fake: FakeKinesis, count: int, config: ProducerConfig = FAST
+    fake: EngineKinesis, count: int, config: ProducerConfig = FAST
 ) -> list[asyncio.Future[RecordResult]]:
     async with Producer("s", config=config, transport=fake.transport()) as producer:
         futures = [await producer.put(b"r%d" % i, partition_key=f"k{i}") for i in range(count)]
@@ -39,12 +40,13 @@ async def put_and_settle(
 
 
 @pytest.mark.parametrize("code", ["ExpiredTokenException", "ExpiredToken", "RequestExpired"])
+@virtual_time
 async def test_a_rotating_credential_refusal_is_retried(code: str) -> None:
     def first_call_refused(request: MockRequest, call: int) -> MockResponse | None:
         return refuse(code, "The security token included in the request is expired") \
             if call == 0 else None
 
-    fake = FakeKinesis(request_fault=first_call_refused)
+    fake = EngineKinesis(request_fault=first_call_refused)
     futures = await put_and_settle(fake, 10)
     results = [f.result() for f in futures]  # raises if any record was failed
     assert len(fake.delivered()) == 10
@@ -57,8 +59,9 @@ async def test_a_rotating_credential_refusal_is_retried(code: str) -> None:
     ["AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
      "InvalidSignatureException"],
 )
+@virtual_time
 async def test_a_permanent_auth_refusal_fails_at_once(code: str) -> None:
-    fake = FakeKinesis(request_fault=lambda request, call: refuse(code, "no"))
+    fake = EngineKinesis(request_fault=lambda request, call: refuse(code, "no"))
     futures = await put_and_settle(fake, 3)
     for future in futures:
         error = future.exception()
@@ -81,11 +84,12 @@ GARBLED = [
 
 
 @pytest.mark.parametrize("body", GARBLED)
+@virtual_time
 async def test_a_garbled_answer_is_retried_as_malformed_response(body: bytes) -> None:
     def first_call_garbled(request: MockRequest, call: int) -> MockResponse | None:
         return MockResponse(200, body) if call == 0 else None
 
-    fake = FakeKinesis(request_fault=first_call_garbled)
+    fake = EngineKinesis(request_fault=first_call_garbled)
     futures = await put_and_settle(fake, 5)
     for future in futures:
         attempts = future.result().attempts
@@ -94,9 +98,10 @@ async def test_a_garbled_answer_is_retried_as_malformed_response(body: bytes) ->
 
 
 @pytest.mark.parametrize("body", GARBLED)
+@virtual_time
 async def test_records_never_carry_a_python_class_name_as_code(body: bytes) -> None:
-    fake = FakeKinesis(request_fault=lambda request, call: MockResponse(200, body))
-    config = ProducerConfig(record_ttl=0.2, record_max_buffered_time=0.01, min_backoff=0.0,
+    fake = EngineKinesis(request_fault=lambda request, call: MockResponse(200, body))
+    config = ProducerConfig(record_ttl=0.2, record_max_buffered_time=0.01, min_backoff=0.01,
                             max_backoff=0.01)
     futures = await put_and_settle(fake, 3, config)
     for future in futures:
@@ -116,17 +121,3 @@ def test_parse_put_records_names_what_it_got() -> None:
     assert caught.value.error_code == "MalformedResponse"
     assert caught.value.http_status == 500
     assert caught.value.is_retryable
-
-
-# --------------------------------------------------------------------------- config
-
-
-def test_buffering_longer_than_the_ttl_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"record_max_buffered_time \(3\.0\) must not exceed "
-                                         r"record_ttl \(1\.0\)"):
-        ProducerConfig(record_max_buffered_time=3.0, record_ttl=1.0)
-
-
-def test_buffering_up_to_the_ttl_is_accepted() -> None:
-    config = ProducerConfig(record_max_buffered_time=1.0, record_ttl=1.0)
-    assert (config.record_max_buffered_time, config.record_ttl) == (1.0, 1.0)
