@@ -153,7 +153,6 @@ def _empty_body(request: web.Request, entry: Action | None, *, cbor: bool) -> we
     """An empty body: a serialization error for a known action, else an unknown one."""
     if entry is None:
         return _error_response(UnknownOperationException(), cbor)
-    request[ACTION_KEY] = entry
     error = SerializationException()
     request[ERROR_KEY] = error
     return _error_response(error, cbor)
@@ -265,8 +264,12 @@ def make_app(
         content_type = media_type(request.headers.get("Content-Type"))
         target = request.headers.get("X-Amz-Target", "")
         entry = BY_TARGET.get(target)
-        if entry is not None and entry.name not in implemented:
-            entry = None
+        if entry is not None:
+            if entry.name in implemented:
+                # A call to a known action from here on: refusals below are audited.
+                request[ACTION_KEY] = entry
+            else:
+                entry = None
         if not body:
             return _empty_body(request, entry, cbor=content_type != JSON_CONTENT_TYPE)
         if content_type not in CONTENT_TYPES:
@@ -282,7 +285,6 @@ def make_app(
         if entry is None:
             raise UnknownOperationException()
         action = entry.name
-        request[ACTION_KEY] = entry
         if require_auth:
             check_authorization(request.headers, request.query)
         principal: Principal | None = None

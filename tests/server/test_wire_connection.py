@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from pathlib import Path
 
 import cbor2
 import orjson
@@ -228,3 +229,24 @@ def test_authentication_errors_in_cbor(url: str) -> None:
     assert cbor2.loads(body) == {
         "__type": "MissingAuthenticationTokenException", "message": "Missing Authentication Token"
     }
+
+
+def test_refusals_of_a_known_action_are_audited_calls(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    with ServerThread(state_delay_seconds=0.0, limits="off", audit_log=path) as thread:
+        assert api(thread.url, b"")[0] == 400  # SerializationException
+        assert api(thread.url, b"12")[0] == 400  # SerializationException
+        assert call(thread.url, headers={"Content-Type": JSON, "X-Amz-Target": TARGET})[0] == 400
+        # Not calls: no action named, or not answered as one.
+        assert api(thread.url, target="Kinesis_20131202.Nope")[0] == 400
+        assert api(thread.url, content_type="text/plain")[0] == 404
+        assert api(thread.url, content_type="application/json")[0] == 404
+        assert call(thread.url, method="GET")[0] == 403
+        assert api(thread.url)[0] == 200
+    records = [orjson.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["eventName"], r.get("errorCode")) for r in records] == [
+        ("ListStreams", "SerializationException"),
+        ("ListStreams", "SerializationException"),
+        ("ListStreams", "MissingAuthenticationTokenException"),
+        ("ListStreams", None),
+    ]
