@@ -22,7 +22,7 @@ from tests.server.wire_support import (
     api,
     call,
 )
-from tests.support import ServerThread
+from tests.support import ServerThread, make_client
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +250,25 @@ def test_refusals_of_a_known_action_are_audited_calls(tmp_path: Path) -> None:
         ("ListStreams", "MissingAuthenticationTokenException"),
         ("ListStreams", None),
     ]
+
+
+def test_event_streams_are_identified_too() -> None:
+    with ServerThread(state_delay_seconds=0.0, limits="off", metrics=False) as thread:
+        kinesis = make_client(thread.url)
+        try:
+            kinesis.create_stream(StreamName="events", ShardCount=1)
+            stream_arn = kinesis.describe_stream_summary(StreamName="events")[
+                "StreamDescriptionSummary"]["StreamARN"]
+            arn = kinesis.register_stream_consumer(StreamARN=stream_arn, ConsumerName="c")[
+                "Consumer"]["ConsumerARN"]
+            kinesis.describe_stream_consumer(ConsumerARN=arn)  # ACTIVE at the next look
+            subscribed = kinesis.subscribe_to_shard(
+                ConsumerARN=arn, ShardId="shardId-000000000000",
+                StartingPosition={"Type": "LATEST"},
+            )
+            headers = subscribed["ResponseMetadata"]["HTTPHeaders"]
+            subscribed["EventStream"].close()
+        finally:
+            kinesis.close()
+    assert headers["content-type"] == "application/vnd.amazon.eventstream"
+    assert_identified(headers)
