@@ -1,11 +1,12 @@
 """SigV4 on the server: the shape of the ``Authorization`` header, and (with ``--iam``)
 the signature itself.
 
-The service refuses a request without credentials (``MissingAuthenticationTokenException``)
-and one whose ``Authorization`` header lacks a SigV4 part
-(``IncompleteSignatureException``, listing every missing part).
-:func:`check_authorization` checks the header's shape, as the service does before looking
-at the signature; it is all a server without ``--iam`` asks of a request.
+The service refuses a request signed both ways, by header and by query string
+(``InvalidSignatureException``), one without credentials
+(``MissingAuthenticationTokenException``), and one whose ``Authorization`` header or
+query-string signature lacks a SigV4 part (``IncompleteSignatureException``, listing every
+missing part). :func:`check_authorization` checks that shape, as the service does before
+looking at the signature; it is all a server without ``--iam`` asks of a request.
 
 With ``--iam``, a :class:`Verifier` also checks who signed, in the service's order:
 
@@ -209,7 +210,7 @@ class Verifier:
         """
         path, _, query = raw_path.partition("?")
         auth_header = headers.get("Authorization")
-        if auth_header is not None:
+        if auth_header:  # an empty header is no header, as in check_authorization
             auth = parse_authorization(auth_header)
             if auth is None:
                 check_authorization(headers, {})  # raises the error naming what is missing
