@@ -1,0 +1,249 @@
+"""The bulk put path's bookkeeping: one :class:`BatchResult` per ``put_many()`` call.
+
+Theory of operation
+-------------------
+``put_many()`` hands the core every record of a call with an ``int`` handle, numbered
+consecutively from one counter for the producer's life: the call that owns a handle is
+the open batch whose ``[start, start + count)`` holds it, found by binary search. An int
+costs the cyclic garbage collector nothing (it is not tracked), unlike the Future and the
+RecordResult that ``put()`` makes per record.
+
+The core completes a Kinesis record delivered on its first try with one bulk
+:class:`~kpl.core.results.Delivered`: its handles are the records' ints, in the order of
+their sub-sequence numbers. :meth:`Batches.delivered` splits them between the calls they
+belong to and keeps, per call and per piece, what :meth:`BatchResult.results` needs to
+rebuild the results later: ``(first handle, count, shard, sequence number, first
+sub-sequence number, attempts)`` when the handles are consecutive (the usual case, so
+nothing is kept per record), or the handles themselves otherwise. Failures are kept one by
+one, as ``(index in the call, RecordFailed)``, and so are the rare records delivered after
+a retry (their results carry their attempts).
+
+A call is *open* until each of its records is completed and it has finished adding them
+(``put_many`` may wait for buffer room part way); then its future gets the
+:class:`BatchResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from bisect import bisect_right
+from collections.abc import Sequence
+from itertools import repeat
+from operator import lt
+from typing import Any
+
+from kpl.core.results import Attempt, Completion, Delivered, RecordResult
+from kpl.errors import RecordFailed
+
+__all__ = ["BatchResult", "Batches"]
+
+_new_result = tuple.__new__
+# A piece of a delivered Kinesis record: (first handle, count, shard, sequence number,
+# first sub-sequence number, attempts), or the handles themselves in place of the first
+# handle when they are not consecutive.
+_Piece = tuple[int | list[int], int, str, str, int, tuple[Attempt, ...]]
+
+
+class BatchResult:
+    """The outcome of one ``put_many()`` call: counts, failures, results on request.
+
+    ``failures`` lists ``(index, RecordFailed)`` for each record of the call that was not
+    delivered, by index in the call (not sorted). :meth:`results` builds the
+    :class:`~kpl.RecordResult` of every record when asked (``None`` for a failed one);
+    nothing is kept per delivered record until then.
+    """
+
+    __slots__ = (
+        "_adding", "_epoch", "_future", "_late", "_pieces", "count", "delivered",
+        "failed", "failures", "start",
+    )
+
+    def __init__(self, start: int, count: int, epoch: int, future: asyncio.Future[Any]) -> None:
+        #: Records in the call.
+        self.count = count
+        #: Records delivered so far (all of them that were, once awaited).
+        self.delivered = 0
+        #: Records failed so far (expired ones included).
+        self.failed = 0
+        #: ``(index in the call, RecordFailed)`` of each record not delivered.
+        self.failures: list[tuple[int, RecordFailed]] = []
+        #: The handle of the call's first record (internal numbering).
+        self.start = start
+        self._epoch = epoch
+        self._future = future
+        self._pieces: list[_Piece] = []
+        self._late: list[tuple[int, RecordResult]] = []
+        # Still adding records (waiting for buffer room): not complete before that ends.
+        self._adding = True
+
+    @property
+    def ok(self) -> bool:
+        """Whether every record of the call was delivered."""
+        return self.delivered == self.count
+
+    def results(self) -> list[RecordResult | None]:
+        """Each record's :class:`~kpl.RecordResult` in call order (``None``: failed, see
+        :attr:`failures`). Built anew on each call from per-Kinesis-record pieces."""
+        out: list[RecordResult | None] = [None] * self.count
+        start = self.start
+        for first, n, shard_id, sequence, sub, attempts in self._pieces:
+            made = map(_new_result, repeat(RecordResult), zip(
+                repeat(shard_id), repeat(sequence), range(sub, sub + n), repeat(attempts)
+            ))
+            if type(first) is int:
+                out[first - start:first - start + n] = made
+            else:
+                for handle, result in zip(first, made):  # type: ignore[arg-type]
+                    out[handle - start] = result
+        for index, result in self._late:
+            out[index] = result
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchResult(count={self.count}, delivered={self.delivered}, "
+            f"failed={self.failed})"
+        )
+
+
+class Batches:
+    """The producer's open ``put_many()`` calls, by handle range."""
+
+    __slots__ = ("_ends", "_starts", "next_handle", "open")
+
+    def __init__(self) -> None:
+        #: Open calls in handle order (so in call order, and flush-epoch order).
+        self.open: list[BatchResult] = []
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        #: The handle the next record put by put_many() gets.
+        self.next_handle = 0
+
+    def new(self, count: int, epoch: int, future: asyncio.Future[Any]) -> BatchResult:
+        """Open a call of ``count`` records (handles ``next_handle`` onwards)."""
+        batch = BatchResult(self.next_handle, count, epoch, future)
+        self.next_handle += count
+        self.open.append(batch)
+        self._starts.append(batch.start)
+        self._ends.append(batch.start + count)
+        return batch
+
+    def oldest_epoch(self) -> int | None:
+        """The flush epoch of the oldest open call (``None``: none is open)."""
+        return self.open[0]._epoch if self.open else None
+
+    def _find(self, handle: int) -> BatchResult:
+        return self.open[bisect_right(self._starts, handle) - 1]
+
+    def delivered(
+        self,
+        handles: Sequence[int],
+        shard_id: str,
+        sequence: str,
+        attempts: tuple[Attempt, ...],
+        sub: int = 0,
+    ) -> list[BatchResult]:
+        """Handles of one Kinesis record (sub-sequence numbers from ``sub``) delivered;
+        return the calls touched."""
+        n = len(handles)
+        first = handles[0]
+        last = handles[-1]
+        if last - first + 1 == n and (n < 3 or all(map(lt, handles, handles[1:]))):
+            i = bisect_right(self._starts, first) - 1
+            touched: list[BatchResult] = []
+            while n:
+                batch = self.open[i]
+                take = min(n, self._ends[i] - first)
+                batch._pieces.append((first, take, shard_id, sequence, sub, attempts))
+                batch.delivered += take
+                touched.append(batch)
+                first += take
+                sub += take
+                n -= take
+                i += 1
+            return touched
+        # Not consecutive (records re-routed after a shard-map change): keep the handles.
+        groups: dict[int, list[int]] = {}
+        subs: dict[int, list[int]] = {}
+        for offset, handle in enumerate(handles, sub):
+            batch = self._find(handle)
+            groups.setdefault(id(batch), []).append(handle)
+            subs.setdefault(id(batch), []).append(offset)
+        touched = []
+        for key, group in groups.items():
+            batch = self._find(group[0])
+            for handle, offset in zip(group, subs[key], strict=True):
+                batch._pieces.append((handle, 1, shard_id, sequence, offset, attempts))
+            batch.delivered += len(group)
+            touched.append(batch)
+        return touched
+
+    def completed(self, handle: int, outcome: RecordResult | RecordFailed) -> BatchResult:
+        """One record's own completion (a failure, or a delivery after retries)."""
+        batch = self._find(handle)
+        index = handle - batch.start
+        if type(outcome) is RecordResult:
+            batch._late.append((index, outcome))
+            batch.delivered += 1
+        else:
+            batch.failures.append((index, outcome))  # type: ignore[arg-type]
+            batch.failed += 1
+        return batch
+
+    def finish_adding(self, batch: BatchResult, added: int) -> None:
+        """The call has added ``added`` records (fewer than asked when it was
+        interrupted): it completes once those are."""
+        batch._adding = False
+        batch.count = added
+        self.settle([batch])
+
+    def settle(self, batches: Sequence[BatchResult]) -> bool:
+        """Close the calls of ``batches`` that are complete; whether any closed."""
+        closed = False
+        for batch in batches:
+            if batch._adding or batch.delivered + batch.failed < batch.count:
+                continue
+            try:
+                i = self.open.index(batch)
+            except ValueError:
+                continue  # closed already (listed twice)
+            del self.open[i]
+            del self._starts[i]
+            del self._ends[i]
+            closed = True
+            if not batch._future.done():
+                batch._future.set_result(batch)
+        return closed
+
+    def take(
+        self, completions: Sequence[Completion | Delivered], futures: bool
+    ) -> tuple[list[Completion | Delivered], bool]:
+        """Settle the records of open calls among ``completions``; return the others
+        (``put()`` records) and whether a call closed. ``futures``: whether ``put()``
+        records may be among them (otherwise every handle is an int)."""
+        rest: list[Completion | Delivered] = []
+        touched: list[BatchResult] = []
+        for item in completions:
+            if type(item) is Delivered:
+                handles = item.handles
+                shard_id, sequence, attempts = item.shard_id, item.sequence_number, item.attempts
+                if not futures or all(type(h) is int for h in handles):
+                    touched += self.delivered(handles, shard_id, sequence, attempts)  # type: ignore[arg-type]
+                    continue
+                if not any(type(h) is int for h in handles):
+                    rest.append(item)
+                    continue
+                # One Kinesis record carrying records of both kinds.
+                for sub, handle in enumerate(handles):
+                    if type(handle) is int:
+                        touched += self.delivered([handle], shard_id, sequence, attempts, sub)
+                    else:
+                        rest.append((handle, _new_result(
+                            RecordResult, (shard_id, sequence, sub, attempts))))
+                continue
+            handle, outcome = item  # type: ignore[misc]
+            if type(handle) is int:
+                touched.append(self.completed(handle, outcome))
+            else:
+                rest.append(item)
+        return rest, self.settle(touched) if touched else False
