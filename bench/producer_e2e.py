@@ -587,7 +587,8 @@ def report(count: int, runs: dict[str, Runs], gc_runs: dict[str, GcRuns]) -> Non
     many_s = statistics.median(w for w, _ in many_runs)
     many_cpu = statistics.median(c for _, c in many_runs)
     many_rate = count / many_s
-    print(f"    put_many, chunks of {CHUNK:,}  {many_rate:>10,.0f} records/s  ({many_s:.2f} s wall, "
+    print(f"    put_many, chunks of {CHUNK:,}  {many_rate:>10,.0f} records/s  "
+          f"({many_s:.2f} s wall, "
           f"{many_cpu:.2f} s CPU in the client; wall s {_fmt([w for w, _ in many_runs])})")
     print(f"    ratio many/(a)            {many_rate / bare_rate:>10.0%}       (target >= 40%)")
     print(f"    ratio many/(b)            {many_rate / ref_rate:>10.2f}x wall, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kpl import errors
 from kpl.auth import Credentials, NoCredentialsError
+from kpl.batch import BatchResult
 from kpl.client import KinesisClient
 from kpl.config import ProducerConfig
 from kpl.consumer import UserRecord, deaggregate, deaggregate_records
@@ -32,6 +33,7 @@ from kpl.transport import AioHttpTransport, MockTransport, Transport
 __all__ = [
     "AioHttpTransport",
     "Attempt",
+    "BatchResult",
     "BufferFull",
     "Credentials",
     "InvalidPartitionKey",

@@ -13,8 +13,9 @@ The core completes a Kinesis record delivered on its first try with one bulk
 their sub-sequence numbers. :meth:`Batches.delivered` splits them between the calls they
 belong to and keeps, per call and per piece, what :meth:`BatchResult.results` needs to
 rebuild the results later: ``(first handle, count, shard, sequence number, first
-sub-sequence number, attempts)`` when the handles are consecutive (the usual case, so
-nothing is kept per record), or the handles themselves otherwise. Failures are kept one by
+sub-sequence number, attempts)`` for each run of consecutive handles (the usual case is
+one run per call and Kinesis record, so nothing is kept per record; records re-routed
+after a shard-map change may make runs of one). Failures are kept one by
 one, as ``(index in the call, RecordFailed)``, and so are the rare records delivered after
 a retry (their results carry their attempts).
 
@@ -38,10 +39,9 @@ from kpl.errors import RecordFailed
 __all__ = ["BatchResult", "Batches"]
 
 _new_result = tuple.__new__
-# A piece of a delivered Kinesis record: (first handle, count, shard, sequence number,
-# first sub-sequence number, attempts), or the handles themselves in place of the first
-# handle when they are not consecutive.
-_Piece = tuple[int | list[int], int, str, str, int, tuple[Attempt, ...]]
+# Consecutive records of one call delivered in one Kinesis record: (first handle, count,
+# shard, sequence number, first sub-sequence number, attempts).
+_Piece = tuple[int, int, str, str, int, tuple[Attempt, ...]]
 
 
 class BatchResult:
@@ -90,11 +90,7 @@ class BatchResult:
             made = map(_new_result, repeat(RecordResult), zip(
                 repeat(shard_id), repeat(sequence), range(sub, sub + n), repeat(attempts)
             ))
-            if type(first) is int:
-                out[first - start:first - start + n] = made
-            else:
-                for handle, result in zip(first, made):  # type: ignore[arg-type]
-                    out[handle - start] = result
+            out[first - start:first - start + n] = made
         for index, result in self._late:
             out[index] = result
         return out
@@ -162,19 +158,12 @@ class Batches:
                 n -= take
                 i += 1
             return touched
-        # Not consecutive (records re-routed after a shard-map change): keep the handles.
-        groups: dict[int, list[int]] = {}
-        subs: dict[int, list[int]] = {}
+        # Not consecutive (records re-routed after a shard-map change): one piece each.
+        touched = []
         for offset, handle in enumerate(handles, sub):
             batch = self._find(handle)
-            groups.setdefault(id(batch), []).append(handle)
-            subs.setdefault(id(batch), []).append(offset)
-        touched = []
-        for key, group in groups.items():
-            batch = self._find(group[0])
-            for handle, offset in zip(group, subs[key], strict=True):
-                batch._pieces.append((handle, 1, shard_id, sequence, offset, attempts))
-            batch.delivered += len(group)
+            batch._pieces.append((handle, 1, shard_id, sequence, offset, attempts))
+            batch.delivered += 1
             touched.append(batch)
         return touched
 

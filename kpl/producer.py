@@ -155,6 +155,10 @@ class Producer:
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # put() calls waiting for buffer room, in arrival order: (data + key bytes, future).
         self._room_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        # Waiters let in whose records are not added yet (they run later): their count
+        # and bytes, which the budget counts on top of the core's.
+        self._admitted = 0
+        self._admitted_bytes = 0
         self._puts_since_yield = 0
         # put_many() calls not completed yet, and the int handles of their records.
         self._batches = Batches()
@@ -386,7 +390,9 @@ class Producer:
                 if len(data) + len(partition_key.encode()) > self._core.max_record_size:
                     await asyncio.wait({sender.stream_limits})
         size = nbytes(data) + len(partition_key)
-        if self._room_waiters or not self._core.has_room(size):
+        if self._room_waiters or not self._core.has_room(
+            size, self._admitted, self._admitted_bytes
+        ):
             self._core.validate(data, partition_key, explicit_hash_key)
             await self._wait_for_room(size)
         future = self._add(data, partition_key, explicit_hash_key)
@@ -457,12 +463,16 @@ class Producer:
             else:
                 sizes = [nbytes(data) + len(key) for data, key in zip(datas, keys, strict=True)]
                 while added < n:
-                    if self._room_waiters or not core.has_room(sizes[added]):
+                    if self._room_waiters or not core.has_room(
+                        sizes[added], self._admitted, self._admitted_bytes
+                    ):
                         await self._wait_for_room(sizes[added])
                     # As many of the following records as fit now, with the first.
                     end = added + 1
                     tally = sizes[added]
-                    while end < n and core.has_room(sizes[end], end - added, tally):
+                    while end < n and core.has_room(
+                        sizes[end], self._admitted + end - added, self._admitted_bytes + tally
+                    ):
                         tally += sizes[end]
                         end += 1
                     self._add_many(batch, datas, keys, hash_keys, added, end)
@@ -477,7 +487,9 @@ class Producer:
 
     def _fits(self, n: int, size: int) -> bool:
         """Whether ``n`` records of ``size`` bytes in all fit the buffer budget now."""
-        return not n or self._core.has_room(size, n - 1, 0)
+        return not n or self._core.has_room(
+            size, self._admitted + n - 1, self._admitted_bytes
+        )
 
     def _open_batch(self, n: int) -> BatchResult:
         loop = self._loop
@@ -530,8 +542,13 @@ class Producer:
             if entry in self._room_waiters:
                 self._room_waiters.remove(entry)
             elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._admitted -= 1
+                self._admitted_bytes -= size
                 self._wake_room_waiters()  # pass the room we were given to the next one
             raise
+        # Admitted: the caller adds its record before it yields again.
+        self._admitted -= 1
+        self._admitted_bytes -= size
         self._raise_if_unusable()
 
     def _wake_room_waiters(self) -> None:
@@ -540,16 +557,15 @@ class Producer:
         has_room = self._core.has_room
         # Each admitted waiter adds its record only when it runs, so admit by a running
         # tally on top of the core's counters.
-        admitted = admitted_bytes = 0
         while waiters:
             size, waiter = waiters[0]
-            if not has_room(size, admitted, admitted_bytes):
+            if not has_room(size, self._admitted, self._admitted_bytes):
                 break
             waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                admitted += 1
-                admitted_bytes += size
+                self._admitted += 1
+                self._admitted_bytes += size
 
     # ------------------------------------------------------------------ completions
 

@@ -9,7 +9,8 @@ import kpl
 import kpl.errors
 
 EXPECTED = {
-    "AioHttpTransport", "Attempt", "BufferFull", "Credentials", "InvalidPartitionKey",
+    "AioHttpTransport", "Attempt", "BatchResult", "BufferFull", "Credentials",
+    "InvalidPartitionKey",
     "KinesisClient", "KinesisError", "MockTransport", "NetworkError", "NoCredentialsError",
     "Producer", "ProducerClosed", "ProducerConfig", "ProvisionedThroughputExceededException",
     "RecordExpired", "RecordFailed", "RecordResult", "RecordTooLarge", "RequestTimeout",
