@@ -36,6 +36,8 @@ entries are classified by :mod:`kpl.core.retry` (one table): retried after a jit
 backoff (in place), retried after a shard-map refresh (re-routed), or failed. A success
 on a shard other than the predicted one invalidates the map (one refresh, never a
 storm); :mod:`kpl.core.mispredict` decides what its sub-records become.
+A throttled entry cuts its shard's rate and deliveries let it grow back
+(:mod:`kpl.core.ratelimit`).
 ``on_error()`` treats every entry of the request alike.
 
 Every user record ends in exactly one completion (:mod:`kpl.core.results`): a
@@ -115,6 +117,8 @@ KEY_CACHE_SIZE = 16_384
 _SWEEP_INTERVAL = 0.5
 #: Error code for a PutRecords answer that does not match its request.
 _MALFORMED = "MalformedResponse"
+#: The shard's refusal for its rate: its limiter slows down.
+_THROTTLED = "ProvisionedThroughputExceededException"
 
 _INF = math.inf
 _from_bytes = int.from_bytes
@@ -500,6 +504,9 @@ class ProducerCore(ShardRouting):
                     self._ledger.add_attempt(record, attempt)
                     self._route(record, now)
                 return
+        limiter = krecord.shard.limiter
+        if limiter is not None and limiter.scale < limiter.ceiling:
+            limiter.delivered(now)
         n, size = self._ledger.delivered(krecord, shard_id, sequence, ok, completions)
         self.buffered_records -= n
         self.buffered_bytes -= size
@@ -524,6 +531,8 @@ class ProducerCore(ShardRouting):
         cause: BaseException | None = None,
     ) -> None:
         self._metrics.error(code)
+        if code == _THROTTLED and krecord.shard.limiter is not None:
+            krecord.shard.limiter.throttled(started, now)
         self._ledger.add_attempts(krecord, Attempt(started, now, False, code, message))
         if action is None:
             action = classify(code, status=status, fail_if_throttled=self.config.fail_if_throttled)
