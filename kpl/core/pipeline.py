@@ -16,11 +16,9 @@ Theory of operation
 
 ``add()`` validates a user record, hashes its partition key (or parses its explicit hash
 key), predicts its shard and appends it to that shard's open aggregate; that common case
-is inlined here (the producer's hot path), the rest goes through routing. Before the
-FIRST map, records are queued plain and *held* (not sent) for up to
-:data:`FIRST_MAP_WAIT` seconds from the first ListShards: when the map arrives they are
-aggregated like any other record; only when that fetch fails or takes longer do they
-leave plain.
+is inlined here (the producer's hot path), the rest goes through routing, which also
+keeps records put before the first map, or during a refresh of the map, for that map
+(bounded in time) so that they are aggregated too.
 
 ``poll(now)`` is the one place that sends:
 
@@ -373,6 +371,7 @@ class ProducerCore(ShardRouting):
             self._next_sweep = now + min(_SWEEP_INTERVAL, self._ttl)
         if now >= self._next_sweep:
             self._sweep(now, completions)
+        self._release_held(now)  # waited for a new map long enough: plain
         refresh = False
         if self._refresh.due(now):
             if self._map is None and self._hold_until == _INF:
@@ -654,6 +653,7 @@ class ProducerCore(ShardRouting):
             # preserve_order: records wait (held, or until record_ttl) for a map that can
             # put them back in order; sending them now could overtake older ones.
             return
+        self._release_held(now, force=True)
         if self._map is None and self._hold_until != -_INF:
             # The first map is not coming soon: held records go out plain.
             self._hold_until = -_INF
@@ -678,6 +678,7 @@ class ProducerCore(ShardRouting):
         records: list[UserRecord] = []
         for shard in self._all_shards():
             records.extend(queues.drain(shard))
+        records.extend(self._take_held())
         in_flight = queues.abandon()
         records.extend(self._mispredictions.take_all())
         ledger = self._ledger

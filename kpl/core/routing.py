@@ -10,10 +10,16 @@ ListShards again.
 
 A record is aggregated only while the map is *fresh*: present, and no refresh wanted or
 outstanding. Otherwise it is queued plain (the service then places each record by its
-own hash key, so no sub-record can land in a shard that does not own it). Records
-without a map are *held* until ``hold_until`` (the first ListShards plus
-``FIRST_MAP_WAIT``; minus infinity once that fetch failed), so that the first map can
-still aggregate them.
+own hash key, so no sub-record can land in a shard that does not own it), except in two
+cases where it waits for the next map instead, so that it can still be aggregated:
+
+- without a map, records are *held* in the unrouted queue until ``hold_until`` (the
+  first ListShards plus ``FIRST_MAP_WAIT``; minus infinity once that fetch failed or
+  timed out);
+- with a map whose refresh is pending (a misprediction after a reshard, say), records
+  wait in ``_held`` until the new map is installed, and at the latest until
+  ``record_max_buffered_time`` after their put (which the config keeps within
+  ``record_ttl``): then, or as soon as the refresh fails, they are queued plain.
 
 Installing a map keeps the shards whose id and hash range are unchanged (with their
 queues and token buckets) and drains the others, whose records are routed again in
@@ -76,6 +82,10 @@ class ShardRouting:
         self._hold_until = _INF
         # The last ListShards failure, for the message of records that waited for a map.
         self._map_error: BaseException | None = None
+        # Records put while a refresh of the map is pending, waiting for the new map
+        # until _held_until at the latest (the earliest put + record_max_buffered_time).
+        self._held: list[UserRecord] = []
+        self._held_until = _INF
 
     @property
     def shard_map(self) -> ShardMap | None:
@@ -99,9 +109,17 @@ class ShardRouting:
     def _all_shards(self) -> list[Shard]:
         return [*self._shards, self._unrouted]
 
-    def _route(self, record: UserRecord, now: float) -> None:
-        """Add ``record`` to its shard's open aggregate, or queue it plain."""
+    def _route(self, record: UserRecord, now: float, hold: bool = True) -> None:
+        """Add ``record`` to its shard's open aggregate, queue it plain, or (``hold``,
+        during a refresh of the map) keep it for the new map."""
         shard_map = self._map
+        if hold and not self._fresh and shard_map is not None and self._aggregation:
+            self._held.append(record)
+            deadline = record[ARRIVAL] + self._mbt
+            if deadline < self._held_until:
+                self._held_until = deadline
+                self._queues.wake(deadline)
+            return
         if shard_map is None:
             shard = self._unrouted
         else:
@@ -132,6 +150,20 @@ class ShardRouting:
             shard.agg = None
             shard.agg_deadline = _INF
         queues.enqueue(self._plain(record, shard))
+
+    def _take_held(self) -> list[UserRecord]:
+        """The records held for the next map (no longer held)."""
+        held = self._held
+        self._held = []
+        self._held_until = _INF
+        return held
+
+    def _release_held(self, now: float, force: bool = False) -> None:
+        """Queue the held records plain if their wait is over (or ``force``)."""
+        if self._held and (force or now >= self._held_until):
+            for record in sorted(self._take_held(), key=lambda r: r[SEQ]):
+                self._route(record, now, hold=False)
+            self._queues.wake(now)
 
     def _route_again(self, records: list[UserRecord], now: float) -> None:
         """Route ``records`` again, in put() order, and collect at once."""
@@ -181,7 +213,7 @@ class ShardRouting:
                 )
                 if kept is not None:
                     old[shard_id] = kept  # its contents must move
-        moving: list[UserRecord] = []
+        moving: list[UserRecord] = self._take_held()
         for shard in [*old.values(), self._unrouted]:
             shard.stale = shard.shard_id is not None
             moving.extend(self._queues.drain(shard))
