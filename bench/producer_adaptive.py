@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,31 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+@contextmanager
+def server_process() -> Iterator[str]:
+    """The bundled server in its own process, with the service's per-shard limits."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "server", "--port", str(port), "--host", "127.0.0.1",
+         "--state-delay", "0"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the server did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(5)
 
 
 def child(url: str, stream: str, seconds: float) -> None:
@@ -104,7 +131,9 @@ async def create_stream(url: str, name: str) -> None:
             await client.wait_for_active(name, interval=0.05)
 
 
-def measure(url: str, stream: str, producers: int, seconds: float, tree: Path) -> list[dict[str, Any]]:
+def measure(
+    url: str, stream: str, producers: int, seconds: float, tree: Path
+) -> list[dict[str, Any]]:
     asyncio.run(create_stream(url, stream))
     env = {**os.environ, "PYTHONPATH": str(tree)}
     procs = [
@@ -136,27 +165,8 @@ def main() -> None:
         child(url, stream, float(seconds))
         return
     sys.path.insert(0, str(ROOT))
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "server", "--port", str(port), "--host", "127.0.0.1",
-         "--state-delay", "0"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}"
+    with server_process() as url:
         runs = measure(url, "adaptive", args.producers, args.seconds, args.tree.resolve())
-    finally:
-        server.terminate()
-        server.wait(5)
     print(f"{args.producers} producer(s) x {args.seconds:.0f} s on a {SHARDS}-shard stream, real "
           f"limits, {RECORD_SIZE} B records, kpl from {args.tree}")
     total_acked = total_bytes = total_throttled = 0.0

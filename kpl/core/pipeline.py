@@ -493,7 +493,7 @@ class ProducerCore(ShardRouting):
         predicted = krecord.shard.shard_id
         if predicted is not None and predicted != shard_id:
             metrics.mispredicted += 1
-            self._invalidate_map()
+            self._landed_elsewhere(krecord, shard_id)
             if krecord.aggregated:
                 delivered, again = self._mispredictions.landed(
                     krecord.items, shard_id, sequence, ok, now, self._map

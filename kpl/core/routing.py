@@ -50,6 +50,7 @@ from kpl.core.records import (
     plain_krecord,
 )
 from kpl.core.shard_map import RefreshPolicy, ShardMap
+from kpl.protocol.hashing import hash_key_for
 
 __all__ = ["ShardRouting"]
 
@@ -86,6 +87,8 @@ class ShardRouting:
         # until _held_until at the latest (the earliest put + record_max_buffered_time).
         self._held: list[UserRecord] = []
         self._held_until = _INF
+        # (hash key, shard stored in) of deliveries the current map did not predict.
+        self._evidence: list[tuple[int, str]] = []
 
     @property
     def shard_map(self) -> ShardMap | None:
@@ -104,6 +107,18 @@ class ShardRouting:
     def _invalidate_map(self) -> None:
         """The map is wrong somewhere: ask for a new one (at most once per interval)."""
         self._refresh.invalidate()
+        self._refresh_changed()
+
+    def _landed_elsewhere(self, krecord: KRecord, shard_id: str) -> None:
+        """``krecord``, predicted for another shard, was stored in ``shard_id``: ask for
+        a new map, unless the current one already puts it there (it was built for a
+        map replaced since; its answer says nothing about the current one)."""
+        entry = krecord.entry
+        hash_key = hash_key_for(entry["PartitionKey"], entry.get("ExplicitHashKey"))
+        if self._map is not None and self._map.shard_id_for(hash_key) == shard_id:
+            return
+        self._evidence.append((hash_key, shard_id))
+        self._refresh.invalidate(evidence=True)
         self._refresh_changed()
 
     def _all_shards(self) -> list[Shard]:
@@ -220,11 +235,16 @@ class ShardRouting:
         if drain_all:
             for shard in new_shards:
                 moving.extend(self._queues.drain(shard))
+        changed = self._map is None or self._map.shards() != new_map.shards()
+        # Deliveries the new map explains need no further refresh.
+        evidence = self._evidence
+        self._evidence = [(h, s) for h, s in evidence if new_map.shard_id_for(h) != s]
+        explained = bool(evidence) and not self._evidence
         self._map = new_map
         self._shards = new_shards
         self._starts = [new_map.range_of(i)[0] for i in range(len(new_map))]
         self._ends = [new_map.range_of(i)[1] for i in range(len(new_map))]
         self._map_error = None
-        self._refresh.installed(now)
+        self._refresh.installed(now, changed=changed, explained=explained)
         self._refresh_changed()
         return moving

@@ -91,3 +91,30 @@ def test_close_fails_held_records_too() -> None:
     h._resolve(h.core.fail_all(OSError("closing"), h.now))
     assert all(handle in h.outcomes for handle in handles)
     assert h.core.buffered_records == 0
+
+
+def test_a_refresh_that_changed_nothing_makes_the_next_one_wait_the_interval() -> None:
+    h = mispredicted()
+    assert h.poll().refresh_shard_map  # at once: the last map installed was a change
+    h.now += 0.01
+    h.core.set_shard_map(even_shards(1), h.now)  # ListShards lags: the same old map
+    assert h.core._refresh.wanted  # the delivery is still unexplained
+    refreshed_at = h.now
+    while not h.poll().refresh_shard_map:
+        h.now += 0.05
+    assert h.now >= refreshed_at + h.core.config.shard_map_refresh_min_interval - 1e-9
+
+
+def test_a_delivery_the_current_map_explains_asks_for_no_refresh() -> None:
+    """Answers to records built for a map replaced since say nothing about the new one."""
+    h = Harness(shards=even_shards(2, first=1), core_map=even_shards(1))
+    h.now = 5.0
+    for key in keys(50):
+        h.put(key.encode(), key)
+    h.core.flush(h.now)
+    (request,) = h.poll().requests
+    h.core.set_shard_map(h.shards, h.now)  # the new map arrives first
+    h.answer(request)
+    assert h.core.metrics()["ShardMapMispredictions"] == 1
+    assert h.core._fresh
+    assert not h.poll().refresh_shard_map
