@@ -22,7 +22,9 @@ the first put until every record is acknowledged:
 
 Each side is also timed inside the cyclic garbage collector (``gc.callbacks``): the
 share of its wall time spent in collections, and in full ones, which scan every object
-the caller keeps alive (a future and a result per record, on the API's sides).
+the caller keeps alive (a future and a result per record, on the API's sides). Every
+side's timed window opens after an untimed ``gc.collect()``, so that no side pays for
+the set-up garbage of another.
 
 Memory: a child process puts records against a stalled endpoint (a socket that accepts
 and never answers) with a short record_ttl so that expiring records keep making room,
@@ -339,7 +341,13 @@ class GcTimer:
             self.count[generation] += 1
 
     def arm(self) -> None:
-        """Start counting from zero (each side calls this as its timed window opens)."""
+        """Start counting from zero (each side calls this as its timed window opens).
+
+        A full collection first, untimed: the objects a side made while setting up (its
+        input, an earlier side's leftovers) would otherwise count towards the next full
+        collection inside its window, which then scans them all.
+        """
+        gc.collect()
         self.seconds = [0.0, 0.0, 0.0]
         self.count = [0, 0, 0]
         self._armed = True

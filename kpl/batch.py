@@ -10,14 +10,13 @@ RecordResult that ``put()`` makes per record.
 
 The core completes a Kinesis record delivered on its first try with one bulk
 :class:`~kpl.core.results.Delivered`: its handles are the records' ints, in the order of
-their sub-sequence numbers. :meth:`Batches.delivered` splits them between the calls they
-belong to and keeps, per call and per piece, what :meth:`BatchResult.results` needs to
-rebuild the results later: ``(first handle, count, shard, sequence number, first
-sub-sequence number, attempts)`` for each run of consecutive handles (the usual case is
-one run per call and Kinesis record, so nothing is kept per record; records re-routed
-after a shard-map change may make runs of one). Failures are kept one by
-one, as ``(index in the call, RecordFailed)``, and so are the rare records delivered after
-a retry (their results carry their attempts).
+their sub-sequence numbers, and (but after a shard-map change) in put order too. So the
+records of one call are one run of that list, found by bisection: :meth:`Batches.delivered`
+keeps, per call and per Kinesis record, a reference to the core's list, the run's bounds,
+the shard, the sequence number and the attempts. No object is made per record until
+:meth:`BatchResult.results` is called. Failures are kept one by one, as ``(index in the
+call, RecordFailed)``, and so are the rare records delivered after a retry (their
+results carry their attempts).
 
 A call is *open* until each of its records is completed and it has finished adding them
 (``put_many`` may wait for buffer room part way); then its future gets the
@@ -27,7 +26,7 @@ A call is *open* until each of its records is completed and it has finished addi
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from itertools import repeat
 from operator import lt
@@ -39,9 +38,10 @@ from kpl.errors import RecordFailed
 __all__ = ["BatchResult", "Batches"]
 
 _new_result = tuple.__new__
-# Consecutive records of one call delivered in one Kinesis record: (first handle, count,
-# shard, sequence number, first sub-sequence number, attempts).
-_Piece = tuple[int, int, str, str, int, tuple[Attempt, ...]]
+# Records of one call delivered in one Kinesis record: the record's handle list (the
+# core's own), the run ``[lo, hi)`` of it that is the call's, the shard, the sequence
+# number, the sub-sequence number of ``handles[lo]``, and the attempts.
+_Piece = tuple[Sequence[int], int, int, str, str, int, tuple[Attempt, ...]]
 
 
 class BatchResult:
@@ -86,11 +86,12 @@ class BatchResult:
         :attr:`failures`). Built anew on each call from per-Kinesis-record pieces."""
         out: list[RecordResult | None] = [None] * self.count
         start = self.start
-        for first, n, shard_id, sequence, sub, attempts in self._pieces:
-            made = map(_new_result, repeat(RecordResult), zip(
-                repeat(shard_id), repeat(sequence), range(sub, sub + n), repeat(attempts)
-            ))
-            out[first - start:first - start + n] = made
+        new = _new_result
+        for handles, lo, hi, shard_id, sequence, sub, attempts in self._pieces:
+            for j in range(lo, hi):
+                out[handles[j] - start] = new(
+                    RecordResult, (shard_id, sequence, sub + j - lo, attempts)
+                )
         for index, result in self._late:
             out[index] = result
         return out
@@ -142,29 +143,28 @@ class Batches:
         """Handles of one Kinesis record (sub-sequence numbers from ``sub``) delivered;
         return the calls touched."""
         n = len(handles)
-        first = handles[0]
-        last = handles[-1]
-        if last - first + 1 == n and (n < 3 or all(map(lt, handles, handles[1:]))):
-            i = bisect_right(self._starts, first) - 1
-            touched: list[BatchResult] = []
-            while n:
-                batch = self.open[i]
-                take = min(n, self._ends[i] - first)
-                batch._pieces.append((first, take, shard_id, sequence, sub, attempts))
-                batch.delivered += take
+        if n > 1 and not all(map(lt, handles, handles[1:])):
+            # Not in put order (records re-routed after a shard-map change): one by one.
+            touched = []
+            for offset, handle in enumerate(handles, sub):
+                batch = self._find(handle)
+                batch._pieces.append(([handle], 0, 1, shard_id, sequence, offset, attempts))
+                batch.delivered += 1
                 touched.append(batch)
-                first += take
-                sub += take
-                n -= take
-                i += 1
             return touched
-        # Not consecutive (records re-routed after a shard-map change): one piece each.
+        # In put order: each call's records are one run of the list, found by bisection.
         touched = []
-        for offset, handle in enumerate(handles, sub):
-            batch = self._find(handle)
-            batch._pieces.append((handle, 1, shard_id, sequence, offset, attempts))
-            batch.delivered += 1
+        lo = 0
+        i = bisect_right(self._starts, handles[0]) - 1
+        while lo < n:
+            batch = self.open[i]
+            hi = bisect_left(handles, self._ends[i], lo)
+            batch._pieces.append((handles, lo, hi, shard_id, sequence, sub + lo, attempts))
+            batch.delivered += hi - lo
             touched.append(batch)
+            lo = hi
+            if lo < n:
+                i = bisect_right(self._starts, handles[lo], i) - 1
         return touched
 
     def completed(self, handle: int, outcome: RecordResult | RecordFailed) -> BatchResult:
@@ -192,9 +192,10 @@ class Batches:
         for batch in batches:
             if batch._adding or batch.delivered + batch.failed < batch.count:
                 continue
-            try:
-                i = self.open.index(batch)
-            except ValueError:
+            for i, candidate in enumerate(self.open):
+                if candidate is batch:
+                    break
+            else:
                 continue  # closed already (listed twice)
             del self.open[i]
             del self._starts[i]
