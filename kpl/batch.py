@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from itertools import repeat
 from operator import lt
 from typing import Any
 
@@ -192,10 +191,8 @@ class Batches:
         for batch in batches:
             if batch._adding or batch.delivered + batch.failed < batch.count:
                 continue
-            for i, candidate in enumerate(self.open):
-                if candidate is batch:
-                    break
-            else:
+            i = next((i for i, open_ in enumerate(self.open) if open_ is batch), -1)
+            if i < 0:
                 continue  # closed already (listed twice)
             del self.open[i]
             del self._starts[i]

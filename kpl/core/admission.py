@@ -164,7 +164,11 @@ def validate_many(
     one) and the sum of ``nbytes(data) + len(partition_key)``, the size the buffer
     budget is asked about.
     """
-    if records and _SHAPES.issuperset(map(type, records)) and set(map(len, records)) == {2}:
+    if (
+        records
+        and _SHAPES.issuperset(map(type, records))
+        and set(map(len, records)) == {2}  # type: ignore[arg-type]
+    ):
         # The common case, each rule checked over the whole call by C-driven loops (an
         # ASCII key has UTF-8 bytes, as many as it has characters); when one fails, the
         # loop below finds the record and raises its error.
