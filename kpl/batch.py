@@ -27,20 +27,29 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from operator import lt
 from typing import Any
 
 from kpl.core.results import Attempt, Completion, Delivered, RecordResult
 from kpl.errors import RecordFailed
 
-__all__ = ["BatchResult", "Batches"]
+__all__ = ["BatchResult", "Batches", "as_sequence"]
 
 _new_result = tuple.__new__
 # Records of one call delivered in one Kinesis record: the record's handle list (the
 # core's own), the run ``[lo, hi)`` of it that is the call's, the shard, the sequence
 # number, the sub-sequence number of ``handles[lo]``, and the attempts.
 _Piece = tuple[Sequence[int], int, int, str, str, int, tuple[Attempt, ...]]
+
+
+def as_sequence(records: Iterable[Any]) -> list[Any] | tuple[Any, ...]:
+    """``records`` of a put_many() call as a sequence (a list or tuple is used as is)."""
+    if type(records) is list or type(records) is tuple:
+        return records
+    if isinstance(records, str | bytes):
+        raise TypeError("put_many() takes an iterable of (data, partition_key) tuples")
+    return list(records)
 
 
 class BatchResult:

@@ -13,6 +13,9 @@ Theory of operation:
   record is charged its data, its key and :data:`RECORD_OVERHEAD` bytes, so
   ``max_buffered_bytes`` bounds memory: a budget of small records is mostly Python
   objects, not payload.
+- :meth:`Producer.put_many` checks a whole call first, then hands its records to the core
+  with int handles and returns one future for the call (:mod:`kpl.batch`): no future or
+  result is made per record.
 - :meth:`Producer.flush` starts a new epoch and returns when no record of an earlier
   epoch is outstanding — so it waits for exactly what was put before it, however many
   puts follow. (A record's handle in the core is its future, or ``(future, epoch)``
@@ -37,7 +40,7 @@ from itertools import count, repeat
 from typing import Any, Literal, TypeVar, cast
 
 from kpl.auth import CredentialProvider, Credentials
-from kpl.batch import Batches, BatchResult
+from kpl.batch import Batches, BatchResult, as_sequence
 from kpl.client import KinesisClient
 from kpl.config import ProducerConfig
 from kpl.core.admission import RECORD_OVERHEAD, nbytes, validate_many
@@ -81,15 +84,6 @@ def _set_all(futures: Sequence[Any], results: Iterator[RecordResult]) -> None:
             return
         except InvalidStateError:
             continue  # cancelled by its owner: nothing to tell
-
-
-def _as_list(records: Iterable[Any]) -> list[Any] | tuple[Any, ...]:
-    """``records`` as a sequence (a list or tuple is used as it is)."""
-    if type(records) is list or type(records) is tuple:
-        return records
-    if isinstance(records, str | bytes):
-        raise TypeError("put_many() takes an iterable of (data, partition_key) tuples")
-    return list(records)
 
 
 def _not_started() -> Any:
@@ -412,15 +406,12 @@ class Producer:
         if self._state != "running":
             self.start()
         datas, keys, hash_keys, size = validate_many(
-            _as_list(records), self._core.max_record_size
+            as_sequence(records), self._core.max_record_size
         )
         if self._room_waiters or not self._fits(len(datas), size):
-            raise BufferFull(
-                f"buffer budget full for {len(datas)} records of {size} bytes: "
-                f"{self._core.buffered_records} records / {self._core.buffered_bytes} "
-                f"bytes buffered (max {self.config.max_buffered_records} / "
-                f"{self.config.max_buffered_bytes})"
-            )
+            raise BufferFull(f"buffer budget full for {len(datas)} records of {size} bytes: "
+                             f"{self._core.buffered_records} records / "
+                             f"{self._core.buffered_bytes} bytes buffered")
         batch = self._open_batch(len(datas))
         self._add_many(batch, datas, keys, hash_keys, 0, len(datas))
         self._batches.finish_adding(batch, len(datas))
@@ -443,7 +434,7 @@ class Producer:
         """
         if self._state != "running":
             self.start()
-        records = _as_list(records)
+        records = as_sequence(records)
         core = self._core
         try:
             datas, keys, hash_keys, size = validate_many(records, core.max_record_size)
