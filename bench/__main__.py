@@ -22,6 +22,8 @@ BENCHMARKS: dict[str, str] = {
     "server_durable": "PutRecords records/s with --data-dir (fsync group commit) vs memory",
     "producer_core": "the producer's sans-IO core vs a bare MD5 + lookup + encode loop",
     "producer_e2e": "Producer end to end vs aws-kinesis-agg + boto3; peak RSS vs budget",
+    "producer_adaptive": "throttled attempts vs records acknowledged at saturation, real limits",
+    "producer_reshard": "aggregation and elapsed time through a split and a merge under load",
 }
 
 
