@@ -322,3 +322,26 @@ async def test_preserve_order_under_injected_failures() -> None:
     for data, key in put:
         expected.setdefault(key, []).append(data)
     assert arrived == expected
+
+
+async def test_close_while_a_call_waits_for_room_ends_it_without_hanging(
+    server_url: str,
+) -> None:
+    client = await make_stream(server_url, "waiting", 1)
+    try:
+        config = ProducerConfig(max_buffered_records=100, record_max_buffered_time=60.0,
+                                record_ttl=120.0)
+        producer = Producer("waiting", endpoint_url=server_url, config=config)
+        await producer.__aenter__()
+        call = asyncio.create_task(producer.put_many(records(300)))
+        while producer.buffered_records < 100:
+            await asyncio.sleep(0)
+        assert not call.done()  # 100 records in, waiting for room for the rest
+        await producer.close()
+        with pytest.raises(ProducerClosed):
+            await call
+        assert producer.buffered_records == 0
+        stored = await read_back(client, "waiting")
+    finally:
+        await client.close()
+    assert len(stored) == 100  # what it had put was delivered
