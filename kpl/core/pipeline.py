@@ -351,6 +351,7 @@ class ProducerCore(ShardRouting):
                 queues.seal(shard)
         queues.force = True
         queues.next_collect = now
+        self._flush_seq = self._seq
 
     def poll(self, now: float) -> Poll:
         """Requests to send now, completions to resolve, and when to call again."""

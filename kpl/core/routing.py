@@ -87,6 +87,9 @@ class ShardRouting:
         # until _held_until at the latest (the earliest put + record_max_buffered_time).
         self._held: list[UserRecord] = []
         self._held_until = _INF
+        # The last record put before the last flush (by seq): routed again later (a new
+        # map), such records are still due at once.
+        self._flush_seq = 0
         # (hash key, shard stored in) of deliveries the current map did not predict.
         self._evidence: list[tuple[int, str]] = []
 
@@ -176,9 +179,11 @@ class ShardRouting:
     def _release_held(self, now: float, force: bool = False) -> None:
         """Queue the held records plain if their wait is over (or ``force``)."""
         if self._held and (force or now >= self._held_until):
-            for record in sorted(self._take_held(), key=lambda r: r[SEQ]):
+            records = sorted(self._take_held(), key=lambda r: r[SEQ])
+            for record in records:
                 self._route(record, now, hold=False)
             self._queues.wake(now)
+            self._flushed_again(records)
 
     def _route_again(self, records: list[UserRecord], now: float) -> None:
         """Route ``records`` again, in put() order, and collect at once."""
@@ -187,6 +192,16 @@ class ShardRouting:
             self._route(record, now)
         if records or self._queues.queued_count:
             self._queues.wake(now)
+        self._flushed_again(records)
+
+    def _flushed_again(self, records: list[UserRecord]) -> None:
+        """Records just routed again (in put() order) include some put before a flush:
+        seal what they went into, so that they leave at the next collection."""
+        if records and records[0][SEQ] <= self._flush_seq:
+            for shard in self._shards:
+                if shard.agg is not None and shard.agg.count:
+                    self._queues.seal(shard)
+            self._queues.force = True
 
     def _plain(self, record: UserRecord, shard: Shard) -> KRecord:
         return plain_krecord(record, shard, record[ARRIVAL] + self._mbt)

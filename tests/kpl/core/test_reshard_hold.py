@@ -118,3 +118,32 @@ def test_a_delivery_the_current_map_explains_asks_for_no_refresh() -> None:
     assert h.core.metrics()["ShardMapMispredictions"] == 1
     assert h.core._fresh
     assert not h.poll().refresh_shard_map
+
+
+def test_records_flushed_before_a_map_arrives_leave_with_it() -> None:
+    """flush() before the first map: the records routed when it comes are still due."""
+    h = Harness(config=ProducerConfig(record_max_buffered_time=60.0, record_ttl=120.0),
+                core_map=None)
+    handles = [h.put(key.encode(), key) for key in keys(20)]
+    h.poll()  # the first ListShards starts
+    h.core.flush(h.now)
+    assert h.poll().requests == []  # held for the map
+    h.now += 0.01
+    h.core.set_shard_map(h.shards, h.now)
+    requests = h.poll().requests
+    assert sum(r.user_record_count for r in requests) == 20
+    for request in requests:
+        h.answer(request)
+    assert all(isinstance(h.outcomes[handle], RecordResult) for handle in handles)
+
+
+def test_held_records_released_plain_after_a_flush_leave_at_once() -> None:
+    h = mispredicted(ProducerConfig(record_max_buffered_time=0.1))
+    sent = len(h.sent)
+    h.poll()
+    for key in keys(10):
+        h.put(key.encode(), key)
+    h.core.flush(h.now)
+    h.core.on_shard_map_error(OSError("refused"), h.now)
+    h.poll()
+    assert len(entries(h, sent)) == 10
