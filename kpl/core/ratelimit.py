@@ -13,7 +13,8 @@ The buckets' rate is ``scale`` times the published one, and ``scale`` adapts (AI
 * a ``ProvisionedThroughputExceededException`` for a Kinesis record sent to the shard
   multiplies it by :data:`BACKOFF` and empties the buckets (the shard has no room at that
   moment), at most once per round trip: only a record sent after the last cut can cut
-  again (the answers of requests already in flight say what the old rate did);
+  again (the answers of requests already in flight say what the old rate did); and only
+  while the rate is what paces the producer (a bucket at most :data:`IDLE` full);
 * while records are delivered it grows by :data:`RECOVERY` per second (an additive
   step, in units of the published rate), back up to the ceiling;
 * it never goes below :data:`MIN_SCALE`.
@@ -28,7 +29,7 @@ from __future__ import annotations
 from kpl.protocol.bucket import TokenBucket
 from kpl.protocol.limits import SHARD_WRITE_BYTES_PER_SECOND, SHARD_WRITE_RECORDS_PER_SECOND
 
-__all__ = ["BACKOFF", "MIN_SCALE", "RECOVERY", "ShardLimiter"]
+__all__ = ["BACKOFF", "IDLE", "MIN_SCALE", "RECOVERY", "ShardLimiter"]
 
 #: The factor a throttle applies to the rate.
 BACKOFF = 0.75
@@ -37,6 +38,10 @@ BACKOFF = 0.75
 RECOVERY = 0.1
 #: The lowest rate, in published rates (a shard never gets less than this share).
 MIN_SCALE = 0.05
+#: A throttle cuts nothing while both buckets are fuller than this share: the producer
+#: sends well below its rate, so the shard is busy with others' writes (or the refusal
+#: is not about the rate at all) and a lower rate would change nothing.
+IDLE = 0.5
 
 
 class ShardLimiter:
@@ -77,6 +82,12 @@ class ShardLimiter:
         """A Kinesis record sent at ``sent`` was throttled by the shard."""
         if sent < self.cut_at:
             return  # sent at the old rate, which has been cut already
+        records, size = self.records, self.bytes
+        if (
+            records.refill(now) > IDLE * records.capacity
+            and size.refill(now) > IDLE * size.capacity
+        ):
+            return  # not pacing anything: a lower rate would not send less
         self.throttles += 1
         scale = self.scale * BACKOFF
         self.cut_at = self.grown_at = now

@@ -89,6 +89,24 @@ def test_recovers_from_below_when_the_shard_takes_more_again() -> None:
     assert throttled <= 0.05 * stored
 
 
+def busy(limiter: ShardLimiter, now: float) -> ShardLimiter:
+    """``limiter`` with its byte bucket empty at ``now``: its rate paces the sends."""
+    limiter.bytes.charge(limiter.bytes.refill(now), now)
+    return limiter
+
+
+def test_a_throttle_cuts_nothing_while_the_rate_paces_nothing() -> None:
+    """Well below its rate the producer is not what fills the shard (others are, or the
+    refusal is not about the rate): a lower rate would not send less."""
+    limiter = ShardLimiter(150.0, 0.0)
+    limiter.take(1, 100_000, 1.0)
+    limiter.throttled(1.0, 1.02)
+    assert limiter.scale == 1.5
+    assert limiter.throttles == 0
+    busy(limiter, 1.03).throttled(1.01, 1.03)
+    assert limiter.scale == 1.5 * 0.75
+
+
 def test_never_above_the_ceiling_nor_below_the_floor() -> None:
     limiter = ShardLimiter(80.0, 0.0)
     for second in range(1, 30):
@@ -96,7 +114,7 @@ def test_never_above_the_ceiling_nor_below_the_floor() -> None:
     assert limiter.scale == 0.8
     assert limiter.records.rate == 0.8 * PUBLISHED
     for second in range(30, 100):
-        limiter.throttled(float(second), float(second) + 0.01)
+        busy(limiter, second + 0.01).throttled(float(second), float(second) + 0.01)
     assert limiter.scale == MIN_SCALE
     assert limiter.records.rate == MIN_SCALE * PUBLISHED
 
@@ -104,12 +122,12 @@ def test_never_above_the_ceiling_nor_below_the_floor() -> None:
 def test_one_cut_per_round_trip() -> None:
     """Answers to records sent before the last cut say nothing about the new rate."""
     limiter = ShardLimiter(100.0, 0.0)
-    limiter.throttled(1.0, 1.02)
+    busy(limiter, 1.02).throttled(1.0, 1.02)
     for sent in (1.0, 1.01, 1.019):
-        limiter.throttled(sent, 1.03)
+        busy(limiter, 1.03).throttled(sent, 1.03)
     assert limiter.scale == 0.75
     assert limiter.throttles == 1
-    limiter.throttled(1.021, 1.04)  # sent after the cut: the new rate is too high too
+    busy(limiter, 1.04).throttled(1.021, 1.04)  # sent after the cut: too high as well
     assert limiter.scale == 0.75 * 0.75
 
 
@@ -119,7 +137,7 @@ def test_a_reshard_gives_the_new_shards_a_fresh_rate_and_keeps_the_others() -> N
     for shard in core._shards:
         assert shard.limiter is not None
         for step in range(10):
-            shard.limiter.throttled(float(step), step + 0.5)
+            busy(shard.limiter, step + 0.5).throttled(float(step), step + 0.5)
     kept = core._shards[1].limiter
     assert kept is not None
     learned = kept.scale
