@@ -41,7 +41,7 @@ MIN_SCALE = 0.05
 #: A throttle cuts nothing while both buckets are fuller than this share: the producer
 #: sends well below its rate, so the shard is busy with others' writes (or the refusal
 #: is not about the rate at all) and a lower rate would change nothing.
-IDLE = 0.5
+IDLE = 0.9
 
 
 class ShardLimiter:
