@@ -32,11 +32,10 @@ keeps records put before the first map, or during a refresh of the map, for that
 ``on_response()`` matches PutRecords entries to Kinesis records one by one. Failed
 entries are classified by :mod:`kpl.core.retry` (one table): retried after a jittered
 backoff (in place), retried after a shard-map refresh (re-routed), or failed. A success
-on a shard other than the predicted one invalidates the map (one refresh, never a
-storm); :mod:`kpl.core.mispredict` decides what its sub-records become.
-A throttled entry cuts its shard's rate and deliveries let it grow back
-(:mod:`kpl.core.ratelimit`).
-``on_error()`` treats every entry of the request alike.
+on a shard the map did not predict for it invalidates the map (one refresh, never a
+storm); :mod:`kpl.core.mispredict` decides what its sub-records become. Throttles and
+deliveries adapt the shard's rate (:mod:`kpl.core.ratelimit`). ``on_error()`` treats
+every entry of the request alike.
 
 Every user record ends in exactly one completion (:mod:`kpl.core.results`): a
 ``(handle, RecordResult | RecordFailed)`` pair, or, for the user records of a Kinesis
@@ -360,11 +359,12 @@ class ProducerCore(ShardRouting):
         if (
             now < queues.next_collect
             and now < self._next_sweep
+            and now < self._held_until
             and not queues.full_pending
             and not self._pending
             and not self._refresh.wanted
         ):
-            deadline = min(queues.next_collect, self._next_sweep)
+            deadline = min(queues.next_collect, self._next_sweep, self._held_until)
             return Poll([], [], None if deadline == _INF else deadline, False)
         completions = self._pending
         self._pending = []
@@ -397,6 +397,7 @@ class ProducerCore(ShardRouting):
             deadline = _INF
         if self.buffered_records and self._next_sweep < deadline:
             deadline = self._next_sweep
+        deadline = min(deadline, self._held_until)  # records waiting for a new map
         refresh_at = self._refresh.wake_at()
         if refresh_at is not None and refresh_at < deadline:
             deadline = refresh_at

@@ -147,3 +147,13 @@ def test_held_records_released_plain_after_a_flush_leave_at_once() -> None:
     h.core.on_shard_map_error(OSError("refused"), h.now)
     h.poll()
     assert len(entries(h, sent)) == 10
+
+
+def test_the_poll_deadline_covers_the_wait_for_a_new_map() -> None:
+    """Nothing else due: poll() still asks to be called when held records must go."""
+    h = mispredicted(ProducerConfig(record_max_buffered_time=0.1))
+    h.poll()  # the refresh starts and never answers
+    h.put(b"x", "k")
+    poll = h.poll()
+    assert poll.deadline is not None
+    assert poll.deadline <= h.now + 0.1
