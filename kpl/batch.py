@@ -29,7 +29,7 @@ import asyncio
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from operator import lt
-from typing import Any
+from typing import Any, cast
 
 from kpl.core.results import Attempt, Completion, Delivered, RecordResult
 from kpl.errors import RecordFailed
@@ -223,19 +223,27 @@ class Batches:
             if type(item) is Delivered:
                 handles = item.handles
                 shard_id, sequence, attempts = item.shard_id, item.sequence_number, item.attempts
+                ints = cast(Sequence[int], handles)
                 if not futures or all(type(h) is int for h in handles):
-                    touched += self.delivered(handles, shard_id, sequence, attempts)  # type: ignore[arg-type]
+                    touched += self.delivered(ints, shard_id, sequence, attempts)
                     continue
                 if not any(type(h) is int for h in handles):
                     rest.append(item)
                     continue
-                # One Kinesis record carrying records of both kinds.
+                # One Kinesis record carrying records of both kinds: each run of ints is
+                # delivered as one piece, each put() record gets its own result.
+                run = 0
                 for sub, handle in enumerate(handles):
-                    if type(handle) is int:
-                        touched += self.delivered([handle], shard_id, sequence, attempts, sub)
-                    else:
+                    if type(handle) is not int:
+                        if run < sub:
+                            touched += self.delivered(
+                                ints[run:sub], shard_id, sequence, attempts, run
+                            )
+                        run = sub + 1
                         rest.append((handle, _new_result(
                             RecordResult, (shard_id, sequence, sub, attempts))))
+                if run < len(handles):
+                    touched += self.delivered(ints[run:], shard_id, sequence, attempts, run)
                 continue
             handle, outcome = item  # type: ignore[misc]
             if type(handle) is int:

@@ -70,3 +70,18 @@ async def test_an_interrupted_call_completes_with_the_records_it_added() -> None
     assert batch._future.done()
     assert batch.count == 3
     assert batch.ok
+
+
+async def test_runs_of_ints_around_put_records_keep_their_sub_sequence_numbers() -> None:
+    loop = asyncio.get_running_loop()
+    batches = Batches()
+    batch = batches.new(5, 0, loop.create_future())
+    batches.finish_adding(batch, 5)
+    first, second = loop.create_future(), loop.create_future()
+    rest, closed = batches.take(
+        [Delivered([0, 1, first, 2, 3, second, 4], "s", "5", OK)], futures=True
+    )
+    assert closed
+    assert rest == [(first, RecordResult("s", "5", 2, OK)), (second, RecordResult("s", "5", 5, OK))]
+    assert [r.sub_sequence_number for r in batch.results() if r is not None] == [0, 1, 3, 4, 6]
+    assert len(batch._pieces) == 3  # one per run, not one per record
