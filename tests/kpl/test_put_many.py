@@ -23,6 +23,7 @@ from kpl import (
     RecordResult,
     RecordTooLarge,
 )
+from kpl.producer import RECORD_OVERHEAD
 from kpl.protocol.hashing import partition_key_hash
 from server import StreamServer
 
@@ -174,32 +175,42 @@ async def test_put_many_nowait_takes_all_or_raises_buffer_full(server_url: str) 
         await client.close()
 
 
-async def test_a_call_larger_than_the_budget_goes_in_as_room_frees(server_url: str) -> None:
-    """Memory stays bounded: never more records buffered than the budget allows."""
+@pytest.mark.parametrize("budget", [
+    {"max_buffered_records": 200},
+    {"max_buffered_bytes": 1024 * 1024},  # the smallest: about 670 such records
+])
+async def test_a_call_larger_than_the_budget_goes_in_as_room_frees(
+    server_url: str, budget: dict[str, int]
+) -> None:
+    """Memory stays bounded: the budget holds at every record the call adds."""
     client = await make_stream(server_url, "bounded", 2)
     try:
-        config = ProducerConfig(max_buffered_records=200, **FAST)
+        config = ProducerConfig(**budget, **FAST)
         async with Producer("bounded", endpoint_url=server_url, config=config) as producer:
-            highest = 0
+            core = producer._core
+            add = core.add
+            highest = highest_bytes = 0
 
-            async def watch() -> None:
-                nonlocal highest
-                while True:
-                    highest = max(highest, producer.buffered_records)
-                    await asyncio.sleep(0)
+            def counting_add(*args: Any) -> None:
+                nonlocal highest, highest_bytes
+                add(*args)
+                highest = max(highest, core.buffered_records)
+                highest_bytes = max(
+                    highest_bytes, core.buffered_bytes + RECORD_OVERHEAD * core.buffered_records
+                )
 
-            watcher = asyncio.create_task(watch())
+            core.add = counting_add  # type: ignore[method-assign]
             waiting = asyncio.create_task(producer.put(b"before", partition_key="k"))
             batch = await producer.put_many(records(1500))
             outcome = await batch
-            watcher.cancel()
             await waiting
         stored = await read_back(client, "bounded")
     finally:
         await client.close()
     assert outcome.ok
     assert outcome.count == 1500
-    assert 0 < highest <= 200
+    assert 0 < highest <= config.max_buffered_records
+    assert highest_bytes <= config.max_buffered_bytes
     assert len(stored) == 1501
 
 
