@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from kpl import errors
 from kpl.auth import Credentials, NoCredentialsError
+from kpl.batch import BatchResult
 from kpl.client import KinesisClient
 from kpl.config import ProducerConfig
 from kpl.consumer import (
@@ -44,6 +45,7 @@ __all__ = [
     "AioHttpTransport",
     "Attempt",
     "Batch",
+    "BatchResult",
     "BufferFull",
     "Consumer",
     "ConsumerConfig",

@@ -18,7 +18,8 @@ from kpl.transport import MockRequest
 from tests.support import EngineKinesis, virtual_time
 
 EXPECTED = {
-    "AioHttpTransport", "Attempt", "BufferFull", "Credentials", "InvalidPartitionKey",
+    "AioHttpTransport", "Attempt", "BatchResult", "BufferFull", "Credentials",
+    "InvalidPartitionKey",
     "KinesisClient", "KinesisError", "MockTransport", "NetworkError", "NoCredentialsError",
     "Producer", "ProducerClosed", "ProducerConfig", "ProvisionedThroughputExceededException",
     "RecordExpired", "RecordFailed", "RecordResult", "RecordTooLarge", "RequestTimeout",
