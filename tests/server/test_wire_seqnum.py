@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import re
-import time
 from base64 import b64encode
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from server.storage.base import ShardMeta, StreamMeta
 from server.storage.durable import DurableStorage
 from server.storage.memory import MemoryStorage
 from tests.server.wire_support import answer, error
-from tests.support import ServerThread
+from tests.support import FakeClock, ServerThread
 
 ACCOUNT = "000000000000"
 LAYOUT = re.compile(
@@ -37,9 +36,14 @@ def fields(number: str) -> dict[str, int]:
     return {k: int(v, 16) for k, v in match.groupdict().items()}
 
 
+#: The server's clock in this module: every number encodes these seconds.
+NOW = 1_800_000_000
+
+
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with ServerThread(state_delay_seconds=0.0, limits="off", metrics=False) as thread:
+    clock = FakeClock(NOW + 0.5)
+    with ServerThread(state_delay_seconds=0.0, limits="off", metrics=False, clock=clock) as thread:
         yield thread.url
 
 
@@ -48,7 +52,6 @@ def b64(data: bytes) -> str:
 
 
 def test_numbers_in_the_service_layout(url: str) -> None:
-    before = int(time.time())
     assert answer(url, "CreateStream", {"StreamName": "laid", "ShardCount": 2}) == (200, None)
     status, listed = answer(url, "ListShards", {"StreamName": "laid"})
     assert status == 200
@@ -57,7 +60,7 @@ def test_numbers_in_the_service_layout(url: str) -> None:
         starting = fields(shard["SequenceNumberRange"]["StartingSequenceNumber"])
         index = int(shard["ShardId"][8:])
         assert (starting["shard"], starting["low"], starting["index"]) == (index, index, 0)
-        assert before <= starting["created"] == starting["arrival"] <= time.time()
+        assert starting["created"] == starting["arrival"] == NOW
         starts[shard["ShardId"]] = starting["created"]
     seen: dict[str, list[int]] = {}
     for i in range(20):
@@ -80,7 +83,7 @@ def test_numbers_in_the_service_layout(url: str) -> None:
             assert got["low"] == int(shard_id[8:]) & 0xF
             assert got["created"] == starts[shard_id]
             assert got["index"] == position  # the starting number is index 0
-            assert before <= got["arrival"] <= time.time()
+            assert got["arrival"] == NOW
 
 
 def test_a_number_of_another_shard_names_it(url: str) -> None:
