@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 import cbor2
 import orjson
@@ -251,15 +252,22 @@ def open_server() -> Iterator[str]:
 
 
 def _well_formed_error(content_type: str, body: bytes) -> bool:
+    if body.startswith(b"<"):  # the service's XML refusals (a content type it does not take)
+        try:
+            ElementTree.fromstring(body)
+        except ElementTree.ParseError:
+            return False
+        return True
     try:
         parsed = cbor2.loads(body) if content_type == CBOR_TYPE else orjson.loads(body)
     except Exception:
         return False
+    # The service spells the member "message", or "Message" for some errors.
     return (
         isinstance(parsed, dict)
         and isinstance(parsed.get("__type"), str)
-        and set(parsed) <= {"__type", "message"}
-        and isinstance(parsed.get("message", ""), str)
+        and set(parsed) <= {"__type", "message", "Message"}
+        and all(isinstance(parsed.get(k, ""), str) for k in ("message", "Message"))
     )
 
 

@@ -65,9 +65,11 @@ def test_explicit_hash_keys_take_ascii_digits_only(streams: str, key: str) -> No
 
 @pytest.mark.parametrize(
     ("limit", "expected"),
-    [(1.5, 400), (2.0, 200), (2**31, 400), (1e301, 400)],
+    # The service's parser truncates a fraction (its TruncatingBigNumber); a number
+    # beyond an int does not convert.
+    [(1.5, 200), (2.0, 200), (2**31, 400), (1e301, 400)],
 )
-def test_a_fractional_or_out_of_range_limit_is_a_serialization_error(
+def test_an_out_of_range_limit_is_a_serialization_error(
     streams: str, limit: float, expected: int
 ) -> None:
     status, answer = call(streams, "GetRecords", {
@@ -110,7 +112,7 @@ def test_an_identity_content_encoding_is_accepted(streams: str) -> None:
 
 def test_error_bodies_are_aws_shaped(streams: str) -> None:
     _, _, raw = post(streams, "DescribeStreamSummary", b'{"StreamName": 5}')
-    assert error_body(raw)[0] == "SerializationException"
+    assert orjson.loads(raw)["__type"] == "SerializationException"
 
 
 def _cyclic() -> list[Any]:
@@ -213,4 +215,4 @@ def test_bodies_of_more_objects_than_any_request_are_refused_unparsed(
         parsed = cbor2.loads(raw)
     assert status == 400
     assert parsed == {"__type": "SerializationException",
-                      "message": "Request body holds too many objects"}
+                      "Message": "Request body holds too many objects"}

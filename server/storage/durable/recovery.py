@@ -34,16 +34,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from server.core.seqnum import INDEX_UNIT
 from server.storage.durable.format import HEADER_SIZE, MAGIC
 
 __all__ = ["LOST_MARK_JUMP", "PAGE_BYTES", "RESERVE", "Finding", "RecoveryReport", "is_torn"]
 
-#: The high-water mark runs this far ahead of a shard's last record, so it is rewritten
-#: once per this many numbers; a restart skips at most this many.
-RESERVE = 10**9
-#: How far numbering jumps when a shard's mark is lost: above what 10**6 records a
-#: second for ten thousand years would have used.
-LOST_MARK_JUMP = 10**24
+#: The high-water mark runs this far ahead of a shard's last record: 2**30 sequence
+#: indexes (a number's per-record index counts in units of ``INDEX_UNIT``), so it is
+#: rewritten once per ~10**9 records; a restart skips at most that many indexes.
+RESERVE = 2**30 * INDEX_UNIT
+#: How far numbering jumps when a shard's mark is lost: 2**48 indexes, more than 1,000
+#: records a second for 8,000 years; the index space (2**64) allows 65,536 such jumps.
+LOST_MARK_JUMP = 2**48 * INDEX_UNIT
 #: The unit in which a file's pages reach the disk.
 PAGE_BYTES = 4096
 _MAX_PAYLOAD = 64 * 1024 * 1024
