@@ -212,6 +212,8 @@ class SQLiteLeaseStore:
         executor = getattr(self, "_executor", None)
         if executor is not None:
             warnings.warn(f"{self!r} was not closed", ResourceWarning, stacklevel=1)
+            # The connection belongs to the store's thread: it closes it there, last.
+            executor.submit(self._connection.close)
             executor.shutdown(wait=False)
 
     async def close(self) -> None:

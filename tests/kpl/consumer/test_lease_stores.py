@@ -261,7 +261,7 @@ async def test_sqlite_is_shared_by_processes_with_every_write_a_compare_and_set(
         stored = await store.get_lease("shardId-000000000000")
         assert stored is not None
         assert stored.lease_counter == 450
-    with sqlite3.connect(path) as connection:
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
@@ -269,11 +269,11 @@ async def test_sqlite_keeps_columns_it_does_not_know(tmp_path: Path) -> None:
     path = tmp_path / "leases.db"
     async with opened(f"sqlite:///{path}") as store:
         await store.create_lease(Lease("a"))
-        with sqlite3.connect(path) as connection:
+        with contextlib.closing(sqlite3.connect(path)) as connection, connection:
             connection.execute("ALTER TABLE leases ADD COLUMN note TEXT")
             connection.execute("UPDATE leases SET note = 'kept'")
         assert await store.replace_lease(Lease("a").next(lease_owner="w"), 0)
-    with sqlite3.connect(path) as connection:
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
         assert connection.execute("SELECT note, lease_owner FROM leases").fetchone() == (
             "kept",
             "w",
