@@ -93,11 +93,11 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     help="Distinct partition keys.",
 )
 @click.option(
-    "--producers",
+    "--processes",
     type=IntRange(min=1),
-    default=4,
+    default=1,
     show_default=True,
-    help="Concurrent putting tasks.",
+    help="Producer processes sharing the load (each its own event loop and producer).",
 )
 @click.option("--seed", type=int, default=None, help="Seed of the record generator.")
 @click.option("--no-aggregation", is_flag=True, help="Send one Kinesis record per user record.")
@@ -159,7 +159,7 @@ def load(
     rate: float | None,
     record_size: tuple[int, int],
     keys: int,
-    producers: int,
+    processes: int,
     seed: int | None,
     no_aggregation: bool,
     rate_limit: float | None,
@@ -247,7 +247,7 @@ def load(
         size_min=size_min,
         size_max=size_max,
         keys=keys,
-        producers=producers,
+        processes=processes,
         seed=seed,
         server_args=parsed_server_args,
         producer=config,

@@ -15,7 +15,7 @@ async def test_a_paced_run_puts_what_the_schedule_grants_by_the_deadline(
     duration_s: float, rate: float
 ) -> None:
     stream = EngineKinesis(stream_name="paced", shards=2)
-    opts = LoadOptions(stream="paced", duration_s=duration_s, rate=rate, producers=3, seed=1)
+    opts = LoadOptions(stream="paced", duration_s=duration_s, rate=rate, seed=1)
     summary, _ = await run_load(opts, transport=stream.transport())
     # Record i is due at i / rate; the deadline stops the run before the one due at it.
     assert summary["records_sent"] == round(duration_s * rate)
@@ -28,7 +28,7 @@ async def test_a_paced_run_puts_what_the_schedule_grants_by_the_deadline(
 @virtual_time
 async def test_a_counted_run_creates_the_stream_and_puts_every_record() -> None:
     stream = EngineKinesis(stream_name="other", shards=1)
-    opts = LoadOptions(stream="counted", shards=3, records=500, producers=2, seed=2)
+    opts = LoadOptions(stream="counted", shards=3, records=500, seed=2)
     summary, _ = await run_load(opts, transport=stream.transport())
     assert summary["settings"]["shards"] == 3
     assert (summary["records_sent"], summary["records_acked"]) == (500, 500)
