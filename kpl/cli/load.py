@@ -184,6 +184,8 @@ def load(
         raise click.UsageError("use --records or --duration, not both")
     if records is None and duration is None:
         duration = DEFAULT_DURATION_S
+    if processes > 1 and metrics_port is not None:
+        raise click.UsageError("--metrics-port serves one producer: not with --processes")
     if endpoint is not None and server_args is not None:
         raise click.UsageError("--server-args is for the embedded server (no --endpoint)")
     if endpoint not in (None, AWS_ENDPOINT) and not endpoint.startswith(("http://", "https://")):

@@ -225,6 +225,16 @@ async def run_load(
             else KinesisClient(endpoint, region=opts.region)
         )
         shards = await _ensure_stream(client, opts.stream, opts.shards, set_phase)
+        if opts.processes > 1 and transport is None:
+            from kpl.cli.load_procs import run_processes
+
+            settings = opts.settings()
+            settings["shards"] = shards
+            settings["endpoint"] = opts.endpoint or f"embedded ({endpoint})"
+            producing = True
+            return await run_processes(
+                opts, view, endpoint or AWS_ENDPOINT, shards, settings
+            )
         producer = Producer(
             opts.stream,
             endpoint_url=endpoint,
