@@ -10,9 +10,9 @@ another (``python -m server``, 8 shards, records of 100 bytes):
    ``process_time``), and of the whole process from exec to exit (startup and imports
    included), as ``os.wait4`` reports it. Target: ``kpl load`` <= 1.5x the loop.
 2. Unpaced throughput, server limits off: the producer's own ``await put()`` loop over N
-   records (plus flush; it keeps no future), ``kpl load --records N`` in one process, and with ``--processes
-   2``; alternated over the rounds. Targets: one process >= 90% of the loop; two
-   processes above one.
+   records (plus flush; it keeps no future), ``kpl load --records N`` in one process,
+   and with ``--processes 2``; alternated over the rounds. Targets: one process >= 90%
+   of the loop; two processes above one.
 3. Sampled percentiles against exact ones, server limits off: one paced run above the
    sampling floor (so one record in k is measured) that also measures every record
    (``LoadOptions.exact_latency``); both sets of p50/p90/p99 from the same records.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -104,12 +105,11 @@ async def _producer_alone(url: str, stream: str, rate: float | None, count: int)
     or as fast as ``put()`` goes."""
     from kpl import KinesisClient, Producer
     from kpl.cli._common import wait_for_active
+    from kpl.errors import ResourceInUseException
 
     async with KinesisClient(url, region="us-east-1") as client:
-        try:
+        with contextlib.suppress(ResourceInUseException):  # made by an earlier side
             await client.create_stream(stream, SHARDS)
-        except Exception:  # noqa: BLE001 - made by an earlier side: fine
-            pass
         await wait_for_active(client, stream)
     records = _records(count)
     loop = asyncio.get_running_loop()

@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+from kpl.protocol.limits import SHARD_WRITE_BYTES_PER_SECOND, SHARD_WRITE_RECORDS_PER_SECOND
+
 #: Error code of a per-shard throttling answer, counted apart in the stats.
 THROTTLE_CODE: Final = "ProvisionedThroughputExceededException"
 
@@ -537,6 +539,23 @@ class LoadStats:
         self._window_acked = self.records_acked
         self._window_bytes = self.bytes_acked
         return snap
+
+
+def stream_capacity(
+    shards: int, scale: float | None = 1.0, *, enforced: bool | None = True
+) -> dict[str, Any]:
+    """What ``shards`` open shards take in writes: the service's per-shard limits (1,000
+    records/s and 1 MiB/s, counted in Kinesis records: an aggregated record holds many
+    user records) times ``scale``. ``scale=None``: the endpoint enforces no limits.
+    ``enforced``: whether the endpoint is known to enforce them (``None``: unknown)."""
+    if scale is None:
+        return {"shards": shards, "enforced": False}
+    return {
+        "shards": shards,
+        "enforced": enforced,
+        "kinesis_records_per_s": round(shards * SHARD_WRITE_RECORDS_PER_SECOND * scale, 3),
+        "bytes_per_s": round(shards * SHARD_WRITE_BYTES_PER_SECOND * scale, 3),
+    }
 
 
 def sample_every(records_per_s: float) -> int:

@@ -27,7 +27,15 @@ from kpl.cli._common import (
     is_terminal,
 )
 from kpl.cli.load_run import LoadOptions, run_load
-from kpl.cli.load_view import LineView, LiveView, NoView, View, summary_table, throttle_note
+from kpl.cli.load_view import (
+    LineView,
+    LiveView,
+    NoView,
+    View,
+    outcome_note,
+    summary_table,
+    throttle_note,
+)
 from kpl.config import ProducerConfig
 from kpl.loadgen import parse_record_size, timeline_rows
 from kpl.producer import run
@@ -293,6 +301,7 @@ def load(
         click.echo(orjson.dumps(summary).decode())
     else:
         console.print(summary_table(summary))
+        console.print(outcome_note(summary), highlight=False)
         note = throttle_note(summary)
         if note is not None:
             console.print(note, style="dim", highlight=False)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from kpl.cli._common import AWS_ENDPOINT, wait_for_active
 from kpl.cli.load_feed import SWEEP_S, Feed, failure_code
-from kpl.cli.load_view import NoView, View
+from kpl.cli.load_view import NoView, View, capacity_text
 from kpl.config import ProducerConfig
 from kpl.loadgen import (
     LatencyHistogram,
@@ -31,6 +31,7 @@ from kpl.loadgen import (
     RecordSource,
     latency_figures,
     sample_every,
+    stream_capacity,
     summarize,
 )
 
@@ -103,13 +104,18 @@ class LoadOptions:
         return out
 
 
-def _embedded_server(server_args: tuple[str, ...]) -> contextlib.AbstractAsyncContextManager[Any]:
+def _embedded_server(
+    server_args: tuple[str, ...],
+) -> tuple[contextlib.AbstractAsyncContextManager[Any], float | None]:
+    """The embedded server, and the factor its write limits are scaled by (``None``:
+    it enforces none)."""
     from kpl.cli.server import server_parser
     from server import StreamServer
     from server.cli_args import config_from_args
 
     config = config_from_args(server_parser("kpl load --server-args").parse_args(server_args))
-    return StreamServer(config=config, host="127.0.0.1", port=0)
+    scale = None if config.limits == "off" else float(config.limits_scale)
+    return StreamServer(config=config, host="127.0.0.1", port=0), scale
 
 
 @contextlib.asynccontextmanager
@@ -207,6 +213,7 @@ async def run_load(
         view.start()
         stack.callback(view.stop)
         endpoint: str | None = None if transport is not None else opts.endpoint
+        limits_scale: float | None = 1.0
         embedded = endpoint is None and transport is None
         set_phase(
             "starting the embedded server"
@@ -214,7 +221,8 @@ async def run_load(
             else f"connecting to {endpoint or 'the transport'} for stream {opts.stream}"
         )
         if embedded:
-            server = await stack.enter_async_context(_embedded_server(opts.server_args))
+            server_cm, limits_scale = _embedded_server(opts.server_args)
+            server = await stack.enter_async_context(server_cm)
             endpoint = str(server.url)
         elif endpoint == AWS_ENDPOINT:
             endpoint = None  # the client and producer pick the region's endpoint
@@ -225,6 +233,13 @@ async def run_load(
             else KinesisClient(endpoint, region=opts.region)
         )
         shards = await _ensure_stream(client, opts.stream, opts.shards, set_phase)
+        # What the stream takes: the service's limits, unless the embedded server was
+        # told otherwise (an external endpoint's own settings are unknown here).
+        capacity = stream_capacity(
+            shards, limits_scale if embedded else 1.0, enforced=True if embedded else None
+        )
+        if not embedded or limits_scale is not None:
+            set_phase(capacity_text(opts.stream, capacity))
         if opts.processes > 1 and transport is None:
             from kpl.cli.load_procs import run_processes
 
@@ -232,9 +247,11 @@ async def run_load(
             settings["shards"] = shards
             settings["endpoint"] = opts.endpoint or f"embedded ({endpoint})"
             producing = True
-            return await run_processes(
+            summary, stats = await run_processes(
                 opts, view, endpoint or AWS_ENDPOINT, shards, settings
             )
+            summary["stream_capacity"] = capacity
+            return summary, stats
         producer = Producer(
             opts.stream,
             endpoint_url=endpoint,
@@ -375,6 +392,7 @@ async def run_load(
         if exact is not None:
             summary["latency_exact_ms"] = latency_figures(exact)
         summary["bulk"] = feed.bulk
+        summary["stream_capacity"] = capacity
         feed.forget()
     return summary, stats
 
