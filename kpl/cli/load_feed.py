@@ -55,7 +55,7 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 class _Chunk:
     """Records put together: their futures, sizes, and the put times of sampled ones."""
 
-    __slots__ = ("checked", "first", "futures", "nbytes", "sizes", "step", "t0s")
+    __slots__ = ("checked", "first", "futures", "nbytes", "pick", "sizes", "step", "t0s")
 
     def __init__(
         self,
@@ -73,6 +73,9 @@ class _Chunk:
         self.t0s = t0s
         self.first = first
         self.step = step
+        #: with every record measured for a reference: the first of the sample (the
+        #: feed's stride goes on across chunks)
+        self.pick = first
         #: futures[:checked] are known to be done
         self.checked = 0
 
@@ -157,7 +160,9 @@ class Feed:
             for data, key in zip(datas, keys, strict=True):
                 t0s.append(now())
                 append(await put(data, key))
-            self._pending.append(_Chunk(futures, sizes, nbytes, t0s))
+            chunk = _Chunk(futures, sizes, nbytes, t0s)
+            chunk.pick = first
+            self._pending.append(chunk)
             return
         sample = first
         for i, (data, key) in enumerate(zip(datas, keys, strict=True)):
@@ -241,6 +246,7 @@ class Feed:
         acked_at = attempts[-1][-1].ended
         exact = self._exact
         every = self.every
+        pick = chunk.pick
         indices = range(chunk.first, len(futures), chunk.step)
         for index, t0 in zip(indices, chunk.t0s, strict=True):
             ended = attempts[index][-1].ended
@@ -248,7 +254,7 @@ class Feed:
             if exact is not None:
                 # Every record measured for the reference; the sample is one in `every`.
                 exact.add(latency)
-                if index % every:
+                if index < pick or (index - pick) % every:
                     continue
             stats.on_latency(latency, ended)
             if ended > acked_at:
@@ -279,7 +285,7 @@ class Feed:
             if t0 is not None:
                 if self._exact is not None:
                     self._exact.add(ended - t0)
-                    if index % self.every:
+                    if index < chunk.pick or (index - chunk.pick) % self.every:
                         continue
                 stats.on_latency(ended - t0, ended)
 
