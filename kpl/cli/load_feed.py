@@ -55,7 +55,9 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 class _Chunk:
     """Records put together: their futures, sizes, and the put times of sampled ones."""
 
-    __slots__ = ("checked", "first", "futures", "nbytes", "pick", "sizes", "step", "t0s")
+    __slots__ = (
+        "checked", "filling", "first", "futures", "nbytes", "pick", "sizes", "step", "t0s",
+    )
 
     def __init__(
         self,
@@ -78,6 +80,8 @@ class _Chunk:
         self.pick = first
         #: futures[:checked] are known to be done
         self.checked = 0
+        #: still being put: not to be settled yet
+        self.filling = True
 
 
 class _Bulk:
@@ -135,11 +139,12 @@ class Feed:
         return self._put_many is not None
 
     async def put(self, n: int) -> None:
-        """Put the next ``n`` records (waiting, as ``put()`` does, while the buffer is full)."""
+        """Put the next ``n`` records (waiting, as ``put()`` does, while the buffer is full).
+
+        Cancelled part way (the run is stopped while the buffer is full), the records
+        already put stay in the books and the others were never sent."""
         started = time.process_time()
         datas, keys, sizes = self._source.take(n)
-        nbytes = sum(sizes)
-        self._stats.on_sent_many(n, nbytes)
         every = self.every
         measure_all = self._exact is not None or every == 1
         first = self._next_sample
@@ -149,7 +154,7 @@ class Feed:
             self._next_sample = every - 1 - (n - 1 - first) % every
         self.cpu_s += time.process_time() - started
         if self._put_many is not None and not measure_all:
-            await self._put_bulk(datas, keys, sizes, nbytes, first)
+            await self._put_bulk(datas, keys, sizes, first)
             return
         put = self._producer.put
         now = self._time
@@ -157,43 +162,62 @@ class Feed:
         append = futures.append
         t0s: list[float] = []
         if measure_all:
-            for data, key in zip(datas, keys, strict=True):
-                t0s.append(now())
-                append(await put(data, key))
-            chunk = _Chunk(futures, sizes, nbytes, t0s)
+            chunk = _Chunk(futures, sizes, 0, t0s)
             chunk.pick = first
-            self._pending.append(chunk)
-            return
-        sample = first
-        for i, (data, key) in enumerate(zip(datas, keys, strict=True)):
-            if i == sample:
-                t0s.append(now())
-                sample += every
-            append(await put(data, key))
-        self._pending.append(_Chunk(futures, sizes, nbytes, t0s, first, every))
+        else:
+            chunk = _Chunk(futures, sizes, 0, t0s, first, every)
+        self._pending.append(chunk)
+        try:
+            if measure_all:
+                for data, key in zip(datas, keys, strict=True):
+                    t0s.append(now())
+                    append(await put(data, key))
+            else:
+                sample = first
+                for i, (data, key) in enumerate(zip(datas, keys, strict=True)):
+                    if i == sample:
+                        t0s.append(now())
+                        sample += every
+                    append(await put(data, key))
+        finally:
+            put_count = len(futures)
+            if put_count < n:
+                chunk.sizes = sizes[:put_count]
+                del t0s[len(range(chunk.first, put_count, chunk.step)) :]
+            chunk.nbytes = sum(chunk.sizes)
+            chunk.filling = False
+            self._stats.on_sent_many(put_count, chunk.nbytes)
 
     async def _put_bulk(
-        self, datas: list[bytes], keys: list[str], sizes: list[int], nbytes: int, first: int
+        self, datas: list[bytes], keys: list[str], sizes: list[int], first: int
     ) -> None:
         """The sampled records through ``put()``, the others in one ``put_many()``."""
         assert self._put_many is not None
-        every = self.every
-        sampled = range(first, len(datas), every)
+        sampled = range(first, len(datas), self.every)
         picked = set(sampled)
         rest = [i for i in range(len(datas)) if i not in picked]
         put = self._producer.put
         now = self._time
         futures: list[Any] = []
         t0s: list[float] = []
-        for i in sampled:
-            t0s.append(now())
-            futures.append(await put(datas[i], keys[i]))
-        sampled_sizes = [sizes[i] for i in sampled]
-        self._pending.append(_Chunk(futures, sampled_sizes, sum(sampled_sizes), t0s))
+        chunk = _Chunk(futures, [], 0, t0s)
+        self._pending.append(chunk)
+        try:
+            for i in sampled:
+                t0s.append(now())
+                futures.append(await put(datas[i], keys[i]))
+        finally:
+            del t0s[len(futures) :]
+            chunk.sizes = [sizes[i] for i in sampled[: len(futures)]]
+            chunk.nbytes = sum(chunk.sizes)
+            chunk.filling = False
+            self._stats.on_sent_many(len(futures), chunk.nbytes)
         if rest:
             rest_sizes = [sizes[i] for i in rest]
             future = await self._put_many([(datas[i], keys[i]) for i in rest])
-            self._pending.append(_Bulk(future, rest_sizes, nbytes - sum(sampled_sizes)))
+            nbytes = sum(rest_sizes)
+            self._stats.on_sent_many(len(rest), nbytes)
+            self._pending.append(_Bulk(future, rest_sizes, nbytes))
 
     def forget(self) -> None:
         """Give up on what is still in flight: outcomes that come later (records the
@@ -213,6 +237,9 @@ class Feed:
                     self._settle_bulk(chunk)
                 else:
                     keep.append(chunk)
+                continue
+            if chunk.filling:
+                keep.append(chunk)
                 continue
             futures = chunk.futures
             i = chunk.checked
