@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "server_iam": "PutRecords records/s with --iam, the audit log and metrics vs without",
     "producer_core": "the producer's sans-IO core vs a bare MD5 + lookup + encode loop",
     "producer_e2e": "Producer end to end vs aws-kinesis-agg + boto3; peak RSS vs budget",
+    "loadgen": "kpl load's CPU and throughput vs the producer fed by a plain loop",
 }
 
 

@@ -9,8 +9,8 @@ another (``python -m server``, 8 shards, records of 100 bytes):
    each process over its run (``process_cpu_s`` in ``kpl load``'s summary; the loop's own
    ``process_time``), and of the whole process from exec to exit (startup and imports
    included), as ``os.wait4`` reports it. Target: ``kpl load`` <= 1.5x the loop.
-2. Unpaced throughput, server limits off: the producer's own ``await put()`` loop over N
-   records (plus flush; it keeps no future), ``kpl load --records N`` in one process,
+2. Unpaced throughput, server limits off and the producer's ``rate_limit`` out of the way:
+   the producer's own ``await put()`` loop over N records (plus flush; it keeps no future), ``kpl load --records N`` in one process,
    and with ``--processes 2``; alternated over the rounds. Targets: one process >= 90%
    of the loop; two processes above one.
 3. Sampled percentiles against exact ones, server limits off: one paced run above the
@@ -44,6 +44,8 @@ SHARDS = 8
 KEYS = 1000
 RECORD_SIZE = 100
 KPL = [sys.executable, "-m", "kpl.cli"]
+#: The producer's rate_limit (percent of a shard's limits) on the unpaced sides.
+UNLIMITED = 1_000_000.0
 
 
 class Server:
@@ -103,7 +105,7 @@ def _records(count: int) -> list[tuple[bytes, str]]:
 async def _producer_alone(url: str, stream: str, rate: float | None, count: int) -> dict[str, Any]:
     """The producer fed by a plain loop: at ``rate`` (every millisecond, what is due),
     or as fast as ``put()`` goes."""
-    from kpl import KinesisClient, Producer
+    from kpl import KinesisClient, Producer, ProducerConfig
     from kpl.cli._common import wait_for_active
     from kpl.errors import ResourceInUseException
 
@@ -113,7 +115,10 @@ async def _producer_alone(url: str, stream: str, rate: float | None, count: int)
         await wait_for_active(client, stream)
     records = _records(count)
     loop = asyncio.get_running_loop()
-    async with Producer(stream, endpoint_url=url, region="us-east-1") as producer:
+    # Unpaced, the producer's own per-shard rate limiter is set out of the way (the server's
+    # limits are off), so that the sides measure how fast records are put, not the limiter.
+    config = ProducerConfig(rate_limit=UNLIMITED) if rate is None else ProducerConfig()
+    async with Producer(stream, endpoint_url=url, region="us-east-1", config=config) as producer:
         put = producer.put
         futures = []
         cpu = time.process_time()
@@ -213,6 +218,7 @@ def unpaced(count: int, rounds: int) -> None:
                     *KPL, "load", "--endpoint", server.url, "--region", "us-east-1",
                     "--stream", f"u-{len(extra)}-{round_}", "--shards", str(SHARDS),
                     "--records", str(count), "--keys", str(KEYS), "--json", *extra,
+                    "--rate-limit", str(UNLIMITED),
                 ])  # fmt: skip
                 assert summary["records_failed"] == 0, summary
                 sides[name].append(summary["records_per_s"])

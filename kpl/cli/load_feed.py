@@ -38,6 +38,7 @@ __all__ = ["SWEEP_S", "Feed", "failure_code"]
 SWEEP_S: Final = 0.02
 
 _result = asyncio.Future.result
+_done = asyncio.Future.done
 _attempts = operator.itemgetter(3)  # RecordResult.attempts
 _codes = operator.attrgetter("error_code")
 
@@ -55,9 +56,7 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 class _Chunk:
     """Records put together: their futures, sizes, and the put times of sampled ones."""
 
-    __slots__ = (
-        "checked", "filling", "first", "futures", "nbytes", "pick", "sizes", "step", "t0s",
-    )
+    __slots__ = ("filling", "first", "futures", "nbytes", "pick", "sizes", "step", "t0s")
 
     def __init__(
         self,
@@ -78,8 +77,6 @@ class _Chunk:
         #: with every record measured for a reference: the first of the sample (the
         #: feed's stride goes on across chunks)
         self.pick = first
-        #: futures[:checked] are known to be done
-        self.checked = 0
         #: still being put: not to be settled yet
         self.filling = True
 
@@ -242,15 +239,14 @@ class Feed:
                 keep.append(chunk)
                 continue
             futures = chunk.futures
-            i = chunk.checked
-            n = len(futures)
-            while i < n and futures[i].done():
-                i += 1
-            chunk.checked = i
-            if i < n:
+            # Records come back roughly in put order: while the last one is out, the chunk
+            # costs one call; then the rest are checked by a C loop.
+            if futures and not futures[-1].done():
                 keep.append(chunk)
-            else:
+            elif all(map(_done, futures)):
                 self._settle(chunk)
+            else:
+                keep.append(chunk)
         self._pending = keep
         self.cpu_s += time.process_time() - started
 

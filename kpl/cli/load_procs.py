@@ -39,6 +39,8 @@ __all__ = ["combine_snapshots", "run_processes", "shares"]
 
 #: How long the parent waits on the queue before checking that its children live.
 _POLL_S: Final = 0.2
+#: How long a child waits for the others to be ready before it starts anyway.
+_START_TIMEOUT_S: Final = 30.0
 
 
 def shares(total: int, n: int) -> list[int]:
@@ -92,14 +94,20 @@ class _QueueView:
         """Nothing to stop."""
 
 
-def _child(index: int, opts: LoadOptions, out: Any, refresh_s: float) -> None:
+def _child(index: int, opts: LoadOptions, out: Any, refresh_s: float, start: Any) -> None:
     """A child process: run its share and send back what came of it."""
     from kpl.cli.load_run import run_load
     from kpl.producer import run
 
     os.setpgrp()  # the terminal's Ctrl-C is the parent's to pass on
+
+    async def ready() -> None:
+        # Every child set up (interpreter, imports, producer) before any puts: the run's
+        # duration is not stretched by one starting later than another.
+        await asyncio.get_running_loop().run_in_executor(None, start.wait, _START_TIMEOUT_S)
+
     try:
-        summary, stats = run(run_load(opts, _QueueView(index, out, refresh_s)))
+        summary, stats = run(run_load(opts, _QueueView(index, out, refresh_s), ready=ready))
     except BaseException as error:
         out.put(("error", index, f"{type(error).__name__}: {error}", None))
         raise
@@ -118,7 +126,9 @@ async def run_processes(
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     children: list[BaseProcess] = []
-    for index in range(n):
+    starting = [i for i in range(n) if records[i] != 0]
+    start = context.Barrier(len(starting))
+    for index in starting:
         child_opts = dataclasses.replace(
             opts,
             endpoint=endpoint,
@@ -130,10 +140,8 @@ async def run_processes(
             metrics_port=None,
             shards=shards,
         )
-        if child_opts.records == 0:
-            continue
         child = context.Process(
-            target=_child, args=(index, child_opts, out, view.refresh_s), daemon=True
+            target=_child, args=(index, child_opts, out, view.refresh_s, start), daemon=True
         )
         child.start()
         children.append(child)

@@ -16,7 +16,7 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from kpl.transport import Transport
 
 __all__ = ["LoadOptions", "failure_code", "run_load"]
+
+#: Unpaced, the latency sample's stride follows the rate measured over this long (s).
+_STRIDE_S: Final = 0.2
 
 #: Most records put as one chunk (unpaced: every chunk; paced: what is due, in chunks).
 _CHUNK: Final = 1000
@@ -171,9 +174,16 @@ async def _ensure_stream(client: Any, name: str, shards: int, phase: Callable[[s
 
 
 async def run_load(
-    opts: LoadOptions, view: View | None = None, *, transport: Transport | None = None
+    opts: LoadOptions,
+    view: View | None = None,
+    *,
+    transport: Transport | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[dict[str, Any], LoadStats]:
     """Run one load; return the summary (``--json``'s object) and the stats.
+
+    ``ready`` is awaited once everything is set up, just before the first put (the
+    processes of one run start putting together).
 
     With ``transport``, every call goes through it (no server is started and
     ``opts.endpoint`` is not used): the seam for running a load without a network.
@@ -266,6 +276,8 @@ async def run_load(
 
             stack.callback(serve_producer(producer, opts.metrics_port))
 
+        if ready is not None:
+            await ready()
         rng = random.Random(opts.seed)
         source = RecordSource(rng, size_min=opts.size_min, size_max=opts.size_max, keys=opts.keys)
         start = loop.time()
@@ -309,7 +321,7 @@ async def run_load(
                 if now >= next_sweep:
                     feed.sweep()
                     next_sweep = now + SWEEP_S
-                    if opts.rate is None and now - last_stride[0] >= 1.0:
+                    if opts.rate is None and now - last_stride[0] >= _STRIDE_S:
                         # Unpaced: keep the latency sample near its floor at the rate seen.
                         feed.every = sample_every(
                             (pacer.taken - last_stride[1]) / (now - last_stride[0])
