@@ -9,10 +9,11 @@ another (``python -m server``, 8 shards, records of 100 bytes):
    each process over its run (``process_cpu_s`` in ``kpl load``'s summary; the loop's own
    ``process_time``), and of the whole process from exec to exit (startup and imports
    included), as ``os.wait4`` reports it. Target: ``kpl load`` <= 1.5x the loop.
-2. Unpaced throughput, server limits off and the producer's ``rate_limit`` out of the way:
-   the producer's own ``await put()`` loop over N records (plus flush; it keeps no future), ``kpl load --records N`` in one process,
-   and with ``--processes 2``; alternated over the rounds. Targets: one process >= 90%
-   of the loop; two processes above one.
+2. Unpaced throughput, server limits off and the producer's ``rate_limit`` out of the
+   way: the producer's own ``await put()`` loop over N records (plus flush; it keeps no
+   future), ``kpl load --records N`` in one process, and with ``--processes 2``;
+   alternated over the rounds. Targets: one process >= 90% of the loop; two processes
+   above one.
 3. Sampled percentiles against exact ones, server limits off: one paced run above the
    sampling floor (so one record in k is measured) that also measures every record
    (``LoadOptions.exact_latency``); both sets of p50/p90/p99 from the same records.

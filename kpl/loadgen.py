@@ -15,9 +15,8 @@ take ``now`` (seconds, any monotonic origin) and a ``random.Random`` and never s
 * :class:`RecordSource` makes records of a size drawn from ``[min, max]`` over ``K``
   distinct partition keys, drawn once into tables that :meth:`RecordSource.take` slices:
   no random call and no Python loop per record.
-* :class:`LatencyHistogram` keeps put→acknowledged latencies in logarithmic buckets
-  (about 1 % relative error, memory bounded by the bucket count, not the run length);
-  the maximum and the count are exact.
+* :class:`~kpl.histogram.LatencyHistogram` (in its own module) keeps put→acknowledged
+  latencies in logarithmic buckets.
 * :class:`LoadStats` counts outcomes exactly (in bulk: :meth:`LoadStats.on_acked_many`),
   attempt errors by code, retries and throttles, and keeps a per-interval timeline
   (records, bytes, latency percentiles) for reports. Latencies come from every record up
@@ -34,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+from kpl.histogram import LatencyHistogram
 from kpl.protocol.limits import SHARD_WRITE_BYTES_PER_SECOND, SHARD_WRITE_RECORDS_PER_SECOND
 
 #: Error code of a per-shard throttling answer, counted apart in the stats.
@@ -52,15 +52,6 @@ LATENCY_SAMPLES_PER_S: Final = 10_000
 _MIN_PAYLOADS: Final = 16
 _MAX_PAYLOADS: Final = 4096
 _MIN_KEY_SEQUENCE: Final = 8192
-
-#: Relative width of one latency bucket.
-_BUCKET_GROWTH: Final = 1.01
-_LOG_GROWTH: Final = math.log(_BUCKET_GROWTH)
-_INV_LOG_GROWTH: Final = 1 / _LOG_GROWTH
-#: Latencies below this (seconds) share bucket 0; nothing real is that fast.
-_MIN_LATENCY_S: Final = 1e-6
-_LOG_MIN_SCALED: Final = math.log(_MIN_LATENCY_S) * _INV_LOG_GROWTH
-
 
 def parse_record_size(text: str) -> tuple[int, int]:
     """Parse ``B`` or ``MIN-MAX`` (bytes) into ``(min, max)``.
@@ -240,68 +231,6 @@ def _cycle(table: list[_T], start: int, n: int) -> list[_T]:
         out += table[:n]
         n -= len(table)
     return out
-
-
-class LatencyHistogram:
-    """Latencies (seconds) in log buckets ~1 % wide; exact count, sum and maximum."""
-
-    __slots__ = ("_buckets", "count", "maximum", "total")
-
-    def __init__(self) -> None:
-        self._buckets: dict[int, int] = {}
-        self.count = 0
-        self.total = 0.0
-        self.maximum = 0.0
-
-    @staticmethod
-    def _upper(index: int) -> float:
-        return float(_MIN_LATENCY_S * _BUCKET_GROWTH**index)
-
-    def add(self, value: float) -> None:
-        """Record one latency in seconds (negative values count as zero)."""
-        # Called once per acknowledged record: one log, one dict update.
-        if value > _MIN_LATENCY_S:
-            index = 1 + int(math.log(value) * _INV_LOG_GROWTH - _LOG_MIN_SCALED)
-        else:
-            index = 0
-            value = max(0.0, value)
-        buckets = self._buckets
-        buckets[index] = buckets.get(index, 0) + 1
-        self.count += 1
-        self.total += value
-        if value > self.maximum:
-            self.maximum = value
-
-    def merge(self, other: LatencyHistogram) -> None:
-        """Add every sample of ``other`` to this histogram."""
-        for index, n in other._buckets.items():
-            self._buckets[index] = self._buckets.get(index, 0) + n
-        self.count += other.count
-        self.total += other.total
-        self.maximum = max(self.maximum, other.maximum)
-
-    def percentile(self, p: float) -> float:
-        """The ``p``-th percentile (0-100) in seconds; 0.0 when empty.
-
-        Reported as the upper edge of the bucket holding the sample of that rank, capped
-        at the exact maximum, so it overstates by at most one bucket (~1 %).
-        """
-        if not 0 <= p <= 100:
-            raise ValueError(f"percentile must be within 0-100, got {p}")
-        if self.count == 0:
-            return 0.0
-        rank = max(1, math.ceil(self.count * p / 100))
-        seen = 0
-        for index in sorted(self._buckets):
-            seen += self._buckets[index]
-            if seen >= rank:
-                return min(self._upper(index), self.maximum)
-        return self.maximum  # pragma: no cover - ranks never exceed the count
-
-    @property
-    def mean(self) -> float:
-        """Mean latency in seconds (0.0 when empty)."""
-        return self.total / self.count if self.count else 0.0
 
 
 @dataclass(slots=True)

@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from kpl.loadgen import LatencyHistogram, LoadStats, RecordSource
+from kpl.histogram import LatencyHistogram
+from kpl.loadgen import LoadStats, RecordSource
 
 __all__ = ["SWEEP_S", "Feed", "failure_code"]
 

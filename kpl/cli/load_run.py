@@ -1,12 +1,12 @@
-"""The run behind ``kpl load``: a server, a stream, the producer, paced putters, a summary.
+"""The run behind ``kpl load``: a server, a stream, the producer, a paced feed, a summary.
 
 The asyncio shell around :mod:`kpl.loadgen`. Without an endpoint it starts the bundled
-server in-process on a free loopback port (the embedded default). ``producers`` tasks
-share one :class:`kpl.Producer`; each takes records from one :class:`~kpl.loadgen.Pacer`
-and registers a done-callback on every record's future, so the latency measured is
-put() → acknowledged and no task waits on a single record. Ctrl-C (or SIGTERM) stops
-producing, flushes what was put and still returns the summary; a second Ctrl-C gives up
-on the flush.
+server in-process on a free loopback port (the embedded default). One feeding task wakes
+once per :attr:`~kpl.loadgen.Pacer.tick_s` and hands everything due to a
+:class:`~kpl.cli.load_feed.Feed`, which puts it into one :class:`kpl.Producer` and settles
+outcomes in bulk (no callback per record). ``--processes N`` hands the run to
+:mod:`kpl.cli.load_procs` once the stream exists. Ctrl-C (or SIGTERM) stops producing,
+flushes what was put and still returns the summary; a second Ctrl-C gives up on the flush.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from kpl.cli._common import AWS_ENDPOINT, wait_for_active
 from kpl.cli.load_feed import SWEEP_S, Feed, failure_code
 from kpl.cli.load_view import NoView, View, capacity_text
 from kpl.config import ProducerConfig
+from kpl.histogram import LatencyHistogram
 from kpl.loadgen import (
-    LatencyHistogram,
     LoadStats,
     Pacer,
     RecordSource,

@@ -13,7 +13,8 @@ import pytest
 from kpl.cli.load_feed import Feed
 from kpl.core.results import Attempt, RecordResult
 from kpl.errors import RecordFailed
-from kpl.loadgen import THROTTLE_CODE, LatencyHistogram, LoadStats, RecordSource
+from kpl.histogram import LatencyHistogram
+from kpl.loadgen import THROTTLE_CODE, LoadStats, RecordSource
 from tests.support import virtual_time
 
 

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
+from kpl.histogram import LatencyHistogram
 from kpl.loadgen import (
     LATENCY_SAMPLES_PER_S,
     THROTTLE_CODE,
-    LatencyHistogram,
     LoadStats,
     Pacer,
     RecordSource,
