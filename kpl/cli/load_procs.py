@@ -10,8 +10,8 @@ against the same endpoint with a share of the run (``rate / N``, a share of
 - Children send their view snapshots and, at the end, their summary and stats through
   one queue; the parent's view shows the sum, and the summary is made from the merged
   stats (:func:`kpl.loadgen.merge_stats`), so ``--json`` and ``--report`` stay one run's.
-- Children run in a process group of their own, so a terminal's Ctrl-C reaches only the
-  parent, which passes each Ctrl-C (or SIGTERM) on: the first stops producing and
+- Children run in sessions of their own, so a terminal's Ctrl-C reaches only the parent,
+  which passes each Ctrl-C (or SIGTERM) on: the first stops producing and
   flushes, a second gives up on the flush, as in one process.
 """
 
@@ -99,7 +99,10 @@ def _child(index: int, opts: LoadOptions, out: Any, refresh_s: float, start: Any
     from kpl.cli.load_run import run_load
     from kpl.producer import run
 
-    os.setpgrp()  # the terminal's Ctrl-C is the parent's to pass on
+    # A session of its own: the terminal's Ctrl-C is the parent's to pass on, and where
+    # the kernel groups CPU time by session (autogroup), each child gets a share of its
+    # own instead of the N of them splitting one.
+    os.setsid()
 
     async def ready() -> None:
         # Every child set up (interpreter, imports, producer) before any puts: the run's
