@@ -24,6 +24,9 @@ BENCHMARKS: dict[str, str] = {
     "server_iam": "PutRecords records/s with --iam, the audit log and metrics vs without",
     "producer_core": "the producer's sans-IO core vs a bare MD5 + lookup + encode loop",
     "producer_e2e": "Producer end to end vs aws-kinesis-agg + boto3; peak RSS vs budget",
+    "consumer": "Consumer records/s vs boto3 GetRecords + aws-kinesis-agg; put->delivered latency",
+    "producer_adaptive": "throttled attempts vs records acknowledged at saturation, real limits",
+    "producer_reshard": "aggregation and elapsed time through a split and a merge under load",
     "loadgen": "kpl load's CPU and throughput vs the producer fed by a plain loop",
 }
 

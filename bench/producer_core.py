@@ -1,6 +1,6 @@
 """Benchmark: the producer's sans-IO core against the bare per-record work, no IO at all.
 
-Workload (issue 5): 100-byte records over 10,000 partition keys into 8 shards.
+Workload: 100-byte records over 10,000 partition keys into 8 shards.
 
 * **bare loop** — only the work no producer can avoid for a record: MD5 of its partition
   key, the shard lookup (bisect on the starting hash keys) and encoding its sub-record.

@@ -187,7 +187,7 @@ def ours(args: argparse.Namespace) -> Result:
         check=True,
     ).stdout
     cmd = [sys.executable, "-m", "server", "--port", str(port), "--state-delay", "0"]
-    if "--limits" in help_text:  # issue 3's switch: benchmarks run without throttling
+    if "--limits" in help_text:  # servers with limits: benchmarks run without throttling
         cmd += ["--limits", "off"]
     with process(cmd, port):
         return run_loop(run_one("ours", f"http://127.0.0.1:{port}", args))

@@ -2,15 +2,27 @@
 
 ``async with Producer("my-stream", endpoint_url=...) as producer:`` then
 ``future = await producer.put(data, partition_key=...)``; see :class:`Producer`.
+``async with Consumer("my-stream", application="app", endpoint_url=...) as consumer:``
+then ``async for batch in consumer: ...``; see :class:`Consumer`.
 """
 
 from __future__ import annotations
 
 from kpl import errors
 from kpl.auth import Credentials, NoCredentialsError
+from kpl.batch import BatchResult
 from kpl.client import KinesisClient
 from kpl.config import ProducerConfig
-from kpl.consumer import UserRecord, deaggregate, deaggregate_records
+from kpl.consumer import (
+    Batch,
+    Consumer,
+    ConsumerConfig,
+    ConsumerError,
+    LeaseLost,
+    UserRecord,
+    deaggregate,
+    deaggregate_records,
+)
 from kpl.core.results import Attempt, RecordResult
 from kpl.errors import (
     BufferFull,
@@ -32,11 +44,17 @@ from kpl.transport import AioHttpTransport, MockTransport, Transport
 __all__ = [
     "AioHttpTransport",
     "Attempt",
+    "Batch",
+    "BatchResult",
     "BufferFull",
+    "Consumer",
+    "ConsumerConfig",
+    "ConsumerError",
     "Credentials",
     "InvalidPartitionKey",
     "KinesisClient",
     "KinesisError",
+    "LeaseLost",
     "MockTransport",
     "NetworkError",
     "NoCredentialsError",

@@ -13,6 +13,9 @@ Theory of operation:
   record is charged its data, its key and :data:`RECORD_OVERHEAD` bytes, so
   ``max_buffered_bytes`` bounds memory: a budget of small records is mostly Python
   objects, not payload.
+- :meth:`Producer.put_many` checks a whole call first, then hands its records to the core
+  with int handles and returns one future for the call (:mod:`kpl.batch`): no future or
+  result is made per record.
 - :meth:`Producer.flush` starts a new epoch and returns when no record of an earlier
   epoch is outstanding — so it waits for exactly what was put before it, however many
   puts follow. (A record's handle in the core is its future, or ``(future, epoch)``
@@ -32,14 +35,15 @@ import random
 import warnings
 from asyncio import InvalidStateError
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from itertools import count, repeat
 from typing import Any, Literal, TypeVar, cast
 
 from kpl.auth import CredentialProvider, Credentials
+from kpl.batch import Batches, BatchResult, as_sequence
 from kpl.client import KinesisClient
 from kpl.config import ProducerConfig
-from kpl.core.admission import RECORD_OVERHEAD, nbytes
+from kpl.core.admission import RECORD_OVERHEAD, nbytes, validate_many
 from kpl.core.pipeline import Completion, Delivered, ProducerCore
 from kpl.core.results import RecordResult
 from kpl.errors import BufferFull, ProducerClosed, RecordTooLarge
@@ -47,7 +51,7 @@ from kpl.protocol.limits import DEFAULT_MAX_RECORD_SIZE
 from kpl.sender import Sender
 from kpl.transport import AioHttpTransport, Transport
 
-__all__ = ["RECORD_OVERHEAD", "Producer", "run"]
+__all__ = ["RECORD_OVERHEAD", "BatchResult", "Producer", "run"]
 
 T = TypeVar("T")
 
@@ -145,7 +149,13 @@ class Producer:
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # put() calls waiting for buffer room, in arrival order: (data + key bytes, future).
         self._room_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        # Waiters let in whose records are not added yet (they run later): their count
+        # and bytes, which the budget counts on top of the core's.
+        self._admitted = 0
+        self._admitted_bytes = 0
         self._puts_since_yield = 0
+        # put_many() calls not completed yet, and the int handles of their records.
+        self._batches = Batches()
         # Bound in start() (they need the running loop); put() calls them directly.
         self._create_future: Callable[[], asyncio.Future[Any]] = _not_started
         self._time: Callable[[], float] = _not_started
@@ -374,7 +384,9 @@ class Producer:
                 if len(data) + len(partition_key.encode()) > self._core.max_record_size:
                     await asyncio.wait({sender.stream_limits})
         size = nbytes(data) + len(partition_key)
-        if self._room_waiters or not self._core.has_room(size):
+        if self._room_waiters or not self._core.has_room(
+            size, self._admitted, self._admitted_bytes
+        ):
             self._core.validate(data, partition_key, explicit_hash_key)
             await self._wait_for_room(size)
         future = self._add(data, partition_key, explicit_hash_key)
@@ -383,6 +395,118 @@ class Producer:
             self._puts_since_yield = 0
             await asyncio.sleep(0)
         return future
+
+    # ------------------------------------------------------------------ bulk
+
+    def put_many_nowait(
+        self, records: Iterable[tuple[bytes, str] | tuple[bytes, str, str | None]]
+    ) -> asyncio.Future[BatchResult]:
+        """Buffer every record of ``records`` now, or none and raise
+        :class:`~kpl.errors.BufferFull`; see :meth:`put_many`."""
+        if self._state != "running":
+            self.start()
+        datas, keys, hash_keys, size = validate_many(
+            as_sequence(records), self._core.max_record_size
+        )
+        if self._room_waiters or not self._fits(len(datas), size):
+            raise BufferFull(f"buffer budget full for {len(datas)} records of {size} bytes: "
+                             f"{self._core.buffered_records} records / "
+                             f"{self._core.buffered_bytes} bytes buffered")
+        batch = self._open_batch(len(datas))
+        self._add_many(batch, datas, keys, hash_keys, 0, len(datas))
+        self._batches.finish_adding(batch, len(datas))
+        return batch._future
+
+    async def put_many(
+        self, records: Iterable[tuple[bytes, str] | tuple[bytes, str, str | None]]
+    ) -> asyncio.Future[BatchResult]:
+        """Buffer records in bulk; return ONE future for the whole call.
+
+        ``records`` holds ``(data, partition_key)`` or ``(data, partition_key,
+        explicit_hash_key)`` tuples. Every record is checked first: a bad one raises
+        here and nothing of the call is buffered. Then they are buffered in order,
+        waiting for buffer room as :meth:`put` does (a call larger than the budget goes
+        in as room frees up). The future resolves, once every record is delivered or
+        failed, to a :class:`~kpl.BatchResult` (counts, failures by index, and each
+        record's :class:`~kpl.RecordResult` on request); it never raises for a record's
+        failure. Flush, close, ``record_ttl``, ``preserve_order`` and the metrics treat
+        these records as they treat put()'s.
+        """
+        if self._state != "running":
+            self.start()
+        records = as_sequence(records)
+        core = self._core
+        try:
+            datas, keys, hash_keys, size = validate_many(records, core.max_record_size)
+        except RecordTooLarge:
+            if not self._limits_pending():
+                raise
+            # The stream may take larger records: ask it first.
+            await asyncio.wait({self._sender.stream_limits})  # type: ignore[union-attr]
+            datas, keys, hash_keys, size = validate_many(records, core.max_record_size)
+        n = len(datas)
+        batch = self._open_batch(n)
+        added = 0
+        try:
+            if not self._room_waiters and self._fits(n, size):
+                self._add_many(batch, datas, keys, hash_keys, 0, n)
+                added = n
+            else:
+                sizes = [nbytes(data) + len(key) for data, key in zip(datas, keys, strict=True)]
+                while added < n:
+                    if self._room_waiters or not core.has_room(
+                        sizes[added], self._admitted, self._admitted_bytes
+                    ):
+                        await self._wait_for_room(sizes[added])
+                    # As many of the following records as fit now, with the first.
+                    end = added + 1
+                    tally = sizes[added]
+                    while end < n and core.has_room(
+                        sizes[end], self._admitted + end - added, self._admitted_bytes + tally
+                    ):
+                        tally += sizes[end]
+                        end += 1
+                    self._add_many(batch, datas, keys, hash_keys, added, end)
+                    added = end
+        finally:
+            self._batches.finish_adding(batch, added)
+            if self._flush_waiters:
+                self._wake_flush_waiters()
+        # Let the sender ship what is full (a put_many() loop may never wait otherwise).
+        await asyncio.sleep(0)
+        return batch._future
+
+    def _fits(self, n: int, size: int) -> bool:
+        """Whether ``n`` records of ``size`` bytes in all fit the buffer budget now."""
+        return not n or self._core.has_room(
+            size, self._admitted + n - 1, self._admitted_bytes
+        )
+
+    def _open_batch(self, n: int) -> BatchResult:
+        loop = self._loop
+        assert loop is not None
+        return self._batches.new(n, self._epoch, loop.create_future())
+
+    def _add_many(
+        self,
+        batch: BatchResult,
+        datas: list[Any],
+        keys: list[Any],
+        hash_keys: list[Any] | None,
+        lo: int,
+        hi: int,
+    ) -> None:
+        """Hand records ``lo`` to ``hi`` of a checked call to the core (a C-driven loop)."""
+        if lo or hi < len(datas):
+            datas, keys = datas[lo:hi], keys[lo:hi]
+            hash_keys = hash_keys[lo:hi] if hash_keys is not None else None
+        deque(map(
+            self._core.add, datas, keys, repeat(None) if hash_keys is None else hash_keys,
+            range(batch.start + lo, batch.start + hi), repeat(self._time()),
+        ), 0)
+        sender = self._sender
+        if sender is not None and not sender.woken:
+            sender.wake()
 
     def _limits_pending(self) -> bool:
         """Whether the stream's record size is still being asked for (and may be larger
@@ -409,8 +533,13 @@ class Producer:
             if entry in self._room_waiters:
                 self._room_waiters.remove(entry)
             elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._admitted -= 1
+                self._admitted_bytes -= size
                 self._wake_room_waiters()  # pass the room we were given to the next one
             raise
+        # Admitted: the caller adds its record before it yields again.
+        self._admitted -= 1
+        self._admitted_bytes -= size
         self._raise_if_unusable()
 
     def _wake_room_waiters(self) -> None:
@@ -419,16 +548,15 @@ class Producer:
         has_room = self._core.has_room
         # Each admitted waiter adds its record only when it runs, so admit by a running
         # tally on top of the core's counters.
-        admitted = admitted_bytes = 0
         while waiters:
             size, waiter = waiters[0]
-            if not has_room(size, admitted, admitted_bytes):
+            if not has_room(size, self._admitted, self._admitted_bytes):
                 break
             waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                admitted += 1
-                admitted_bytes += size
+                self._admitted += 1
+                self._admitted_bytes += size
 
     # ------------------------------------------------------------------ completions
 
@@ -440,9 +568,13 @@ class Producer:
         return True
 
     def _resolve(self, completions: Sequence[Completion | Delivered]) -> None:
-        """Settle futures; update flush epochs; admit waiting put() calls."""
+        """Settle futures and put_many() calls; update flush epochs; admit waiting puts."""
         outstanding = self._outstanding
         untagged = 0
+        if self._batches.open:
+            completions, _ = self._batches.take(
+                completions, futures=bool(self._untagged_count or outstanding)
+            )
         for item in completions:
             if type(item) is Delivered:
                 # A whole Kinesis record's user records: one tight loop, one result each.
@@ -505,7 +637,10 @@ class Producer:
     def _oldest_outstanding_epoch(self) -> int | None:
         oldest = min(self._outstanding, default=None)
         if self._untagged_count and (oldest is None or self._untagged_epoch < oldest):
-            return self._untagged_epoch
+            oldest = self._untagged_epoch
+        batch = self._batches.oldest_epoch()
+        if batch is not None and (oldest is None or batch < oldest):
+            oldest = batch
         return oldest
 
     def _wake_flush_waiters(self) -> None:

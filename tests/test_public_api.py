@@ -13,17 +13,19 @@ import pytest
 
 import kpl
 import kpl.errors
-from kpl.protocol.aggregation import encode_sub_record, frame, partition_key_entry
+from kpl.protocol.aggregation import SubRecord, encode
 from kpl.transport import MockRequest
 from tests.support import EngineKinesis, virtual_time
 
 EXPECTED = {
-    "AioHttpTransport", "Attempt", "BufferFull", "Credentials", "InvalidPartitionKey",
+    "AioHttpTransport", "Attempt", "BatchResult", "BufferFull", "Credentials",
+    "InvalidPartitionKey",
     "KinesisClient", "KinesisError", "MockTransport", "NetworkError", "NoCredentialsError",
     "Producer", "ProducerClosed", "ProducerConfig", "ProvisionedThroughputExceededException",
     "RecordExpired", "RecordFailed", "RecordResult", "RecordTooLarge", "RequestTimeout",
     "ResourceNotFoundException", "Transport", "UserRecord", "ValidationException",
     "deaggregate", "deaggregate_records", "errors", "run",
+    "Batch", "Consumer", "ConsumerConfig", "ConsumerError", "LeaseLost",
 }
 
 
@@ -167,10 +169,7 @@ def test_errors_carry_their_code_and_retry_policy() -> None:
 
 
 def test_deaggregate_gives_the_user_records_of_a_kinesis_record() -> None:
-    data = frame(
-        partition_key_entry(b"a") + partition_key_entry(b"b")
-        + encode_sub_record(0, None, b"one") + encode_sub_record(1, None, b"two")
-    )
+    data = encode(["a", "b"], [], [SubRecord(0, None, b"one"), SubRecord(1, None, b"two")])
     records = kpl.deaggregate(data, partition_key="x", sequence_number="7")
     assert [(r.partition_key, r.data, r.sub_sequence_number) for r in records] == [
         ("a", b"one", 0), ("b", b"two", 1)]

@@ -1,4 +1,5 @@
-"""The ``kpl`` command: ``kpl server``, ``kpl load``, ``kpl streams ...``, ``kpl tail``.
+"""The ``kpl`` command: ``kpl server``, ``kpl load``, ``kpl streams ...``, ``kpl tail``,
+``kpl consume``.
 
 Every error the user can cause (a bad flag, an unreachable endpoint, an unknown stream)
 ends as ONE line on stderr and a non-zero exit status, never a traceback; set
@@ -17,6 +18,7 @@ import click
 
 from kpl.auth import NoCredentialsError
 from kpl.cli._common import EXIT_INTERRUPTED, describe_error, one_line
+from kpl.cli.consume import consume
 from kpl.cli.load import load
 from kpl.cli.server import server
 from kpl.cli.streams import streams
@@ -79,6 +81,7 @@ def cli() -> None:
     kpl load              drive the producer at a stream and report what happened
     kpl streams ...       create, list, describe, delete, split, merge, scale streams
     kpl tail STREAM       print every record of a stream as it arrives
+    kpl consume STREAM    consume a stream as one worker of an application
     """
 
 
@@ -88,6 +91,7 @@ cli.add_command(server)
 cli.add_command(load)
 cli.add_command(streams)
 cli.add_command(tail)
+cli.add_command(consume)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

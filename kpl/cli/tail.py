@@ -30,6 +30,7 @@ from kpl.cli._common import (
 )
 from kpl.client import KinesisClient
 from kpl.consumer import UserRecord, deaggregate
+from kpl.consumer.core.lineage import Lineage, ShardInfo
 from kpl.errors import (
     ExpiredIteratorException,
     KinesisError,
@@ -65,8 +66,10 @@ def _text(data: bytes) -> str | None:
     return text if text.isprintable() else None
 
 
-def format_line(shard_id: str, record: UserRecord, *, as_json: bool = False) -> str:
-    """The printed form of one user record."""
+def format_line(
+    shard_id: str, record: UserRecord, *, as_json: bool = False, worker: str | None = None
+) -> str:
+    """The printed form of one user record (``worker``: who delivered it, in JSON)."""
     text = _text(record.data)
     if as_json:
         obj: dict[str, Any] = {
@@ -80,6 +83,8 @@ def format_line(shard_id: str, record: UserRecord, *, as_json: bool = False) -> 
             obj["data_base64"] = base64.b64encode(record.data).decode("ascii")
         else:
             obj["data"] = text
+        if worker is not None:
+            obj["worker"] = worker
         return orjson.dumps(obj).decode()
     shown = text if text is not None else "base64:" + base64.b64encode(record.data).decode("ascii")
     return f"{record.partition_key}\t{record.sequence_number}/{record.sub_sequence_number}\t{shown}"
@@ -94,20 +99,15 @@ class _Follower:
     follow: bool
     as_json: bool
     max_records: int | None
-    #: Shards that will be read (a parent outside this set is never waited for).
-    known: set[str] = field(default_factory=set)
-    started: set[str] = field(default_factory=set)
-    finished: set[str] = field(default_factory=set)
-    parents: dict[str, set[str]] = field(default_factory=dict)
+    #: The shards that will be read and which may start (parents before children).
+    lineage: Lineage = field(default_factory=Lineage)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     printed: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def start(self, shard_id: str, iterator_type: str, iterator: str | None = None) -> None:
-        if shard_id in self.started or self.done.is_set():
+        if self.done.is_set():
             return
-        self.started.add(shard_id)
-        self.known.add(shard_id)
         task = asyncio.create_task(
             self._read(shard_id, iterator_type, iterator), name=f"tail {shard_id}"
         )
@@ -132,31 +132,18 @@ class _Follower:
                 return
         out.flush()
 
-    async def _children_of(self, shard_id: str, answer: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _children_of(self, shard_id: str, answer: dict[str, Any]) -> list[ShardInfo]:
         children: list[dict[str, Any]] | None = answer.get("ChildShards")
         if children is not None:
-            return children
+            return [ShardInfo.from_api(child) for child in children]
         # An answer without ChildShards: find the children in the shard list.
         shards = await self.client.list_shards(self.stream, open_only=False)
-        return [
-            {
-                "ShardId": s["ShardId"],
-                "ParentShards": [
-                    p for p in (s.get("ParentShardId"), s.get("AdjacentParentShardId")) if p
-                ],
-            }
-            for s in shards
-            if shard_id in (s.get("ParentShardId"), s.get("AdjacentParentShardId"))
-        ]
+        infos = [ShardInfo.from_api(s) for s in shards]
+        return [s for s in infos if shard_id in s.parent_shard_ids]
 
-    def _hand_over(self, shard_id: str, children: list[dict[str, Any]]) -> None:
-        self.finished.add(shard_id)
-        for child in children:
-            child_id = child["ShardId"]
-            waiting = self.parents.setdefault(child_id, set(child.get("ParentShards", ())))
-            waiting.discard(shard_id)
-            if not any(p in self.known and p not in self.finished for p in waiting):
-                self.start(child_id, "TRIM_HORIZON")
+    def _hand_over(self, shard_id: str, children: list[ShardInfo]) -> None:
+        for child_id in self.lineage.finish(shard_id, children):
+            self.start(child_id, "TRIM_HORIZON")
 
     async def _read(self, shard_id: str, iterator_type: str, iterator: str | None) -> None:
         client = self.client
@@ -207,29 +194,21 @@ async def _tail(
             shards = await client.list_shards(stream, open_only=False)
         except ResourceNotFoundException as error:
             raise CliError(f"stream {stream!r} not found ({error.message})") from error
-        follower = _Follower(client, stream, follow, as_json, max_records)
-        ids = {s["ShardId"] for s in shards}
-        is_open = {
-            s["ShardId"]: "EndingSequenceNumber" not in s.get("SequenceNumberRange", {})
-            for s in shards
-        }
+        infos = [ShardInfo.from_api(s) for s in shards]
         if start == "latest":
-            roots = [s for s in shards if is_open[s["ShardId"]]]
+            # Closed shards hold nothing newer than LATEST: only the open ones are read,
+            # and their parents are never waited for.
+            lineage = Lineage(s for s in infos if s.is_open)
             iterator_type = "LATEST"
-            follower.known = {s["ShardId"] for s in roots}
         else:
             # Oldest first: shards whose parents are gone (or never were) start now; the
             # others wait for their parents to hand over.
-            roots = [
-                s
-                for s in shards
-                if not ({s.get("ParentShardId"), s.get("AdjacentParentShardId")} & ids)
-            ]
+            lineage = Lineage(infos)
             iterator_type = "TRIM_HORIZON"
-            follower.known = set(ids)
+        follower = _Follower(client, stream, follow, as_json, max_records, lineage)
         # The first iterators are taken before anything is announced, so a record put
         # after the announcement is seen even from LATEST.
-        root_ids = [shard["ShardId"] for shard in roots]
+        root_ids = lineage.take_ready()
         iterators = await asyncio.gather(
             *(client.get_shard_iterator(stream, shard_id, iterator_type) for shard_id in root_ids)
         )

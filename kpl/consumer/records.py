@@ -35,6 +35,10 @@ class UserRecord:
     sub_sequence_number: int = 0
     #: Whether the record came out of a KPL aggregated record.
     aggregated: bool = False
+    #: The shard it was read from (set by the consumer; ``None`` from :func:`deaggregate`).
+    shard_id: str | None = None
+    #: When the service took the Kinesis record in (epoch seconds), when read from a shard.
+    approximate_arrival_timestamp: float | None = None
 
 
 def deaggregate(

@@ -21,6 +21,10 @@ The buffer budget charges each outstanding record its data, its key and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from operator import add
+from typing import Any
+
 from kpl.config import ProducerConfig
 from kpl.errors import InvalidPartitionKey, RecordTooLarge
 from kpl.protocol.hashing import (
@@ -46,6 +50,7 @@ __all__ = [
     "nbytes",
     "too_large",
     "validate",
+    "validate_many",
 ]
 
 #: Bytes charged against ``max_buffered_bytes`` for each outstanding record on top of
@@ -140,3 +145,83 @@ def limits_for_stream(config: ProducerConfig, stream_max_record_size: int) -> tu
     if config.collection_max_size != PUT_RECORDS_MAX_BYTES:
         request = min(config.collection_max_size, request)
     return record, max(request, record)
+
+
+_SHAPES = frozenset((tuple, list))
+_BYTES = {bytes}
+_STR = {str}
+
+
+def validate_many(
+    records: Sequence[object], max_record_size: int
+) -> tuple[list[Any], list[Any], list[Any] | None, int]:
+    """Check every record of a bulk put; return its columns and its budget size.
+
+    Each record is ``(data, partition_key)`` or ``(data, partition_key,
+    explicit_hash_key)``; the first bad one raises what :func:`validate` raises for it
+    (a malformed entry raises ``TypeError``), so a refused call buffers nothing. Returns
+    the data, the partition keys, the explicit hash keys (``None`` when no record has
+    one) and the sum of ``nbytes(data) + len(partition_key)``, the size the buffer
+    budget is asked about.
+    """
+    if (
+        records
+        and _SHAPES.issuperset(map(type, records))
+        and set(map(len, records)) == {2}  # type: ignore[arg-type]
+    ):
+        # The common case, each rule checked over the whole call by C-driven loops (an
+        # ASCII key has UTF-8 bytes, as many as it has characters); when one fails, the
+        # loop below finds the record and raises its error.
+        datas_, keys_ = zip(*records, strict=True)
+        if (
+            set(map(type, datas_)) == _BYTES
+            and set(map(type, keys_)) == _STR
+            and min(map(len, keys_)) > 0
+            and max(map(len, keys_)) <= MAX_PARTITION_KEY_LENGTH
+            and all(map(str.isascii, keys_))
+        ):
+            sizes = list(map(add, map(len, datas_), map(len, keys_)))
+            if max(sizes) <= max_record_size:
+                return list(datas_), list(keys_), None, sum(sizes)
+    datas: list[Any] = []
+    keys: list[Any] = []
+    hash_keys: list[Any] | None = None
+    total = 0
+    for index, record in enumerate(records):
+        if type(record) is not tuple or len(record) != 2:
+            if not isinstance(record, tuple | list) or len(record) not in (2, 3):
+                raise TypeError(
+                    f"record {index}: expected (data, partition_key[, explicit_hash_key]),"
+                    f" got {type(record).__name__}"
+                )
+            if len(record) == 3 and record[2] is not None:
+                if hash_keys is None:
+                    hash_keys = [None] * index
+                validate(record[0], record[1], record[2], max_record_size)
+                datas.append(record[0])
+                keys.append(record[1])
+                hash_keys.append(record[2])
+                total += nbytes(record[0]) + len(record[1])
+                continue
+            record = (record[0], record[1])
+        data, key = record
+        # The common case in a few C-level tests (an ASCII key has UTF-8 bytes, as many
+        # as it has characters); anything else goes through the full rules.
+        if (
+            type(data) is bytes
+            and type(key) is str
+            and 0 < len(key) <= MAX_PARTITION_KEY_LENGTH
+            and key.isascii()
+        ):
+            size = len(data) + len(key)
+            if size > max_record_size:
+                raise too_large(size, max_record_size)
+        else:
+            validate(data, key, None, max_record_size)
+            size = nbytes(data) + len(key)
+        total += size
+        datas.append(data)
+        keys.append(key)
+        if hash_keys is not None:
+            hash_keys.append(None)
+    return datas, keys, hash_keys, total

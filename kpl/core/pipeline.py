@@ -16,11 +16,9 @@ Theory of operation
 
 ``add()`` validates a user record, hashes its partition key (or parses its explicit hash
 key), predicts its shard and appends it to that shard's open aggregate; that common case
-is inlined here (the producer's hot path), the rest goes through routing. Before the
-FIRST map, records are queued plain and *held* (not sent) for up to
-:data:`FIRST_MAP_WAIT` seconds from the first ListShards: when the map arrives they are
-aggregated like any other record; only when that fetch fails or takes longer do they
-leave plain.
+is inlined here (the producer's hot path), the rest goes through routing, which also
+keeps records put before the first map, or during a refresh of the map, for that map
+(bounded in time) so that they are aggregated too.
 
 ``poll(now)`` is the one place that sends:
 
@@ -34,9 +32,10 @@ leave plain.
 ``on_response()`` matches PutRecords entries to Kinesis records one by one. Failed
 entries are classified by :mod:`kpl.core.retry` (one table): retried after a jittered
 backoff (in place), retried after a shard-map refresh (re-routed), or failed. A success
-on a shard other than the predicted one invalidates the map (one refresh, never a
-storm); :mod:`kpl.core.mispredict` decides what its sub-records become.
-``on_error()`` treats every entry of the request alike.
+on a shard the map did not predict for it invalidates the map (one refresh, never a
+storm); :mod:`kpl.core.mispredict` decides what its sub-records become. Throttles and
+deliveries adapt the shard's rate (:mod:`kpl.core.ratelimit`). ``on_error()`` treats
+every entry of the request alike.
 
 Every user record ends in exactly one completion (:mod:`kpl.core.results`): a
 ``(handle, RecordResult | RecordFailed)`` pair, or, for the user records of a Kinesis
@@ -115,6 +114,8 @@ KEY_CACHE_SIZE = 16_384
 _SWEEP_INTERVAL = 0.5
 #: Error code for a PutRecords answer that does not match its request.
 _MALFORMED = "MalformedResponse"
+#: The shard's refusal for its rate: its limiter slows down.
+_THROTTLED = "ProvisionedThroughputExceededException"
 
 _INF = math.inf
 _from_bytes = int.from_bytes
@@ -349,6 +350,7 @@ class ProducerCore(ShardRouting):
                 queues.seal(shard)
         queues.force = True
         queues.next_collect = now
+        self._flush_seq = self._seq
 
     def poll(self, now: float) -> Poll:
         """Requests to send now, completions to resolve, and when to call again."""
@@ -357,11 +359,12 @@ class ProducerCore(ShardRouting):
         if (
             now < queues.next_collect
             and now < self._next_sweep
+            and now < self._held_until
             and not queues.full_pending
             and not self._pending
             and not self._refresh.wanted
         ):
-            deadline = min(queues.next_collect, self._next_sweep)
+            deadline = min(queues.next_collect, self._next_sweep, self._held_until)
             return Poll([], [], None if deadline == _INF else deadline, False)
         completions = self._pending
         self._pending = []
@@ -369,6 +372,7 @@ class ProducerCore(ShardRouting):
             self._next_sweep = now + min(_SWEEP_INTERVAL, self._ttl)
         if now >= self._next_sweep:
             self._sweep(now, completions)
+        self._release_held(now)  # waited for a new map long enough: plain
         refresh = False
         if self._refresh.due(now):
             if self._map is None and self._hold_until == _INF:
@@ -393,6 +397,7 @@ class ProducerCore(ShardRouting):
             deadline = _INF
         if self.buffered_records and self._next_sweep < deadline:
             deadline = self._next_sweep
+        deadline = min(deadline, self._held_until)  # records waiting for a new map
         refresh_at = self._refresh.wake_at()
         if refresh_at is not None and refresh_at < deadline:
             deadline = refresh_at
@@ -490,7 +495,7 @@ class ProducerCore(ShardRouting):
         predicted = krecord.shard.shard_id
         if predicted is not None and predicted != shard_id:
             metrics.mispredicted += 1
-            self._invalidate_map()
+            self._landed_elsewhere(krecord, shard_id)
             if krecord.aggregated:
                 delivered, again = self._mispredictions.landed(
                     krecord.items, shard_id, sequence, ok, now, self._map
@@ -500,6 +505,9 @@ class ProducerCore(ShardRouting):
                     self._ledger.add_attempt(record, attempt)
                     self._route(record, now)
                 return
+        limiter = krecord.shard.limiter
+        if limiter is not None and limiter.scale < limiter.ceiling:
+            limiter.delivered(now)
         n, size = self._ledger.delivered(krecord, shard_id, sequence, ok, completions)
         self.buffered_records -= n
         self.buffered_bytes -= size
@@ -524,6 +532,8 @@ class ProducerCore(ShardRouting):
         cause: BaseException | None = None,
     ) -> None:
         self._metrics.error(code)
+        if code == _THROTTLED and krecord.shard.limiter is not None:
+            krecord.shard.limiter.throttled(started, now)
         self._ledger.add_attempts(krecord, Attempt(started, now, False, code, message))
         if action is None:
             action = classify(code, status=status, fail_if_throttled=self.config.fail_if_throttled)
@@ -645,6 +655,7 @@ class ProducerCore(ShardRouting):
             # preserve_order: records wait (held, or until record_ttl) for a map that can
             # put them back in order; sending them now could overtake older ones.
             return
+        self._release_held(now, force=True)
         if self._map is None and self._hold_until != -_INF:
             # The first map is not coming soon: held records go out plain.
             self._hold_until = -_INF
@@ -669,6 +680,7 @@ class ProducerCore(ShardRouting):
         records: list[UserRecord] = []
         for shard in self._all_shards():
             records.extend(queues.drain(shard))
+        records.extend(self._take_held())
         in_flight = queues.abandon()
         records.extend(self._mispredictions.take_all())
         ledger = self._ledger

@@ -10,10 +10,16 @@ ListShards again.
 
 A record is aggregated only while the map is *fresh*: present, and no refresh wanted or
 outstanding. Otherwise it is queued plain (the service then places each record by its
-own hash key, so no sub-record can land in a shard that does not own it). Records
-without a map are *held* until ``hold_until`` (the first ListShards plus
-``FIRST_MAP_WAIT``; minus infinity once that fetch failed), so that the first map can
-still aggregate them.
+own hash key, so no sub-record can land in a shard that does not own it), except in two
+cases where it waits for the next map instead, so that it can still be aggregated:
+
+- without a map, records are *held* in the unrouted queue until ``hold_until`` (the
+  first ListShards plus ``FIRST_MAP_WAIT``; minus infinity once that fetch failed or
+  timed out);
+- with a map whose refresh is pending (a misprediction after a reshard, say), records
+  wait in ``_held`` until the new map is installed, and at the latest until
+  ``record_max_buffered_time`` after their put (which the config keeps within
+  ``record_ttl``): then, or as soon as the refresh fails, they are queued plain.
 
 Installing a map keeps the shards whose id and hash range are unchanged (with their
 queues and token buckets) and drains the others, whose records are routed again in
@@ -44,6 +50,7 @@ from kpl.core.records import (
     plain_krecord,
 )
 from kpl.core.shard_map import RefreshPolicy, ShardMap
+from kpl.protocol.hashing import hash_key_for
 
 __all__ = ["ShardRouting"]
 
@@ -76,6 +83,15 @@ class ShardRouting:
         self._hold_until = _INF
         # The last ListShards failure, for the message of records that waited for a map.
         self._map_error: BaseException | None = None
+        # Records put while a refresh of the map is pending, waiting for the new map
+        # until _held_until at the latest (the earliest put + record_max_buffered_time).
+        self._held: list[UserRecord] = []
+        self._held_until = _INF
+        # The last record put before the last flush (by seq): routed again later (a new
+        # map), such records are still due at once.
+        self._flush_seq = 0
+        # (hash key, shard stored in) of deliveries the current map did not predict.
+        self._evidence: list[tuple[int, str]] = []
 
     @property
     def shard_map(self) -> ShardMap | None:
@@ -96,12 +112,32 @@ class ShardRouting:
         self._refresh.invalidate()
         self._refresh_changed()
 
+    def _landed_elsewhere(self, krecord: KRecord, shard_id: str) -> None:
+        """``krecord``, predicted for another shard, was stored in ``shard_id``: ask for
+        a new map, unless the current one already puts it there (it was built for a
+        map replaced since; its answer says nothing about the current one)."""
+        entry = krecord.entry
+        hash_key = hash_key_for(entry["PartitionKey"], entry.get("ExplicitHashKey"))
+        if self._map is not None and self._map.shard_id_for(hash_key) == shard_id:
+            return
+        self._evidence.append((hash_key, shard_id))
+        self._refresh.invalidate(evidence=True)
+        self._refresh_changed()
+
     def _all_shards(self) -> list[Shard]:
         return [*self._shards, self._unrouted]
 
-    def _route(self, record: UserRecord, now: float) -> None:
-        """Add ``record`` to its shard's open aggregate, or queue it plain."""
+    def _route(self, record: UserRecord, now: float, hold: bool = True) -> None:
+        """Add ``record`` to its shard's open aggregate, queue it plain, or (``hold``,
+        during a refresh of the map) keep it for the new map."""
         shard_map = self._map
+        if hold and not self._fresh and shard_map is not None and self._aggregation:
+            self._held.append(record)
+            deadline = record[ARRIVAL] + self._mbt
+            if deadline < self._held_until:
+                self._held_until = deadline
+                self._queues.wake(deadline)
+            return
         if shard_map is None:
             shard = self._unrouted
         else:
@@ -133,6 +169,22 @@ class ShardRouting:
             shard.agg_deadline = _INF
         queues.enqueue(self._plain(record, shard))
 
+    def _take_held(self) -> list[UserRecord]:
+        """The records held for the next map (no longer held)."""
+        held = self._held
+        self._held = []
+        self._held_until = _INF
+        return held
+
+    def _release_held(self, now: float, force: bool = False) -> None:
+        """Queue the held records plain if their wait is over (or ``force``)."""
+        if self._held and (force or now >= self._held_until):
+            records = sorted(self._take_held(), key=lambda r: r[SEQ])
+            for record in records:
+                self._route(record, now, hold=False)
+            self._queues.wake(now)
+            self._flushed_again(records)
+
     def _route_again(self, records: list[UserRecord], now: float) -> None:
         """Route ``records`` again, in put() order, and collect at once."""
         records.sort(key=lambda r: r[SEQ])
@@ -140,6 +192,16 @@ class ShardRouting:
             self._route(record, now)
         if records or self._queues.queued_count:
             self._queues.wake(now)
+        self._flushed_again(records)
+
+    def _flushed_again(self, records: list[UserRecord]) -> None:
+        """Records just routed again (in put() order) include some put before a flush:
+        seal what they went into, so that they leave at the next collection."""
+        if records and records[0][SEQ] <= self._flush_seq:
+            for shard in self._shards:
+                if shard.agg is not None and shard.agg.count:
+                    self._queues.seal(shard)
+            self._queues.force = True
 
     def _plain(self, record: UserRecord, shard: Shard) -> KRecord:
         return plain_krecord(record, shard, record[ARRIVAL] + self._mbt)
@@ -181,18 +243,23 @@ class ShardRouting:
                 )
                 if kept is not None:
                     old[shard_id] = kept  # its contents must move
-        moving: list[UserRecord] = []
+        moving: list[UserRecord] = self._take_held()
         for shard in [*old.values(), self._unrouted]:
             shard.stale = shard.shard_id is not None
             moving.extend(self._queues.drain(shard))
         if drain_all:
             for shard in new_shards:
                 moving.extend(self._queues.drain(shard))
+        changed = self._map is None or self._map.shards() != new_map.shards()
+        # Deliveries the new map explains need no further refresh.
+        evidence = self._evidence
+        self._evidence = [(h, s) for h, s in evidence if new_map.shard_id_for(h) != s]
+        explained = bool(evidence) and not self._evidence
         self._map = new_map
         self._shards = new_shards
         self._starts = [new_map.range_of(i)[0] for i in range(len(new_map))]
         self._ends = [new_map.range_of(i)[1] for i in range(len(new_map))]
         self._map_error = None
-        self._refresh.installed(now)
+        self._refresh.installed(now, changed=changed, explained=explained)
         self._refresh_changed()
         return moving

@@ -77,19 +77,31 @@ class ShardMap:
 
 
 class RefreshPolicy:
-    """When to call ListShards: wanted, not outstanding, not sooner than ``min_interval``."""
+    """When to call ListShards: wanted, not outstanding, not sooner than ``min_interval``
+    after the last call, unless that call brought a changed map (a reshard seldom comes
+    alone: a split and a merge a moment apart should not leave the second one unknown
+    for the whole interval). Every refresh past the first needs a reason
+    (:meth:`invalidate`), so the exception cannot make a storm."""
 
-    __slots__ = ("_last_started", "min_interval", "outstanding", "wanted")
+    __slots__ = ("_last_started", "_other", "min_interval", "outstanding", "wanted")
 
     def __init__(self, min_interval: float) -> None:
         self.min_interval = min_interval
         self.wanted = True  # no map yet
         self.outstanding = False
         self._last_started: float | None = None
+        # An invalidation other than a delivery's evidence since the last call started.
+        self._other = False
 
-    def invalidate(self) -> None:
-        """The map is (possibly) stale: ask for a refresh when the rules allow."""
+    def invalidate(self, evidence: bool = False) -> None:
+        """The map is (possibly) stale: ask for a refresh when the rules allow.
+
+        ``evidence``: because of a delivery on a shard the map did not predict, which
+        the next map may explain (see :meth:`installed`).
+        """
         self.wanted = True
+        if not evidence:
+            self._other = True
 
     def next_allowed(self) -> float | None:
         """The earliest ``now`` a refresh may start (``None``: no limit)."""
@@ -108,19 +120,26 @@ class RefreshPolicy:
         """A ListShards call was started."""
         self.outstanding = True
         self.wanted = False
+        self._other = False
         self._last_started = now
 
-    def installed(self, now: float) -> None:
+    def installed(self, now: float, *, changed: bool = False, explained: bool = False) -> None:
         """A map was installed: the answer to our call, or one the shell fetched unasked.
 
         A misprediction seen while our call was outstanding keeps ``wanted`` set: the
-        answer may predate it, so one more refresh follows after the interval.
+        answer may predate it, so one more refresh follows after the interval, unless
+        the new map ``explained`` every such delivery and nothing else asked for a
+        refresh. A ``changed`` map lets the next refresh start without waiting.
         """
         if self.outstanding:
             self.outstanding = False
+            if explained and not self._other:
+                self.wanted = False
         else:
             self.wanted = False
             self._last_started = now
+        if changed:
+            self._last_started = None
 
     def failed(self) -> None:
         """The ListShards call failed: want another one after the interval."""

@@ -31,6 +31,7 @@ encoder uses :func:`varint_size` to keep its size exact without serialising.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import md5
 from typing import Any, Final
@@ -51,7 +52,9 @@ __all__ = [
     "SMALL_VARINT_LIMIT",
     "AggregatedRecordMessage",
     "DecodedRecord",
+    "SubRecord",
     "decode",
+    "encode",
     "encode_sub_record",
     "encode_varint",
     "explicit_hash_key_entry",
@@ -223,6 +226,37 @@ def encode_sub_record(
 def frame(body: bytes) -> bytes:
     """An aggregated record's complete data from its protobuf body: magic + body + MD5."""
     return b"".join((MAGIC, body, md5(body).digest()))
+
+
+@dataclass(frozen=True, slots=True)
+class SubRecord:
+    """One user record to aggregate, as indexes into the key tables."""
+
+    partition_key_index: int
+    explicit_hash_key_index: int | None
+    data: bytes
+
+
+def encode(
+    partition_keys: Sequence[str], explicit_hash_keys: Sequence[str], records: Sequence[SubRecord]
+) -> bytes:
+    """A whole aggregated record from its key tables and sub-records, in one call.
+
+    The producer builds aggregates incrementally from the same pieces; this is for
+    callers that have every user record at hand (tools, tests of readers).
+    """
+    return frame(
+        b"".join(
+            (
+                *(partition_key_entry(key.encode()) for key in partition_keys),
+                *(explicit_hash_key_entry(key.encode()) for key in explicit_hash_keys),
+                *(
+                    encode_sub_record(r.partition_key_index, r.explicit_hash_key_index, r.data)
+                    for r in records
+                ),
+            )
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,3 +68,14 @@ class TokenBucket:
         """Take ``n`` tokens unconditionally, into debt if need be."""
         self.refill(now)
         self.tokens -= n
+
+    def set_rate(self, rate: float, capacity: float, now: float) -> None:
+        """Refill at the old rate up to ``now``, then change the rate and the capacity
+        (tokens above the new capacity are dropped; debt is kept)."""
+        if not (rate > 0 and capacity > 0):
+            raise ValueError("a token bucket needs a positive rate and capacity")
+        self.refill(now)
+        self.rate = rate
+        self.capacity = capacity
+        if self.tokens > capacity:
+            self.tokens = capacity

@@ -1,7 +1,7 @@
 """Published limits of Kinesis Data Streams, shared by the producer and the server.
 
-Figures from the service model and the service's documented quotas (see
-``KINESIS.md``). Sizes are bytes; rates are per second.
+Figures from the service model (botocore's ``kinesis/2013-12-02/service-2.json``) and
+the service's documented quotas. Sizes are bytes; rates are per second.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from server.core.errors import (
 from server.core.hooks import ThroughputGate
 from server.core.records import Records
 from server.core.render import ms
-from server.core.streams import DATA_STATES, Stream, StreamTable
+from server.core.streams import DATA_STATES, Stream, StreamTable, resolve_shard_id
 from server.core.subscription import Subscription
 
 __all__ = ["MAX_CONSUMERS", "TAKEOVER_SECONDS", "Consumers", "consumer_json"]
@@ -262,7 +262,7 @@ class Consumers:
                 f"Stream {meta.name} under account {self._account} not ACTIVE, "
                 f"instead in state {meta.status}"
             )
-        shard_id: str = request["ShardId"]
+        shard_id: str = resolve_shard_id(request["ShardId"]) or request["ShardId"]
         self.table.expire_closed_shards(stream, now)
         shard = stream.shards.get(shard_id)
         if shard is None:

@@ -57,7 +57,8 @@ _ID_CHARS = string.ascii_lowercase + string.digits
 
 
 def _tag_chars_ok(text: str) -> bool:
-    return all(c.isalnum() or c.isspace() or c in _TAG_PUNCTUATION for c in text)
+    # "White space" is the space character: a tab or a line break is refused.
+    return all(c.isalnum() or c in _TAG_PUNCTUATION for c in text)
 
 
 class ControlPlane:
@@ -112,7 +113,6 @@ class ControlPlane:
                     f"{self._account} in {self.config.region}."
                 )
         created = ms(now)
-        epoch = int(created)
         meta = StreamMeta(
             name=name,
             arn=f"arn:aws:kinesis:{self.config.region}:{self._account}:stream/{name}",
@@ -133,7 +133,7 @@ class ControlPlane:
                     shard_id=f"shardId-{index:012d}",
                     starting_hash_key=start,
                     ending_hash_key=end,
-                    starting_sequence_number=shard_base(index, epoch),
+                    starting_sequence_number=shard_base(index, int(created)),
                     created_at=created,
                 )
             )
@@ -333,6 +333,8 @@ class ControlPlane:
             )
 
     def _check_tags(self, name: str, new: dict[str, str], old: dict[str, str]) -> None:
+        """The tag checks: those of the request alone first (they need no lookup), then
+        the count with the stream's own tags."""
         self._check_tag_texts(name, [*new.keys(), *new.values()], "add tags to")
         if len(old.keys() | new.keys()) > _MAX_TAGS:
             # InvalidArgumentException and this wording as recorded against the service by
@@ -344,16 +346,18 @@ class ControlPlane:
 
     def add_tags_to_stream(self, request: dict[str, Any], now: float) -> None:
         """AddTagsToStream: set (or overwrite) tags; at most 50 per stream."""
-        stream = self.table.active_stream(request, now)
         tags: dict[str, str] = request["Tags"]
+        self._check_tags(self.table.stream_name(request), tags, {})  # before "not found"
+        stream = self.table.active_stream(request, now)
         self._check_tags(stream.meta.name, tags, stream.meta.tags)
         stream.meta.tags.update(tags)
         self.storage.save_stream(stream.meta)
 
     def remove_tags_from_stream(self, request: dict[str, Any], now: float) -> None:
         """RemoveTagsFromStream: remove the keys that exist; others are ignored."""
+        name = self.table.stream_name(request)
+        self._check_tag_texts(name, request["TagKeys"], "remove tags from")  # no lookup
         stream = self.table.active_stream(request, now)
-        self._check_tag_texts(stream.meta.name, request["TagKeys"], "remove tags from")
         for key in request["TagKeys"]:
             stream.meta.tags.pop(key, None)
         self.storage.save_stream(stream.meta)
@@ -373,10 +377,8 @@ class ControlPlane:
         }
 
     def _retention(self, request: dict[str, Any], now: float, increase: bool) -> None:
-        stream = self.table.active_stream(request, now)
         hours: int = request["RetentionPeriodHours"]
-        current = stream.meta.retention_hours
-        name = stream.meta.name
+        # The range needs no lookup: refused even for a stream that does not exist.
         if hours < MIN_RETENTION_HOURS:
             raise InvalidArgumentException(
                 f"Minimum allowed retention period is {MIN_RETENTION_HOURS} hours. "
@@ -387,6 +389,9 @@ class ControlPlane:
                 f"Maximum allowed retention period is {MAX_RETENTION_HOURS} hours. "
                 f"Requested retention period ({hours} hours) is too long."
             )
+        stream = self.table.active_stream(request, now)
+        current = stream.meta.retention_hours
+        name = stream.meta.name
         if increase and hours < current:
             raise InvalidArgumentException(
                 f"Requested retention period ({hours} hours) for stream {name} can not be "

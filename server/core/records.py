@@ -4,11 +4,12 @@ Theory of operation
 -------------------
 Writes: a record goes to the open shard whose hash-key range holds its hash key (MD5 of
 the partition key, or the explicit hash key), found by bisecting the stream's sorted range
-starts. Each shard hands out sequence numbers ``base + counter`` (``server.core.seqnum``)
-with a non-decreasing arrival time, and the records of one call are appended to storage
-per shard in one batch. Every whole-request refusal (sizes, DryRun) comes before any entry
-takes a number; then each entry passes the throughput gate and fault injection on its own,
-and a refused entry fails alone (PutRecords) or fails the call (PutRecord).
+starts. Each shard hands out sequence numbers in the service's layout, the next sequence
+index with the arrival second (``server.core.seqnum``), with a non-decreasing arrival
+time, and the records of one call are appended to storage per shard in one batch. Every
+whole-request refusal (sizes, DryRun) comes before any entry takes a number; then each
+entry passes the throughput gate and fault injection on its own, and a refused entry fails
+alone (PutRecords) or fails the call (PutRecord).
 
 PutRecords is the hot path: :meth:`Records.put_records_raw` checks the parsed body's
 entries inline and runs the generic validator only when in doubt, so its errors read
@@ -22,7 +23,6 @@ reader at the end of a closed shard gets its ``ChildShards`` instead of a next i
 from __future__ import annotations
 
 import random
-import re
 from bisect import bisect_right
 from typing import Any
 
@@ -46,9 +46,9 @@ from server.core.errors import (
 from server.core.hooks import FaultInjector, ThroughputGate
 from server.core.iterators import IteratorCodec, IteratorState
 from server.core.render import child_shards, ms
-from server.core.seqnum import parse_sequence_number
+from server.core.seqnum import INDEX_UNIT, arrival_part, parse_sequence_number
 from server.core.shapes import DATA
-from server.core.streams import DATA_STATES, Shard, Stream, StreamTable
+from server.core.streams import DATA_STATES, Shard, Stream, StreamTable, resolve_shard_id
 from server.core.validation import constraint_error, decode_blob, validate
 from server.storage.base import StoredRecord
 
@@ -56,8 +56,6 @@ __all__ = ["Records"]
 
 #: GetShardIterator reads a shard id as the service does: the digits after one dash (or
 #: bare digits), so ``shardId-1`` is ``shardId-000000000001``; anything else is unknown.
-_LOOSE_SHARD_ID = re.compile(r"(?:[^-]*-)?(\d{1,40})")
-_MAX_SHARD_INDEX = 2**31 - 1
 _STAND_IN_ENTRIES = [{"Data": "", "PartitionKey": "k"}]
 
 
@@ -126,17 +124,18 @@ class Records:
 
     def put_record(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         """PutRecord: one record, optionally ordered after SequenceNumberForOrdering."""
-        stream = self.table.data_stream(request, now)
         data: bytes = request["Data"]
         key: str = request["PartitionKey"]
+        explicit = request.get("ExplicitHashKey")
+        # A hash key out of range needs no lookup: refused even for a stream that is absent.
+        hash_key = (
+            self._explicit_hash_key(explicit) if explicit is not None else partition_key_hash(key)
+        )
+        stream = self.table.data_stream(request, now)
         max_size = stream.meta.max_record_size_kib * 1024
         key_bytes = len(key) if key.isascii() else len(key.encode())
         if len(data) + key_bytes > max_size:
             raise _record_too_large("data", data, key_bytes, max_size)
-        explicit = request.get("ExplicitHashKey")
-        hash_key = (
-            self._explicit_hash_key(explicit) if explicit is not None else partition_key_hash(key)
-        )
         shard = stream.route_shards[bisect_right(stream.route_starts, hash_key) - 1]
         size = len(data) + key_bytes
         if request.get("DryRun"):
@@ -156,18 +155,17 @@ class Records:
                 )
         ordering = request.get("SequenceNumberForOrdering")
         if ordering is not None:
-            after = int(ordering)
-            if parse_sequence_number(after) is None:
+            parsed = parse_sequence_number(int(ordering))
+            if parsed is None:
                 raise InvalidArgumentException(
                     f"ExclusiveMinimumSequenceNumber {ordering} used in PutRecord on stream "
                     f"{stream.meta.name} under account {self._account} is invalid."
                 )
-            # Only a number of this shard can be exceeded by this shard's counter.
-            if shard.next_seq <= after < shard.seq_limit - 1:
-                shard.next_seq = after + 1
-        seq = shard.next_seq
-        shard.next_seq = seq + 1
+            shard.order_after(parsed)
         arrival = ms(now)
+        seq = shard.next_seq + arrival_part(arrival)
+        shard.next_seq += INDEX_UNIT
+        shard.last_seq = seq
         if arrival < shard.last_arrival:
             arrival = shard.last_arrival
         shard.last_arrival = arrival
@@ -237,19 +235,21 @@ class Records:
         entries: list[tuple[bytes, str, str | None]],
         now: float,
     ) -> dict[str, Any]:
+        # A hash key out of range needs no lookup: refused even for a stream that is absent.
+        for _, _, explicit in entries:
+            if explicit is not None and len(explicit) > 38:
+                self._explicit_hash_key(explicit)
         stream = self.table.data_stream(request, now)
         meta = stream.meta
         max_size = meta.max_record_size_kib * 1024
         total = 0
         # Every whole-request refusal comes before any entry takes a sequence number.
-        for i, (data, key, explicit) in enumerate(entries, 1):
+        for i, (data, key, _) in enumerate(entries, 1):
             size = len(data) + (len(key) if key.isascii() else len(key.encode()))
             if size > max_size:
                 raise _record_too_large(
                     f"records.{i}.member.data", data, size - len(data), max_size
                 )
-            if explicit is not None and len(explicit) > 38:
-                self._explicit_hash_key(explicit)
             total += size
         request_cap = PUT_RECORDS_MAX_BYTES if max_size <= MIB else PUT_RECORDS_MAX_BYTES_LARGE
         if total > request_cap:
@@ -262,6 +262,7 @@ class Records:
         shards = stream.route_shards
         single = shards[0] if len(shards) == 1 else None
         arrival = ms(now)
+        stamp = arrival_part(arrival)
         name = meta.name
         gate = self.throughput
         faults = self.faults
@@ -289,14 +290,15 @@ class Records:
                     )
                     results.append({"ErrorCode": code, "ErrorMessage": message})
                     continue
-            seq = shard.next_seq
-            shard.next_seq = seq + 1
+            seq = shard.next_seq + stamp
+            shard.next_seq += INDEX_UNIT
             batch = batches.get(shard)
             if batch is None:
                 batch = batches[shard] = []
             batch.append((seq, arrival, key, data))
             results.append({"SequenceNumber": str(seq), "ShardId": shard.meta.shard_id})
         for shard, batch in batches.items():
+            shard.last_seq = batch[-1][0]
             if arrival < shard.last_arrival:
                 # Keep arrivals non-decreasing per shard even if the clock stepped back.
                 batch = [(s, shard.last_arrival, k, d) for s, _, k, d in batch]
@@ -332,26 +334,27 @@ class Records:
     def _iterator_shard(self, request: dict[str, Any], now: float) -> tuple[Stream, Shard]:
         """GetShardIterator's stream and shard, refused with the service's messages.
 
-        The shard id is read first: one that cannot name a shard is ``Could not find
-        shard``; a missing stream or shard is ``Shard ... does not exist`` (the service
-        words a missing stream that way here too, as kinesalite recorded).
+        The stream first: a missing one is ``Shard ... does not exist`` (the service words
+        it that way here, as kinesalite recorded); then a shard id that cannot name a shard
+        is ``Could not find shard``, and a shard the stream lacks ``... does not exist``.
         """
         name = self.table.stream_name(request)
         text: str = request["ShardId"]
-        match = _LOOSE_SHARD_ID.fullmatch(text)
-        if match is None or int(match.group(1)) > _MAX_SHARD_INDEX:
-            raise ResourceNotFoundException(
-                f"Could not find shard {text} in stream {name} under account {self._account}."
-            )
-        shard_id = f"shardId-{int(match.group(1)):012d}"
+        shard_id = resolve_shard_id(text)
         stream = self.table.find(name, now)
         if stream is not None and stream.meta.status in DATA_STATES:
+            if shard_id is None:
+                raise ResourceNotFoundException(
+                    f"Could not find shard {text} in stream {name} under account "
+                    f"{self._account}."
+                )
             self.table.expire_closed_shards(stream, now)
             shard = stream.shards.get(shard_id)
             if shard is not None:
                 return stream, shard
         raise ResourceNotFoundException(
-            f"Shard {shard_id} in stream {name} under account {self._account} does not exist"
+            f"Shard {shard_id or text} in stream {name} under account {self._account} "
+            "does not exist"
         )
 
     def start_position(
@@ -391,7 +394,7 @@ class Records:
                     f"Invalid StartingSequenceNumber. It encodes shardId-{parsed.shard_index:012d}"
                     f", while it was used in a call to a shard with {shard_id}"
                 )
-            if parsed.stream_epoch != stream.epoch % 10**10:
+            if not shard.owns(parsed):
                 raise InvalidArgumentException(
                     f"StartingSequenceNumber {seq_text} used in {action} on shard "
                     f"{shard_id} in stream {name} under account {self._account} is invalid "

@@ -6,7 +6,11 @@ Theory of operation
 of splits and merges that reaches a uniform target count); :class:`Resharder` applies it
 to a stream of the engine's table:
 
-* only an ACTIVE, PROVISIONED stream may be resharded, and only its open shards;
+* only an ACTIVE, PROVISIONED stream may be resharded, and only its open shards.
+  SplitShard and MergeShards check in the service's order: the stream exists, each
+  shard exists (its id resolved by the number it ends with, ``resolve_shard_id``), each
+  is open, then the pair's adjacency or the split's hash-key bounds, and only then the
+  stream's state and mode and the account's shard limit;
 * a split or a merge closes its parents (their ``EndingSequenceNumber`` is the last
   number they handed out, or their first if they took no record) and opens children
   that take the next shard indices; new shards count against the account's shard limit
@@ -19,10 +23,9 @@ to a stream of the engine's table:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from server.core.errors import ValidationException
+from server.core.errors import ResourceInUseException, ValidationException
 from server.core.hooks import ThroughputGate
 from server.core.render import ms
 from server.core.resharding import (
@@ -36,12 +39,11 @@ from server.core.resharding import (
     shard_not_found,
 )
 from server.core.seqnum import shard_base
-from server.core.streams import Shard, Stream, StreamTable
+from server.core.streams import Shard, Stream, StreamTable, resolve_shard_id
 from server.storage.base import ShardMeta
 
 __all__ = ["Resharder"]
 
-_SHARD_ID = re.compile(r"shardId-(\d{1,20})")
 
 
 class Resharder:
@@ -58,26 +60,41 @@ class Resharder:
         self._account = table.account
         self._scalings = ScalingHistory()
 
-    def _reshardable(self, request: dict[str, Any], now: float) -> Stream:
-        """An ACTIVE, PROVISIONED stream (resharding is refused otherwise)."""
-        stream = self.table.active_stream(request, now)
-        if stream.meta.mode != "PROVISIONED":
+    def _check_reshardable(self, stream: Stream) -> None:
+        """Only an ACTIVE, PROVISIONED stream may be resharded."""
+        meta = stream.meta
+        if meta.status != "ACTIVE":
+            raise ResourceInUseException(
+                f"Stream {meta.name} under account {self._account} not ACTIVE, "
+                f"instead in state {meta.status}"
+            )
+        if meta.mode != "PROVISIONED":
             raise ValidationException(
-                f"Request is invalid. Stream {stream.meta.name} under account "
+                f"Request is invalid. Stream {meta.name} under account "
                 f"{self._account} is in On-Demand mode."
             )
+
+    def _reshardable(self, request: dict[str, Any], now: float) -> Stream:
+        """An ACTIVE, PROVISIONED stream (resharding is refused otherwise)."""
+        stream = self.table.stream(request, now)
+        self._check_reshardable(stream)
         return stream
 
-    def _open_shard_to_reshard(self, stream: Stream, shard_id: str) -> Shard:
-        shard = stream.shards.get(shard_id)
-        match = _SHARD_ID.fullmatch(shard_id) if shard is None else None
-        if match is not None:
-            shard = stream.shards.get(f"shardId-{int(match.group(1)):012d}")
-        if shard is None:
-            raise shard_not_found(shard_id, stream.meta.name, self._account)
-        if not shard.meta.is_open:
-            raise closed_shard_error(shard.meta.shard_id, stream.meta.name, self._account)
-        return shard
+    def _shards_to_reshard(self, stream: Stream, texts: list[str]) -> list[Shard]:
+        """The open shards a SplitShard or MergeShards names, in the service's order: each
+        must exist (``Could not find shard``, by the number its id ends with), then each
+        must still be open."""
+        shards: list[Shard] = []
+        for text in texts:
+            shard_id = resolve_shard_id(text)
+            shard = None if shard_id is None else stream.shards.get(shard_id)
+            if shard is None:
+                raise shard_not_found(shard_id or text, stream.meta.name, self._account)
+            shards.append(shard)
+        for shard in shards:
+            if not shard.meta.is_open:
+                raise closed_shard_error(shard.meta.shard_id, stream.meta.name, self._account)
+        return shards
 
     def _new_shard(
         self, stream: Stream, start: int, end: int, now: float, parent: str, adjacent: str | None
@@ -85,24 +102,24 @@ class Resharder:
         meta = stream.meta
         index = meta.next_shard_index
         meta.next_shard_index = index + 1
-        base = shard_base(index, stream.epoch)
+        created = ms(now)
         shard_meta = ShardMeta(
             shard_id=f"shardId-{index:012d}",
             starting_hash_key=start,
             ending_hash_key=end,
-            starting_sequence_number=base,
-            created_at=ms(now),
+            starting_sequence_number=shard_base(index, int(created)),
+            created_at=created,
             parent_shard_id=parent,
             adjacent_parent_shard_id=adjacent,
         )
         meta.shards.append(shard_meta)
-        shard = stream.shards[shard_meta.shard_id] = Shard(shard_meta, base, base + 1)
+        shard = stream.shards[shard_meta.shard_id] = Shard(shard_meta)
         return shard
 
     def _close_shard(self, stream: Stream, shard: Shard, now: float) -> None:
         # The last number handed out in the shard (its first one if it took no record).
         meta = shard.meta
-        meta.ending_sequence_number = max(meta.starting_sequence_number, shard.next_seq - 1)
+        meta.ending_sequence_number = shard.last_seq
         meta.closed_at = ms(now)
         # Subscribers at the shard's end now get its ChildShards.
         self.table.shard_changed(stream.meta.name, meta.shard_id)
@@ -139,23 +156,25 @@ class Resharder:
 
     def split_shard(self, request: dict[str, Any], now: float) -> None:
         """SplitShard: close the shard, open two children at NewStartingHashKey."""
-        stream = self._reshardable(request, now)
-        shard = self._open_shard_to_reshard(stream, request["ShardToSplit"])
+        stream = self.table.stream(request, now)
+        [shard] = self._shards_to_reshard(stream, [request["ShardToSplit"]])
         key = int(request["NewStartingHashKey"])
         meta = shard.meta
         check_split(
             meta.shard_id, meta.starting_hash_key, meta.ending_hash_key, key,
             stream.meta.name, self._account,
         )
+        self._check_reshardable(stream)
         self.table.check_shard_limit(1, now)
         self._split(stream, shard, key, now)
         self._resharded(stream, now)
 
     def merge_shards(self, request: dict[str, Any], now: float) -> None:
         """MergeShards: close two adjacent shards, open one child over both ranges."""
-        stream = self._reshardable(request, now)
-        shard = self._open_shard_to_reshard(stream, request["ShardToMerge"])
-        adjacent = self._open_shard_to_reshard(stream, request["AdjacentShardToMerge"])
+        stream = self.table.stream(request, now)
+        shard, adjacent = self._shards_to_reshard(
+            stream, [request["ShardToMerge"], request["AdjacentShardToMerge"]]
+        )
         a, b = shard.meta, adjacent.meta
         check_merge(
             (a.shard_id, a.starting_hash_key, a.ending_hash_key),
@@ -163,6 +182,7 @@ class Resharder:
             stream.meta.name,
             self._account,
         )
+        self._check_reshardable(stream)
         self._merge(stream, shard, adjacent, now)
         self._resharded(stream, now)
 

@@ -29,20 +29,13 @@ from typing import Any, Final
 import orjson
 
 from server.core.errors import InvalidArgumentException, ResourceNotFoundException
+from server.core.shapes import SHARD_LEVEL_METRIC_NAMES
 from server.core.streams import Stream, StreamTable
 
 __all__ = ["ALL_METRICS", "StreamSettings"]
 
 #: The shard-level metrics ``ALL`` stands for, in the service's order.
-ALL_METRICS: Final = (
-    "IncomingBytes",
-    "IncomingRecords",
-    "OutgoingBytes",
-    "OutgoingRecords",
-    "WriteProvisionedThroughputExceeded",
-    "ReadProvisionedThroughputExceeded",
-    "IteratorAgeMilliseconds",
-)
+ALL_METRICS: Final = SHARD_LEVEL_METRIC_NAMES
 
 
 def _metrics(requested: list[str]) -> set[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from kpl.protocol.hashing import EXPLICIT_HASH_KEY_PATTERN
 from kpl.protocol.limits import MAX_PARTITION_KEY_LENGTH
@@ -34,6 +34,7 @@ __all__ = [
     "SEQUENCE_NUMBER",
     "SHARD_ID",
     "SHARD_LEVEL_METRICS",
+    "SHARD_LEVEL_METRIC_NAMES",
     "STREAM_ARN",
     "STREAM_ID",
     "STREAM_MEMBERS",
@@ -107,11 +108,17 @@ CONSUMER_ARN = text(
     r"^(arn):aws.*:kinesis:.*:\d{12}:.*stream\/[a-zA-Z0-9_.-]+\/consumer\/[a-zA-Z0-9_.-]+:[0-9]+",
 )
 RESOURCE_ARN = text(1, 2048, r"arn:aws.*:kinesis:.*:\d{12}:.*(stream|channel)/\S+")
-SHARD_LEVEL_METRICS = Shape("list", required=True, min=1, max=7, member=Shape("string", enum=(
+#: The shard-level metrics of enhanced monitoring, in the service's order (``ALL`` is
+#: every one of them).
+SHARD_LEVEL_METRIC_NAMES: Final = (
     "IncomingBytes", "IncomingRecords", "OutgoingBytes", "OutgoingRecords",
     "WriteProvisionedThroughputExceeded", "ReadProvisionedThroughputExceeded",
-    "IteratorAgeMilliseconds", "ALL",
-)))
+    "IteratorAgeMilliseconds",
+)
+SHARD_LEVEL_METRICS = Shape(
+    "list", required=True, min=1, max=len(SHARD_LEVEL_METRIC_NAMES),
+    member=Shape("string", enum=(*SHARD_LEVEL_METRIC_NAMES, "ALL")),
+)
 HASH_KEY = text(pattern=EXPLICIT_HASH_KEY_PATTERN)
 SEQUENCE_NUMBER = text(pattern=r"0|([1-9]\d{0,128})")
 PARTITION_KEY = text(1, MAX_PARTITION_KEY_LENGTH)

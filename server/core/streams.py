@@ -35,10 +35,35 @@ from server.core.errors import (
 from server.core.hooks import ThroughputGate
 from server.core.retention import cutoff as retention_cutoff
 from server.core.retention import expired_shards
-from server.core.seqnum import COUNTER_SPAN, shard_base
+from server.core.seqnum import (
+    ARRIVAL_SHIFT,
+    ARRIVAL_SPAN,
+    INDEX_SPAN,
+    INDEX_UNIT,
+    ParsedSequenceNumber,
+    next_index,
+    parse_sequence_number,
+    sequence_head,
+)
 from server.storage.base import ShardMeta, Storage, StreamMeta
 
-__all__ = ["DATA_STATES", "EngineConfig", "Shard", "Stream", "StreamTable"]
+__all__ = ["DATA_STATES", "MAX_SHARD_INDEX", "EngineConfig", "Shard", "Stream", "StreamTable",
+           "resolve_shard_id"]
+
+#: The largest shard index a shard id may name (a Java int).
+MAX_SHARD_INDEX = 2**31 - 1
+
+
+def resolve_shard_id(text: str) -> str | None:
+    """The shard id a request's ``ShardId`` names, as the service reads it: by the number
+    after its last ``-`` (``anything-2`` and ``2`` are ``shardId-000000000002``); ``None``
+    when that is not a number in ``0..2147483647``."""
+    digits = text.rpartition("-")[2]
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 40:
+        return None
+    index = int(digits)
+    return None if index > MAX_SHARD_INDEX else f"shardId-{index:012d}"
+
 
 #: What a state turns into once ``state_delay`` has passed (``None``: the stream is gone).
 _NEXT_STATE: dict[str, str | None] = {"CREATING": "ACTIVE", "UPDATING": "ACTIVE", "DELETING": None}
@@ -60,27 +85,62 @@ class EngineConfig:
 
 
 class Shard:
-    """A shard's metadata plus what the engine needs to write to it quickly."""
+    """A shard's metadata plus what the engine needs to write to it quickly.
 
-    __slots__ = ("base", "last_arrival", "meta", "next_seq", "seq_limit")
+    ``next_seq`` is the lowest number the next record can take (its sequence index with
+    arrival 0): the record's number is ``next_seq + arrival_part(arrival)``, and taking it
+    moves ``next_seq`` on by ``INDEX_UNIT``. ``last`` is the highest number the shard holds
+    (from storage after a restart), ``None`` for none.
+    """
 
-    def __init__(self, meta: ShardMeta, base: int, next_seq: int) -> None:
+    __slots__ = ("base", "created", "head", "last_arrival", "last_seq", "meta", "next_seq")
+
+    def __init__(self, meta: ShardMeta, last: int | None = None) -> None:
         self.meta = meta
-        self.base = base
-        self.next_seq = next_seq
-        self.seq_limit = base + COUNTER_SPAN
+        #: The shard's StartingSequenceNumber (TRIM_HORIZON's position).
+        self.base = meta.starting_sequence_number
+        self.created = int(meta.created_at)
+        self.head = sequence_head(self.created, meta.index)
+        self.next_seq = self.head + next_index(self.head, last) * INDEX_UNIT
+        #: The last number handed out (the starting number before any record).
+        self.last_seq = self.base if last is None else max(last, self.base)
         self.last_arrival = 0.0
+
+    def owns(self, parsed: ParsedSequenceNumber) -> bool:
+        """Whether a number with these fields may be this shard's (as opposed to one of an
+        earlier stream's shard with the same index); the shard index is checked apart."""
+        if parsed.origin == (2, self.created % ARRIVAL_SPAN):
+            return True
+        own = parse_sequence_number(self.base)
+        return own is not None and parsed.origin == own.origin
+
+    def order_after(self, parsed: ParsedSequenceNumber) -> None:
+        """SequenceNumberForOrdering: the next record is numbered above a number of this
+        shard (a number of another shard, or one below the next, changes nothing)."""
+        if parsed.version != 2 or parsed.shard_index != self.meta.index:
+            return
+        if parsed.created != self.created % ARRIVAL_SPAN or parsed.counter + 1 >= INDEX_SPAN:
+            return
+        self.next_seq = max(self.next_seq, self.head + (parsed.counter + 1) * INDEX_UNIT)
+
+    def floor(self, value: int) -> int:
+        """The greatest number at or below ``value`` that this shard could hand out: what a
+        position between two numbers is named by (a subscription's continuation)."""
+        if value < self.head:
+            return value
+        index, rest = divmod(value - self.head, INDEX_UNIT)
+        arrival = min(rest >> ARRIVAL_SHIFT, ARRIVAL_SPAN - 1)
+        return self.head + index * INDEX_UNIT + (arrival << ARRIVAL_SHIFT)
 
 
 class Stream:
     """A stream's metadata plus its routing table over the open shards."""
 
-    __slots__ = ("created_ms", "epoch", "meta", "route_shards", "route_starts", "shards")
+    __slots__ = ("created_ms", "meta", "route_shards", "route_starts", "shards")
 
     def __init__(self, meta: StreamMeta) -> None:
         self.meta = meta
         self.created_ms = int(meta.created_at * 1000)
-        self.epoch = int(meta.created_at)
         self.shards: dict[str, Shard] = {}
         self.route_starts: list[int] = []
         self.route_shards: list[Shard] = []
@@ -121,13 +181,11 @@ class StreamTable:
         """Add a stream (new or loaded from storage), numbering on from its stored records."""
         stream = Stream(meta)
         for shard_meta in meta.shards:
-            base = shard_base(shard_meta.index, stream.epoch)
+            # A shard's first record is numbered above its StartingSequenceNumber (as on
+            # the service), so AFTER_SEQUENCE_NUMBER of the starting number reads the whole
+            # shard: an idle subscription's continuation can name it.
             last = self.storage.last_sequence_number(meta.name, shard_meta.shard_id)
-            # A shard's first record takes the number after its StartingSequenceNumber
-            # (as on the service), so AFTER_SEQUENCE_NUMBER of the starting number reads
-            # the whole shard: an idle subscription's continuation can name it.
-            next_seq = max(base + 1, shard_meta.starting_sequence_number + 1, (last or 0) + 1)
-            stream.shards[shard_meta.shard_id] = Shard(shard_meta, base, next_seq)
+            stream.shards[shard_meta.shard_id] = Shard(shard_meta, last)
         stream.rebuild_routes()
         self.by_name[meta.name] = stream
         return stream

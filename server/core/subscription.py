@@ -118,7 +118,7 @@ class Subscription(EventStream):
         if self.last_sent is not None:
             return str(self.last_sent)
         # No record is numbered the shard's starting number, so "after it" is the start.
-        return str(max(self.position - 1, self.shard.base))
+        return str(self.shard.floor(max(self.position - 1, self.shard.base)))
 
     def _finish(self, events: list[Event]) -> EventBatch:
         self.ended = True

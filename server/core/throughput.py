@@ -20,7 +20,7 @@ The service does not publish its algorithm; it documents the per-second limits a
 "subsequent calls made within the next 1 second" (5 seconds after a 10 MiB GetRecords)
 are throttled. One second of burst reproduces both closely enough.
 
-Per shard (scaled by ``Limits.aws(scale)``; ``KINESIS.md``, ``kpl.protocol.limits``):
+Per shard (scaled by ``Limits.aws(scale)``, from ``kpl.protocol.limits``):
 
 =================  ==========================  ===========================================
 bucket             rate                        how it is taken

@@ -3,9 +3,15 @@
 Rules (as the service applies them, in this order):
 
 1. **Types.** Walk the body in the model's member order; the first member whose JSON
-   type is wrong fails the whole request with ``SerializationException`` and a
-   Java-flavoured message (``class java.lang.String can not be converted to an
-   Integer``). Blobs are base64 and decoded here; bad base64 is a type error too.
+   type is wrong fails the whole request with ``SerializationException`` and the text of
+   the service's Java parser, from one table of target type by JSON type
+   (:data:`TYPE_ERRORS`): a scalar of the wrong type names its Java class (``class
+   java.lang.String can not be converted to an Integer``; a JSON number is a
+   ``com.amazon.coral.value.json.numbers.TruncatingBigNumber``), a list or object where a
+   scalar is expected is ``Start of list found where not expected`` / ``Start of
+   structure or map found where not expected.``, a scalar where a list, map or structure
+   is expected is ``Expected list or null`` / ``Expected map or null`` / ``Expected
+   null``. Blobs are base64 and decoded here; bad base64 is a type error too.
    Unknown members and ``null`` values are dropped.
 2. **Constraints.** Walk again in member order and collect every failed constraint
    (required, pattern, length, range, enum), at most 10, into one
@@ -20,6 +26,7 @@ action's input shape is in the action registry (``server.core.actions``).
 
 from __future__ import annotations
 
+import math
 import re
 from binascii import Error as BinasciiError
 from binascii import a2b_base64
@@ -35,6 +42,7 @@ from server.core.shapes import Shape
 
 __all__ = [
     "MAX_ERRORS",
+    "TYPE_ERRORS",
     "Shape",
     "constraint_error",
     "decode_blob",
@@ -82,89 +90,95 @@ def _blob_error(value: str) -> str:
     return prefix + "Invalid last non-pad Base64 character dectected"
 
 
-def _type_name(value: object) -> str:
+_BOOLEAN = "java.lang.Boolean"
+_STRING = "java.lang.String"
+#: The Java class the service's JSON parser holds a JSON number in.
+_NUMBER = "com.amazon.coral.value.json.numbers.TruncatingBigNumber"
+_LIST_START = "Start of list found where not expected"
+_MAP_START = "Start of structure or map found where not expected."
+
+
+def _scalar_errors(target: str, **classes: str) -> dict[str, str]:
+    """A row of the table: ``class X can not be converted to <target>`` for each JSON
+    type named (``boolean=_BOOLEAN``...), and the container texts."""
+    row = {found: f"class {java} can not be converted to {target}" for found, java in
+           classes.items()}
+    return {**row, "list": _LIST_START, "object": _MAP_START}
+
+
+def _container_errors(expected: str, other_start: str) -> dict[str, str]:
+    """A container's row: ``expected`` for any scalar, ``other_start`` for the other
+    container."""
+    found_other = "object" if other_start == _MAP_START else "list"
+    return {"boolean": expected, "number": expected, "string": expected,
+            found_other: other_start}
+
+
+#: The service's ``SerializationException`` text for a JSON value of the wrong type: one
+#: row per target type, one column per JSON type found (``boolean``, ``number``,
+#: ``string``, ``list``, ``object``); no cell means the target takes that JSON type. In
+#: the one cell holding ``{}``, that is the string itself, upper-cased.
+TYPE_ERRORS: dict[str, dict[str, str]] = {
+    "string": _scalar_errors("an String", boolean=_BOOLEAN, number=_NUMBER),
+    "integer": _scalar_errors("an Integer", boolean=_BOOLEAN, string=_STRING),
+    "long": _scalar_errors("an Long", boolean=_BOOLEAN, string=_STRING),
+    "boolean": {
+        **_scalar_errors("an Boolean", number=_NUMBER),
+        "string": "'{}' can not be converted to an Boolean",
+    },
+    "blob": _scalar_errors("a Blob", boolean=_BOOLEAN, number=_NUMBER),
+    "timestamp": _scalar_errors("a Timestamp", boolean=_BOOLEAN, string=_STRING),
+    "list": _container_errors("Expected list or null", _MAP_START),
+    "map": _container_errors("Expected map or null", _LIST_START),
+    "structure": _container_errors("Expected null", _LIST_START),
+}
+
+
+def _json_type(value: object) -> str:
+    """The column of :data:`TYPE_ERRORS` for a parsed value (a CBOR value JSON has no type
+    for reads as a number, the type the service names for anything it cannot place)."""
     if isinstance(value, bool):
-        return "java.lang.Boolean"
+        return "boolean"
     if isinstance(value, str):
-        return "java.lang.String"
-    return "java.math.BigDecimal"
-
-
-def _container_error(value: object) -> SerializationException | None:
+        return "string"
     if isinstance(value, list):
-        return SerializationException("Start of list found where not expected")
+        return "list"
     if isinstance(value, dict):
-        return SerializationException("Start of structure or map found where not expected.")
-    return None
+        return "object"
+    return "number"
 
 
 def _coerce(shape: Shape, value: Any) -> Any:
     kind = shape.kind
-    if kind in ("string", "integer", "long", "boolean", "blob", "timestamp"):
-        err = _container_error(value)
-        if err is not None:
-            raise err
-    if kind == "string":
-        if not isinstance(value, str):
-            raise SerializationException(
-                f"class {_type_name(value)} can not be converted to an String"
-            )
-        return value
+    found = _json_type(value)
+    error = TYPE_ERRORS[kind].get(found)
+    if error is not None:
+        raise SerializationException(error.format(value.upper()) if "{}" in error else error)
     if kind in ("integer", "long"):
-        if isinstance(value, bool | str):
-            java = "Integer" if kind == "integer" else "Long"
-            raise SerializationException(
-                f"class {_type_name(value)} can not be converted to an {java}"
-            )
-        return int(value) if isinstance(value, float) else value
-    if kind == "boolean":
-        if isinstance(value, str):
-            raise SerializationException(f"'{value.upper()}' can not be converted to an Boolean")
-        if not isinstance(value, bool):
-            raise SerializationException(
-                "class java.math.BigDecimal can not be converted to an Boolean"
-            )
-        return value
+        return math.floor(value) if isinstance(value, float) else value
     if kind == "timestamp":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SerializationException(
-                f"class {_type_name(value)} can not be converted to a Timestamp"
-            )
+        if not isinstance(value, int | float):  # a CBOR value JSON has no type for
+            raise SerializationException(f"class {_NUMBER} can not be converted to a Timestamp")
         return float(value)
     if kind == "blob":
-        if not isinstance(value, str):
-            raise SerializationException(
-                f"class {_type_name(value)} can not be converted to a Blob"
-            )
         decoded = decode_blob(value)
         if decoded is None:
             raise SerializationException(_blob_error(value))
         return decoded
     if kind == "list":
-        if isinstance(value, dict):
-            raise SerializationException("Start of structure or map found where not expected.")
-        if not isinstance(value, list):
-            raise SerializationException("Expected list or null")
         assert shape.member is not None
         return [_coerce(shape.member, v) if v is not None else None for v in value]
     if kind == "map":
-        if isinstance(value, list):
-            raise SerializationException("Start of list found where not expected")
-        if not isinstance(value, dict):
-            raise SerializationException("Expected map or null")
         assert shape.member is not None
         return {k: _coerce(shape.member, v) for k, v in value.items() if v is not None}
-    # structure
-    if isinstance(value, list):
-        raise SerializationException("Start of list found where not expected")
-    if not isinstance(value, dict):
-        raise SerializationException("Expected null")
-    out: dict[str, Any] = {}
-    for name, member in shape.members:
-        v = value.get(name)
-        if v is not None:
-            out[name] = _coerce(member, v)
-    return out
+    if kind == "structure":
+        out: dict[str, Any] = {}
+        for name, member in shape.members:
+            v = value.get(name)
+            if v is not None:
+                out[name] = _coerce(member, v)
+        return out
+    return value  # string, boolean
 
 
 # -- phase 2: constraints -----------------------------------------------------------

@@ -5,17 +5,20 @@ Request flow (cheapest refusals first, as the service answers them):
 
 1. a body over ``max_request_bytes`` -> bare 413, decided from ``Content-Length`` without
    reading it (or, for chunked bodies, as soon as the running total passes the cap);
-2. ``X-Amz-Target`` naming no action the engine answers (``server.core.actions``) ->
-   ``UnknownOperationException``, whether the service models the action or not;
-3. ``Authorization`` missing or not SigV4-shaped -> ``MissingAuthenticationTokenException``
-   / ``IncompleteSignatureException``; with ``--iam`` the body is read and the signature
-   verified (``server.web.auth.Verifier``: ``UnrecognizedClientException``,
+2. the connection rules of ``server.web.wire``, in the service's order: a CORS pre-flight
+   (answered by the middleware), a method other than POST, an empty body, the content
+   type, a body that does not parse to an object, an ``X-Amz-Target`` naming no action the
+   engine answers (``server.core.actions``: ``UnknownOperationException``, whether the
+   service models the action or not);
+3. the shape of the authentication (``check_authorization``:
+   ``MissingAuthenticationTokenException`` / ``IncompleteSignatureException`` /
+   ``InvalidSignatureException``); with ``--iam`` the signature is then verified
+   (``server.web.auth.Verifier``: ``UnrecognizedClientException``,
    ``InvalidSignatureException``);
-4. the body is parsed (``SerializationException`` if it does not parse): JSON 1.1, or
-   CBOR 1.1 when the ``Content-Type`` says ``application/x-amz-cbor-1.1`` (the Java SDKs'
-   default), in which case the answer, errors included, is CBOR too (``codec``);
-   with ``--iam`` the caller's policies are then asked (``server.web.access``):
-   ``AccessDeniedException`` for the whole request;
+4. the body was parsed as JSON 1.1, or CBOR 1.1 when the ``Content-Type`` says
+   ``application/x-amz-cbor-1.1`` (the Java SDKs' default), in which case the answer,
+   errors included, is CBOR too (``codec``); with ``--iam`` the caller's policies are
+   asked (``server.web.access``): ``AccessDeniedException`` for the whole request;
 5. fault injection may delay or fail the request here (``dispatch``);
 6. the engine runs the action with ``now`` and a request context (the request id, the
    peer address, the ``User-Agent``); for an action the registry marks ``durable``, the
@@ -26,11 +29,13 @@ Request flow (cheapest refusals first, as the service answers them):
    per-shard signals the engine's writes mark and this layer flushes once they are durable.
 
 The middleware renders every :class:`KinesisError` as ``{"__type","message"}`` with its
-status, turns anything unexpected into a 500 ``InternalFailure``, and stamps an
-``x-amzn-RequestId`` on every response (chosen before the handler runs, so the engine's
-request context carries the same id). Around it, when the server keeps an audit log or
-metrics, ``server.web.observe``'s middleware records and measures each API call as
-answered; ``GET /metrics`` serves the metrics, every other request goes to the one handler.
+status, turns anything unexpected into a 500 ``InternalFailure``, and chooses the
+``x-amzn-RequestId`` before the handler runs, so the engine's request context carries the
+same id; ``server.web.wire.stamp`` puts it, ``x-amz-id-2`` and the CORS headers on every
+response as it is prepared (event streams included). Around it, when the server keeps an
+audit log or metrics, ``server.web.observe``'s middleware records and measures each API
+call as answered; ``GET /metrics`` serves the metrics, every other request goes to the one
+handler.
 """
 
 from __future__ import annotations
@@ -41,16 +46,18 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from server.config import ServerConfig
-from server.core.actions import ACTIONS, BY_TARGET
+from server.core.actions import ACTIONS, BY_TARGET, Action
 from server.core.calls import EventStream, Reply, RequestContext
 from server.core.engine import Engine
 from server.core.errors import (
     InternalFailure,
     KinesisError,
+    SerializationException,
     UnknownOperationException,
     for_code,
 )
@@ -70,9 +77,11 @@ from server.web.codec import (
     encode_response,
 )
 from server.web.keys import (
+    ACCEPTED_KEY,
     ACTION_KEY,
     ANSWER_KEY,
     ERROR_KEY,
+    METRICS_KEY,
     PAYLOAD_KEY,
     PRINCIPAL_KEY,
     REQUEST_ID_KEY,
@@ -82,6 +91,19 @@ from server.web.metrics import ServerMetrics
 from server.web.observe import make_observer
 from server.web.readahead import read_ahead
 from server.web.subscriptions import ShardSignals, write_event_stream
+from server.web.wire import (
+    ACCESS_DENIED_XML,
+    AMZ_JSON_1_0,
+    CONTENT_TYPES,
+    UNKNOWN_OPERATION_XML,
+    coral_response,
+    is_preflight,
+    media_type,
+    preflight,
+    splits_into_operation,
+    stamp,
+    xml_response,
+)
 
 __all__ = [
     "ENGINE_KEY",
@@ -105,8 +127,6 @@ ENGINE_KEY = web.AppKey("engine", Engine)
 STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
 #: The per-shard wake-up signals of the SubscribeToShard streams being written.
 SIGNALS_KEY = web.AppKey("signals", ShardSignals)
-#: The server's metrics, when it keeps them (event-stream writers count their events).
-METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -125,6 +145,30 @@ def _error_response(error: KinesisError, cbor: bool) -> web.Response:
     )
 
 
+def _wants_cbor(request: web.Request) -> bool:
+    return media_type(request.headers.get("Content-Type")) == CBOR_CONTENT_TYPE
+
+
+def _empty_body(request: web.Request, entry: Action | None, *, cbor: bool) -> web.Response:
+    """An empty body: a serialization error for a known action, else an unknown one."""
+    if entry is None:
+        return _error_response(UnknownOperationException(), cbor)
+    error = SerializationException()
+    request[ERROR_KEY] = error
+    return _error_response(error, cbor)
+
+
+def _json_1_0_answer(body: bytes) -> web.Response:
+    """What an ``application/json`` request gets: no action runs for it."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict | list):
+        return coral_response(SerializationException.code, 400)
+    return coral_response(UnknownOperationException.code, 404)
+
+
 async def _pause(seconds: float, stopping: asyncio.Event) -> None:
     """Sleep injected latency, cut short once the server is stopping."""
     with contextlib.suppress(TimeoutError):
@@ -136,19 +180,20 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     """Render errors as the service does and give every response a request id."""
     request_id = str(uuid.uuid4())
     request[REQUEST_ID_KEY] = request_id
+    if is_preflight(request):
+        return preflight(request)
     try:
         response = await handler(request)
     except KinesisError as error:
         request[ERROR_KEY] = error
-        response = _error_response(error, request.content_type == CBOR_CONTENT_TYPE)
+        response = _error_response(error, _wants_cbor(request))
     except web.HTTPException:
         raise
     except Exception:
         log.exception("internal failure handling %s", request.headers.get("X-Amz-Target"))
         failure = InternalFailure()
         request[ERROR_KEY] = failure
-        response = _error_response(failure, request.content_type == CBOR_CONTENT_TYPE)
-    response.headers["x-amzn-RequestId"] = request_id
+        response = _error_response(failure, _wants_cbor(request))
     return response
 
 
@@ -211,16 +256,37 @@ def make_app(
         length = request.content_length
         if length is not None and length > cap:
             return web.Response(status=413)
-        entry = BY_TARGET.get(request.headers.get("X-Amz-Target", ""))
-        if entry is None or entry.name not in implemented:
-            raise UnknownOperationException()
-        action = entry.name
-        request[ACTION_KEY] = entry
-        if require_auth:
-            check_authorization(request.headers, request.query)
+        if request.method != "POST":
+            return xml_response(ACCESS_DENIED_XML, 403)
         body = await read_body(request)
         if body is None:
             return web.Response(status=413)
+        content_type = media_type(request.headers.get("Content-Type"))
+        target = request.headers.get("X-Amz-Target", "")
+        entry = BY_TARGET.get(target)
+        if entry is not None:
+            if entry.name in implemented:
+                # A call to a known action from here on: refusals below are audited.
+                request[ACTION_KEY] = entry
+            else:
+                entry = None
+        if not body:
+            return _empty_body(request, entry, cbor=content_type != JSON_CONTENT_TYPE)
+        if content_type not in CONTENT_TYPES:
+            if not splits_into_operation(target):
+                return xml_response(ACCESS_DENIED_XML, 403)
+            return xml_response(UNKNOWN_OPERATION_XML, 404)
+        if content_type == AMZ_JSON_1_0:
+            return _json_1_0_answer(body)
+        cbor = content_type == CBOR_CONTENT_TYPE
+        payload = decode_cbor_request(body) if cbor else decode_request(body)
+        if not isinstance(payload, dict | list):  # a list is the type checks' to refuse
+            raise SerializationException()
+        if entry is None:
+            raise UnknownOperationException()
+        action = entry.name
+        if require_auth:
+            check_authorization(request.headers, request.query)
         principal: Principal | None = None
         if access is not None:
             now = clock()
@@ -229,8 +295,6 @@ def make_app(
                 body, now,
             )
             request[PRINCIPAL_KEY] = principal
-        cbor = request.content_type == CBOR_CONTENT_TYPE
-        payload = decode_cbor_request(body) if cbor else decode_request(body)
         request[PAYLOAD_KEY] = payload
         if access is not None:
             assert principal is not None
@@ -260,6 +324,9 @@ def make_app(
         signals.flush()  # subscribers see what is durable now
         if type(result) is not Reply:
             assert isinstance(result, EventStream)
+            accepted = request.get(ACCEPTED_KEY)
+            if accepted is not None:  # the call is made now; its events follow
+                accepted()
             return await write_event_stream(
                 request, result, signals, clock, request_id=context.request_id, cbor=cbor
             )
@@ -285,6 +352,7 @@ def make_app(
     app[ENGINE_KEY] = engine
     app[STOPPING_KEY] = stopping
     app[SIGNALS_KEY] = signals
+    app.on_response_prepare.append(stamp)
 
     async def end_streams(app: web.Application) -> None:
         signals.stop()

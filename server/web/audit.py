@@ -44,6 +44,8 @@ class AuditLog:
         self._closed = False
         #: Records lost to write errors (each also logged).
         self.failed = 0
+        #: Set each time written records have been flushed to the file.
+        self.flushed = threading.Event()
         self._thread.start()
 
     def write(self, record: dict[str, Any]) -> None:
@@ -74,6 +76,8 @@ class AuditLog:
             self._file.flush()
         except OSError:
             log.exception("audit log %s: flush failed", self.target)
+        else:
+            self.flushed.set()
 
     def _run(self) -> None:
         dirty = False

@@ -1,11 +1,12 @@
 """SigV4 on the server: the shape of the ``Authorization`` header, and (with ``--iam``)
 the signature itself.
 
-The service refuses a request without credentials (``MissingAuthenticationTokenException``)
-and one whose ``Authorization`` header lacks a SigV4 part
-(``IncompleteSignatureException``, listing every missing part).
-:func:`check_authorization` checks the header's shape, as the service does before looking
-at the signature; it is all a server without ``--iam`` asks of a request.
+The service refuses a request signed both ways, by header and by query string
+(``InvalidSignatureException``), one without credentials
+(``MissingAuthenticationTokenException``), and one whose ``Authorization`` header or
+query-string signature lacks a SigV4 part (``IncompleteSignatureException``, listing every
+missing part). :func:`check_authorization` checks that shape, as the service does before
+looking at the signature; it is all a server without ``--iam`` asks of a request.
 
 With ``--iam``, a :class:`Verifier` also checks who signed, in the service's order:
 
@@ -49,16 +50,35 @@ from server.core.principals import Principal, Principals
 __all__ = ["MAX_SKEW_SECONDS", "Verifier", "check_authorization", "check_clock"]
 
 _PARTS = ("Credential", "Signature", "SignedHeaders")
+#: The query-string signature's parameters, in the order the service names missing ones.
+_QUERY_ORDER = (
+    "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "X-Amz-SignedHeaders", "X-Amz-Date"
+)
 _PREFIX = ALGORITHM + " "
 
 
 def check_authorization(headers: Mapping[str, str], query: Mapping[str, str]) -> None:
     """Raise the service's error unless the request carries a SigV4-shaped signature."""
     auth = headers.get("Authorization")
-    if auth is None:
-        if "X-Amz-Algorithm" in query:
-            return  # presigned query string: accepted as is, like a header signature
-        raise MissingAuthenticationTokenException("Missing Authentication Token")
+    in_query = "X-Amz-Algorithm" in query
+    if auth and in_query:
+        raise InvalidSignatureException(
+            "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as "
+            "HTTP header."
+        )
+    if not auth:
+        if not in_query:
+            raise MissingAuthenticationTokenException("Missing Authentication Token")
+        missing = "".join(
+            f"AWS query-string parameters must include '{part}'. "
+            for part in _QUERY_ORDER
+            if not query.get(part)
+        )
+        if missing:
+            raise IncompleteSignatureException(
+                missing + "Re-examine the query-string parameters."
+            )
+        return
     has_date = "X-Amz-Date" in headers or "Date" in headers
     if (
         has_date
@@ -190,7 +210,7 @@ class Verifier:
         """
         path, _, query = raw_path.partition("?")
         auth_header = headers.get("Authorization")
-        if auth_header is not None:
+        if auth_header:  # an empty header is no header, as in check_authorization
             auth = parse_authorization(auth_header)
             if auth is None:
                 check_authorization(headers, {})  # raises the error naming what is missing

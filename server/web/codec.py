@@ -58,11 +58,16 @@ def encode_error(code: str, message: str) -> bytes:
     """The JSON body of an error: ``{"__type": code, "message": message}``.
 
     Without a message the service sends ``{"__type": code}`` alone (an unknown target, a
-    body that is not JSON), as recorded against it by kinesalite's authors.
+    body that is not JSON); a ``SerializationException`` carries its text under
+    ``Message``, as the service's own (Coral) serializer writes it.
     """
     if not message:
         return orjson.dumps({"__type": code})
-    return orjson.dumps({"__type": code, "message": message})
+    return orjson.dumps({"__type": code, _message_key(code): message})
+
+
+def _message_key(code: str) -> str:
+    return "Message" if code == "SerializationException" else "message"
 
 
 def decode_request(body: bytes) -> Any:
@@ -134,4 +139,6 @@ def encode_cbor_response(result: dict[str, Any]) -> bytes:
 
 def encode_cbor_error(code: str, message: str) -> bytes:
     """The CBOR body of an error: the same members as :func:`encode_error`."""
-    return cbor2.dumps({"__type": code, "message": message} if message else {"__type": code})
+    if not message:
+        return cbor2.dumps({"__type": code})
+    return cbor2.dumps({"__type": code, _message_key(code): message})

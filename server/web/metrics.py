@@ -31,19 +31,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from kpl.metrics import snake_case
 from server.core.actions import Action
 from server.core.errors import KinesisError, ProvisionedThroughputExceededException
+from server.core.shapes import SHARD_LEVEL_METRIC_NAMES
 
 __all__ = ["CONTENT_TYPE_LATEST", "SHARD_LEVEL_METRICS", "ServerMetrics", "snake_case"]
 
 #: The shard-level metric names EnableEnhancedMonitoring accepts (besides ``ALL``).
-SHARD_LEVEL_METRICS: Final = (
-    "IncomingBytes",
-    "IncomingRecords",
-    "OutgoingBytes",
-    "OutgoingRecords",
-    "WriteProvisionedThroughputExceeded",
-    "ReadProvisionedThroughputExceeded",
-    "IteratorAgeMilliseconds",
-)
+SHARD_LEVEL_METRICS: Final = SHARD_LEVEL_METRIC_NAMES
 
 _THROTTLED = ProvisionedThroughputExceededException.code
 _SHARD_IN_MESSAGE = re.compile(r"shard (shardId-\d+)")
@@ -232,6 +225,15 @@ class ServerMetrics:
             self._get_records(request, answer, error, latency_seconds)
         elif name == "SubscribeToShard":
             self._subscribe(request, error)
+        elif error is not None:
+            return
+        elif name in ("EnableEnhancedMonitoring", "DisableEnhancedMonitoring"):
+            # The answer names the stream and its metrics after the change.
+            self.set_shard_level_metrics(answer["StreamName"], answer["DesiredShardLevelMetrics"])
+        elif name == "DeleteStream":
+            stream = self._stream(request)
+            if stream is not None:  # a stream of that name starts with none enabled
+                self.set_shard_level_metrics(stream, ())
 
     @staticmethod
     def _stream(request: dict[str, Any]) -> str | None:

@@ -2,10 +2,12 @@
 
 It wraps the error middleware, so it sees every answer as sent, refusals included, and
 reads what the handler noted on the request (``server.web.keys``): the action, the
-parsed body, the answer or the error, the verified principal. A request naming no action
-this server answers (a non-POST, an unknown target, a body over the cap) is not an API
-call and is neither recorded nor measured. A server with neither an audit log nor metrics
-does not install it.
+parsed body, the answer or the error, the verified principal. A call answered by an event
+stream (SubscribeToShard) is recorded and measured when accepted, before its first event,
+as CloudTrail records it: its record has the request's parameters, no response elements
+and never the records the stream carries. A request naming no action this server answers
+(a non-POST, an unknown target, a body over the cap) is not an API call and is neither
+recorded nor measured. A server with neither an audit log nor metrics does not install it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from server.core.audit import CallRecord, cloudtrail_record
 from server.core.errors import KinesisError
 from server.web.audit import AuditLog
 from server.web.keys import (
+    ACCEPTED_KEY,
     ACTION_KEY,
     ANSWER_KEY,
     ERROR_KEY,
@@ -78,20 +81,24 @@ def make_observer(
     async def observe(request: web.Request, handler: _Handler) -> web.StreamResponse:
         arrived = clock()
         started = time.perf_counter()
-        response = await handler(request)
-        entry = request.get(ACTION_KEY)
-        if entry is None:
-            return response
-        error = request.get(ERROR_KEY)
-        if error is None and response.status >= 400:
-            return response  # a bare 413: the call was never read, so never made
-        payload = request.get(PAYLOAD_KEY)
-        answer = request.get(ANSWER_KEY)
-        if metrics is not None:
-            metrics.observe_call(
-                entry, payload, None if error else answer, error, time.perf_counter() - started
-            )
-        if audit is not None and (data_events or entry.category is EventCategory.MANAGEMENT):
+        observed = False
+
+        def observe_call() -> None:
+            nonlocal observed
+            observed = True
+            entry = request[ACTION_KEY]
+            error = request.get(ERROR_KEY)
+            payload = request.get(PAYLOAD_KEY)
+            answer = request.get(ANSWER_KEY)
+            if metrics is not None:
+                metrics.observe_call(
+                    entry, payload, None if error else answer, error,
+                    time.perf_counter() - started,
+                )
+            if audit is None or not (
+                data_events or entry.category is EventCategory.MANAGEMENT
+            ):
+                return
             principal = request.get(PRINCIPAL_KEY)
             token = payload.get("ShardIterator") if isinstance(payload, dict) else None
             stream_name = (
@@ -117,6 +124,16 @@ def make_observer(
                 stream_name=stream_name,
             )
             audit.write(cloudtrail_record(record))
+
+        # An event stream's call is observed once accepted, before its events (the
+        # handler calls this); one-shot answers once answered, below.
+        request[ACCEPTED_KEY] = observe_call
+        response = await handler(request)
+        if observed or request.get(ACTION_KEY) is None:
+            return response
+        if request.get(ERROR_KEY) is None and response.status >= 400:
+            return response  # a bare 413: the call was never read, so never made
+        observe_call()
         return response
 
     return observe

@@ -160,6 +160,11 @@ class StreamServer:
         self.metrics = (
             ServerMetrics(self._clock, self._iterator_shard) if self.config.metrics else None
         )
+        if self.metrics is not None:  # streams a durable data dir brings keep their settings
+            for stream in self.engine.streams.all(self._clock()):
+                self.metrics.set_shard_level_metrics(
+                    stream.meta.name, stream.meta.shard_level_metrics
+                )
         app = make_app(
             self.engine, self.config, self._clock, faults=faults, access=access, audit=audit,
             metrics=self.metrics,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,7 @@ from server.web.codec import (
     encode_response,
 )
 from server.web.eventstream import CONTENT_TYPE, encode_event, encode_exception
+from server.web.keys import METRICS_KEY, PAYLOAD_KEY
 
 __all__ = ["LiveStream", "ShardSignals", "write_event_stream"]
 
@@ -47,6 +49,8 @@ _NO_SHARD: _Key = ("", "")
 _END_GRACE_SECONDS = 5.0
 #: Payload content type of each message, by the client's wire format.
 _JSON_PAYLOAD = "application/json"
+#: The events the SubscribeToShardEvent metrics count (not exceptions, not the first).
+_EVENT_TYPE = "SubscribeToShardEvent"
 
 
 class ShardSignals:
@@ -140,6 +144,15 @@ async def write_event_stream(
     )
     await response.prepare(request)
     live = LiveStream(request, stream)
+    # SubscribeToShardEvent metrics, per consumer (the ARN the call named).
+    metrics = request.app.get(METRICS_KEY)
+    payload = request.get(PAYLOAD_KEY)
+    consumer_arn = payload.get("ConsumerARN") if isinstance(payload, dict) else None
+    observe = (
+        functools.partial(metrics.observe_subscription_event, consumer_arn)
+        if metrics is not None and isinstance(consumer_arn, str)
+        else None
+    )
     signals.live.add(live)
     key = stream.wake_key or _NO_SHARD
     expires_at = stream.expires_at
@@ -169,6 +182,8 @@ async def write_event_stream(
                     else encode_event(event.event_type, body, payload_type)
                 )
                 await _write(response, frame, limit())
+                if observe is not None and event.event_type == _EVENT_TYPE:
+                    observe(event.payload["Records"], event.payload["MillisBehindLatest"])
             if batch.wake_at is None:
                 break
             delay = batch.wake_at - clock()

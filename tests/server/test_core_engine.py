@@ -21,7 +21,7 @@ from server.core.errors import (
     UnknownOperationException,
     ValidationException,
 )
-from server.core.seqnum import DIGITS, parse_sequence_number
+from server.core.seqnum import DIGITS, INDEX_UNIT, parse_sequence_number
 from server.core.validation import validate
 from server.storage.memory import MemoryStorage
 
@@ -139,7 +139,7 @@ def test_sequence_number_for_ordering_moves_the_counter() -> None:
     h = Harness()
     h.stream()
     first = h("PutRecord", StreamName="s", Data=b64(b"a"), PartitionKey="k")["SequenceNumber"]
-    bumped = str(int(first) + 1000)
+    bumped = str(int(first) + 1000 * INDEX_UNIT)  # the same shard's index 1001
     second = h(
         "PutRecord",
         StreamName="s",
@@ -155,7 +155,7 @@ def test_sequence_number_for_ordering_moves_the_counter() -> None:
         PartitionKey="k",
         SequenceNumberForOrdering=first,
     )["SequenceNumber"]
-    assert int(third) == int(second) + 1
+    assert int(third) == int(second) + INDEX_UNIT  # the next index, the same second
 
 
 def test_routing_by_md5_and_by_explicit_hash_key() -> None:
@@ -455,7 +455,8 @@ def test_validation_single_and_multiple_errors() -> None:
         (
             "CreateStream",
             {"StreamName": 5, "ShardCount": 1},
-            "class java.math.BigDecimal can not be converted to an String",
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted "
+            "to an String",
         ),
         (
             "CreateStream",
@@ -492,7 +493,8 @@ def test_validation_single_and_multiple_errors() -> None:
         (
             "PutRecords",
             {"StreamName": "s", "Records": [{"Data": 1, "PartitionKey": "k"}]},
-            "class java.math.BigDecimal can not be converted to a Blob",
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted "
+            "to a Blob",
         ),
         (
             "GetShardIterator",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+import server.web.app as app_module
 from tests.support import serve_with_client
 
 
@@ -94,11 +95,19 @@ def test_error_rate_fails_whole_requests_with_500(erroring: Any) -> None:
         assert error["ResponseMetadata"]["HTTPStatusCode"] == 500
 
 
-def test_latency_is_added_to_responses(slow: Any) -> None:
-    started = time.monotonic()
+def test_latency_is_added_to_responses(slow: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    paused: list[float] = []
+    pause = app_module._pause
+
+    async def observed(seconds: float, stopping: asyncio.Event) -> None:
+        paused.append(seconds)
+        await pause(seconds, stopping)
+
+    monkeypatch.setattr(app_module, "_pause", observed)
     slow.list_streams()
-    elapsed = time.monotonic() - started
-    assert elapsed >= 0.08
+    slow.list_streams()
+    assert len(paused) == 2
+    assert all(0.08 <= seconds <= 0.12 for seconds in paused)
 
 
 def test_nothing_is_injected_by_default() -> None:

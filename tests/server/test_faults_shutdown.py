@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 import aiohttp
 import pytest
@@ -41,7 +40,6 @@ async def test_stop_cuts_injected_latency_short(monkeypatch: pytest.MonkeyPatch)
 
         request = asyncio.create_task(list_streams())
         await asyncio.wait_for(arrived.wait(), 10)
-        started = time.monotonic()
-        await server.stop()
-        assert time.monotonic() - started < 10  # not the 30 s of injected latency
+        # The stop must not wait out the 30 s of injected latency.
+        await asyncio.wait_for(server.stop(), 10)
         assert await asyncio.wait_for(request, 10) == 200

@@ -63,27 +63,25 @@ def test_misprediction_to_an_unknown_shard_waits_for_the_map_one_refresh() -> No
         h.answer(request)
     # shardId-1/2 are unknown to the core's map: nothing can be confirmed yet.
     assert not h.outcomes
-    # New records travel plain while the map is stale (the service places them).
-    for i in range(30):
-        h.put(b"new", f"fresh{i}")
-    h.now = 0.5
+    # New records wait for the new map (record_max_buffered_time at most), which is
+    # asked for at once: the last refresh brought a map that changed (the first one).
+    fresh = [h.put(b"new", f"fresh{i}") for i in range(30)]
+    h.now = 0.05
     poll = h.poll()
-    assert not poll.refresh_shard_map  # at most one refresh per interval
-    assert [r.record_count for r in poll.requests] == [30]
-    h.answer(poll.requests[0])
-    h.now = 1.0
-    assert h.poll().refresh_shard_map
+    assert poll.refresh_shard_map
+    assert poll.requests == []
     for _ in range(5):
         assert not h.poll().refresh_shard_map  # outstanding: no storm
     h.core.set_shard_map(new, h.now)
     h.run()
     assert len(h.outcomes) == 80
     assert h.refreshes == 1
-    assert len(h.stored) == 2 + 30  # the aggregate, the 30 plain ones, and the rest
+    # The first aggregate, then the rest and the 30 new ones aggregated per new shard.
+    assert len(h.stored) == 3
     for handle, outcome in h.outcomes.items():
         assert isinstance(outcome, RecordResult)
-        if handle <= 50:
-            assert outcome.shard_id == h.true_map.shard_id_for(hash_key_for(names[handle - 1]))
+        key = names[handle - 1] if handle <= 50 else f"fresh{fresh.index(handle)}"
+        assert outcome.shard_id == h.true_map.shard_id_for(hash_key_for(key))
 
 
 def test_failed_refresh_resends_unconfirmed_records() -> None:
@@ -142,12 +140,14 @@ def test_preserve_order_holds_everything_from_a_misprediction_until_the_new_map(
     assert not h.outcomes
     put("b", 300)  # newer records of the same keys, while the map is stale
     h.core.flush(h.now)
-    while not h.refreshes:  # the refresh is due after shard_map_refresh_min_interval
-        poll = h.poll()
-        assert poll.requests == []  # held: nothing may overtake the records sent again
+    poll = h.poll()
+    assert h.refreshes == 1  # at once: the last map installed was a change (the first)
+    assert poll.requests == []  # held: nothing may overtake the records sent again
+    for _ in range(3):  # until the new map comes, however long ListShards takes
         assert poll.deadline is not None
         h.now = poll.deadline
-    assert h.now >= 1.0
+        poll = h.poll()
+        assert poll.requests == []
     h.core.set_shard_map(new, h.now)
     h.run()
     assert len(h.outcomes) == 600

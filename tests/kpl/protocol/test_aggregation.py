@@ -24,7 +24,9 @@ from kpl.protocol.aggregation import (
     SMALL_VARINT_LIMIT,
     AggregatedRecordMessage,
     DecodedRecord,
+    SubRecord,
     decode,
+    encode,
     encode_sub_record,
     encode_varint,
     frame,
@@ -114,6 +116,26 @@ def test_hand_encoder_is_byte_identical_to_protobuf() -> None:
         assert ours == _protobuf_encode(added)
         assert ours.startswith(MAGIC)
         assert ours[-DIGEST_SIZE:] == md5(ours[len(MAGIC) : -DIGEST_SIZE]).digest()
+
+
+def test_whole_record_encoder_matches_protobuf_and_the_aggregator() -> None:
+    rng = random.Random(11)
+    for _ in range(50):
+        pks = [_random_key(rng) for _ in range(rng.randint(1, 8))]
+        ehks = [str(rng.getrandbits(128)) for _ in range(rng.randint(0, 3))]
+        added = [
+            (rng.choice(pks), rng.choice(ehks) if ehks and rng.random() < 0.5 else None,
+             rng.randbytes(rng.choice([0, 1, 300])))
+            for _ in range(rng.randint(1, 20))
+        ]
+        pk_table = list(dict.fromkeys(pk for pk, _, _ in added))
+        ehk_table = list(dict.fromkeys(ehk for _, ehk, _ in added if ehk is not None))
+        records = [
+            SubRecord(pk_table.index(pk), None if ehk is None else ehk_table.index(ehk), data)
+            for pk, ehk, data in added
+        ]
+        ours = encode(pk_table, ehk_table, records)
+        assert ours == _protobuf_encode(added) == _aggregate(added)
 
 
 def test_encode_sub_record_matches_protobuf_field() -> None:

@@ -83,3 +83,16 @@ def test_a_clock_that_steps_back_refills_nothing() -> None:
 def test_rejects_nonsense(rate: float, capacity: float) -> None:
     with pytest.raises(ValueError, match="positive"):
         TokenBucket(rate, capacity, 0.0)
+
+
+def test_set_rate_refills_at_the_old_rate_then_changes_rate_and_capacity() -> None:
+    bucket = TokenBucket(10.0, 10.0, 0.0)
+    bucket.take(10, 0.0)
+    bucket.set_rate(100.0, 5.0, 0.2)  # 2 tokens came back at the old rate
+    assert bucket.tokens == 2.0
+    assert bucket.delay(5, 0.2) == 3.0 / 100.0
+    bucket.set_rate(1.0, 1.0, 10.0)  # full at 5, dropped to the new capacity
+    assert bucket.tokens == 1.0
+    bucket.charge(3, 10.0)
+    bucket.set_rate(2.0, 2.0, 10.0)  # debt is kept
+    assert bucket.tokens == -2.0
