@@ -32,8 +32,9 @@ class LatencyHistogram:
     def _upper(index: int) -> float:
         return float(_MIN_LATENCY_S * _BUCKET_GROWTH**index)
 
-    def add(self, value: float) -> None:
-        """Record one latency in seconds (negative values count as zero)."""
+    def add(self, value: float, weight: int = 1) -> None:
+        """Record one latency in seconds (negative values count as zero), standing for
+        ``weight`` records (a sample of one in ``weight``)."""
         # Called once per acknowledged record: one log, one dict update.
         if value > _MIN_LATENCY_S:
             index = 1 + int(math.log(value) * _INV_LOG_GROWTH - _LOG_MIN_SCALED)
@@ -41,9 +42,9 @@ class LatencyHistogram:
             index = 0
             value = max(0.0, value)
         buckets = self._buckets
-        buckets[index] = buckets.get(index, 0) + 1
-        self.count += 1
-        self.total += value
+        buckets[index] = buckets.get(index, 0) + weight
+        self.count += weight
+        self.total += value * weight
         if value > self.maximum:
             self.maximum = value
 

@@ -294,6 +294,8 @@ class LoadStats:
         self.last_outcome: float | None = None
         #: Latencies are measured for one record in this many (1: all of them).
         self.latency_every = 1
+        #: Latencies measured (each weighted by the stride it was sampled at).
+        self.latency_samples = 0
         # The interval outcomes go to until `_current_end` (a cache of _interval()).
         self._current: Interval | None = None
         self._current_end = start
@@ -370,9 +372,12 @@ class LoadStats:
         by :meth:`on_acked_many`)."""
         self._count_attempts(attempt_codes)
 
-    def on_latency(self, latency_s: float, now: float) -> None:
-        """One measured put -> acknowledged latency of a record acknowledged at ``now``."""
-        self._interval(now).latency.add(latency_s)
+    def on_latency(self, latency_s: float, now: float, weight: int = 1) -> None:
+        """One measured put -> acknowledged latency of a record acknowledged at ``now``,
+        sampled as one record in ``weight`` (its weight in the percentiles, so that a
+        stride that changed during the run leaves them unbiased)."""
+        self._interval(now).latency.add(latency_s, weight)
+        self.latency_samples += 1
 
     def _count_attempts(self, attempt_codes: Sequence[str | None]) -> None:
         for code in attempt_codes:
@@ -515,6 +520,7 @@ def merge_stats(parts: Sequence[LoadStats]) -> LoadStats:
         merged.retries += part.retries
         merged.throttles += part.throttles
         merged.latency_every = max(merged.latency_every, part.latency_every)
+        merged.latency_samples += part.latency_samples
         for target, source in (
             (merged.errors_by_code, part.errors_by_code),
             (merged.failures_by_code, part.failures_by_code),
@@ -589,7 +595,7 @@ def summarize(
         "latency_sample": {
             "kind": "all records" if every == 1 else "uniform sample",
             "every": every,
-            "records": lat.count,
+            "records": stats.latency_samples,
         },
         "retries": stats.retries,
         "throttles": stats.throttles,

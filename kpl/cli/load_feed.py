@@ -57,7 +57,9 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 class _Chunk:
     """Records put together: their futures, sizes, and the put times of sampled ones."""
 
-    __slots__ = ("filling", "first", "futures", "nbytes", "pick", "sizes", "step", "t0s")
+    __slots__ = (
+        "filling", "first", "futures", "nbytes", "pick", "sizes", "step", "t0s", "weight",
+    )
 
     def __init__(
         self,
@@ -78,6 +80,9 @@ class _Chunk:
         #: with every record measured for a reference: the first of the sample (the
         #: feed's stride goes on across chunks)
         self.pick = first
+        #: the sampling stride when these records were put: each measured one stands for
+        #: this many in the percentiles
+        self.weight = step
         #: still being put: not to be settled yet
         self.filling = True
 
@@ -162,6 +167,7 @@ class Feed:
         if measure_all:
             chunk = _Chunk(futures, sizes, 0, t0s)
             chunk.pick = first
+            chunk.weight = every
         else:
             chunk = _Chunk(futures, sizes, 0, t0s, first, every)
         self._pending.append(chunk)
@@ -199,6 +205,7 @@ class Feed:
         futures: list[Any] = []
         t0s: list[float] = []
         chunk = _Chunk(futures, [], 0, t0s)
+        chunk.weight = self.every
         self._pending.append(chunk)
         try:
             for i in sampled:
@@ -269,7 +276,7 @@ class Feed:
                     stats.on_attempts(list(map(_codes, tries)))
         acked_at = attempts[-1][-1].ended
         exact = self._exact
-        every = self.every
+        every = chunk.weight
         pick = chunk.pick
         indices = range(chunk.first, len(futures), chunk.step)
         for index, t0 in zip(indices, chunk.t0s, strict=True):
@@ -280,7 +287,7 @@ class Feed:
                 exact.add(latency)
                 if index < pick or (index - pick) % every:
                     continue
-            stats.on_latency(latency, ended)
+            stats.on_latency(latency, ended, every)
             if ended > acked_at:
                 acked_at = ended
         stats.on_acked_many(len(futures), chunk.nbytes, retries, acked_at)
@@ -309,9 +316,9 @@ class Feed:
             if t0 is not None:
                 if self._exact is not None:
                     self._exact.add(ended - t0)
-                    if index < chunk.pick or (index - chunk.pick) % self.every:
+                    if index < chunk.pick or (index - chunk.pick) % chunk.weight:
                         continue
-                stats.on_latency(ended - t0, ended)
+                stats.on_latency(ended - t0, ended, chunk.weight)
 
     def _settle_bulk(self, bulk: _Bulk) -> None:
         stats = self._stats

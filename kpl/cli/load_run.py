@@ -42,6 +42,7 @@ __all__ = ["LoadOptions", "failure_code", "run_load"]
 
 #: Unpaced, the latency sample's stride follows the rate measured over this long (s).
 _STRIDE_S: Final = 0.2
+_STRIDE_RECORDS: Final = 20_000
 
 #: Most records put as one chunk (unpaced: every chunk; paced: what is due, in chunks).
 _CHUNK: Final = 1000
@@ -321,13 +322,17 @@ async def run_load(
                 if now >= next_sweep:
                     feed.sweep()
                     next_sweep = now + SWEEP_S
-                    if opts.rate is None and now - last_stride[0] >= _STRIDE_S:
-                        # Unpaced: keep the latency sample near its floor at the rate seen.
-                        feed.every = sample_every(
-                            (pacer.taken - last_stride[1]) / (now - last_stride[0])
-                        )
-                        stats.latency_every = max(stats.latency_every, feed.every)
-                        last_stride = (now, pacer.taken)
+                if opts.rate is None and (
+                    now - last_stride[0] >= _STRIDE_S
+                    or pacer.taken - last_stride[1] >= _STRIDE_RECORDS
+                ):
+                    # Unpaced: keep the latency sample near its floor at the rate seen
+                    # (as soon as that many records went in, at the start's burst too).
+                    feed.every = sample_every(
+                        (pacer.taken - last_stride[1]) / max(now - last_stride[0], 1e-3)
+                    )
+                    stats.latency_every = max(stats.latency_every, feed.every)
+                    last_stride = (now, pacer.taken)
                 if deadline is not None and now >= deadline:
                     if granted < want:
                         return

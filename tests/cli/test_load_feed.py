@@ -106,8 +106,9 @@ async def test_failed_and_cancelled_records_are_counted_one_by_one() -> None:
     assert (stats.records_acked, stats.records_failed, stats.in_flight) == (2, 2, 0)
     assert stats.failures_by_code == {"InternalFailure": 1, "Cancelled": 1}
     assert stats.bytes_acked == len(producer.puts[0][1]) + len(producer.puts[3][1])
-    # One in two measured: records 0 and 2 (2 was cancelled, so only record 0).
-    assert stats.latency.count == 1
+    # One in two measured: records 0 and 2 (2 was cancelled, so only record 0, which
+    # stands for two in the percentiles).
+    assert (stats.latency_samples, stats.latency.count) == (1, 2)
     assert stats.latency.maximum == pytest.approx(0.02)
 
 
@@ -125,7 +126,7 @@ async def test_the_sample_stride_goes_on_across_chunks() -> None:
         future.set_result(_ok(now, now + 0.001 * (i + 1)))
     feed.sweep()
     assert exact.count == 9
-    assert stats.latency.count == 3
+    assert (stats.latency_samples, stats.latency.count) == (3, 9)
     assert stats.latency.maximum == pytest.approx(0.007)
 
 
@@ -149,7 +150,7 @@ async def test_the_bulk_path_puts_only_the_sample_one_by_one() -> None:
     feed.sweep()
     assert (stats.records_acked, stats.records_failed, stats.in_flight) == (9, 1, 0)
     assert stats.bytes_sent - stats.bytes_acked == len(records[2][0])
-    assert stats.latency.count == 3
+    assert (stats.latency_samples, stats.latency.count) == (3, 12)
     assert stats.failures_by_code == {"InternalFailure": 1}
 
 
@@ -168,4 +169,24 @@ async def test_without_put_many_the_bulk_option_falls_back_to_put() -> None:
     assert not feed.bulk
     await feed.put(8)
     feed.sweep()
-    assert (stats.records_acked, stats.latency.count) == (8, 2)
+    assert (stats.records_acked, stats.latency_samples) == (8, 2)
+
+
+@virtual_time
+async def test_a_sample_taken_at_another_stride_keeps_its_own_weight() -> None:
+    loop = asyncio.get_running_loop()
+    producer = _Producer()
+    stats = LoadStats(loop.time())
+    feed = Feed(producer, _source(), stats, loop.time, every=1)
+    await feed.put(4)  # every record measured: each stands for itself
+    feed.every = 4
+    await feed.put(8)  # records 4 and 8 of the run... one in four, standing for four each
+    now = loop.time()
+    for i, (future, _, _) in enumerate(producer.puts):
+        future.set_result(_ok(now, now + (0.001 if i < 4 else 0.1)))
+    feed.sweep()
+    assert stats.latency_samples == 6
+    assert stats.latency.count == 12
+    # Two records in three were slow though four samples in six were fast: weighted, the
+    # median is a slow one.
+    assert stats.latency.percentile(50) > 0.09
