@@ -163,18 +163,19 @@ class LiveView(NoView):
 def throttle_note(summary: dict[str, Any]) -> str | None:
     """A line under the summary saying why throttles are expected, when there were some.
 
-    The producer's rate limit lets each shard be sent up to ``rate_limit`` percent of its
-    write limit (150 by default, like the KPL), so against a server that enforces the real
-    limits some throttling is the normal cost of keeping every shard busy; the throttled
-    records were retried."""
+    The producer starts each shard at ``rate_limit`` percent of its write limit (150 by
+    default, like the KPL) and backs off on throttles, so against a server that enforces
+    the real limits some throttling is the normal cost of finding each shard's rate; the
+    throttled records were retried."""
     if not summary.get("throttles"):
         return None
     rate_limit = summary.get("settings", {}).get("rate_limit")
     note = "throttles are retried"
     if isinstance(rate_limit, int | float) and rate_limit > 100:
         note = (
-            f"throttles are expected: the producer sends each shard up to {rate_limit:g}% of"
-            " its write limit (--rate-limit, as the KPL does) and retries what is throttled"
+            f"throttles are expected: the producer starts each shard at {rate_limit:g}% of"
+            " its write limit (--rate-limit, as the KPL does), backs off where it is"
+            " throttled and retries what was"
         )
     if not summary.get("records_failed") and not summary.get("records_unresolved"):
         note += "; every record was acknowledged"
