@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "consumer": "Consumer records/s vs boto3 GetRecords + aws-kinesis-agg; put->delivered latency",
     "producer_adaptive": "throttled attempts vs records acknowledged at saturation, real limits",
     "producer_reshard": "aggregation and elapsed time through a split and a merge under load",
+    "loadgen": "kpl load's CPU and throughput vs the producer fed by a plain loop",
 }
 
 

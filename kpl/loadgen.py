@@ -9,14 +9,19 @@ take ``now`` (seconds, any monotonic origin) and a ``random.Random`` and never s
   schedule: record *i* is due at ``start + i / rate``). When the producer falls behind
   (backpressure) the schedule slips rather than bursting more than ``max_lag_s`` worth of
   records afterwards.
+* :class:`Pacer` also says how long to sleep between grants (:attr:`Pacer.tick_s`, 1-5 ms
+  adapted to the rate): the shell grants everything due at each tick, never one sleep
+  per record.
 * :class:`RecordSource` makes records of a size drawn from ``[min, max]`` over ``K``
-  distinct partition keys. Payloads are slices of one printable block made once, so the
-  per-record cost is a slice and two random draws.
-* :class:`LatencyHistogram` keeps put→acknowledged latencies in logarithmic buckets
-  (about 1 % relative error, memory bounded by the bucket count, not the run length);
-  the maximum and the count are exact.
-* :class:`LoadStats` counts outcomes, attempt errors by code, retries and throttles, and
-  keeps a per-interval timeline (records, bytes, latency percentiles) for reports.
+  distinct partition keys, drawn once into tables that :meth:`RecordSource.take` slices:
+  no random call and no Python loop per record.
+* :class:`~kpl.histogram.LatencyHistogram` (in its own module) keeps put→acknowledged
+  latencies in logarithmic buckets.
+* :class:`LoadStats` counts outcomes exactly (in bulk: :meth:`LoadStats.on_acked_many`),
+  attempt errors by code, retries and throttles, and keeps a per-interval timeline
+  (records, bytes, latency percentiles) for reports. Latencies come from every record up
+  to :data:`LATENCY_SAMPLES_PER_S` records a second and from a uniform sample of that
+  many a second above it (:func:`sample_every`); the summary says which.
 """
 
 from __future__ import annotations
@@ -26,19 +31,27 @@ import random
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+from kpl.histogram import LatencyHistogram
+from kpl.protocol.limits import SHARD_WRITE_BYTES_PER_SECOND, SHARD_WRITE_RECORDS_PER_SECOND
 
 #: Error code of a per-shard throttling answer, counted apart in the stats.
 THROTTLE_CODE: Final = "ProvisionedThroughputExceededException"
 
-#: Relative width of one latency bucket.
-_BUCKET_GROWTH: Final = 1.01
-_LOG_GROWTH: Final = math.log(_BUCKET_GROWTH)
-_INV_LOG_GROWTH: Final = 1 / _LOG_GROWTH
-#: Latencies below this (seconds) share bucket 0; nothing real is that fast.
-_MIN_LATENCY_S: Final = 1e-6
-_LOG_MIN_SCALED: Final = math.log(_MIN_LATENCY_S) * _INV_LOG_GROWTH
+#: The pacer's ticks: sleep for about this many records, within these bounds (seconds).
+TICK_RECORDS: Final = 32
+MIN_TICK_S: Final = 0.001
+MAX_TICK_S: Final = 0.005
 
+#: Latencies are measured for every record up to this many records/s, and for a uniform
+#: sample of at least this many a second above it.
+LATENCY_SAMPLES_PER_S: Final = 10_000
+
+# RecordSource's tables.
+_MIN_PAYLOADS: Final = 16
+_MAX_PAYLOADS: Final = 4096
+_MIN_KEY_SEQUENCE: Final = 8192
 
 def parse_record_size(text: str) -> tuple[int, int]:
     """Parse ``B`` or ``MIN-MAX`` (bytes) into ``(min, max)``.
@@ -58,7 +71,12 @@ def parse_record_size(text: str) -> tuple[int, int]:
 
 
 class Pacer:
-    """An open schedule of puts at ``rate`` records/s; ``rate=None`` means no pacing."""
+    """An open schedule of puts at ``rate`` records/s; ``rate=None`` means no pacing.
+
+    The shell wakes once per :attr:`tick_s` (or at :meth:`next_due`, when later) and takes
+    everything due since its last wake-up in one go, so the event loop turns a few hundred
+    times a second whatever the rate, never once per record.
+    """
 
     __slots__ = ("_max_lag", "_rate", "_start", "_taken")
 
@@ -77,6 +95,27 @@ class Pacer:
         """Records granted so far."""
         return self._taken
 
+    @property
+    def tick_s(self) -> float:
+        """How long the shell should sleep between grants: long enough for about
+        :data:`TICK_RECORDS` records, within [:data:`MIN_TICK_S`, :data:`MAX_TICK_S`]."""
+        if self._rate is None:
+            return 0.0
+        return min(MAX_TICK_S, max(MIN_TICK_S, TICK_RECORDS / self._rate))
+
+    def _grant(self, due: int, want: int) -> int:
+        backlog = due - self._taken
+        assert self._rate is not None
+        limit = max(1, math.ceil(self._max_lag * self._rate))
+        if backlog > limit:
+            # Fell behind (the producer pushed back): slip the schedule instead of
+            # bursting the whole debt later.
+            self._start += (backlog - limit) / self._rate
+            backlog = limit
+        granted = max(0, min(want, backlog))
+        self._taken += granted
+        return granted
+
     def take(self, now: float, want: int) -> int:
         """Grant up to ``want`` records due by ``now``; returns how many (maybe 0)."""
         if want <= 0:
@@ -91,16 +130,18 @@ class Pacer:
             # Rounding put the floor one short of a record next_due() calls due: grant it,
             # or a caller that slept until next_due() would find nothing and spin.
             due = self._taken + 1
-        backlog = due - self._taken
-        limit = max(1, math.ceil(self._max_lag * self._rate))
-        if backlog > limit:
-            # Fell behind (the producer pushed back): slip the schedule instead of
-            # bursting the whole debt later.
-            self._start += (backlog - limit) / self._rate
-            backlog = limit
-        granted = max(0, min(want, backlog))
-        self._taken += granted
-        return granted
+        return self._grant(due, want)
+
+    def take_before(self, end: float, want: int) -> int:
+        """Grant up to ``want`` records due strictly before ``end`` (a run's deadline:
+        the record due at the deadline itself is not part of the run)."""
+        if want <= 0:
+            return 0
+        if self._rate is None:
+            self._taken += want
+            return want
+        due = max(0, math.ceil((end - self._start) * self._rate - 1e-9))
+        return self._grant(due, want)
 
     def next_due(self) -> float | None:
         """When the next record is due (``None``: always, no pacing)."""
@@ -110,100 +151,86 @@ class Pacer:
 
 
 class RecordSource:
-    """Records of random sizes in ``[size_min, size_max]`` over ``keys`` partition keys."""
+    """Records of random sizes in ``[size_min, size_max]`` over ``keys`` partition keys.
 
-    __slots__ = ("_block", "_keys", "_rng", "_size_max", "_size_min")
+    Every random draw happens here, once: a table of payloads (their sizes drawn from the
+    range) and a longer table of partition keys drawn uniformly. Records walk both tables
+    in step, wrapping around; the two lengths are coprime, so the (payload, key) pairs
+    repeat only after their product. :meth:`take` hands out many records as slices of the
+    tables, with no per-record Python work at all.
+    """
 
-    def __init__(self, rng: random.Random, *, size_min: int, size_max: int, keys: int) -> None:
+    __slots__ = ("_data", "_data_pos", "_key_pos", "_key_seq", "_keys", "_sizes")
+
+    def __init__(
+        self,
+        rng: random.Random,
+        *,
+        size_min: int,
+        size_max: int,
+        keys: int,
+        table_bytes: int = 8 << 20,
+    ) -> None:
         if not 1 <= size_min <= size_max:
             raise ValueError(f"bad record size range {size_min}-{size_max}")
         if keys < 1:
             raise ValueError(f"keys must be at least 1, got {keys}")
-        self._rng = rng
-        self._size_min = size_min
-        self._size_max = size_max
         self._keys = [f"key-{i:0{len(str(keys - 1))}d}" for i in range(keys)]
-        # Printable payloads keep `kpl tail` output readable; one block, sliced per record.
+        # Printable payloads keep `kpl tail` output readable; slices of one random block.
         alphabet = (string.ascii_letters + string.digits).encode()
-        block_len = size_max + 4096
-        self._block = bytes(rng.choices(alphabet, k=block_len))
+        block = bytes(rng.choices(alphabet, k=size_max + 4096))
+        # As many payloads as fit in table_bytes (bounded either way): enough that a
+        # range of sizes is well covered, few enough that 1 MiB records stay affordable.
+        n_data = min(_MAX_PAYLOADS, max(_MIN_PAYLOADS, table_bytes // size_max))
+        random_ = rng.random
+        span = size_max - size_min + 1
+        self._sizes = sizes = [size_min + int(random_() * span) for _ in range(n_data)]
+        self._data = [
+            block[offset : offset + size]
+            for size in sizes
+            for offset in (int(random_() * (len(block) - size + 1)),)
+        ]
+        # k * n_data + 1 is coprime with n_data; at least every key appears in the table.
+        n_keys = n_data * math.ceil(max(_MIN_KEY_SEQUENCE, keys) / n_data) + 1
+        self._key_seq = rng.choices(self._keys, k=n_keys)
+        self._data_pos = 0
+        self._key_pos = 0
 
     @property
     def keys(self) -> list[str]:
         """The distinct partition keys in use."""
         return list(self._keys)
 
+    def take(self, n: int) -> tuple[list[bytes], list[str], list[int]]:
+        """The next ``n`` records as parallel lists: payloads, keys and payload sizes."""
+        start = self._data_pos
+        datas = _cycle(self._data, start, n)
+        sizes = _cycle(self._sizes, start, n)
+        self._data_pos = (start + n) % len(self._data)
+        keys = _cycle(self._key_seq, self._key_pos, n)
+        self._key_pos = (self._key_pos + n) % len(self._key_seq)
+        return datas, keys, sizes
+
     def next(self) -> tuple[bytes, str]:
-        """One record: ``(data, partition_key)``."""
-        # random() and int() cost a third of randrange(): this runs once per record.
-        random_ = self._rng.random
-        low = self._size_min
-        size = low + int(random_() * (self._size_max - low + 1))
-        offset = int(random_() * (len(self._block) - size + 1))
-        keys = self._keys
-        return self._block[offset : offset + size], keys[int(random_() * len(keys))]
+        """One record: ``(data, partition_key)`` (the same sequence :meth:`take` walks)."""
+        datas, keys, _ = self.take(1)
+        return datas[0], keys[0]
 
 
-class LatencyHistogram:
-    """Latencies (seconds) in log buckets ~1 % wide; exact count, sum and maximum."""
+_T = TypeVar("_T")
 
-    __slots__ = ("_buckets", "count", "maximum", "total")
 
-    def __init__(self) -> None:
-        self._buckets: dict[int, int] = {}
-        self.count = 0
-        self.total = 0.0
-        self.maximum = 0.0
-
-    @staticmethod
-    def _upper(index: int) -> float:
-        return float(_MIN_LATENCY_S * _BUCKET_GROWTH**index)
-
-    def add(self, value: float) -> None:
-        """Record one latency in seconds (negative values count as zero)."""
-        # Called once per acknowledged record: one log, one dict update.
-        if value > _MIN_LATENCY_S:
-            index = 1 + int(math.log(value) * _INV_LOG_GROWTH - _LOG_MIN_SCALED)
-        else:
-            index = 0
-            value = max(0.0, value)
-        buckets = self._buckets
-        buckets[index] = buckets.get(index, 0) + 1
-        self.count += 1
-        self.total += value
-        if value > self.maximum:
-            self.maximum = value
-
-    def merge(self, other: LatencyHistogram) -> None:
-        """Add every sample of ``other`` to this histogram."""
-        for index, n in other._buckets.items():
-            self._buckets[index] = self._buckets.get(index, 0) + n
-        self.count += other.count
-        self.total += other.total
-        self.maximum = max(self.maximum, other.maximum)
-
-    def percentile(self, p: float) -> float:
-        """The ``p``-th percentile (0-100) in seconds; 0.0 when empty.
-
-        Reported as the upper edge of the bucket holding the sample of that rank, capped
-        at the exact maximum, so it overstates by at most one bucket (~1 %).
-        """
-        if not 0 <= p <= 100:
-            raise ValueError(f"percentile must be within 0-100, got {p}")
-        if self.count == 0:
-            return 0.0
-        rank = max(1, math.ceil(self.count * p / 100))
-        seen = 0
-        for index in sorted(self._buckets):
-            seen += self._buckets[index]
-            if seen >= rank:
-                return min(self._upper(index), self.maximum)
-        return self.maximum  # pragma: no cover - ranks never exceed the count
-
-    @property
-    def mean(self) -> float:
-        """Mean latency in seconds (0.0 when empty)."""
-        return self.total / self.count if self.count else 0.0
+def _cycle(table: list[_T], start: int, n: int) -> list[_T]:
+    """``n`` items of ``table`` from ``start``, wrapping around (slices, no item loop)."""
+    end = start + n
+    if end <= len(table):
+        return table[start:end]
+    out = table[start:]
+    n -= len(out)
+    while n > 0:
+        out += table[:n]
+        n -= len(table)
+    return out
 
 
 @dataclass(slots=True)
@@ -265,6 +292,10 @@ class LoadStats:
         self.failures_by_code: dict[str, int] = {}
         self.timeline: list[Interval] = []
         self.last_outcome: float | None = None
+        #: Latencies are measured for one record in this many (1: all of them).
+        self.latency_every = 1
+        #: Latencies measured (each weighted by the stride it was sampled at).
+        self.latency_samples = 0
         # The interval outcomes go to until `_current_end` (a cache of _interval()).
         self._current: Interval | None = None
         self._current_end = start
@@ -275,7 +306,7 @@ class LoadStats:
 
     def _interval(self, now: float) -> Interval:
         current = self._current
-        if current is not None and now < self._current_end:
+        if current is not None and self._current_end - self.interval_s <= now < self._current_end:
             return current
         index = max(0, int((now - self.start) / self.interval_s))
         while index >= self.max_intervals:
@@ -317,6 +348,36 @@ class LoadStats:
         """A record was handed to the producer."""
         self.records_sent += 1
         self.bytes_sent += size
+
+    def on_sent_many(self, count: int, size: int) -> None:
+        """``count`` records of ``size`` bytes in all were handed to the producer."""
+        self.records_sent += count
+        self.bytes_sent += size
+
+    def on_acked_many(self, count: int, size: int, retries: int, now: float) -> None:
+        """``count`` records of ``size`` bytes in all were acknowledged by ``now``, after
+        ``retries`` retried attempts between them (their codes go to :meth:`on_attempts`).
+        Their latencies, measured or sampled, go to :meth:`on_latency`."""
+        self.records_acked += count
+        self.bytes_acked += size
+        self.retries += retries
+        interval = self._interval(now)
+        interval.records += count
+        interval.bytes += size
+        if self.last_outcome is None or now > self.last_outcome:
+            self.last_outcome = now
+
+    def on_attempts(self, attempt_codes: Sequence[str | None]) -> None:
+        """Count the failed attempts among ``attempt_codes`` by code (retries are counted
+        by :meth:`on_acked_many`)."""
+        self._count_attempts(attempt_codes)
+
+    def on_latency(self, latency_s: float, now: float, weight: int = 1) -> None:
+        """One measured put -> acknowledged latency of a record acknowledged at ``now``,
+        sampled as one record in ``weight`` (its weight in the percentiles, so that a
+        stride that changed during the run leaves them unbiased)."""
+        self._interval(now).latency.add(latency_s, weight)
+        self.latency_samples += 1
 
     def _count_attempts(self, attempt_codes: Sequence[str | None]) -> None:
         for code in attempt_codes:
@@ -378,11 +439,17 @@ class LoadStats:
                     return interval.latency
         return recent
 
-    def snapshot(self, now: float) -> Snapshot:
+    def snapshot(self, now: float, *, final: bool = False) -> Snapshot:
         """Figures for the live view: rates over the time since the previous snapshot,
-        percentiles over the latest interval(s)."""
+        percentiles over the latest interval(s).
+
+        ``final``: the run is over, so the rates are the whole run's averages (the time
+        since the previous snapshot may be a sliver, whose rate means nothing)."""
         span = now - self._window_start
-        if span > 0:
+        if final:
+            whole = max(1e-9, (self.last_outcome or now) - self.start)
+            self._last_rates = (self.records_acked / whole, self.bytes_acked / whole)
+        elif span > 0:
             self._last_rates = (
                 (self.records_acked - self._window_acked) / span,
                 (self.bytes_acked - self._window_bytes) / span,
@@ -408,8 +475,88 @@ class LoadStats:
         return snap
 
 
+def stream_capacity(
+    shards: int, scale: float | None = 1.0, *, enforced: bool | None = True
+) -> dict[str, Any]:
+    """What ``shards`` open shards take in writes: the service's per-shard limits (1,000
+    records/s and 1 MiB/s, counted in Kinesis records: an aggregated record holds many
+    user records) times ``scale``. ``scale=None``: the endpoint enforces no limits.
+    ``enforced``: whether the endpoint is known to enforce them (``None``: unknown)."""
+    if scale is None:
+        return {"shards": shards, "enforced": False}
+    return {
+        "shards": shards,
+        "enforced": enforced,
+        "kinesis_records_per_s": round(shards * SHARD_WRITE_RECORDS_PER_SECOND * scale, 3),
+        "bytes_per_s": round(shards * SHARD_WRITE_BYTES_PER_SECOND * scale, 3),
+    }
+
+
+def sample_every(records_per_s: float) -> int:
+    """The latency sampling stride at ``records_per_s``: every record up to
+    :data:`LATENCY_SAMPLES_PER_S` a second, else one in ``k``, keeping at least that many
+    a second."""
+    return max(1, int(records_per_s // LATENCY_SAMPLES_PER_S))
+
+
+def merge_stats(parts: Sequence[LoadStats]) -> LoadStats:
+    """One run's stats from those of several processes that ran it side by side.
+
+    Their ``start`` values must share a clock (``time.monotonic`` is system-wide); each
+    timeline interval lands in the merged one its start falls in, at the coarsest
+    interval width of the parts.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    start = min(p.start for p in parts)
+    width = max(p.interval_s for p in parts)
+    merged = LoadStats(start, interval_s=width, max_intervals=max(p.max_intervals for p in parts))
+    for part in parts:
+        merged.records_sent += part.records_sent
+        merged.bytes_sent += part.bytes_sent
+        merged.records_acked += part.records_acked
+        merged.bytes_acked += part.bytes_acked
+        merged.records_failed += part.records_failed
+        merged.retries += part.retries
+        merged.throttles += part.throttles
+        merged.latency_every = max(merged.latency_every, part.latency_every)
+        merged.latency_samples += part.latency_samples
+        for target, source in (
+            (merged.errors_by_code, part.errors_by_code),
+            (merged.failures_by_code, part.failures_by_code),
+        ):
+            for code, n in source.items():
+                target[code] = target.get(code, 0) + n
+        if part.last_outcome is not None and (
+            merged.last_outcome is None or part.last_outcome > merged.last_outcome
+        ):
+            merged.last_outcome = part.last_outcome
+        for iv in part.timeline:
+            # The middle of the part's interval decides where it lands.
+            index = max(0, int((part.start + iv.start + part.interval_s / 2 - start) / width))
+            while len(merged.timeline) <= index:
+                merged.timeline.append(Interval(start=len(merged.timeline) * width))
+            target_iv = merged.timeline[index]
+            target_iv.records += iv.records
+            target_iv.bytes += iv.bytes
+            target_iv.failed += iv.failed
+            target_iv.latency.merge(iv.latency)
+    return merged
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
+
+
+def latency_figures(hist: LatencyHistogram) -> dict[str, float]:
+    """p50, p90, p99, max and mean of ``hist`` in milliseconds."""
+    return {
+        "p50": _ms(hist.percentile(50)),
+        "p90": _ms(hist.percentile(90)),
+        "p99": _ms(hist.percentile(99)),
+        "max": _ms(hist.maximum),
+        "mean": _ms(hist.mean),
+    }
 
 
 def summarize(
@@ -420,14 +567,21 @@ def summarize(
     put_records_calls: int,
     settings: Mapping[str, Any],
     interrupted: bool = False,
+    process_cpu_s: float | None = None,
+    generator_cpu_s: float | None = None,
 ) -> dict[str, Any]:
     """The run's summary: the JSON object of ``kpl load --json``.
 
     ``duration_s`` runs from the first put to ``end`` (every outcome known, or the run
-    given up); rates are acknowledged records and bytes over it.
+    given up); rates are acknowledged records and bytes over it. ``latency_sample`` says
+    how many records the percentiles come from: every acknowledged one, or a uniform
+    sample of one in ``every``. ``process_cpu_s`` is the CPU time of the process(es)
+    over the run (the embedded server's included), ``generator_cpu_s`` the part of it
+    that the load generator itself spent (pacing, records, bookkeeping, the view).
     """
     duration = max(end - stats.start, 1e-9)
     lat = stats.latency
+    every = stats.latency_every
     return {
         "records_sent": stats.records_sent,
         "records_acked": stats.records_acked,
@@ -437,12 +591,11 @@ def summarize(
         "duration_s": round(duration, 3),
         "records_per_s": round(stats.records_acked / duration, 1),
         "bytes_per_s": round(stats.bytes_acked / duration, 1),
-        "latency_ms": {
-            "p50": _ms(lat.percentile(50)),
-            "p90": _ms(lat.percentile(90)),
-            "p99": _ms(lat.percentile(99)),
-            "max": _ms(lat.maximum),
-            "mean": _ms(lat.mean),
+        "latency_ms": latency_figures(lat),
+        "latency_sample": {
+            "kind": "all records" if every == 1 else "uniform sample",
+            "every": every,
+            "records": stats.latency_samples,
         },
         "retries": stats.retries,
         "throttles": stats.throttles,
@@ -451,6 +604,8 @@ def summarize(
         "kinesis_records": kinesis_records,
         "put_records_calls": put_records_calls,
         "interrupted": interrupted,
+        "process_cpu_s": None if process_cpu_s is None else round(process_cpu_s, 3),
+        "generator_cpu_s": None if generator_cpu_s is None else round(generator_cpu_s, 3),
         "settings": dict(settings),
     }
 

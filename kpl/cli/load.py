@@ -27,7 +27,15 @@ from kpl.cli._common import (
     is_terminal,
 )
 from kpl.cli.load_run import LoadOptions, run_load
-from kpl.cli.load_view import LineView, LiveView, NoView, View, summary_table, throttle_note
+from kpl.cli.load_view import (
+    LineView,
+    LiveView,
+    NoView,
+    View,
+    outcome_note,
+    summary_table,
+    throttle_note,
+)
 from kpl.config import ProducerConfig
 from kpl.loadgen import parse_record_size, timeline_rows
 from kpl.producer import run
@@ -93,11 +101,11 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     help="Distinct partition keys.",
 )
 @click.option(
-    "--producers",
+    "--processes",
     type=IntRange(min=1),
-    default=4,
+    default=1,
     show_default=True,
-    help="Concurrent putting tasks.",
+    help="Producer processes sharing the load (each its own event loop and producer).",
 )
 @click.option("--seed", type=int, default=None, help="Seed of the record generator.")
 @click.option("--no-aggregation", is_flag=True, help="Send one Kinesis record per user record.")
@@ -159,7 +167,7 @@ def load(
     rate: float | None,
     record_size: tuple[int, int],
     keys: int,
-    producers: int,
+    processes: int,
     seed: int | None,
     no_aggregation: bool,
     rate_limit: float | None,
@@ -184,6 +192,8 @@ def load(
         raise click.UsageError("use --records or --duration, not both")
     if records is None and duration is None:
         duration = DEFAULT_DURATION_S
+    if processes > 1 and metrics_port is not None:
+        raise click.UsageError("--metrics-port serves one producer: not with --processes")
     if endpoint is not None and server_args is not None:
         raise click.UsageError("--server-args is for the embedded server (no --endpoint)")
     if endpoint not in (None, AWS_ENDPOINT) and not endpoint.startswith(("http://", "https://")):
@@ -247,7 +257,7 @@ def load(
         size_min=size_min,
         size_max=size_max,
         keys=keys,
-        producers=producers,
+        processes=processes,
         seed=seed,
         server_args=parsed_server_args,
         producer=config,
@@ -291,6 +301,7 @@ def load(
         click.echo(orjson.dumps(summary).decode())
     else:
         console.print(summary_table(summary))
+        console.print(outcome_note(summary), highlight=False)
         note = throttle_note(summary)
         if note is not None:
             console.print(note, style="dim", highlight=False)

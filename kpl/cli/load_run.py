@@ -1,37 +1,51 @@
-"""The run behind ``kpl load``: a server, a stream, the producer, paced putters, a summary.
+"""The run behind ``kpl load``: a server, a stream, the producer, a paced feed, a summary.
 
 The asyncio shell around :mod:`kpl.loadgen`. Without an endpoint it starts the bundled
-server in-process on a free loopback port (the embedded default). ``producers`` tasks
-share one :class:`kpl.Producer`; each takes records from one :class:`~kpl.loadgen.Pacer`
-and registers a done-callback on every record's future, so the latency measured is
-put() → acknowledged and no task waits on a single record. Ctrl-C (or SIGTERM) stops
-producing, flushes what was put and still returns the summary; a second Ctrl-C gives up
-on the flush.
+server in-process on a free loopback port (the embedded default). One feeding task wakes
+once per :attr:`~kpl.loadgen.Pacer.tick_s` and hands everything due to a
+:class:`~kpl.cli.load_feed.Feed`, which puts it into one :class:`kpl.Producer` and settles
+outcomes in bulk (no callback per record). ``--processes N`` hands the run to
+:mod:`kpl.cli.load_procs` once the stream exists. Ctrl-C (or SIGTERM) stops producing,
+flushes what was put and still returns the summary; a second Ctrl-C gives up on the flush.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import signal
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from kpl.cli._common import AWS_ENDPOINT, wait_for_active
-from kpl.cli.load_view import NoView, View
+from kpl.cli.load_feed import SWEEP_S, Feed, failure_code
+from kpl.cli.load_view import NoView, View, capacity_text
 from kpl.config import ProducerConfig
-from kpl.loadgen import LoadStats, Pacer, RecordSource, summarize
+from kpl.histogram import LatencyHistogram
+from kpl.loadgen import (
+    LoadStats,
+    Pacer,
+    RecordSource,
+    latency_figures,
+    sample_every,
+    stream_capacity,
+    summarize,
+)
 
 if TYPE_CHECKING:
     from kpl.transport import Transport
 
 __all__ = ["LoadOptions", "failure_code", "run_load"]
 
-#: Records a putting task takes from the pacer at a time (when unpaced, or due).
-_CHUNK: Final = 64
+#: Unpaced, the latency sample's stride follows the rate measured over this long (s).
+_STRIDE_S: Final = 0.2
+_STRIDE_RECORDS: Final = 20_000
+
+#: Most records put as one chunk (unpaced: every chunk; paced: what is due, in chunks).
+_CHUNK: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +63,11 @@ class LoadOptions:
     size_min: int = 100
     size_max: int = 100
     keys: int = 1000
-    producers: int = 4
+    #: Producer processes (each its own event loop and producer) sharing the load.
+    processes: int = 1
+    #: Also measure every record's latency (``latency_exact_ms``): the reference a
+    #: benchmark checks the sampled percentiles against.
+    exact_latency: bool = False
     seed: int | None = None
     server_args: tuple[str, ...] = ()
     producer: ProducerConfig = field(default_factory=ProducerConfig)
@@ -71,7 +89,7 @@ class LoadOptions:
                 else f"{self.size_min}-{self.size_max}"
             ),
             "keys": self.keys,
-            "producers": self.producers,
+            "processes": self.processes,
         }
         if self.server_args:
             out["server_args"] = " ".join(self.server_args)
@@ -90,18 +108,18 @@ class LoadOptions:
         return out
 
 
-def failure_code(error: BaseException) -> str:
-    """The code a failed record is counted under: the wire code it carries, else its class."""
-    return str(getattr(error, "code", None) or type(error).__name__)
-
-
-def _embedded_server(server_args: tuple[str, ...]) -> contextlib.AbstractAsyncContextManager[Any]:
+def _embedded_server(
+    server_args: tuple[str, ...],
+) -> tuple[contextlib.AbstractAsyncContextManager[Any], float | None]:
+    """The embedded server, and the factor its write limits are scaled by (``None``:
+    it enforces none)."""
     from kpl.cli.server import server_parser
     from server import StreamServer
     from server.cli_args import config_from_args
 
     config = config_from_args(server_parser("kpl load --server-args").parse_args(server_args))
-    return StreamServer(config=config, host="127.0.0.1", port=0)
+    scale = None if config.limits == "off" else float(config.limits_scale)
+    return StreamServer(config=config, host="127.0.0.1", port=0), scale
 
 
 @contextlib.asynccontextmanager
@@ -157,9 +175,16 @@ async def _ensure_stream(client: Any, name: str, shards: int, phase: Callable[[s
 
 
 async def run_load(
-    opts: LoadOptions, view: View | None = None, *, transport: Transport | None = None
+    opts: LoadOptions,
+    view: View | None = None,
+    *,
+    transport: Transport | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[dict[str, Any], LoadStats]:
     """Run one load; return the summary (``--json``'s object) and the stats.
+
+    ``ready`` is awaited once everything is set up, just before the first put (the
+    processes of one run start putting together).
 
     With ``transport``, every call goes through it (no server is started and
     ``opts.endpoint`` is not used): the seam for running a load without a network.
@@ -199,6 +224,7 @@ async def run_load(
         view.start()
         stack.callback(view.stop)
         endpoint: str | None = None if transport is not None else opts.endpoint
+        limits_scale: float | None = 1.0
         embedded = endpoint is None and transport is None
         set_phase(
             "starting the embedded server"
@@ -206,7 +232,8 @@ async def run_load(
             else f"connecting to {endpoint or 'the transport'} for stream {opts.stream}"
         )
         if embedded:
-            server = await stack.enter_async_context(_embedded_server(opts.server_args))
+            server_cm, limits_scale = _embedded_server(opts.server_args)
+            server = await stack.enter_async_context(server_cm)
             endpoint = str(server.url)
         elif endpoint == AWS_ENDPOINT:
             endpoint = None  # the client and producer pick the region's endpoint
@@ -217,6 +244,25 @@ async def run_load(
             else KinesisClient(endpoint, region=opts.region)
         )
         shards = await _ensure_stream(client, opts.stream, opts.shards, set_phase)
+        # What the stream takes: the service's limits, unless the embedded server was
+        # told otherwise (an external endpoint's own settings are unknown here).
+        capacity = stream_capacity(
+            shards, limits_scale if embedded else 1.0, enforced=True if embedded else None
+        )
+        if not embedded or limits_scale is not None:
+            set_phase(capacity_text(opts.stream, capacity))
+        if opts.processes > 1 and transport is None:
+            from kpl.cli.load_procs import run_processes
+
+            settings = opts.settings()
+            settings["shards"] = shards
+            settings["endpoint"] = opts.endpoint or f"embedded ({endpoint})"
+            producing = True
+            summary, stats = await run_processes(
+                opts, view, endpoint or AWS_ENDPOINT, shards, settings
+            )
+            summary["stream_capacity"] = capacity
+            return summary, stats
         producer = Producer(
             opts.stream,
             endpoint_url=endpoint,
@@ -231,107 +277,119 @@ async def run_load(
 
             stack.callback(serve_producer(producer, opts.metrics_port))
 
+        if ready is not None:
+            await ready()
         rng = random.Random(opts.seed)
         source = RecordSource(rng, size_min=opts.size_min, size_max=opts.size_max, keys=opts.keys)
         start = loop.time()
         stats = LoadStats(start)
         pacer = Pacer(opts.rate, start)
         deadline = start + opts.duration_s if opts.duration_s is not None else None
+        exact = LatencyHistogram() if opts.exact_latency else None
+        feed = Feed(
+            producer,
+            source,
+            stats,
+            loop.time,
+            every=sample_every(opts.rate) if opts.rate is not None else 1,
+            exact=exact,
+            # Unpaced, the records that need no latency can go in bulk.
+            bulk=opts.rate is None,
+        )
+        cpu_start = time.process_time()
         remaining = opts.records
-        producing_done = False
-        idle = asyncio.Event()
 
-        def on_outcome(t0: float, size: int, future: asyncio.Future[Any]) -> None:
-            now = loop.time()
-            if future.cancelled():
-                stats.on_failed("Cancelled", (), now)
-            else:
-                error = future.exception()
-                if error is None:
-                    attempts = future.result().attempts
-                    # The usual case, one successful attempt, needs no list of codes.
-                    codes = [a.error_code for a in attempts] if len(attempts) > 1 else ()
-                    stats.on_acked(size, now - t0, codes, now)
-                else:
-                    code = failure_code(error)
-                    attempts = getattr(error, "attempts", ())
-                    stats.on_failed(code, [a.error_code for a in attempts], now)
-            if producing_done and stats.in_flight == 0:
-                idle.set()
-
-        async def putter() -> None:
+        async def feeding() -> None:
+            # One task: everything due since the previous tick is put at once.
             nonlocal remaining
+            next_sweep = loop.time() + SWEEP_S
+            last_stride = (loop.time(), 0)
             while not stop.is_set():
                 now = loop.time()
-                if deadline is not None and now >= deadline:
-                    stop.set()
-                    return
                 want = _CHUNK if remaining is None else min(_CHUNK, remaining)
                 if want == 0:
                     return
-                granted = pacer.take(now, want)
-                if granted == 0:
-                    due = pacer.next_due()
-                    wait = max(0.0, (due if due is not None else now) - now)
-                    if deadline is not None:
-                        wait = min(wait, max(0.0, deadline - now))
-                    # Sleep until the schedule says so; a stop wakes the caller via cancel.
-                    await asyncio.sleep(wait)
+                if deadline is not None and now >= deadline:
+                    if opts.rate is None:
+                        return
+                    granted = pacer.take_before(deadline, want)
+                else:
+                    granted = pacer.take(now, want)
+                if granted:
+                    if remaining is not None:
+                        remaining -= granted
+                    await feed.put(granted)
+                if now >= next_sweep:
+                    feed.sweep()
+                    next_sweep = now + SWEEP_S
+                if opts.rate is None and (
+                    now - last_stride[0] >= _STRIDE_S
+                    or pacer.taken - last_stride[1] >= _STRIDE_RECORDS
+                ):
+                    # Unpaced: keep the latency sample near its floor at the rate seen
+                    # (as soon as that many records went in, at the start's burst too).
+                    feed.every = sample_every(
+                        (pacer.taken - last_stride[1]) / max(now - last_stride[0], 1e-3)
+                    )
+                    stats.latency_every = max(stats.latency_every, feed.every)
+                    last_stride = (now, pacer.taken)
+                if deadline is not None and now >= deadline:
+                    if granted < want:
+                        return
                     continue
-                if remaining is not None:
-                    remaining -= granted
-                for _ in range(granted):
-                    data, key = source.next()
-                    t0 = loop.time()
-                    future = await producer.put(data, partition_key=key)
-                    stats.on_sent(len(data))
-                    future.add_done_callback(functools.partial(on_outcome, t0, len(data)))
+                if opts.rate is None or granted == want:
+                    continue  # more may be due at once (or no pacing): no sleep
+                due = pacer.next_due()
+                wake = max(now + pacer.tick_s, due if due is not None else now)
+                if deadline is not None:
+                    wake = min(wake, deadline)
+                await asyncio.sleep(max(0.0, wake - now))
 
         async def ticker() -> None:
             while True:
                 await asyncio.sleep(view.refresh_s)
+                started = time.process_time()
                 view.update(stats.snapshot(loop.time()), phase)
+                feed.cpu_s += time.process_time() - started
 
+        stats.latency_every = feed.every
         producing = True
         set_phase("producing")
         tick = asyncio.create_task(ticker())
         try:
-            putters = [asyncio.create_task(putter()) for _ in range(opts.producers)]
-            all_put: asyncio.Future[Any] = asyncio.gather(*putters)
+            putter = asyncio.create_task(feeding())
             stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-            if deadline is not None:
-                loop.call_at(deadline, stop.set)
-            await asyncio.wait({all_put, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            for task in putters:
-                task.cancel()
+            await asyncio.wait({putter, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            putter.cancel()
             stopped.cancel()
-            outcomes = await asyncio.gather(*putters, return_exceptions=True)
             with contextlib.suppress(asyncio.CancelledError):
-                await all_put
-            for outcome in outcomes:
-                if isinstance(outcome, Exception):
-                    raise outcome
+                await stopped
+            try:
+                await putter
+            except asyncio.CancelledError:
+                if not stop.is_set():
+                    raise
 
             set_phase("flushing")
-            producing_done = True
-            if stats.in_flight == 0:
-                idle.set()
             flushing: asyncio.Future[Any] = asyncio.ensure_future(producer.flush())
-            settled: asyncio.Future[Any] = asyncio.ensure_future(idle.wait())
             aborted: asyncio.Future[Any] = asyncio.ensure_future(abort.wait())
-            await asyncio.wait({settled, aborted}, return_when=asyncio.FIRST_COMPLETED)
-            settled.cancel()
+            while feed.in_flight and not abort.is_set():
+                await asyncio.wait({flushing, aborted}, timeout=SWEEP_S)
+                feed.sweep()
             aborted.cancel()
             if abort.is_set():
                 flushing.cancel()
             # Every future is resolved (or we gave up): the flush has nothing left to wait for.
-            await asyncio.gather(flushing, settled, aborted, return_exceptions=True)
-            end = stats.last_outcome if idle.is_set() and stats.last_outcome else loop.time()
+            await asyncio.gather(flushing, aborted, return_exceptions=True)
+            settled = not feed.in_flight
+            end = stats.last_outcome if settled and stats.last_outcome else loop.time()
         finally:
             tick.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await tick
-            view.update(stats.snapshot(loop.time()), "done" if not abort.is_set() else "aborted")
+            view.update(
+                stats.snapshot(loop.time(), final=True), "done" if not abort.is_set() else "aborted"
+            )
             view.stop()
 
         kinesis_records, put_calls = _producer_counts(dict(producer.metrics()))
@@ -345,6 +403,13 @@ async def run_load(
             put_records_calls=put_calls,
             settings=settings,
             interrupted=interrupted,
+            process_cpu_s=time.process_time() - cpu_start,
+            generator_cpu_s=feed.cpu_s,
         )
+        if exact is not None:
+            summary["latency_exact_ms"] = latency_figures(exact)
+        summary["bulk"] = feed.bulk
+        summary["stream_capacity"] = capacity
+        feed.forget()
     return summary, stats
 

@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from kpl.loadgen import Snapshot
+from kpl.loadgen import THROTTLE_CODE, Snapshot
 
 __all__ = [
     "LINE_REFRESH_S",
@@ -25,9 +25,14 @@ __all__ = [
     "LiveView",
     "NoView",
     "View",
+    "capacity_text",
+    "outcome_note",
     "summary_table",
     "throttle_note",
 ]
+
+#: Phases after which the figures are the whole run's.
+_FINAL_PHASES: Final = ("done", "aborted")
 
 #: Live view refresh period on a terminal, and between plain progress lines otherwise.
 LIVE_REFRESH_S: Final = 0.25
@@ -78,10 +83,13 @@ class LineView(NoView):
         self._echo(f"kpl load: {phase}")
 
     def update(self, snap: Snapshot, phase: str) -> None:
-        """Print one line."""
+        """Print one line (the last one, once the run is over, with its average rates)."""
+        rates = f"{snap.records_per_s:,.0f} rec/s, {snap.bytes_per_s / 1e6:.2f} MB/s"
+        if phase in _FINAL_PHASES:
+            rates = f"average {rates}"
         self._echo(
             f"[{snap.elapsed_s:6.1f}s] {phase}: acked {snap.records_acked:,} "
-            f"({snap.records_per_s:,.0f} rec/s, {snap.bytes_per_s / 1e6:.2f} MB/s), "
+            f"({rates}), "
             f"in flight {snap.in_flight:,}, failed {snap.records_failed:,}, "
             f"retries {snap.retries:,}, throttles {snap.throttles:,}, "
             f"p50 {snap.p50_ms:.1f} ms, p99 {snap.p99_ms:.1f} ms"
@@ -139,9 +147,10 @@ class LiveView(NoView):
             f"{snap.p50_ms:.1f}",
             f"{snap.p99_ms:.1f}",
         )
-        header = Text.assemble((self._title, "bold"), f" — {phase}")
+        note = " (rates: averages over the run)" if phase in _FINAL_PHASES else ""
+        header = Text.assemble((self._title, "bold"), f" — {phase}{note}")
         errors = Text(
-            f"attempt errors by code: {_errors_text(snap.errors_by_code)}", style="dim"
+            f"retried attempts by code: {_errors_text(snap.errors_by_code)}", style="dim"
         )
         self._live.update(Group(header, table, errors), refresh=True)
 
@@ -154,30 +163,79 @@ class LiveView(NoView):
 def throttle_note(summary: dict[str, Any]) -> str | None:
     """A line under the summary saying why throttles are expected, when there were some.
 
-    The producer's rate limit lets each shard be sent up to ``rate_limit`` percent of its
-    write limit (150 by default, like the KPL), so against a server that enforces the real
-    limits some throttling is the normal cost of keeping every shard busy; the throttled
-    records were retried."""
+    The producer starts each shard at ``rate_limit`` percent of its write limit (150 by
+    default, like the KPL) and backs off on throttles, so against a server that enforces
+    the real limits some throttling is the normal cost of finding each shard's rate; the
+    throttled records were retried."""
     if not summary.get("throttles"):
         return None
     rate_limit = summary.get("settings", {}).get("rate_limit")
     note = "throttles are retried"
     if isinstance(rate_limit, int | float) and rate_limit > 100:
         note = (
-            f"throttles are expected: the producer sends each shard up to {rate_limit:g}% of"
-            " its write limit (--rate-limit, as the KPL does) and retries what is throttled"
+            f"throttles are expected: the producer starts each shard at {rate_limit:g}% of"
+            " its write limit (--rate-limit, as the KPL does), backs off where it is"
+            " throttled and retries what was"
         )
     if not summary.get("records_failed") and not summary.get("records_unresolved"):
         note += "; every record was acknowledged"
     return note
 
 
+def capacity_text(stream: str, capacity: dict[str, Any]) -> str:
+    """One line on what the stream takes, said before records flow."""
+    shards = capacity["shards"]
+    if capacity.get("enforced") is False or "bytes_per_s" not in capacity:
+        return f"stream {stream}: {shards} shards, no write limits enforced"
+    records = capacity["kinesis_records_per_s"]
+    mib = capacity["bytes_per_s"] / (1 << 20)
+    where = "the embedded server enforces" if capacity.get("enforced") else "the service enforces"
+    return (
+        f"stream {stream}: {shards} shards take {mib:,.2f} MiB/s and {records:,.0f} Kinesis "
+        f"records/s of writes ({where} 1 MiB/s and 1,000 records/s a shard; the producer "
+        f"aggregates many records into each Kinesis record)"
+    )
+
+
+def outcome_note(summary: dict[str, Any]) -> str:
+    """What the run achieved, in one or two sentences under the summary."""
+    acked = summary["records_acked"]
+    text = (
+        f"the producer delivered {acked:,} records in {summary['duration_s']:.1f} s: "
+        f"{summary['records_per_s']:,.0f} records/s, {summary['bytes_per_s'] / 1e6:.2f} MB/s"
+    )
+    capacity = summary.get("stream_capacity") or {}
+    limit = capacity.get("bytes_per_s")
+    if limit:
+        text += f", {summary['bytes_per_s'] / limit:.0%} of the stream's write limit"
+    krecords = summary.get("kinesis_records") or 0
+    if krecords and acked > krecords:
+        text += f" ({acked / krecords:,.0f} records per Kinesis record)"
+    failed = summary["records_failed"]
+    unresolved = summary.get("records_unresolved", 0)
+    if failed or unresolved:
+        text += f"; {failed:,} records failed and {unresolved:,} were given up on"
+    else:
+        text += "; no record failed"
+    return text
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
-    """The end-of-run summary as a two-column table."""
+    """The end-of-run summary as a two-column table.
+
+    Throttles are the normal cost of keeping every shard busy and are retried, so they
+    are counted as such; other attempt errors, and failures by code, appear only when
+    there were some.
+    """
     lat = summary["latency_ms"]
     table = Table(title="kpl load summary", show_header=False, title_justify="left")
     table.add_column("", style="bold")
     table.add_column("", justify="right")
+    sample = summary.get("latency_sample") or {}
+    every = sample.get("every", 1)
+    other_codes = {
+        code: n for code, n in summary["errors_by_code"].items() if code != THROTTLE_CODE
+    }
     rows = [
         ("records sent", f"{summary['records_sent']:,}"),
         ("records acknowledged", f"{summary['records_acked']:,}"),
@@ -187,13 +245,25 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("", f"{summary['bytes_per_s'] / 1e6:.2f} MB/s"),
         ("latency p50 / p90 / p99", f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f} ms"),
         ("latency max", f"{lat['max']:.1f} ms"),
+        ("latency measured on", "every record" if every == 1 else f"1 record in {every:,}"),
         ("retries", f"{summary['retries']:,}"),
-        ("throttles", f"{summary['throttles']:,}"),
-        ("attempt errors by code", _errors_text(summary["errors_by_code"])),
-        ("record failures by code", _errors_text(summary["failures_by_code"])),
+        ("throttles (retried)", f"{summary['throttles']:,}"),
+    ]
+    if other_codes:
+        rows.append(("other attempt errors by code", _errors_text(other_codes)))
+    if summary["failures_by_code"]:
+        rows.append(("record failures by code", _errors_text(summary["failures_by_code"])))
+    rows += [
         ("Kinesis records", f"{summary['kinesis_records']:,}"),
         ("PutRecords calls", f"{summary['put_records_calls']:,}"),
     ]
+    if summary.get("process_cpu_s") is not None:
+        rows.append(
+            (
+                "CPU: process / load generator",
+                f"{summary['process_cpu_s']:.2f} / {summary['generator_cpu_s']:.2f} s",
+            )
+        )
     if summary.get("records_unresolved"):
         rows.append(("unresolved (gave up)", f"{summary['records_unresolved']:,}"))
     if summary.get("interrupted"):

@@ -144,14 +144,14 @@ def test_bad_numbers_read_plainly(runner: CliRunner, args: list[str], fragment: 
     assert "range." not in result.stderr  # click's "not a valid integer range."
 
 
-def test_summary_tells_attempt_errors_from_record_failures() -> None:
+def _summary_text(**changes: object) -> str:
     from io import StringIO
 
     from rich.console import Console
 
     from kpl.cli.load_view import summary_table
 
-    summary = {
+    summary: dict[str, object] = {
         "records_sent": 10, "records_acked": 10, "records_failed": 0,
         "records_unresolved": 0, "duration_s": 1.0, "records_per_s": 10.0,
         "bytes_per_s": 1000.0, "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0},
@@ -159,9 +159,54 @@ def test_summary_tells_attempt_errors_from_record_failures() -> None:
         "errors_by_code": {"ProvisionedThroughputExceededException": 3},
         "failures_by_code": {}, "kinesis_records": 10, "put_records_calls": 2,
     }  # fmt: skip
+    summary.update(changes)
     out = StringIO()
     Console(file=out, width=120).print(summary_table(summary))
-    text = out.getvalue()
-    assert "attempt errors by code" in text
-    assert "ProvisionedThroughputExceededException 3" in text
+    return out.getvalue()
+
+
+def test_a_run_that_lost_nothing_shows_no_failure_rows() -> None:
+    text = _summary_text()
+    assert "throttles (retried)" in text
+    # Throttles are counted once, as retried; no row of codes or failures looks like an error.
+    assert "ProvisionedThroughputExceededException" not in text
+    assert "failures by code" not in text
+    assert "attempt errors" not in text
+
+
+def test_summary_tells_other_attempt_errors_from_record_failures() -> None:
+    text = _summary_text(
+        records_acked=8, records_failed=2, retries=5,
+        errors_by_code={"ProvisionedThroughputExceededException": 3, "InternalFailure": 4},
+        failures_by_code={"InternalFailure": 2},
+    )  # fmt: skip
+    assert "other attempt errors by code" in text
+    assert "InternalFailure 4" in text
     assert "record failures by code" in text
+    assert "InternalFailure 2" in text
+
+
+def test_the_outcome_says_what_the_producer_achieved_against_the_stream() -> None:
+    from kpl.cli.load_view import capacity_text, outcome_note
+    from kpl.loadgen import stream_capacity
+
+    capacity = stream_capacity(4)
+    assert capacity["bytes_per_s"] == 4 * 1024 * 1024
+    assert capacity_text("s", capacity).startswith(
+        "stream s: 4 shards take 4.00 MiB/s and 4,000 Kinesis records/s"
+    )
+    summary = {
+        "records_acked": 400_000, "records_failed": 0, "records_unresolved": 0,
+        "duration_s": 10.0, "records_per_s": 40_000.0, "bytes_per_s": 4_194_304.0,
+        "kinesis_records": 1000, "stream_capacity": capacity,
+    }  # fmt: skip
+    note = outcome_note(summary)
+    assert "40,000 records/s" in note
+    assert "100% of the stream's write limit" in note
+    assert "400 records per Kinesis record" in note
+    assert note.endswith("no record failed")
+    summary["records_failed"] = 5
+    assert "5 records failed" in outcome_note(summary)
+    off = stream_capacity(2, None)
+    assert capacity_text("s", off) == "stream s: 2 shards, no write limits enforced"
+    assert "write limit" not in outcome_note({**summary, "stream_capacity": off})

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 
+from kpl.histogram import LatencyHistogram
 from kpl.loadgen import (
+    LATENCY_SAMPLES_PER_S,
     THROTTLE_CODE,
-    LatencyHistogram,
     LoadStats,
     Pacer,
     RecordSource,
+    merge_stats,
     parse_record_size,
+    sample_every,
     summarize,
     timeline_rows,
 )
@@ -231,3 +235,131 @@ def test_timeline_coarsens_on_long_runs() -> None:
     rows = timeline_rows(stats, end=8.5)
     assert [r["t_s"] for r in rows] == [2.0, 6.25]
     assert rows[-1]["records_per_s"] == pytest.approx(6 / 4.5)
+
+
+# ----------------------------------------------------------------------------- ticks
+
+
+@pytest.mark.parametrize(
+    ("rate", "tick"), [(None, 0.0), (100.0, 0.005), (10_000.0, 0.0032), (1e6, 0.001)]
+)
+def test_pacer_tick_adapts_to_the_rate_within_bounds(rate: float | None, tick: float) -> None:
+    assert Pacer(rate, start=0.0).tick_s == pytest.approx(tick)
+
+
+def test_pacer_ticks_grant_everything_due_since_the_last_one() -> None:
+    pacer = Pacer(10_000.0, start=0.0)
+    now, grants = 0.0, []
+    while now < 1.0:
+        grants.append(pacer.take(now, 1_000_000))
+        now += pacer.tick_s
+    # 10,000 records in ~313 wake-ups, never one per record, none skipped.
+    assert len(grants) == math.ceil(1.0 / pacer.tick_s)
+    assert pacer.take_before(1.0, 1_000_000) + sum(grants) == 10_000
+    assert max(grants) <= 33
+
+
+def test_take_before_leaves_out_the_record_due_at_the_deadline() -> None:
+    pacer = Pacer(100.0, start=5.0)
+    assert pacer.take_before(5.0, 10) == 0
+    assert pacer.take_before(5.1, 1000) == 10  # records 0..9; record 10 is due at 5.1
+    assert pacer.take(5.1, 1000) == 1
+    assert Pacer(None, start=0.0).take_before(1.0, 7) == 7
+
+
+def test_pacer_ticks_slip_rather_than_burst_after_a_stall() -> None:
+    pacer = Pacer(10_000.0, start=0.0, max_lag_s=0.1)
+    assert pacer.take(0.0, 10**6) == 1
+    assert pacer.take(5.0, 10**6) == 1000  # 0.1 s worth, not 5 s
+    assert pacer.take(5.0 + pacer.tick_s, 10**6) == 32
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def test_record_source_take_walks_the_same_sequence_as_next() -> None:
+    a = RecordSource(random.Random(4), size_min=5, size_max=50, keys=30)
+    b = RecordSource(random.Random(4), size_min=5, size_max=50, keys=30)
+    datas, keys, sizes = a.take(10_000)  # wraps around the payload table
+    assert list(zip(datas, keys, strict=True)) == [b.next() for _ in range(10_000)]
+    assert sizes == [len(d) for d in datas]
+    more = a.take(3)
+    assert list(zip(more[0], more[1], strict=True)) == [b.next() for _ in range(3)]
+
+
+def test_record_source_pairs_do_not_repeat_with_the_payload_table() -> None:
+    source = RecordSource(random.Random(2), size_min=100, size_max=100, keys=1000,
+                          table_bytes=100 * 16)  # fmt: skip
+    datas, keys, _ = source.take(16 * 9000)
+    # 16 payloads: the same payload comes back every 16 records, with other keys.
+    assert len({keys[i] for i in range(0, len(keys), 16)}) > 900
+    assert len(set(keys)) == 1000
+    assert len(set(datas)) == 16
+
+
+def test_record_source_tables_stay_small_for_large_records() -> None:
+    source = RecordSource(random.Random(0), size_min=1 << 20, size_max=1 << 20, keys=1)
+    datas, _, sizes = source.take(40)
+    assert sizes == [1 << 20] * 40
+    assert len({id(d) for d in datas}) == 16  # the table's floor, not one per record
+
+
+# ----------------------------------------------------------------------------- bulk stats
+
+
+@pytest.mark.parametrize(
+    ("rate", "every"), [(1.0, 1), (10_000.0, 1), (19_999.0, 1), (20_000.0, 2), (95_000.0, 9)]
+)
+def test_latency_sample_keeps_at_least_ten_thousand_a_second(rate: float, every: int) -> None:
+    assert sample_every(rate) == every
+    assert rate / every >= min(rate, LATENCY_SAMPLES_PER_S)
+
+
+def test_bulk_counts_and_sampled_latencies() -> None:
+    stats = LoadStats(start=0.0)
+    stats.on_sent_many(100, 10_000)
+    stats.on_acked_many(60, 6_000, 2, now=0.4)
+    stats.on_attempts([THROTTLE_CODE, THROTTLE_CODE, None])
+    stats.on_latency(0.010, now=0.4)
+    stats.on_acked_many(40, 4_000, 0, now=1.2)
+    stats.on_latency(0.020, now=1.2)
+    stats.latency_every = 50
+    assert (stats.records_acked, stats.bytes_acked, stats.in_flight) == (100, 10_000, 0)
+    assert (stats.retries, stats.throttles) == (2, 2)
+    assert [iv.records for iv in stats.timeline] == [60, 40]
+    summary = summarize(stats, end=2.0, kinesis_records=1, put_records_calls=1, settings={})
+    assert summary["latency_sample"] == {"kind": "uniform sample", "every": 50, "records": 2}
+    assert 20.0 <= summary["latency_ms"]["max"] <= 20.0
+
+
+def test_final_snapshot_rate_is_the_run_average() -> None:
+    stats = LoadStats(start=0.0)
+    stats.on_sent_many(20_000, 0)
+    stats.on_acked_many(19_000, 0, 0, now=0.95)
+    stats.snapshot(1.0)
+    stats.on_acked_many(1_000, 0, 0, now=1.004)
+    # A sliver of 5 ms after the last refresh: its own rate would read 200,000/s.
+    final = stats.snapshot(1.005, final=True)
+    assert final.records_per_s == pytest.approx(20_000 / 1.004)
+
+
+def test_merge_stats_makes_one_run_of_several_processes() -> None:
+    a, b = LoadStats(start=10.0), LoadStats(start=10.3)
+    for stats, code in ((a, THROTTLE_CODE), (b, "InternalFailure")):
+        stats.on_sent_many(3, 300)
+        stats.on_acked_many(2, 200, 1, now=stats.start + 0.5)
+        stats.on_attempts([code, None])
+        stats.on_latency(0.001 if stats is a else 0.002, now=stats.start + 0.5)
+        stats.on_failed(code, [code], now=stats.start + 1.5)
+    merged = merge_stats([a, b])
+    assert merged.start == 10.0
+    assert (merged.records_sent, merged.records_acked, merged.records_failed) == (6, 4, 2)
+    assert merged.errors_by_code == {THROTTLE_CODE: 2, "InternalFailure": 2}
+    assert merged.failures_by_code == {THROTTLE_CODE: 1, "InternalFailure": 1}
+    assert merged.last_outcome == pytest.approx(11.8)
+    assert [iv.records for iv in merged.timeline] == [4, 0]
+    assert [iv.failed for iv in merged.timeline] == [0, 2]
+    assert merged.latency.count == 2
+    assert merged.latency.maximum == 0.002
+    with pytest.raises(ValueError, match="nothing"):
+        merge_stats([])
