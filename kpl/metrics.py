@@ -1,4 +1,4 @@
-"""The producer's (and consumer's) metrics in a prometheus-client registry.
+"""The producer's and the consumer's metrics in a prometheus-client registry.
 
 The KPL's metric names are the source: a counter ``UserRecordsPut`` is exposed as
 ``kpl_user_records_put_total``, a level such as ``UserRecordsPending`` as the gauge
@@ -11,9 +11,25 @@ and ``shard_id`` when a source reports per shard (names of the form
 Nothing is counted twice and nothing runs on the producer's hot path: the collector
 reads the source (``Producer.metrics``) when the registry is scraped.
 
-``register_producer(producer)`` registers a producer; ``register_metrics(source, ...)``
-any callable returning the same kind of mapping (the consumer's). ``serve(registry,
-port)`` serves a registry over HTTP (``kpl load --metrics-port``).
+The consumer's numbers (``Consumer.metrics``) take the KCL's names, and every series
+also has the labels ``application`` and ``worker_id``:
+
+- ``kpl_millis_behind_latest{shard_id}`` (gauge, KCL ``MillisBehindLatest``): how far
+  the shard's last GetRecords answer was behind the tip of the shard;
+- ``kpl_records_processed_total{shard_id}`` (KCL ``RecordsProcessed``) and
+  ``kpl_data_bytes_processed_total{shard_id}`` (KCL ``DataBytesProcessed``): user records
+  and their data bytes delivered to the application, for the shards held now;
+- ``kpl_current_leases`` (gauge, KCL ``CurrentLeases``): leases this worker holds;
+- ``kpl_taken_leases_total``, ``kpl_stolen_leases_total`` and ``kpl_lost_leases_total``
+  (KCL ``TakenLeases``, ``StolenLeases``, ``LostLeases``): leases taken (stolen ones
+  included), stolen from another worker, and lost to another worker since the start;
+- ``kpl_checkpoints_total``: checkpoints written to the lease store.
+
+``register_producer(producer)`` registers a producer, ``register_consumer(consumer)`` a
+consumer; ``register_metrics(source, ...)`` any callable returning KPL-named numbers.
+``serve(registry, port)`` serves a registry over HTTP; ``serve_producer`` and
+``serve_consumer`` serve one source (``kpl load --metrics-port``, ``kpl consume
+--metrics-port``).
 """
 
 from __future__ import annotations
@@ -29,9 +45,12 @@ from prometheus_client.registry import Collector
 __all__ = [
     "COUNTERS",
     "MetricsCollector",
+    "consumer_metrics",
+    "register_consumer",
     "register_metrics",
     "register_producer",
     "serve",
+    "serve_consumer",
     "serve_producer",
     "snake_case",
 ]
@@ -55,6 +74,10 @@ COUNTERS: Final = frozenset(
         "BytesRead",
         "GetRecordsCalls",
         "Checkpoints",
+        "DataBytesProcessed",
+        "TakenLeases",
+        "StolenLeases",
+        "LostLeases",
     }
 )
 #: Metrics the KPL reports in milliseconds.
@@ -74,15 +97,30 @@ class _Named(Protocol):
     def metrics(self) -> Mapping[str, float]: ...
 
 
+class _ConsumerLike(Protocol):
+    stream: str
+    application: str
+
+    @property
+    def config(self) -> Any: ...
+
+    def metrics(self) -> Mapping[str, Any]: ...
+
+
 class MetricsCollector(Collector):
     """A prometheus-client collector reading one source of KPL-named metrics per scrape."""
 
     def __init__(
-        self, source: Callable[[], Mapping[str, float]], stream_name: str, prefix: str = "kpl"
+        self,
+        source: Callable[[], Mapping[str, float]],
+        stream_name: str,
+        prefix: str = "kpl",
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self._source = source
         self._stream = stream_name
         self._prefix = prefix
+        self._labels = dict(labels or {})
 
     def _family(self, name: str) -> tuple[str, bool]:
         base = f"{self._prefix}_{snake_case(name)}"
@@ -106,7 +144,7 @@ class MetricsCollector(Collector):
         """One family per metric name, samples labelled by stream (and shard)."""
         families: dict[str, Any] = {}
         for key, number in self._read().items():
-            labels = {"stream_name": self._stream}
+            labels = {**self._labels, "stream_name": self._stream}
             name = key
             if key.startswith(_BY_CODE):
                 name, labels["code"] = "ErrorsByCode", key[len(_BY_CODE) :]
@@ -130,10 +168,12 @@ def register_metrics(
     *,
     stream_name: str,
     prefix: str = "kpl",
+    labels: Mapping[str, str] | None = None,
     registry: CollectorRegistry | None = None,
 ) -> MetricsCollector:
-    """Register ``source`` (KPL-named numbers) in ``registry`` (default: the global one)."""
-    collector = MetricsCollector(source, stream_name, prefix)
+    """Register ``source`` (KPL-named numbers) in ``registry`` (default: the global one);
+    ``labels`` are added to every series."""
+    collector = MetricsCollector(source, stream_name, prefix, labels)
     (registry if registry is not None else REGISTRY).register(collector)
     return collector
 
@@ -144,6 +184,44 @@ def register_producer(
     """Register a :class:`~kpl.Producer`'s metrics (read through ``producer.metrics()``)."""
     return register_metrics(
         producer.metrics, stream_name=producer.stream_name, registry=registry
+    )
+
+
+#: The consumer's lease counts by their KCL names (``Checkpoints`` has no KCL counterpart).
+_LEASE_NAMES: Final = {
+    "held": "CurrentLeases",
+    "taken": "TakenLeases",
+    "stolen": "StolenLeases",
+    "lost": "LostLeases",
+    "checkpoints": "Checkpoints",
+}
+
+
+def consumer_metrics(consumer: _ConsumerLike) -> dict[str, float]:
+    """``consumer.metrics()`` under the KCL's names, per shard as ``<Name>.<shard id>``."""
+    numbers = consumer.metrics()
+    flat: dict[str, float] = {}
+    for shard_id, shard in numbers["shards"].items():
+        flat[f"MillisBehindLatest.{shard_id}"] = shard["millis_behind_latest"]
+        flat[f"RecordsProcessed.{shard_id}"] = shard["records"]
+        flat[f"DataBytesProcessed.{shard_id}"] = shard["bytes"]
+    leases = numbers["leases"]
+    for key, name in _LEASE_NAMES.items():
+        if key in leases:
+            flat[name] = leases[key]
+    return flat
+
+
+def register_consumer(
+    consumer: _ConsumerLike, registry: CollectorRegistry | None = None
+) -> MetricsCollector:
+    """Register a :class:`~kpl.consumer.Consumer`'s metrics (read through
+    ``consumer.metrics()`` at each scrape), labelled with its application and worker."""
+    return register_metrics(
+        lambda: consumer_metrics(consumer),
+        stream_name=consumer.stream,
+        labels={"application": consumer.application, "worker_id": consumer.config.worker_id},
+        registry=registry,
     )
 
 
@@ -165,6 +243,20 @@ def serve_producer(producer: _Named, port: int, host: str = "127.0.0.1") -> Call
     --metrics-port``); a port that cannot be bound is a :class:`ValueError` saying so."""
     registry = CollectorRegistry()
     register_producer(producer, registry)
+    return _serve_own(registry, port, host)
+
+
+def serve_consumer(
+    consumer: _ConsumerLike, port: int, host: str = "127.0.0.1"
+) -> Callable[[], None]:
+    """Serve one consumer's metrics in a registry of their own (``kpl consume
+    --metrics-port``); a port that cannot be bound is a :class:`ValueError` saying so."""
+    registry = CollectorRegistry()
+    register_consumer(consumer, registry)
+    return _serve_own(registry, port, host)
+
+
+def _serve_own(registry: CollectorRegistry, port: int, host: str) -> Callable[[], None]:
     try:
         return serve(registry, port, host)
     except OSError as error:

@@ -6,13 +6,16 @@ records it is given, one per line in ``kpl tail``'s formats (``--json`` adds
 ``"worker"``), and checkpoints each batch once it is printed, so a worker that takes a
 shard over goes on after the last printed batch. SIGTERM and Ctrl-C stop gracefully:
 the leases are released so the other workers take them at once; the exit status is 0.
+``--metrics-port`` serves the worker's metrics (Prometheus text) while it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -25,6 +28,9 @@ from kpl.cli._common import (
 )
 from kpl.cli.tail import format_line
 from kpl.errors import KinesisError, ResourceNotFoundException
+
+if TYPE_CHECKING:
+    from kpl.consumer import Consumer
 
 __all__ = ["consume"]
 
@@ -41,8 +47,9 @@ async def _consume(
     failover_time: float,
     worker_id: str | None,
     as_json: bool,
+    metrics_port: int | None = None,
 ) -> int:
-    from kpl.consumer import Consumer, ConsumerConfig, LeaseLost
+    from kpl.consumer import Consumer, ConsumerConfig
 
     options: dict[str, object] = {
         "initial_position": _POSITIONS[start],
@@ -52,15 +59,34 @@ async def _consume(
         options["worker_id"] = worker_id
     config = ConsumerConfig(**options)  # type: ignore[arg-type]
     worker = config.worker_id
-    out = sys.stdout
-    async with Consumer(
+    consumer = Consumer(
         stream,
         application=application,
         endpoint_url=url,
         region=region,
         leases=leases,
         config=config,
-    ) as consumer:
+    )
+    with contextlib.ExitStack() as stack:
+        if metrics_port is not None:
+            from kpl.metrics import serve_consumer
+
+            # Bound before connecting: a busy port fails at once, with no lease taken.
+            stack.callback(serve_consumer(consumer, metrics_port))
+        printed = await _print_batches(consumer, worker, application, stream, leases, as_json)
+    # Said once the leases are released (leaving the block), so other workers have them.
+    click.echo(f"kpl consume: worker {worker} stopped after {printed} records", err=True)
+    return 0
+
+
+async def _print_batches(
+    consumer: Consumer, worker: str, application: str, stream: str, leases: str, as_json: bool
+) -> int:
+    """Print and checkpoint every batch until the consumer stops; the records printed."""
+    from kpl.consumer import LeaseLost
+
+    out = sys.stdout
+    async with consumer:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, consumer.shutdown)
@@ -91,9 +117,7 @@ async def _consume(
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
-    # Said once the leases are released (leaving the block), so other workers have them.
-    click.echo(f"kpl consume: worker {worker} stopped after {printed} records", err=True)
-    return 0
+    return printed
 
 
 @click.command("consume", short_help="Consume a stream as one worker of an application.")
@@ -130,6 +154,13 @@ async def _consume(
 )
 @click.option("--worker-id", default=None, help="This worker's name (default: host:pid:random).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per user record.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve the worker's metrics (Prometheus text) on 127.0.0.1:PORT/metrics.",
+)
 @endpoint_options
 def consume(
     stream: str,
@@ -139,6 +170,7 @@ def consume(
     failover_time: float,
     worker_id: str | None,
     as_json: bool,
+    metrics_port: int | None,
     endpoint: str | None,
     region: str | None,
 ) -> int:
@@ -166,6 +198,7 @@ def consume(
                 failover_time,
                 worker_id,
                 as_json,
+                metrics_port,
             )
         )
     except ResourceNotFoundException as error:
