@@ -6,9 +6,11 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -172,3 +174,58 @@ def test_unknown_stream_is_one_line(server_url: str, tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "not found" in lines[0]
+
+
+def test_metrics_port_serves_the_workers_counts(server_url: str, tmp_path: Path) -> None:
+    asyncio.run(_make(server_url, "orders", 2, 12))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            str(KPL), "consume", "orders", "--application", "billing", "--leases",
+            f"sqlite:///{tmp_path / 'billing.db'}", "--from", "trim-horizon", "--worker-id",
+            "w0", "--json", "--metrics-port", str(port), "--endpoint", server_url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = _Lines(proc.stdout)
+        lines.wait_for(lambda: len(lines.rows) == 12)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        lines.join()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    processed = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("kpl_records_processed_total{")
+    ]
+    assert len(processed) == 2  # one series per shard
+    assert sum(processed) == 12
+    labels = 'application="billing",stream_name="orders",worker_id="w0"'
+    assert f"kpl_current_leases{{{labels}}} 2.0" in text
+
+
+def test_metrics_port_in_use_is_one_line(server_url: str, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(
+            cli,
+            ["consume", "orders", "--application", "a", "--leases", f"sqlite:///{tmp_path}/a.db",
+             "--metrics-port", str(port), "--endpoint", server_url],
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr

@@ -54,8 +54,9 @@ async def test_scraped_counters_equal_what_was_delivered(
                 shard = {**base, "shard_id": shard_id}
                 assert get("kpl_records_processed_total", shard) == records[shard_id]
                 assert get("kpl_data_bytes_processed_total", shard) == data[shard_id]
-                assert get("kpl_millis_behind_latest", shard) == (
-                    direct["shards"][shard_id]["millis_behind_latest"]
+                assert (
+                    get("kpl_millis_behind_latest", shard)
+                    == (direct["shards"][shard_id]["millis_behind_latest"])
                 )
             assert sum(records.values()) == 30
             assert sum(data.values()) == sum(range(1, 31))
