@@ -373,9 +373,13 @@ async def run_load(
             set_phase("flushing")
             flushing: asyncio.Future[Any] = asyncio.ensure_future(producer.flush())
             aborted: asyncio.Future[Any] = asyncio.ensure_future(abort.wait())
-            while feed.in_flight and not abort.is_set():
+            while feed.in_flight and not abort.is_set() and not flushing.done():
                 await asyncio.wait({flushing, aborted}, timeout=SWEEP_S)
                 feed.sweep()
+            # The flush returned: every record put before it has its outcome (what is left
+            # in flight is counted unresolved, never waited on forever).
+            await asyncio.sleep(0)
+            feed.sweep()
             aborted.cancel()
             if abort.is_set():
                 flushing.cancel()

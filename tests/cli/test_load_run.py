@@ -89,3 +89,4 @@ async def test_below_the_floor_every_record_is_measured() -> None:
     summary, _ = await run_load(opts, transport=stream.transport())
     assert summary["latency_sample"] == {"kind": "all records", "every": 1, "records": 700}
     assert summary["stream_capacity"]["shards"] == 1
+

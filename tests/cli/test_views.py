@@ -61,3 +61,14 @@ def test_summary_table_lists_every_figure() -> None:
     ):
         assert label in text
     assert "100 records/s" in text
+
+
+def test_the_last_line_gives_the_runs_average_rates() -> None:
+    stats = LoadStats(start=0.0)
+    stats.on_sent_many(20_000, 2_000_000)
+    stats.on_acked_many(19_000, 1_900_000, 0, now=0.95)
+    stats.snapshot(1.0)
+    stats.on_acked_many(1_000, 100_000, 0, now=1.0)
+    lines: list[str] = []
+    LineView(lines.append).update(stats.snapshot(1.004, final=True), "done")
+    assert "done: acked 20,000 (average 20,000 rec/s, 2.00 MB/s)" in lines[0]
