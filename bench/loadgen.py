@@ -157,7 +157,7 @@ async def _exact(url: str, stream: str, rate: float, duration: float) -> dict[st
 
 
 def child_main(argv: list[str]) -> None:
-    from kpl.producer import run
+    from kpl.runner import run
 
     kind, url, stream, rate, amount = argv
     if kind == "alone":

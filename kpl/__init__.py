@@ -38,7 +38,8 @@ from kpl.errors import (
     ResourceNotFoundException,
     ValidationException,
 )
-from kpl.producer import Producer, run
+from kpl.producer import Producer
+from kpl.runner import run
 from kpl.transport import AioHttpTransport, MockTransport, Transport
 
 __all__ = [

@@ -58,7 +58,7 @@ class BatchResult:
     ``failures`` lists ``(index, RecordFailed)`` for each record of the call that was not
     delivered, by index in the call (not sorted). :meth:`results` builds the
     :class:`~kpl.RecordResult` of every record when asked (``None`` for a failed one);
-    nothing is kept per delivered record until then.
+    before that call, nothing is kept per delivered record.
     """
 
     __slots__ = (

@@ -35,9 +35,9 @@ import random
 import warnings
 from asyncio import InvalidStateError
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import count, repeat
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, cast
 
 from kpl.auth import CredentialProvider, Credentials
 from kpl.batch import Batches, BatchResult, as_sequence
@@ -51,9 +51,7 @@ from kpl.protocol.limits import DEFAULT_MAX_RECORD_SIZE
 from kpl.sender import Sender
 from kpl.transport import AioHttpTransport, Transport
 
-__all__ = ["RECORD_OVERHEAD", "BatchResult", "Producer", "run"]
-
-T = TypeVar("T")
+__all__ = ["RECORD_OVERHEAD", "BatchResult", "Producer"]
 
 _State = Literal["new", "running", "failed", "closing", "closed"]
 # What the core holds for each record: its future and the flush epoch it was put in.
@@ -692,18 +690,3 @@ class Producer:
         """Bytes (data + partition keys) put and not yet completed."""
         return self._core.buffered_bytes
 
-
-def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T:
-    """Run ``main`` like :func:`asyncio.run`, on uvloop when it is installed.
-
-    Choosing the event loop is the application's decision; this helper is a
-    convenience (equivalent: ``uvloop.install()`` before ``asyncio.run``).
-    """
-    try:
-        import uvloop
-    except ImportError:
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    else:
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(debug=debug, loop_factory=loop_factory) as runner:
-        return runner.run(main)

@@ -184,7 +184,7 @@ def consume(
     url = resolve_endpoint(endpoint)
     check_region(url, region)
     lease_url = leases or f"sqlite:///{application}-leases.db"
-    from kpl.producer import run
+    from kpl.runner import run
 
     try:
         return run(

@@ -38,7 +38,7 @@ from kpl.cli.load_view import (
 )
 from kpl.config import ProducerConfig
 from kpl.loadgen import parse_record_size, timeline_rows
-from kpl.producer import run
+from kpl.runner import run
 
 __all__ = ["LoadOptions", "load", "run_load"]
 

@@ -97,7 +97,7 @@ class _QueueView:
 def _child(index: int, opts: LoadOptions, out: Any, refresh_s: float, start: Any) -> None:
     """A child process: run its share and send back what came of it."""
     from kpl.cli.load_run import run_load
-    from kpl.producer import run
+    from kpl.runner import run
 
     # A session of its own: the terminal's Ctrl-C is the parent's to pass on, and where
     # the kernel groups CPU time by session (autogroup), each child gets a share of its

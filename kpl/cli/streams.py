@@ -26,7 +26,7 @@ from kpl.cli._common import (
 )
 from kpl.client import KinesisClient
 from kpl.errors import KinesisError, ResourceNotFoundException
-from kpl.producer import run
+from kpl.runner import run
 
 __all__ = ["streams"]
 

@@ -37,7 +37,7 @@ from kpl.errors import (
     ProvisionedThroughputExceededException,
     ResourceNotFoundException,
 )
-from kpl.producer import run
+from kpl.runner import run
 
 __all__ = ["format_line", "tail", "user_records"]
 

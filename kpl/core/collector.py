@@ -47,8 +47,9 @@ from kpl.config import ProducerConfig
 from kpl.core.metrics import ProducerMetrics
 from kpl.core.ratelimit import ShardLimiter
 from kpl.core.records import ARRIVAL, KRecord, OpenAggregate, UserRecord, sealed_krecord
+from kpl.core.results import Completions
 
-__all__ = ["Collector", "PutRecordsRequest", "Queues", "Shard", "put_records_body"]
+__all__ = ["Collector", "Poll", "PutRecordsRequest", "Queues", "Shard", "put_records_body"]
 
 _INF = math.inf
 
@@ -108,6 +109,20 @@ class PutRecordsRequest:
     started: float = 0.0
     #: The core's own bookkeeping; opaque to the shell.
     records: list[Any] = field(default_factory=list, repr=False)
+
+
+@dataclass(slots=True)
+class Poll:
+    """What ``ProducerCore.poll(now)`` asks of the shell."""
+
+    #: Send these now (never more than the in-flight limit allows).
+    requests: list[PutRecordsRequest]
+    #: Resolve these futures (expired records, records settled by a new shard map).
+    completions: Completions
+    #: Call ``poll()`` again at this ``now`` at the latest (``None``: only when woken).
+    deadline: float | None
+    #: Call ListShards and then ``set_shard_map()`` (or ``on_shard_map_error()``).
+    refresh_shard_map: bool
 
 
 class Shard:

@@ -52,7 +52,6 @@ import math
 import random
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from hashlib import md5
 from typing import Any
 
@@ -62,15 +61,11 @@ from kpl.core.admission import as_bytes as _as_bytes
 from kpl.core.admission import bad_explicit_hash_key_type as _bad_explicit_hash_key_type
 from kpl.core.admission import bad_partition_key as _bad_partition_key
 from kpl.core.admission import too_large as _too_large
-from kpl.core.collector import PutRecordsRequest, Queues, Shard
+from kpl.core.collector import Poll, PutRecordsRequest, Queues, Shard
 from kpl.core.ledger import Ledger
 from kpl.core.metrics import ProducerMetrics
 from kpl.core.mispredict import Mispredictions
-from kpl.core.records import (
-    AGGREGATED_PARTITION_KEY,
-    KRecord,
-    UserRecord,
-)
+from kpl.core.records import AGGREGATED_PARTITION_KEY, KRecord, UserRecord
 from kpl.core.records import ARRIVAL as _ARRIVAL
 from kpl.core.results import (
     Attempt,
@@ -120,20 +115,6 @@ _THROTTLED = "ProvisionedThroughputExceededException"
 _INF = math.inf
 _from_bytes = int.from_bytes
 _new_result = tuple.__new__
-
-
-@dataclass(slots=True)
-class Poll:
-    """What ``poll(now)`` asks of the shell."""
-
-    #: Send these now (never more than the in-flight limit allows).
-    requests: list[PutRecordsRequest]
-    #: Resolve these futures (expired records, records settled by a new shard map).
-    completions: Completions
-    #: Call ``poll()`` again at this ``now`` at the latest (``None``: only when woken).
-    deadline: float | None
-    #: Call ListShards and then ``set_shard_map()`` (or ``on_shard_map_error()``).
-    refresh_shard_map: bool
 
 
 class ProducerCore(ShardRouting):

@@ -27,8 +27,9 @@ from kpl.errors import (
     RecordFailed,
     RecordTooLarge,
 )
-from kpl.producer import RECORD_OVERHEAD, Producer, run
+from kpl.producer import RECORD_OVERHEAD, Producer
 from kpl.protocol.hashing import ExplicitHashKeyError, partition_key_hash
+from kpl.runner import run
 from kpl.transport import MockRequest, MockTransport
 from tests.support import EngineKinesis, virtual_time
 
