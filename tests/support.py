@@ -25,6 +25,8 @@ from typing import Any, ParamSpec, TypeVar
 import boto3
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
+from kpl.client import KinesisClient
+from kpl.protocol.hashing import partition_key_hash
 from kpl.transport import MockRequest, MockResponse, MockTransport
 from server import StreamServer
 from server.core.engine import Engine, EngineConfig
@@ -393,4 +395,28 @@ def deaggregate_reference(stored: list[Stored]) -> list[Delivered]:
                     data,
                 )
             )
+    return out
+
+
+async def read_back(client: KinesisClient, name: str) -> list[dict[str, Any]]:
+    """Every user record in every shard, deaggregated by aws_kinesis_agg."""
+    out: list[dict[str, Any]] = []
+    for shard in await client.list_shards(name, open_only=False):
+        shard_id = shard["ShardId"]
+        start = int(shard["HashKeyRange"]["StartingHashKey"])
+        end = int(shard["HashKeyRange"]["EndingHashKey"])
+        for record in await client.read_shard(name, shard_id):
+            raw = {**record, "ApproximateArrivalTimestamp": 0}
+            for user in iter_deaggregate_records([raw], data_format="Boto3"):
+                kinesis = user["kinesis"]
+                aggregated = kinesis.get("aggregated", False)
+                data = base64.b64decode(kinesis["data"]) if aggregated else kinesis["data"]
+                out.append({
+                    "shard_id": shard_id,
+                    "in_range": start <= partition_key_hash(kinesis["partitionKey"]) <= end,
+                    "sequence_number": kinesis["sequenceNumber"],
+                    "sub_sequence_number": kinesis.get("subSequenceNumber", 0),
+                    "partition_key": kinesis["partitionKey"],
+                    "data": data,
+                })
     return out

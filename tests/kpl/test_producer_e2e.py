@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import importlib.util
 import re
 import socket
@@ -13,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
 from kpl import KinesisClient, Producer, ProducerConfig, RecordFailed
-from kpl.protocol.hashing import partition_key_hash
 from server import StreamServer
+from tests.support import read_back
 
 FAST: dict[str, Any] = {"record_max_buffered_time": 0.01, "min_backoff": 0.0,
                         "max_backoff": 0.05}
@@ -49,30 +47,6 @@ async def stream(server_url: str) -> AsyncIterator[Stream]:
     client = await make_stream(server_url, "e2e", 4)
     yield Stream(server_url, "e2e", client)
     await client.close()
-
-
-async def read_back(client: KinesisClient, name: str) -> list[dict[str, Any]]:
-    """Every user record in every shard, deaggregated by aws_kinesis_agg."""
-    out: list[dict[str, Any]] = []
-    for shard in await client.list_shards(name, open_only=False):
-        shard_id = shard["ShardId"]
-        start = int(shard["HashKeyRange"]["StartingHashKey"])
-        end = int(shard["HashKeyRange"]["EndingHashKey"])
-        for record in await client.read_shard(name, shard_id):
-            raw = {**record, "ApproximateArrivalTimestamp": 0}
-            for user in iter_deaggregate_records([raw], data_format="Boto3"):
-                kinesis = user["kinesis"]
-                aggregated = kinesis.get("aggregated", False)
-                data = base64.b64decode(kinesis["data"]) if aggregated else kinesis["data"]
-                out.append({
-                    "shard_id": shard_id,
-                    "in_range": start <= partition_key_hash(kinesis["partitionKey"]) <= end,
-                    "sequence_number": kinesis["sequenceNumber"],
-                    "sub_sequence_number": kinesis.get("subSequenceNumber", 0),
-                    "partition_key": kinesis["partitionKey"],
-                    "data": data,
-                })
-    return out
 
 
 async def test_records_delivered_and_read_back_through_reference(stream: Stream) -> None:

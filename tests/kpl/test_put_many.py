@@ -4,13 +4,11 @@ the bundled server (real aiohttp transport, SigV4, port 0)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
 from kpl import (
     BatchResult,
@@ -24,8 +22,8 @@ from kpl import (
     RecordTooLarge,
 )
 from kpl.producer import RECORD_OVERHEAD
-from kpl.protocol.hashing import partition_key_hash
 from server import StreamServer
+from tests.support import read_back
 
 FAST: dict[str, Any] = {"record_max_buffered_time": 0.01, "min_backoff": 0.0,
                         "max_backoff": 0.05}
@@ -45,28 +43,9 @@ async def make_stream(url: str, name: str, shards: int) -> KinesisClient:
     return client
 
 
-async def read_back(client: KinesisClient, name: str) -> list[dict[str, Any]]:
-    """Every user record stored, deaggregated by aws_kinesis_agg, in shard order."""
-    out: list[dict[str, Any]] = []
-    for shard in await client.list_shards(name, open_only=False):
-        shard_id = shard["ShardId"]
-        start = int(shard["HashKeyRange"]["StartingHashKey"])
-        end = int(shard["HashKeyRange"]["EndingHashKey"])
-        for record in await client.read_shard(name, shard_id):
-            raw = {**record, "ApproximateArrivalTimestamp": 0}
-            for user in iter_deaggregate_records([raw], data_format="Boto3"):
-                kinesis = user["kinesis"]
-                aggregated = kinesis.get("aggregated", False)
-                data = base64.b64decode(kinesis["data"]) if aggregated else kinesis["data"]
-                key = kinesis["partitionKey"]
-                out.append({
-                    "where": (shard_id, kinesis["sequenceNumber"],
-                              kinesis.get("subSequenceNumber", 0)),
-                    "in_range": start <= partition_key_hash(key) <= end,
-                    "partition_key": key,
-                    "data": data,
-                })
-    return out
+def where(record: dict[str, Any]) -> tuple[str, str, int]:
+    """A stored user record's place: shard, sequence number, sub-sequence number."""
+    return (record["shard_id"], record["sequence_number"], record["sub_sequence_number"])
 
 
 def records(n: int, keys: int = 50, tag: bytes = b"r") -> list[tuple[bytes, str]]:
@@ -92,7 +71,7 @@ async def test_every_record_is_delivered_once_where_its_result_says(server_url: 
     assert all(o.failures == [] and o.failed == 0 for o in outcomes)
     assert sorted((r["data"], r["partition_key"]) for r in stored) == sorted(put)
     assert all(r["in_range"] for r in stored)
-    stored_at = {r["where"]: (r["data"], r["partition_key"]) for r in stored}
+    stored_at = {where(r): (r["data"], r["partition_key"]) for r in stored}
     results = [result for o in outcomes for result in o.results()]
     for (data, key), result in zip(put, results, strict=True):
         assert type(result) is RecordResult
@@ -119,9 +98,9 @@ async def test_put_and_put_many_share_aggregates_and_each_gets_its_own_result(
     finally:
         await client.close()
     outcome = batch.result()
-    where = {r["where"]: r["data"] for r in stored}
+    data_at = {where(r): r["data"] for r in stored}
     results = outcome.results()
-    assert [where[(r.shard_id, r.sequence_number, r.sub_sequence_number)]
+    assert [data_at[(r.shard_id, r.sequence_number, r.sub_sequence_number)]
             for r in results if r is not None] == [b"a", b"b"]
     assert [r.sub_sequence_number for r in results if r is not None] == [1, 2]
     assert single.result().sub_sequence_number == 0
@@ -300,10 +279,10 @@ async def test_failures_are_reported_by_index_and_retries_succeed() -> None:
     retried = [r for r in results if r is not None and len(r.attempts) > 1]
     assert retried
     assert all(not r.attempts[0].success for r in retried)
-    where = {r["where"]: r["data"] for r in stored}
+    data_at = {where(r): r["data"] for r in stored}
     for (data, _), result in zip(put, results, strict=True):
         assert result is not None
-        assert where[(result.shard_id, result.sequence_number,
+        assert data_at[(result.shard_id, result.sequence_number,
                       result.sub_sequence_number)] == data
 
 
