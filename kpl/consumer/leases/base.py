@@ -60,8 +60,18 @@ class Lease:
     owner_switches_since_checkpoint: int = 0
     #: The shard's parents (``parentShardId``, a string set): read to SHARD_END first.
     parent_shard_ids: frozenset[str] = frozenset()
-    #: A prepared, not yet committed checkpoint (``pendingCheckpoint``).
+    #: A prepared, not yet committed checkpoint (``pendingCheckpoint``); ``None`` when none.
     pending_checkpoint: str | None = None
+    #: Its sub-record (``pendingCheckpointSubSequenceNumber``).
+    pending_checkpoint_sub_sequence_number: int = 0
+    #: Application state stored with it (``pendingCheckpointState``, binary).
+    pending_checkpoint_state: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.pending_checkpoint is None and (
+            self.pending_checkpoint_sub_sequence_number or self.pending_checkpoint_state is not None
+        ):
+            raise ValueError("a pending sub-record or state need a pending checkpoint")
 
     def next(self, **changes: object) -> Lease:
         """This lease with ``changes`` and the counter moved on: the value to write."""

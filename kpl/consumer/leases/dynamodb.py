@@ -11,7 +11,9 @@ keeps its checkpoints (and can move back):
 ``checkpointSubSequenceNumber``    N     the last done sub-record of that record
 ``ownerSwitchesSinceCheckpoint``   N
 ``parentShardId``                  SS    the shard's parents; absent when none
-``pendingCheckpoint``              S     absent when none
+``pendingCheckpoint``              S     a prepared checkpoint; absent when none
+``pendingCheckpointSubSequence...  N     its sub-record (``...Number``); absent when none
+``pendingCheckpointState``         B     state prepared with it; absent when none
 =================================  ====  ===============================================
 
 Every write is conditional on ``leaseCounter``: UpdateItem (which sets and removes only
@@ -65,6 +67,8 @@ _NAMES: Final = {
     "#switches": "ownerSwitchesSinceCheckpoint",
     "#parents": "parentShardId",
     "#pending": "pendingCheckpoint",
+    "#pendingsub": "pendingCheckpointSubSequenceNumber",
+    "#pendingstate": "pendingCheckpointState",
 }
 
 
@@ -83,6 +87,11 @@ def lease_to_item(lease: Lease) -> dict[str, dict[str, Any]]:
         item["parentShardId"] = {"SS": sorted(lease.parent_shard_ids)}
     if lease.pending_checkpoint is not None:
         item["pendingCheckpoint"] = {"S": lease.pending_checkpoint}
+        item["pendingCheckpointSubSequenceNumber"] = {
+            "N": str(lease.pending_checkpoint_sub_sequence_number)
+        }
+        if lease.pending_checkpoint_state is not None:
+            item["pendingCheckpointState"] = {"B": lease.pending_checkpoint_state}
     return item
 
 
@@ -97,6 +106,10 @@ def item_to_lease(item: dict[str, dict[str, Any]]) -> Lease:
         value = item.get(name)
         return 0 if value is None else int(value["N"])
 
+    def binary(name: str) -> bytes | None:
+        value = item.get(name)
+        return None if value is None or "B" not in value else bytes(value["B"])
+
     return Lease(
         lease_key=str(item["leaseKey"]["S"]),
         lease_owner=string("leaseOwner"),
@@ -105,7 +118,9 @@ def item_to_lease(item: dict[str, dict[str, Any]]) -> Lease:
         checkpoint_sub_sequence_number=number("checkpointSubSequenceNumber"),
         owner_switches_since_checkpoint=number("ownerSwitchesSinceCheckpoint"),
         parent_shard_ids=frozenset(item.get("parentShardId", {}).get("SS", ())),
-        pending_checkpoint=string("pendingCheckpoint"),
+        pending_checkpoint=string("pendingCheckpoint") or None,
+        pending_checkpoint_sub_sequence_number=number("pendingCheckpointSubSequenceNumber"),
+        pending_checkpoint_state=binary("pendingCheckpointState"),
     )
 
 
@@ -132,10 +147,23 @@ def _update(lease: Lease, expected_counter: int) -> dict[str, Any]:
             ":parents",
             {"SS": sorted(lease.parent_shard_ids)} if lease.parent_shard_ids else None,
         ),
+    ]
+    pending = lease.pending_checkpoint
+    optional += [
+        ("#pending", ":pending", None if pending is None else {"S": pending}),
         (
-            "#pending",
-            ":pending",
-            None if lease.pending_checkpoint is None else {"S": lease.pending_checkpoint},
+            "#pendingsub",
+            ":pendingsub",
+            None
+            if pending is None
+            else {"N": str(lease.pending_checkpoint_sub_sequence_number)},
+        ),
+        (
+            "#pendingstate",
+            ":pendingstate",
+            None
+            if pending is None or lease.pending_checkpoint_state is None
+            else {"B": lease.pending_checkpoint_state},
         ),
     ]
     for name, placeholder, value in optional:

@@ -30,7 +30,8 @@ T = TypeVar("T")
 
 _COLUMNS = (
     "lease_key, lease_owner, lease_counter, checkpoint, checkpoint_sub_sequence_number, "
-    "owner_switches_since_checkpoint, parent_shard_ids, pending_checkpoint"
+    "owner_switches_since_checkpoint, parent_shard_ids, pending_checkpoint, "
+    "pending_checkpoint_sub_sequence_number, pending_checkpoint_state"
 )
 
 _CREATE = """
@@ -42,20 +43,29 @@ CREATE TABLE IF NOT EXISTS leases (
     checkpoint_sub_sequence_number INTEGER NOT NULL DEFAULT 0,
     owner_switches_since_checkpoint INTEGER NOT NULL DEFAULT 0,
     parent_shard_ids TEXT NOT NULL DEFAULT '[]',
-    pending_checkpoint TEXT
+    pending_checkpoint TEXT,
+    pending_checkpoint_sub_sequence_number INTEGER NOT NULL DEFAULT 0,
+    pending_checkpoint_state BLOB
 )
 """
+
+# Columns a table made by an older schema may lack, added by initialize().
+_ADDED_COLUMNS = {
+    "pending_checkpoint_sub_sequence_number": "INTEGER NOT NULL DEFAULT 0",
+    "pending_checkpoint_state": "BLOB",
+}
 
 # Only Lease's columns are set, so columns another tool added to the table are kept.
 _REPLACE = """
 UPDATE leases SET lease_owner = ?, lease_counter = ?, checkpoint = ?,
     checkpoint_sub_sequence_number = ?, owner_switches_since_checkpoint = ?,
-    parent_shard_ids = ?, pending_checkpoint = ?
+    parent_shard_ids = ?, pending_checkpoint = ?, pending_checkpoint_sub_sequence_number = ?,
+    pending_checkpoint_state = ?
 WHERE lease_key = ? AND lease_counter = ?
 """
 
 _INSERT = f"""
-INSERT INTO leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (lease_key) DO NOTHING
 """
 
@@ -70,6 +80,8 @@ def _row(lease: Lease) -> tuple[Any, ...]:
         lease.owner_switches_since_checkpoint,
         json.dumps(sorted(lease.parent_shard_ids)),
         lease.pending_checkpoint,
+        lease.pending_checkpoint_sub_sequence_number,
+        lease.pending_checkpoint_state,
     )
 
 
@@ -83,6 +95,8 @@ def _lease(row: tuple[Any, ...]) -> Lease:
         owner_switches_since_checkpoint=row[5],
         parent_shard_ids=frozenset(json.loads(row[6])),
         pending_checkpoint=row[7],
+        pending_checkpoint_sub_sequence_number=row[8],
+        pending_checkpoint_state=None if row[9] is None else bytes(row[9]),
     )
 
 
@@ -167,6 +181,16 @@ class SQLiteLeaseStore:
 
         def create(connection: sqlite3.Connection) -> None:
             connection.execute(_CREATE)
+            present = {row[1] for row in connection.execute("PRAGMA table_info(leases)")}
+            for column, declaration in _ADDED_COLUMNS.items():
+                if column in present:
+                    continue
+                try:
+                    connection.execute(f"ALTER TABLE leases ADD COLUMN {column} {declaration}")
+                except sqlite3.OperationalError as error:
+                    # Another worker starting at the same time added it first.
+                    if "duplicate column" not in str(error).lower():
+                        raise
 
         await self._call(create)
 

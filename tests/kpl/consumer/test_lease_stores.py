@@ -49,6 +49,8 @@ def full_lease(key: str = "shardId-000000000001") -> Lease:
         owner_switches_since_checkpoint=3,
         parent_shard_ids=frozenset({"shardId-000000000000", "shardId-000000000009"}),
         pending_checkpoint="4959",
+        pending_checkpoint_sub_sequence_number=3,
+        pending_checkpoint_state=b"\x00state\xff",
     )
 
 
@@ -85,7 +87,13 @@ async def test_replace_is_a_compare_and_set_on_the_counter(store_url: str) -> No
     async with opened(store_url) as store:
         lease = full_lease()
         await store.create_lease(lease)
-        freed = lease.next(lease_owner=None, pending_checkpoint=None, parent_shard_ids=frozenset())
+        freed = lease.next(
+            lease_owner=None,
+            pending_checkpoint=None,
+            pending_checkpoint_sub_sequence_number=0,
+            pending_checkpoint_state=None,
+            parent_shard_ids=frozenset(),
+        )
         assert not await store.replace_lease(freed, expected_counter=6)
         assert await store.get_lease(lease.lease_key) == lease
         assert await store.replace_lease(freed, expected_counter=7)
@@ -94,6 +102,39 @@ async def test_replace_is_a_compare_and_set_on_the_counter(store_url: str) -> No
         ended = freed.next(checkpoint=SHARD_END, checkpoint_sub_sequence_number=0)
         assert await store.replace_lease(ended, expected_counter=8)
         assert await store.get_lease(lease.lease_key) == ended
+
+
+async def test_a_pending_checkpoint_is_set_and_cleared_by_compare_and_set(store_url: str) -> None:
+    async with opened(store_url) as store:
+        bare = Lease("shardId-000000000000", lease_owner="w")
+        await store.create_lease(bare)
+        prepared = bare.next(
+            pending_checkpoint=CHECKPOINT,
+            pending_checkpoint_sub_sequence_number=9,
+            pending_checkpoint_state=b"state",
+        )
+        assert not await store.replace_lease(prepared, expected_counter=1)
+        assert await store.replace_lease(prepared, expected_counter=0)
+        assert await store.get_lease(bare.lease_key) == prepared
+        # Prepared without state, then committed: nothing of it is left.
+        stateless = prepared.next(pending_checkpoint_state=None)
+        assert await store.replace_lease(stateless, expected_counter=1)
+        assert await store.get_lease(bare.lease_key) == stateless
+        committed = stateless.next(
+            checkpoint=CHECKPOINT,
+            checkpoint_sub_sequence_number=9,
+            pending_checkpoint=None,
+            pending_checkpoint_sub_sequence_number=0,
+        )
+        assert await store.replace_lease(committed, expected_counter=2)
+        assert await store.list_leases() == [committed]
+
+
+def test_a_pending_sub_record_or_state_needs_a_pending_checkpoint() -> None:
+    with pytest.raises(ValueError, match="need a pending checkpoint"):
+        Lease("a", pending_checkpoint_state=b"x")
+    with pytest.raises(ValueError, match="need a pending checkpoint"):
+        Lease("a", pending_checkpoint_sub_sequence_number=1)
 
 
 async def test_replace_never_creates_a_missing_lease(store_url: str) -> None:
@@ -280,6 +321,35 @@ async def test_sqlite_keeps_columns_it_does_not_know(tmp_path: Path) -> None:
         )
 
 
+async def test_sqlite_adds_the_pending_checkpoint_columns_to_an_older_table(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "leases.db"
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute(
+            "CREATE TABLE leases (lease_key TEXT PRIMARY KEY NOT NULL, lease_owner TEXT, "
+            "lease_counter INTEGER NOT NULL, checkpoint TEXT NOT NULL, "
+            "checkpoint_sub_sequence_number INTEGER NOT NULL DEFAULT 0, "
+            "owner_switches_since_checkpoint INTEGER NOT NULL DEFAULT 0, "
+            "parent_shard_ids TEXT NOT NULL DEFAULT '[]', pending_checkpoint TEXT)"
+        )
+        connection.execute(
+            "INSERT INTO leases (lease_key, lease_counter, checkpoint) VALUES ('a', 4, ?)",
+            (CHECKPOINT,),
+        )
+    stores = [SQLiteLeaseStore(path), SQLiteLeaseStore(path)]
+    await asyncio.gather(*(store.initialize() for store in stores))
+    store = stores[0]
+    assert await store.get_lease("a") == Lease("a", lease_counter=4, checkpoint=CHECKPOINT)
+    prepared = Lease("a", lease_counter=4, checkpoint=CHECKPOINT).next(
+        pending_checkpoint="5", pending_checkpoint_sub_sequence_number=1
+    )
+    assert await store.replace_lease(prepared, 4)
+    assert await stores[1].get_lease("a") == prepared
+    for opened_store in stores:
+        await opened_store.close()
+
+
 async def test_sqlite_in_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     store = open_lease_store(f"sqlite:///{tmp_path}/no/such/dir/leases.db")
     with pytest.raises(LeaseStoreError, match="unable to open database file"):
@@ -360,6 +430,8 @@ async def test_dynamodb_items_are_the_kcls(dynamodb_url: str, dynamodb_endpoint:
         "ownerSwitchesSinceCheckpoint": {"N": "3"},
         "parentShardId": {"SS": ["shardId-000000000000", "shardId-000000000009"]},
         "pendingCheckpoint": {"S": "4959"},
+        "pendingCheckpointSubSequenceNumber": {"N": "3"},
+        "pendingCheckpointState": {"B": b"\x00state\xff"},
     }
     # A free lease with no parents has neither attribute (the KCL's own items don't).
     assert set(bare["Item"]) == {
@@ -387,6 +459,9 @@ async def test_dynamodb_reads_a_java_kcl_item_and_keeps_what_it_does_not_know(
                 "parentShardId": {"SS": ["shardId-000000000001"]},
                 "childShardIds": {"SS": ["shardId-000000000007"]},
                 "hashKeyRange": {"M": {"startingHashKey": {"S": "0"}}},
+                "pendingCheckpoint": {"S": "4959"},
+                "pendingCheckpointSubSequenceNumber": {"N": "2"},
+                "pendingCheckpointState": {"B": b"java state"},
             },
         )
         lease = await store.get_lease("shardId-000000000003")
@@ -397,6 +472,9 @@ async def test_dynamodb_reads_a_java_kcl_item_and_keeps_what_it_does_not_know(
             checkpoint=CHECKPOINT,
             checkpoint_sub_sequence_number=5,
             parent_shard_ids=frozenset({"shardId-000000000001"}),
+            pending_checkpoint="4959",
+            pending_checkpoint_sub_sequence_number=2,
+            pending_checkpoint_state=b"java state",
         )
         assert await store.replace_lease(lease.next(lease_owner="python-worker"), 41)
         item = (
@@ -410,6 +488,7 @@ async def test_dynamodb_reads_a_java_kcl_item_and_keeps_what_it_does_not_know(
     assert item["leaseCounter"] == {"N": "42"}
     assert item["childShardIds"] == {"SS": ["shardId-000000000007"]}
     assert item["hashKeyRange"] == {"M": {"startingHashKey": {"S": "0"}}}
+    assert item["pendingCheckpointState"] == {"B": b"java state"}
 
 
 async def test_dynamodb_endpoint_from_the_environment(
