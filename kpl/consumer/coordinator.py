@@ -9,7 +9,12 @@ checkpoint.
 
 A write whose outcome is unknown (the store failed mid-call) may have landed. The
 coordinator remembers it; if a later write is refused, it reads the lease back, and if
-the stored value is the one it had tried to write, the lease is still its own.
+the stored value is one it had tried to write, the lease is still its own.
+
+A lease written under this worker's id by someone else (a refused write reads it back;
+every listing is checked) means a second live worker has the same id
+(:mod:`kpl.consumer.core.namesakes`): the coordinator gives up every lease and
+:meth:`~LeaseCoordinator.run` raises :class:`~kpl.consumer.errors.DuplicateWorkerId`.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from kpl.consumer.core.leases import (
     checkpoint_value,
     finished_leases_to_delete,
     new_leases,
+    prepare_checkpoint_value,
     release_value,
     renew_value,
 )
-from kpl.consumer.errors import ConsumerError, LeaseLost, LeaseStoreError
+from kpl.consumer.core.namesakes import NamesakeWatch
+from kpl.consumer.errors import ConsumerError, DuplicateWorkerId, LeaseLost, LeaseStoreError
 from kpl.consumer.leases.base import SHARD_END, TRIM_HORIZON, Lease, LeaseStore
 
 __all__ = ["LeaseAcquired", "LeaseCoordinator", "LeaseEvent", "LeaseRevoked"]
@@ -60,7 +67,16 @@ class LeaseRevoked:
 
 LeaseEvent = LeaseAcquired | LeaseRevoked
 
-_METRICS = ("taken", "stolen", "lost", "released", "renewals", "checkpoints", "created")
+_METRICS = (
+    "taken",
+    "stolen",
+    "lost",
+    "released",
+    "renewals",
+    "checkpoints",
+    "prepared",
+    "created",
+)
 
 
 class LeaseCoordinator:
@@ -117,7 +133,9 @@ class LeaseCoordinator:
         self._holdings = Holdings(failover_time)
         self._locks: dict[str, asyncio.Lock] = {}
         # Writes whose outcome is unknown, by lease key: (value, when the write started).
-        self._uncertain: dict[str, tuple[Lease, float]] = {}
+        self._uncertain: dict[str, list[tuple[Lease, float]]] = {}
+        self._namesakes = NamesakeWatch(worker_id)
+        self._fatal: DuplicateWorkerId | None = None
         self._events: asyncio.Queue[LeaseEvent] = asyncio.Queue()
         self._sync_requested = True
         self._wake_taker = asyncio.Event()
@@ -167,9 +185,14 @@ class LeaseCoordinator:
         ``failover_time`` meanwhile are revoked.
         """
         await self._initialize()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._taker_loop(), name=f"lease-taker-{self.worker_id}")
-            group.create_task(self._renewer_loop(), name=f"lease-renewer-{self.worker_id}")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._taker_loop(), name=f"lease-taker-{self.worker_id}")
+                group.create_task(self._renewer_loop(), name=f"lease-renewer-{self.worker_id}")
+        except BaseExceptionGroup:
+            if self._fatal is not None:
+                raise self._fatal from None
+            raise
 
     async def _initialize(self) -> None:
         give_up = self._clock() + self.failover_time
@@ -190,6 +213,8 @@ class LeaseCoordinator:
             self._wake_taker.clear()
             try:
                 await self.take_leases()
+            except DuplicateWorkerId:
+                raise
             except ConsumerError as error:
                 logger.warning("%s: taking leases failed: %s", self.worker_id, error)
             with contextlib.suppress(TimeoutError):
@@ -213,8 +238,13 @@ class LeaseCoordinator:
         """
         if self._sync_requested and not self._closing:
             await self.sync_shards()
+        if self._fatal is not None:
+            raise self._fatal
         listing = await self._store.list_leases()
         now = self._clock()
+        for lease in listing:
+            if self._namesakes.foreign(lease):
+                self._fail(lease.lease_key)
         self._taker.observe(listing, now)
         if self._closing:
             return []
@@ -225,7 +255,7 @@ class LeaseCoordinator:
                 if self._closing or key in self._holdings.leases:
                     continue
                 started = self._clock()
-                if not await self._store.replace_lease(take.value, take.expected_counter):
+                if not await self._replace(take.value, take.expected_counter, started):
                     continue
                 self._holdings.written(take.value, started)
             self._counts["taken"] += 1
@@ -296,6 +326,27 @@ class LeaseCoordinator:
             self._holdings.drop(shard_id)
             self.request_shard_sync()
 
+    async def prepare_checkpoint(
+        self,
+        shard_id: str,
+        checkpoint: str,
+        sub_sequence_number: int = 0,
+        state: bytes | None = None,
+    ) -> None:
+        """Record ``checkpoint`` as prepared (pending), with optional application ``state``.
+
+        The committed checkpoint stays as it is until :meth:`checkpoint` writes one, which
+        clears the pending one. A worker that takes the lease over sees both. Raises as
+        :meth:`checkpoint` does.
+        """
+
+        def change(lease: Lease) -> Lease:
+            return prepare_checkpoint_value(lease, checkpoint, sub_sequence_number, state)
+
+        prepare_checkpoint_value(Lease(shard_id), checkpoint, sub_sequence_number, state)
+        await self._write(shard_id, change)
+        self._counts["prepared"] += 1
+
     async def release(self, shard_id: str) -> None:
         """Give a held lease up so that another worker takes it at its next cycle.
 
@@ -305,6 +356,8 @@ class LeaseCoordinator:
         try:
             await self._write(shard_id, release_value)
         except LeaseLost:
+            return
+        except DuplicateWorkerId:
             return
         finally:
             self._holdings.drop(shard_id)
@@ -333,20 +386,29 @@ class LeaseCoordinator:
             lock = self._locks[key] = asyncio.Lock()
         return lock
 
+    async def _replace(self, value: Lease, expected_counter: int, started: float) -> bool:
+        # Every compare-and-set of this worker, so that the namesake watch knows its writes.
+        self._namesakes.writing(value)
+        try:
+            written = await self._store.replace_lease(value, expected_counter)
+        except LeaseStoreError:
+            self._namesakes.written(value, landed=None)
+            self._uncertain.setdefault(value.lease_key, []).append((value, started))
+            raise
+        self._namesakes.written(value, landed=written)
+        return written
+
     async def _write(self, key: str, change: Callable[[Lease], Lease]) -> Lease:
         async with self._lock(key):
+            if self._fatal is not None:
+                raise self._fatal
             held = self._holdings.leases.get(key)
             if held is None:
                 raise LeaseLost(key, "this worker does not hold it")
             for _ in range(2):
                 value = change(held)
                 started = self._clock()
-                try:
-                    written = await self._store.replace_lease(value, held.lease_counter)
-                except LeaseStoreError:
-                    self._uncertain[key] = (value, started)
-                    raise
-                if written:
+                if await self._replace(value, held.lease_counter, started):
                     self._uncertain.pop(key, None)
                     self._holdings.written(value, started)
                     return value
@@ -359,18 +421,29 @@ class LeaseCoordinator:
             raise LeaseLost(key, reason)
 
     async def _landed(self, key: str) -> Lease | None:
-        # After a refused write: the earlier write of unknown outcome, if it did land.
-        # Kept until the read succeeds, so a failed read leaves the question open.
-        uncertain = self._uncertain.get(key)
-        if uncertain is None:
-            return None
-        value, started = uncertain
+        # After a refused write: an earlier write of unknown outcome, if one did land.
+        # The uncertain writes are kept until the read succeeds, so a failed read leaves
+        # the question open.
         stored = await self._store.get_lease(key)
-        self._uncertain.pop(key, None)
-        if stored != value:
-            return None
-        self._holdings.written(value, started)
-        return value
+        uncertain = self._uncertain.pop(key, [])
+        for value, started in reversed(uncertain):
+            if stored == value:
+                self._holdings.written(value, started)
+                return value
+        if stored is not None and self._namesakes.foreign(stored):
+            self._fail(key)
+        return None
+
+    def _fail(self, key: str) -> None:
+        # Another live worker writes under this id: give every lease up and stop.
+        error = DuplicateWorkerId(self.worker_id, key)
+        if self._fatal is None:
+            self._fatal = error
+            logger.error("%s", error)
+            for held in list(self._holdings.leases):
+                self._revoke(held, "another live worker uses this worker id")
+            self._closing = True
+        raise self._fatal
 
     def _revoke(self, key: str, reason: str) -> None:
         if self._holdings.drop(key) is None:

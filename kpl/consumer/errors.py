@@ -12,6 +12,7 @@ from typing import ClassVar
 
 __all__ = [
     "ConsumerError",
+    "DuplicateWorkerId",
     "InvalidLeaseStoreURL",
     "LeaseLost",
     "LeaseStoreError",
@@ -41,6 +42,25 @@ class LeaseLost(ConsumerError):
     def __reduce__(self) -> tuple[type[LeaseLost], tuple[str, str]]:
         # Survives pickling (a subprocess or a thread pool handing it back).
         return type(self), (self.shard_id, "")
+
+
+class DuplicateWorkerId(ConsumerError):
+    """Another live worker of the application uses this worker's ``worker_id``.
+
+    Both would take each other's leases as their own. The worker that notices stops; give
+    every worker process its own id (the default is unique per process and host).
+    """
+
+    def __init__(self, worker_id: str, shard_id: str) -> None:
+        self.worker_id = worker_id
+        self.shard_id = shard_id
+        super().__init__(
+            f"another live worker uses the worker id {worker_id!r}: it wrote the lease of "
+            f"{shard_id} as its own; every worker needs a distinct worker_id"
+        )
+
+    def __reduce__(self) -> tuple[type[DuplicateWorkerId], tuple[str, str]]:
+        return type(self), (self.worker_id, self.shard_id)
 
 
 class LeaseStoreError(ConsumerError):

@@ -49,6 +49,7 @@ __all__ = [
     "checkpoint_value",
     "finished_leases_to_delete",
     "new_leases",
+    "prepare_checkpoint_value",
     "release_value",
     "renew_value",
     "take_value",
@@ -102,7 +103,30 @@ def checkpoint_value(lease: Lease, checkpoint: str, sub_sequence_number: int = 0
         checkpoint_sub_sequence_number=sub_sequence_number,
         owner_switches_since_checkpoint=0,
         pending_checkpoint=None,
+        pending_checkpoint_sub_sequence_number=0,
+        pending_checkpoint_state=None,
         lease_owner=owner,
+    )
+
+
+def prepare_checkpoint_value(
+    lease: Lease, checkpoint: str, sub_sequence_number: int = 0, state: bytes | None = None
+) -> Lease:
+    """What the holder writes to prepare a checkpoint (the first phase of two).
+
+    The prepared checkpoint is stored beside the committed one, which it leaves as it is;
+    a later checkpoint (this one committed, or any other) clears it.
+    """
+    if not checkpoint or checkpoint == SHARD_END:
+        raise ValueError("a prepared checkpoint is a sequence number")
+    if sub_sequence_number < 0:
+        raise ValueError(f"sub_sequence_number must be >= 0, not {sub_sequence_number}")
+    if state is not None and not isinstance(state, bytes):
+        raise TypeError(f"state must be bytes, not {type(state).__name__}")
+    return lease.next(
+        pending_checkpoint=checkpoint,
+        pending_checkpoint_sub_sequence_number=sub_sequence_number,
+        pending_checkpoint_state=state,
     )
 
 
