@@ -26,6 +26,7 @@ EXPECTED = {
     "ResourceNotFoundException", "Transport", "UserRecord", "ValidationException",
     "deaggregate", "deaggregate_records", "errors", "run",
     "Batch", "Consumer", "ConsumerConfig", "ConsumerError", "LeaseLost",
+    "ConsumerHooks", "DuplicateWorkerId",
 }
 
 

@@ -1,7 +1,9 @@
 """The reading side: a KCL-class consumer, and user records back out of Kinesis records."""
 
+from kpl.consumer.checkpoints import PendingCheckpoint, PreparedCheckpoint
 from kpl.consumer.consumer import Batch, Consumer, ConsumerConfig
-from kpl.consumer.errors import ConsumerError, LeaseLost
+from kpl.consumer.errors import ConsumerError, DuplicateWorkerId, LeaseLost
+from kpl.consumer.hooks import ConsumerHooks, ShardStarted
 from kpl.consumer.records import UserRecord, deaggregate, deaggregate_records
 
 __all__ = [
@@ -9,7 +11,12 @@ __all__ = [
     "Consumer",
     "ConsumerConfig",
     "ConsumerError",
+    "ConsumerHooks",
+    "DuplicateWorkerId",
     "LeaseLost",
+    "PendingCheckpoint",
+    "PreparedCheckpoint",
+    "ShardStarted",
     "UserRecord",
     "deaggregate",
     "deaggregate_records",

@@ -25,11 +25,15 @@ forgotten checkpoint never stalls the children.
 Leaving the ``async with`` block (or :meth:`Consumer.shutdown`) stops the readers,
 checkpoints every batch known to be processed, and releases the leases so that other
 workers take them at their next cycle rather than after ``failover_time``.
+
+Lifecycle hooks (:mod:`kpl.consumer.hooks`) are called for both ways of consuming;
+two-phase checkpoints are in :mod:`kpl.consumer.checkpoints`.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -40,6 +44,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from kpl.client import KinesisClient
+from kpl.consumer.checkpoints import PendingCheckpoint, PreparedCheckpoint
 from kpl.consumer.config import (
     ConsumerConfig,
     Coordinator,
@@ -54,7 +59,8 @@ from kpl.consumer.core.reading import (
     StartingPosition,
     starting_position,
 )
-from kpl.consumer.errors import LeaseLost
+from kpl.consumer.errors import DuplicateWorkerId, LeaseLost
+from kpl.consumer.hooks import ConsumerHooks, ShardHook, ShardStarted
 from kpl.consumer.leases.base import SHARD_END, Lease, LeaseStore
 from kpl.consumer.records import UserRecord
 from kpl.errors import (
@@ -63,14 +69,21 @@ from kpl.errors import (
     ProvisionedThroughputExceededException,
 )
 
-__all__ = ["Batch", "Consumer", "ConsumerConfig", "Coordinator", "Handler", "ShardHook"]
+__all__ = [
+    "Batch",
+    "Consumer",
+    "ConsumerConfig",
+    "ConsumerHooks",
+    "Coordinator",
+    "Handler",
+    "PreparedCheckpoint",
+    "ShardHook",
+]
 
 logger = logging.getLogger("kpl.consumer")
 
 #: An async function given each batch by :meth:`Consumer.run`.
 Handler = Callable[["Batch"], Awaitable[None]]
-#: A lifecycle hook of :meth:`Consumer.run`, given the shard id.
-ShardHook = Callable[[str], Awaitable[None]]
 
 #: How often a child shard looks again whether its parents have finished.
 _PARENT_POLL_S: Final = 0.2
@@ -101,6 +114,22 @@ class Batch:
         await self._consumer._checkpoint(
             self._reader, last.sequence_number, last.sub_sequence_number
         )
+
+    async def prepare_checkpoint(self, state: bytes | None = None) -> PreparedCheckpoint:
+        """Prepare a checkpoint through the batch's last record, with optional ``state``;
+        the returned handle's ``checkpoint()`` commits it (raises ``LeaseLost`` as
+        :meth:`checkpoint` does)."""
+        last = self.records[-1]
+        assert last.sequence_number is not None
+        return await self._consumer._prepare(
+            self._reader, last.sequence_number, last.sub_sequence_number, state
+        )
+
+    @property
+    def pending_checkpoint(self) -> PendingCheckpoint | None:
+        """The checkpoint a previous owner of the shard had prepared and not committed
+        when this worker took the lease (the KCL passes it to ``initialize``)."""
+        return PendingCheckpoint.of(self._reader.lease)
 
 
 @dataclass(eq=False)
@@ -146,6 +175,7 @@ class Consumer:
         config: ConsumerConfig | None = None,
         client: KinesisClient | None = None,
         coordinator_factory: CoordinatorFactory | None = None,
+        hooks: ConsumerHooks | None = None,
     ) -> None:
         if not application:
             raise ValueError("application must not be empty")
@@ -168,7 +198,8 @@ class Consumer:
         self._mode: Literal["iterate", "run"] | None = None
         self._handler: Handler | None = None
         self._checkpoint_after_handler = True
-        self._hooks: dict[str, ShardHook | None] = {}
+        self._hooks = hooks if hooks is not None else ConsumerHooks()
+        self._shutdown_notified = False
         self._current: Batch | None = None
         self._stopping: anyio.Event | None = None
         self._shutdown_requested = False
@@ -178,6 +209,23 @@ class Consumer:
         self._failed = 0
 
     # ------------------------------------------------------------------ lifecycle
+
+    def __repr__(self) -> str:
+        return (
+            f"Consumer({self.stream!r}, application={self.application!r}, "
+            f"worker_id={self.config.worker_id!r})"
+        )
+
+    def __del__(self) -> None:
+        # A started consumer holds leases (others wait failover_time for them), tasks and
+        # connections until it is closed.
+        if getattr(self, "_tg", None) is not None and not getattr(self, "_closed", True):
+            warnings.warn(
+                f"{self!r} was started and never closed: leave 'async with' or await aclose()",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
 
     async def __aenter__(self) -> Consumer:
         from kpl.consumer.leases import open_lease_store
@@ -236,6 +284,8 @@ class Consumer:
         try:
             if tg is not None and coordinator is not None:
                 with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(self.config.shutdown_grace):
+                        await self._notify_shutdown_requested()
                     await self._stop_readers()
                     await self._final_checkpoints()
                     await coordinator.release_all()
@@ -244,6 +294,12 @@ class Consumer:
             try:
                 if tg is not None:
                     await tg.__aexit__(None, None, None)
+            except BaseExceptionGroup as group:
+                # A worker whose id another live worker uses stops with that error alone.
+                fatal = _first(group, DuplicateWorkerId)
+                if fatal is not None:
+                    raise fatal from None
+                raise
             finally:
                 with anyio.CancelScope(shield=True):
                     if self._store is not None and isinstance(self._leases, str):
@@ -322,22 +378,31 @@ class Consumer:
     ) -> None:
         """Call ``handler`` with each batch, concurrently across shards and serially
         within one, until :meth:`shutdown`. With ``checkpoint`` each batch is checkpointed
-        once its handler returned. Hooks get the shard id when its lease was lost, when
-        its end was reached (and checkpointed), or when shutdown was requested."""
+        once its handler returned. The hooks given here join the Consumer's ``hooks``
+        (:class:`~kpl.consumer.hooks.ConsumerHooks`); each gets the shard id when its
+        lease was lost, when its end was reached (and checkpointed), or when shutdown
+        was requested."""
+        hooks = self._hooks.with_hooks(
+            on_lease_lost=on_lease_lost,
+            on_shard_ended=on_shard_ended,
+            on_shutdown_requested=on_shutdown_requested,
+        )
         self._handler = handler
         self._checkpoint_after_handler = checkpoint
-        self._hooks = {
-            "lease_lost": on_lease_lost,
-            "shard_ended": on_shard_ended,
-            "shutdown_requested": on_shutdown_requested,
-        }
+        self._hooks = hooks
         self._begin("run")
         assert self._stopping is not None
         await self._stopping.wait()
-        hook = self._hooks.get("shutdown_requested")
+        await self._notify_shutdown_requested()
+
+    async def _notify_shutdown_requested(self) -> None:
+        if self._shutdown_notified or self._mode is None:
+            return
+        self._shutdown_notified = True
+        hook = self._hooks.on_shutdown_requested
         if hook is not None:
             for shard_id, reader in list(self._readers.items()):
-                if not reader.ended:
+                if not (reader.ended or reader.stopping):
                     await self._call_hook(hook, shard_id)
 
     def _begin(self, mode: Literal["iterate", "run"]) -> None:
@@ -374,6 +439,45 @@ class Consumer:
         if reader is None or reader.stopping:
             raise LeaseLost(record.shard_id, "not held by this worker")
         await self._checkpoint(reader, record.sequence_number, record.sub_sequence_number)
+
+    async def prepare_checkpoint(
+        self, record: UserRecord, state: bytes | None = None
+    ) -> PreparedCheckpoint:
+        """Prepare a checkpoint through ``record`` (any delivered record), storing the
+        optional ``state`` bytes with it; ``await prepared.checkpoint()`` commits it.
+
+        Until then the committed checkpoint stays where it was, and a worker that takes
+        the lease over sees the pending one. Raises ``LeaseLost`` as :meth:`checkpoint`.
+        """
+        if record.shard_id is None or record.sequence_number is None:
+            raise ValueError("only a record delivered by a Consumer can be checkpointed")
+        reader = self._readers.get(record.shard_id)
+        if reader is None or reader.stopping:
+            raise LeaseLost(record.shard_id, "not held by this worker")
+        return await self._prepare(
+            reader, record.sequence_number, record.sub_sequence_number, state
+        )
+
+    async def _prepare(
+        self, reader: _Reader, sequence_number: str, sub: int, state: bytes | None
+    ) -> PreparedCheckpoint:
+        if state is not None and not isinstance(state, bytes):
+            raise TypeError(f"state must be bytes, not {type(state).__name__}")
+        if self._readers.get(reader.shard_id) is not reader:
+            raise LeaseLost(reader.shard_id, "not held by this worker")
+        key = _position_key(sequence_number, sub)
+        # At or below the checkpoint there is nothing to prepare: committing it would
+        # not move the checkpoint (which never moves backwards).
+        if reader.checkpointed is None or key > reader.checkpointed:
+            assert self._coordinator is not None
+            await self._coordinator.prepare_checkpoint(
+                reader.shard_id, sequence_number, sub, state
+            )
+
+        async def commit() -> None:
+            await self._checkpoint(reader, sequence_number, sub)
+
+        return PreparedCheckpoint(reader.shard_id, sequence_number, sub, state, commit)
 
     async def _checkpoint(self, reader: _Reader, sequence_number: str, sub: int) -> None:
         if self._readers.get(reader.shard_id) is not reader:
@@ -435,7 +539,7 @@ class Consumer:
         reader.scope.cancel()
         if lost:
             self._lost += 1
-            hook = self._hooks.get("lease_lost")
+            hook = self._hooks.on_lease_lost
             if hook is not None and self._tg is not None:
                 self._tg.start_soon(self._call_hook, hook, shard_id)
 
@@ -445,6 +549,22 @@ class Consumer:
         except Exception:
             logger.exception("hook %s for %s failed", getattr(hook, "__name__", hook), shard_id)
 
+    async def _shard_started(self, reader: _Reader) -> None:
+        hook = self._hooks.on_shard_started
+        lease = reader.lease
+        if hook is None or lease.checkpoint == SHARD_END:
+            return
+        started = ShardStarted(
+            reader.shard_id,
+            lease.checkpoint,
+            lease.checkpoint_sub_sequence_number,
+            PendingCheckpoint.of(lease),
+        )
+        try:
+            await hook(started)
+        except Exception:
+            logger.exception("hook on_shard_started for %s failed", reader.shard_id)
+
     # ------------------------------------------------------------------ reading
 
     async def _run_reader(self, reader: _Reader, previous: _Reader | None) -> None:
@@ -452,6 +572,7 @@ class Consumer:
             if previous is not None:
                 await previous.finished.wait()
             with reader.scope:
+                await self._shard_started(reader)
                 await self._read(reader)
         except LeaseLost:
             reader.stopping = True  # the coordinator revokes it: nothing to give back
@@ -599,7 +720,7 @@ class Consumer:
         await self._coordinator.checkpoint(reader.shard_id, SHARD_END)
         reader.ended = True
         self._coordinator.request_shard_sync()
-        hook = self._hooks.get("shard_ended")
+        hook = self._hooks.on_shard_ended
         if hook is not None:
             await self._call_hook(hook, reader.shard_id)
 
@@ -624,3 +745,15 @@ class Consumer:
             "leases": leases,
             "readers_failed": self._failed,
         }
+
+
+def _first(group: BaseExceptionGroup, kind: type[DuplicateWorkerId]) -> DuplicateWorkerId | None:
+    """The first ``kind`` error inside ``group`` (however deeply nested), if any."""
+    for error in group.exceptions:
+        if isinstance(error, kind):
+            return error
+        if isinstance(error, BaseExceptionGroup):
+            found = _first(error, kind)
+            if found is not None:
+                return found
+    return None
