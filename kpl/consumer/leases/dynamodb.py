@@ -110,6 +110,9 @@ def item_to_lease(item: dict[str, dict[str, Any]]) -> Lease:
         value = item.get(name)
         return None if value is None or "B" not in value else bytes(value["B"])
 
+    # The sub-record and state mean something only beside a pending checkpoint (a KCL item
+    # may hold a state of another type, or one left without its checkpoint).
+    pending = string("pendingCheckpoint") or None
     return Lease(
         lease_key=str(item["leaseKey"]["S"]),
         lease_owner=string("leaseOwner"),
@@ -118,9 +121,11 @@ def item_to_lease(item: dict[str, dict[str, Any]]) -> Lease:
         checkpoint_sub_sequence_number=number("checkpointSubSequenceNumber"),
         owner_switches_since_checkpoint=number("ownerSwitchesSinceCheckpoint"),
         parent_shard_ids=frozenset(item.get("parentShardId", {}).get("SS", ())),
-        pending_checkpoint=string("pendingCheckpoint") or None,
-        pending_checkpoint_sub_sequence_number=number("pendingCheckpointSubSequenceNumber"),
-        pending_checkpoint_state=binary("pendingCheckpointState"),
+        pending_checkpoint=pending,
+        pending_checkpoint_sub_sequence_number=(
+            number("pendingCheckpointSubSequenceNumber") if pending else 0
+        ),
+        pending_checkpoint_state=binary("pendingCheckpointState") if pending else None,
     )
 
 

@@ -487,3 +487,37 @@ async def test_coordinators_share_steal_and_fence_on_every_store(store_url: str)
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_prepared_checkpoint_is_fenced_kept_by_renewals_and_seen_by_the_next_owner() -> (
+    None
+):
+    name, clock, stream = table(), Clock(), Stream(1)
+    first = coordinator("w0", MemoryLeaseStore(name), stream, clock)
+    await first.take_leases()
+    key = "shardId-000000000000"
+    await first.prepare_checkpoint(key, "300", 2, b"state")
+    await first.renew_leases()
+    stored = await MemoryLeaseStore(name).get_lease(key)
+    assert stored is not None
+    assert (stored.checkpoint, stored.pending_checkpoint) == (TRIM_HORIZON, "300")
+    assert (stored.pending_checkpoint_sub_sequence_number, stored.pending_checkpoint_state) == (
+        2,
+        b"state",
+    )
+    assert first.metrics()["prepared"] == 1
+    with pytest.raises(ValueError, match="sequence number"):
+        await first.prepare_checkpoint(key, SHARD_END)
+    # The first worker dies; the next owner takes the lease with the pending checkpoint.
+    second = coordinator("w1", MemoryLeaseStore(name), stream, clock)
+    for _ in range(7):
+        await second.take_leases()
+        clock.now += 2.0
+    acquired = [e for e in second.poll_events() if isinstance(e, LeaseAcquired)]
+    assert [(e.lease.pending_checkpoint, e.lease.pending_checkpoint_state) for e in acquired] == [
+        ("300", b"state")
+    ]
+    with pytest.raises(LeaseLost):
+        await first.prepare_checkpoint(key, "400")
+    await second.checkpoint(key, "300", 2)
+    assert second.held()[key].pending_checkpoint is None

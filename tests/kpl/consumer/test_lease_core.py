@@ -18,6 +18,7 @@ from kpl.consumer.core.leases import (
     checkpoint_value,
     finished_leases_to_delete,
     new_leases,
+    prepare_checkpoint_value,
     release_value,
     renew_value,
     take_value,
@@ -504,3 +505,38 @@ def test_survivors_take_over_every_lease_of_dead_workers(
     assert sum(held) == leases
     assert max(held) - min(held) <= 1
     assert all(stored.lease_owner in {w.name for w in alive} for stored in table.rows.values())
+
+
+def test_a_prepared_checkpoint_is_pending_beside_the_committed_one() -> None:
+    held = lease("a", "me", 4, checkpoint="100")
+    prepared = prepare_checkpoint_value(held, "200", 3, b"state")
+    assert prepared == held.next(
+        pending_checkpoint="200",
+        pending_checkpoint_sub_sequence_number=3,
+        pending_checkpoint_state=b"state",
+    )
+    assert prepared.checkpoint == "100"
+    # Renewing and taking keep it; any checkpoint clears all of it.
+    assert renew_value(prepared).pending_checkpoint == "200"
+    assert take_value(prepared, "other").pending_checkpoint_state == b"state"
+    committed = checkpoint_value(prepared, "200", 3)
+    assert (committed.checkpoint, committed.checkpoint_sub_sequence_number) == ("200", 3)
+    assert committed.pending_checkpoint is None
+    assert committed.pending_checkpoint_sub_sequence_number == 0
+    assert committed.pending_checkpoint_state is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        (("",), ValueError, "sequence number"),
+        ((SHARD_END,), ValueError, "sequence number"),
+        (("5", -1), ValueError, "sub_sequence_number"),
+        (("5", 0, "text"), TypeError, "bytes"),
+    ],
+)
+def test_a_bad_prepared_checkpoint_is_refused(
+    arguments: tuple[object, ...], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        prepare_checkpoint_value(lease("a", "me", 1), *arguments)  # type: ignore[arg-type]

@@ -616,3 +616,28 @@ async def test_an_sqlite_store_left_open_warns(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         del closed
         gc.collect()
+
+
+def test_a_kcl_items_pending_parts_are_read_only_beside_a_pending_checkpoint() -> None:
+    dynamodb = pytest.importorskip("kpl.consumer.leases.dynamodb")
+    base = {
+        "leaseKey": {"S": "a"},
+        "leaseCounter": {"N": "3"},
+        "checkpoint": {"S": CHECKPOINT},
+    }
+    # A state left without its checkpoint, and a state of another type, are not state.
+    orphan = {**base, "pendingCheckpointState": {"B": b"x"}}
+    assert dynamodb.item_to_lease(orphan) == Lease("a", lease_counter=3, checkpoint=CHECKPOINT)
+    numeric = {
+        **base,
+        "pendingCheckpoint": {"S": "77"},
+        "pendingCheckpointSubSequenceNumber": {"N": "4"},
+        "pendingCheckpointState": {"N": "4"},
+    }
+    assert dynamodb.item_to_lease(numeric) == Lease(
+        "a",
+        lease_counter=3,
+        checkpoint=CHECKPOINT,
+        pending_checkpoint="77",
+        pending_checkpoint_sub_sequence_number=4,
+    )

@@ -200,3 +200,18 @@ async def test_run_stops_with_the_error_itself_once_a_namesake_is_noticed() -> N
     errors = [task.exception() for task in done]
     assert errors
     assert all(isinstance(error, DuplicateWorkerId) for error in errors)
+
+
+def test_the_namesake_watch_imports_no_clock_and_no_io() -> None:
+    import ast
+
+    import kpl.consumer.core.namesakes as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {
+        (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert not imported & {"time", "asyncio", "socket", "datetime", "sqlite3", "anyio"}
