@@ -27,6 +27,7 @@ from kpl.cli._common import (
     resolve_endpoint,
 )
 from kpl.cli.tail import format_line
+from kpl.consumer.errors import DuplicateWorkerId
 from kpl.errors import KinesisError, ResourceNotFoundException
 
 if TYPE_CHECKING:
@@ -203,6 +204,8 @@ def consume(
         )
     except ResourceNotFoundException as error:
         raise CliError(f"stream {stream!r} not found ({error.message})") from error
+    except DuplicateWorkerId as error:
+        raise CliError(f"{error} (--worker-id)") from error
     except KinesisError as error:
         raise CliError(describe_error(error, url)) from error
     except ValueError as error:

@@ -131,6 +131,31 @@ def test_two_workers_share_the_shards_and_stop_on_sigterm(server_url: str, tmp_p
     assert {row["worker"] for row in readers[1].rows} == {"w1"}
 
 
+def test_two_workers_given_one_worker_id_stop_with_an_error_naming_it(
+    server_url: str, tmp_path: Path
+) -> None:
+    asyncio.run(_make(server_url, "orders", 2, 0))
+    leases = f"sqlite:///{tmp_path / 'billing.db'}"
+    procs = [_start(server_url, leases, "twin") for _ in range(2)]
+    try:
+        # Whichever notices first stops; the other goes on until it is told to stop.
+        for _ in range(300):
+            if any(p.poll() is not None for p in procs):
+                break
+            threading.Event().wait(0.1)
+        stopped = next(p for p in procs if p.poll() is not None)
+        _, stderr = stopped.communicate(timeout=30)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+            p.communicate(timeout=30)
+    assert stopped.returncode == 1
+    assert "kpl: error: another live worker uses the worker id 'twin'" in stderr
+    assert "(--worker-id)" in stderr
+    assert "Traceback" not in stderr
+
+
 def test_a_graceful_stop_hands_over_without_repeats(server_url: str, tmp_path: Path) -> None:
     asyncio.run(_make(server_url, "orders", 2, 20))
     leases = f"sqlite:///{tmp_path / 'billing.db'}"
