@@ -161,7 +161,9 @@ class Consumer:
     then ``async for batch in consumer: ...; await batch.checkpoint()``, or
     ``await consumer.run(handler)``. Workers of one application share the stream's shards
     through the lease store at ``leases`` (``sqlite:///PATH``, ``dynamodb://TABLE``,
-    ``memory://NAME``; by default a SQLite file named after the application).
+    ``memory://NAME``; by default a SQLite file named after the application). ``hooks``
+    (:class:`~kpl.consumer.hooks.ConsumerHooks`) hear of shards started, leases lost,
+    shards ended and shutdown, whichever way the consumer is used.
     """
 
     def __init__(
@@ -333,8 +335,8 @@ class Consumer:
             sequence_number, sub = reader.processed_at
             try:
                 await self._checkpoint(reader, sequence_number, sub)
-            except LeaseLost:
-                pass
+            except (LeaseLost, DuplicateWorkerId):
+                pass  # the lease is not this worker's to write: already logged
             except Exception:
                 logger.exception("final checkpoint of %s failed", reader.shard_id)
 
@@ -574,7 +576,7 @@ class Consumer:
             with reader.scope:
                 await self._shard_started(reader)
                 await self._read(reader)
-        except LeaseLost:
+        except (LeaseLost, DuplicateWorkerId):
             reader.stopping = True  # the coordinator revokes it: nothing to give back
         except Exception as error:
             self._failed += 1

@@ -1,5 +1,5 @@
 """Two live workers with one worker id: noticed without IO, then by coordinators sharing a
-memory or SQLite lease table, cycle by cycle on a fake clock."""
+memory, SQLite or DynamoDB lease table, cycle by cycle on a fake clock."""
 
 from __future__ import annotations
 
@@ -72,15 +72,17 @@ def test_a_predecessors_lease_is_foreign_only_once_it_moves() -> None:
 # -- coordinators on a shared table -----------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "dynamodb"])
 def table_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "memory":
         name = f"namesakes-{next(_names)}"
         keeper = MemoryLeaseStore(name)
         yield f"memory://{name}"
         del keeper
-    else:
+    elif request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/leases.db"
+    else:
+        yield request.getfixturevalue("dynamodb_url")
 
 
 async def opened(url: str) -> LeaseStore:
