@@ -5,10 +5,11 @@ The shell around the sans-IO cores (lineage, reading, leases). Structure, per wo
 - one anyio task group, owned by the ``async with`` block, holding the lease
   coordinator (take, renew), an event pump that starts and stops shard readers as leases
   come and go, and one reader task per held shard;
-- shard readers pace their GetRecords calls with :class:`~kpl.consumer.core.reading.ReadPacer`
-  and hand batches over a memory object stream with no buffer: a reader holds at most
-  the one batch it is offering while it reads the next answer, so a slow application
-  slows the reads (backpressure) instead of growing memory;
+- shard readers fetch through a :class:`~kpl.consumer.retrieval.Retrieval` (GetRecords
+  polling, paced within the shard's limits) and hand batches over a memory object stream
+  with no buffer: a reader holds at most the one batch it is offering while it reads the
+  next answer, so a slow application slows the reads (backpressure) instead of growing
+  memory;
 - ``async for batch in consumer`` takes the next batch of any shard; asking for the
   next batch marks the previous one processed. Batches of one shard come one after
   the other, in order;
@@ -29,8 +30,9 @@ workers take them at their next cycle rather than after ``failover_time``.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -48,20 +50,12 @@ from kpl.consumer.config import (
 )
 from kpl.consumer.coordinator import LeaseAcquired, LeaseRevoked
 from kpl.consumer.core.lineage import ShardInfo, is_ready
-from kpl.consumer.core.reading import (
-    ReadPacer,
-    ShardCursor,
-    StartingPosition,
-    starting_position,
-)
+from kpl.consumer.core.reading import ShardCursor, starting_position
 from kpl.consumer.errors import LeaseLost
 from kpl.consumer.leases.base import SHARD_END, Lease, LeaseStore
+from kpl.consumer.polling import PollingRetrieval
 from kpl.consumer.records import UserRecord
-from kpl.errors import (
-    ExpiredIteratorException,
-    KinesisError,
-    ProvisionedThroughputExceededException,
-)
+from kpl.consumer.retrieval import Retrieval
 
 __all__ = ["Batch", "Consumer", "ConsumerConfig", "Coordinator", "Handler", "ShardHook"]
 
@@ -159,6 +153,7 @@ class Consumer:
         self._owns_client = client is None
         self._coordinator_factory = coordinator_factory or lease_coordinator
         self._coordinator: Coordinator | None = None
+        self._retrieval: Retrieval | None = None
         self._store: LeaseStore | None = None
         self._tg: TaskGroup | None = None
         self._readers: dict[str, _Reader] = {}
@@ -200,6 +195,7 @@ class Consumer:
                 await self._client.close()
             raise
         self._send, self._receive = anyio.create_memory_object_stream[Batch](0)
+        self._retrieval = PollingRetrieval(self._client, self.stream, self.config)
         self._coordinator = self._coordinator_factory(self._store, self.config, self._list_shards)
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -246,6 +242,8 @@ class Consumer:
                     await tg.__aexit__(None, None, None)
             finally:
                 with anyio.CancelScope(shield=True):
+                    if self._retrieval is not None:
+                        await self._retrieval.aclose()
                     if self._store is not None and isinstance(self._leases, str):
                         await self._store.close()
                     if self._owns_client and self._client is not None:
@@ -490,26 +488,15 @@ class Consumer:
             info = self._shards.get(shard_id, ShardInfo(shard_id))
         return info
 
-    async def _iterator(self, shard_id: str, position: StartingPosition) -> str:
-        assert self._client is not None
-        return await self._client.get_shard_iterator(
-            self.stream,
-            shard_id,
-            position.iterator_type,
-            starting_sequence_number=position.sequence_number,
-            timestamp=position.timestamp,
-        )
-
     async def _read(self, reader: _Reader) -> None:
-        assert self._client is not None
         assert self._coordinator is not None
-        config = self.config
+        assert self._retrieval is not None
         await self._wait_for_parents(reader)
         lease = reader.lease
         start = starting_position(
             lease.checkpoint,
             lease.checkpoint_sub_sequence_number,
-            timestamp=config.initial_timestamp,
+            timestamp=self.config.initial_timestamp,
         )
         if start is None:
             reader.ended = True
@@ -520,56 +507,25 @@ class Consumer:
                 start.sequence_number, lease.checkpoint_sub_sequence_number
             )
         cursor = ShardCursor(await self._shard_info(reader.shard_id), start)
-        pacer = ReadPacer(idle_time_between_reads=config.idle_time_between_reads)
-        client = self._client
-        iterator: str | None = None
-        while True:
-            delay = pacer.delay(anyio.current_time())
-            if delay > 0:
-                await anyio.sleep(delay)
-            if iterator is None:
-                try:
-                    iterator = await self._iterator(reader.shard_id, cursor.position)
-                except ProvisionedThroughputExceededException:
-                    pacer.on_throttled(anyio.current_time())
-                    continue
-                except KinesisError as error:
-                    if not error.is_retryable:
-                        raise
-                    pacer.on_failure(anyio.current_time())
-                    continue
-            pacer.on_call(anyio.current_time())
-            try:
-                answer = await client.get_records(iterator, config.max_records)
-            except ProvisionedThroughputExceededException:
-                pacer.on_throttled(anyio.current_time())
-                continue
-            except ExpiredIteratorException:
-                iterator = None  # a new one from the last record received
-                continue
-            except KinesisError as error:
-                if not error.is_retryable:
-                    raise
-                pacer.on_failure(anyio.current_time())
-                continue
-            raw = answer.get("Records") or []
-            millis = int(answer.get("MillisBehindLatest") or 0)
-            size = 0
-            for record in raw:
-                size += len(record["Data"])
-            pacer.on_answer(anyio.current_time(), byte_count=size, millis_behind_latest=millis)
-            reader.millis_behind_latest = millis
-            records = cursor.take(raw)
-            if records:
-                reader.records += len(records)
-                reader.bytes += size
-                batch = Batch(reader.shard_id, records, millis, self, reader)
-                reader.last_batch = batch
-                await self._deliver(reader, batch)
-            iterator = answer.get("NextShardIterator")
-            if iterator is None:
-                await self._shard_ended(reader)
-                return
+        await self._retrieval.read(cursor, functools.partial(self._on_records, reader, cursor))
+        await self._shard_ended(reader)
+
+    async def _on_records(
+        self,
+        reader: _Reader,
+        cursor: ShardCursor,
+        raw: list[Mapping[str, Any]],
+        size: int,
+        millis: int,
+    ) -> None:
+        reader.millis_behind_latest = millis
+        records = cursor.take(raw)
+        if records:
+            reader.records += len(records)
+            reader.bytes += size
+            batch = Batch(reader.shard_id, records, millis, self, reader)
+            reader.last_batch = batch
+            await self._deliver(reader, batch)
 
     async def _deliver(self, reader: _Reader, batch: Batch) -> None:
         if self._handler is None:
