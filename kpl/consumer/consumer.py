@@ -6,7 +6,8 @@ The shell around the sans-IO cores (lineage, reading, leases). Structure, per wo
   coordinator (take, renew), an event pump that starts and stops shard readers as leases
   come and go, and one reader task per held shard;
 - shard readers fetch through a :class:`~kpl.consumer.retrieval.Retrieval` (GetRecords
-  polling, paced within the shard's limits) and hand batches over a memory object stream
+  polling, paced within the shard's limits, or enhanced fan-out's SubscribeToShard,
+  ``ConsumerConfig(retrieval="fanout")``) and hand batches over a memory object stream
   with no buffer: a reader holds at most the one batch it is offering while it reads the
   next answer, so a slow application slows the reads (backpressure) instead of growing
   memory;
@@ -46,6 +47,7 @@ from kpl.consumer.config import (
     ConsumerConfig,
     Coordinator,
     CoordinatorFactory,
+    check_consumer_name,
     lease_coordinator,
 )
 from kpl.consumer.coordinator import LeaseAcquired, LeaseRevoked
@@ -146,6 +148,9 @@ class Consumer:
         self.stream = stream
         self.application = application
         self.config = config if config is not None else ConsumerConfig()
+        self._consumer_name = self.config.consumer_name or application
+        if self.config.retrieval == "fanout":
+            check_consumer_name(self._consumer_name)
         self._endpoint_url = endpoint_url
         self._region = region
         self._leases = leases if leases is not None else f"sqlite:///{application}-leases.db"
@@ -188,6 +193,7 @@ class Consumer:
                 open_lease_store(self._leases) if isinstance(self._leases, str) else self._leases
             )
             await self._list_shards()
+            self._retrieval = await self._open_retrieval(self._client)
         except BaseException:
             if self._store is not None and isinstance(self._leases, str):
                 await self._store.close()
@@ -195,7 +201,6 @@ class Consumer:
                 await self._client.close()
             raise
         self._send, self._receive = anyio.create_memory_object_stream[Batch](0)
-        self._retrieval = PollingRetrieval(self._client, self.stream, self.config)
         self._coordinator = self._coordinator_factory(self._store, self.config, self._list_shards)
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -203,6 +208,15 @@ class Consumer:
         tg.start_soon(self._coordinator.run, name="lease coordinator")
         tg.start_soon(self._pump_events, name="lease events")
         return self
+
+    async def _open_retrieval(self, client: KinesisClient) -> Retrieval:
+        if self.config.retrieval == "polling":
+            return PollingRetrieval(client, self.stream, self.config)
+        from kpl.consumer.fanout import FanOutRetrieval
+
+        fanout = FanOutRetrieval(client, self.stream, self.config, self._consumer_name)
+        await fanout.register()  # a refusal (20 consumers already) fails here
+        return fanout
 
     async def __aexit__(
         self,
