@@ -349,7 +349,9 @@ class AioHttpTransport:
 
             yield chunks()
         finally:
-            response.release()
+            # Closed, not returned to the pool: a stream left early (a lost lease) must
+            # end at once, and a finished one is not worth keeping.
+            response.close()
 
     def _open_streams(self) -> aiohttp.ClientSession:
         if self._closed:

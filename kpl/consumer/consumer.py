@@ -576,7 +576,8 @@ class Consumer:
     # ------------------------------------------------------------------ metrics
 
     def metrics(self) -> dict[str, Any]:
-        """Per shard: MillisBehindLatest, records and bytes delivered; the lease counts."""
+        """Per shard: MillisBehindLatest, records and bytes delivered; the lease counts;
+        what the retrieval counts (with fan-out: subscriptions made, failed, open)."""
         shards = {
             shard_id: {
                 "millis_behind_latest": reader.millis_behind_latest,
@@ -593,4 +594,5 @@ class Consumer:
             "bytes": sum(s["bytes"] for s in shards.values()),
             "leases": leases,
             "readers_failed": self._failed,
+            "retrieval": self._retrieval.metrics() if self._retrieval is not None else {},
         }

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Final
+from typing import Any, Final
 
 import anyio
 
@@ -65,9 +65,11 @@ class FanOutRetrieval:
         self._rng = rng if rng is not None else random.Random()
         self._arn: str | None = None
         self._lock = anyio.Lock()
-        #: Subscriptions made, and refused or failed (for metrics and tests).
+        #: Subscriptions asked for, and those refused or failed.
         self.subscriptions = 0
         self.failures = 0
+        #: The shards with a subscription open now.
+        self.live: set[str] = set()
 
     @property
     def consumer_arn(self) -> str | None:
@@ -76,6 +78,16 @@ class FanOutRetrieval:
 
     async def aclose(self) -> None:
         """Nothing to release: the subscriptions close with their reads."""
+
+    def metrics(self) -> dict[str, Any]:
+        """The consumer's ARN, subscriptions asked for, refused or failed, open now."""
+        return {
+            "mode": "fanout",
+            "consumer_arn": self._arn,
+            "subscriptions": self.subscriptions,
+            "failures": self.failures,
+            "open": len(self.live),
+        }
 
     async def register(self) -> str:
         """Find or register the stream consumer and wait until it is ACTIVE; its ARN."""
@@ -152,6 +164,7 @@ class FanOutRetrieval:
                 async with client.subscribe_to_shard(
                     arn, shard_id, position.starting_position(), read_timeout=READ_TIMEOUT_S
                 ) as stream:
+                    self.live.add(shard_id)
                     async for event in stream:
                         events += 1
                         records = event.get("Records") or []
@@ -180,6 +193,8 @@ class FanOutRetrieval:
                 logger.log(level, "subscription to %s: %s; subscribing again", shard_id, error)
                 position.on_failure(anyio.current_time())
                 continue
+            finally:
+                self.live.discard(shard_id)
             if events == 0:
                 # Ended before its first event (taken over at once): not a busy loop.
                 position.on_failure(anyio.current_time())

@@ -9,6 +9,8 @@ answer has no ``NextShardIterator``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 
 from kpl.client import KinesisClient
@@ -34,6 +36,10 @@ class PollingRetrieval:
 
     async def aclose(self) -> None:
         """Nothing to release: every call is over when ``read`` returns."""
+
+    def metrics(self) -> dict[str, Any]:
+        """The mode only (the readers count the rest)."""
+        return {"mode": "polling"}
 
     async def _iterator(self, shard_id: str, position: StartingPosition) -> str:
         return await self._client.get_shard_iterator(

@@ -38,3 +38,7 @@ class Retrieval(Protocol):
     async def aclose(self) -> None:
         """Release what the retrieval holds (every ``read`` has returned)."""
         ...
+
+    def metrics(self) -> dict[str, Any]:
+        """What the retrieval counts (its ``mode`` at the least)."""
+        ...
