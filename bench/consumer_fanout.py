@@ -4,7 +4,7 @@ Throughput: N user records of 100 bytes over 10,000 partition keys are put into 
 8-shard stream of the bundled server (its own process, limits off), once as KPL
 aggregated records and once plain. Then ``kpl.Consumer`` reads the whole stream from
 TRIM_HORIZON with ``retrieval="polling"`` and with ``retrieval="fanout"``, alternating,
-each run with a fresh lease table (fan-out reuses one registered stream consumer), timed
+each run with a fresh lease table and (fan-out) a stream consumer of its own, timed
 until the last user record is in the application's hands; a checkpoint per batch.
 
 Latency: a child process puts ``--rate`` user records a second for ``--seconds`` (the
@@ -45,7 +45,7 @@ async def read_all(url: str, stream: str, count: int, mode: Mode, run_id: int) -
     store = MemoryLeaseStore(f"bench-{run_id}")
     config = ConsumerConfig(
         initial_position="TRIM_HORIZON", worker_id="bench", retrieval=mode,
-        consumer_name="bench-fanout",
+        consumer_name=f"bench-{run_id}",
     )  # fmt: skip
     got = 0
     async with Consumer(

@@ -206,7 +206,10 @@ class EventStreamDecoder:
                     break
                 body_end = start + total - _CRC.size
                 (message_crc,) = _CRC.unpack_from(buffer, body_end)
-                if crc32(buffer[start:body_end]) != message_crc:
+                with memoryview(buffer) as view:
+                    # No copy of a (up to 16 MiB) message just to check it.
+                    checksum = crc32(view[start:body_end])
+                if checksum != message_crc:
                     raise EventStreamError(
                         f"event stream message at byte {where}: message checksum mismatch "
                         "(the message was damaged)"
