@@ -176,6 +176,77 @@ async def test_an_ended_subscription_is_renewed_from_its_continuation(lease_url:
     assert retrieval["failures"] == 0
 
 
+async def test_a_shard_another_subscription_holds_is_retried_until_taken_over(
+    lease_url: str,  # noqa: F811
+) -> None:
+    # As right after a hand-over: the previous holder's subscription is still live, and
+    # the service refuses a new one (ResourceInUseException) until it is 5 s old.
+    offset = [0.0]
+    async with StreamServer(
+        port=0, state_delay_seconds=0.0, clock=lambda: time.time() + offset[0]
+    ) as server:
+        client = await make_stream(server.url, "held", 1)
+        try:
+            await client.put_record("held", b"r0", "k")
+            stream_arn = (await client.describe_stream_summary("held"))["StreamARN"]
+            arn = (await client.register_stream_consumer(stream_arn, "app"))["ConsumerARN"]
+            async with (
+                client.subscribe_to_shard(
+                    arn, "shardId-000000000000", {"Type": "LATEST"}
+                ) as _previous,
+                Consumer(
+                    "held", application="app", endpoint_url=server.url, leases=lease_url,
+                    config=_config("w1"),
+                ) as consumer,
+            ):
+                delivered: list[UserRecord] = []
+
+                async def read() -> None:
+                    delivered.extend(await _collect(consumer, 1))
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(read)
+                    await _eventually(lambda: consumer.metrics()["retrieval"]["failures"] >= 2)
+                    assert not delivered
+                    offset[0] += 5  # the holder's subscription is now old enough to take over
+        finally:
+            await client.close()
+    assert [r.data for r in delivered] == [b"r0"]
+
+
+@pytest.mark.parametrize("retrieval", ["polling", "fanout"])
+async def test_a_fresh_lease_starts_at_the_initial_timestamp(
+    lease_url: str,  # noqa: F811
+    retrieval: str,
+) -> None:
+    # The server's clock jumps between two groups of records, so a time between them
+    # is exact.
+    offset = [0.0]
+    async with StreamServer(
+        port=0, state_delay_seconds=0.0, clock=lambda: time.time() + offset[0]
+    ) as server:
+        client = await make_stream(server.url, "when", 1)
+        try:
+            for i in range(3):
+                await client.put_record("when", f"old-{i}".encode(), "k")
+            between = time.time() + offset[0] + 5
+            offset[0] += 10
+            for i in range(3):
+                await client.put_record("when", f"new-{i}".encode(), "k")
+            config = _config(
+                "w1", initial_position="AT_TIMESTAMP", initial_timestamp=between,
+                retrieval=retrieval,
+            )
+            async with Consumer(
+                "when", application="app", endpoint_url=server.url, leases=lease_url,
+                config=config,
+            ) as consumer:
+                got = await _collect(consumer, 3)
+        finally:
+            await client.close()
+    assert [r.data for r in got] == [f"new-{i}".encode() for i in range(3)]
+
+
 async def test_a_deregistered_consumer_is_registered_again_and_nothing_is_lost(
     server_url: str,  # noqa: F811
     lease_url: str,  # noqa: F811
