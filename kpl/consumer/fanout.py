@@ -161,6 +161,7 @@ class FanOutRetrieval:
             events = 0
             try:
                 self.subscriptions += 1
+                position.on_subscribe(anyio.current_time())
                 async with client.subscribe_to_shard(
                     arn, shard_id, position.starting_position(), read_timeout=READ_TIMEOUT_S
                 ) as stream:

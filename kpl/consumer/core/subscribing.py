@@ -15,7 +15,9 @@ stopped. :class:`SubscriptionCursor` keeps that place:
 - an event without one (it carries ``ChildShards``) is the shard's end;
 - a refused or failed subscription (``ResourceInUseException`` while another
   subscription of the consumer still holds the shard, throttles, a dropped connection)
-  is tried again after an exponential back-off with jitter; the first event ends it.
+  is tried again after an exponential back-off with jitter; the first event ends it;
+- calls are spaced by at least a second (the service takes one SubscribeToShard call a
+  second per consumer and shard).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kpl.consumer.core.reading import AFTER_SEQUENCE_NUMBER, StartingPosition
+from kpl.protocol.limits import SUBSCRIBE_TO_SHARD_CALLS_PER_SECOND
 
 __all__ = ["SubscriptionCursor"]
 
@@ -38,9 +41,12 @@ class SubscriptionCursor:
         *,
         backoff_base: float = 0.2,
         backoff_max: float = 5.0,
+        calls_per_second: float = SUBSCRIBE_TO_SHARD_CALLS_PER_SECOND,
         rng: random.Random | None = None,
     ) -> None:
         self._start = start
+        self._spacing = 1.0 / calls_per_second
+        self._last_call = float("-inf")
         #: The last ContinuationSequenceNumber received (``None`` before the first).
         self.continuation: str | None = None
         #: Whether the shard's end was reached (no more subscriptions).
@@ -68,6 +74,10 @@ class SubscriptionCursor:
             position["Timestamp"] = start.timestamp
         return position
 
+    def on_subscribe(self, now: float) -> None:
+        """A SubscribeToShard call starts now."""
+        self._last_call = now
+
     def on_event(self, event: Mapping[str, Any]) -> bool:
         """An event arrived; returns whether it is the shard's last."""
         self._failures = 0
@@ -87,4 +97,4 @@ class SubscriptionCursor:
 
     def delay(self, now: float) -> float:
         """Seconds to wait before subscribing again (0 at once)."""
-        return max(0.0, self._next - now)
+        return max(0.0, self._next - now, self._last_call + self._spacing - now)

@@ -45,9 +45,22 @@ def test_an_event_without_continuation_is_the_shard_end() -> None:
     assert cursor.ended
 
 
+def test_calls_are_a_second_apart() -> None:
+    cursor = SubscriptionCursor(StartingPosition("LATEST"))
+    assert cursor.delay(10.0) == 0.0
+    cursor.on_subscribe(10.0)
+    # A subscription that ended at once is renewed no sooner than a second after its call.
+    cursor.on_event({"Records": [], "ContinuationSequenceNumber": "3"})
+    assert cursor.delay(10.25) == 0.75
+    assert cursor.delay(11.0) == 0.0
+    # Five minutes later, at once.
+    assert cursor.delay(310.0) == 0.0
+
+
 def test_refusals_back_off_exponentially_and_an_event_ends_the_back_off() -> None:
     cursor = SubscriptionCursor(
-        StartingPosition("LATEST"), backoff_base=0.2, backoff_max=1.0, rng=random.Random(3)
+        StartingPosition("LATEST"), backoff_base=0.2, backoff_max=1.0, rng=random.Random(3),
+        calls_per_second=1000,
     )
     assert cursor.delay(100.0) == 0.0
     ceilings = []
