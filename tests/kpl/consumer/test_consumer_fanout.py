@@ -21,11 +21,13 @@ from kpl.consumer.fanout import FanOutRetrieval
 from kpl.consumer.leases.memory import MemoryLeaseStore
 from kpl.errors import MalformedResponse, ResourceNotFoundException
 from kpl.protocol.eventstream import encode_event, encode_exception
+from kpl.protocol.hashing import partition_key_hash
 from server import StreamServer
 from server.core.subscription import LIFETIME_SECONDS
 from tests.kpl.consumer.conftest_reading import (  # noqa: F401  (fixtures)
     lease_url,
     make_stream,
+    put_aggregate,
     server_url,
 )
 
@@ -245,6 +247,31 @@ async def test_a_fresh_lease_starts_at_the_initial_timestamp(
         finally:
             await client.close()
     assert [r.data for r in got] == [f"new-{i}".encode() for i in range(3)]
+
+
+@pytest.mark.parametrize("retrieval", ["polling", "fanout"])
+async def test_sub_records_outside_the_shard_read_are_dropped(
+    server_url: str,  # noqa: F811
+    lease_url: str,  # noqa: F811
+    retrieval: str,
+) -> None:
+    client = await make_stream(server_url, "ranges", 2)
+    keys = [f"sub-{i}" for i in range(8)]
+    low = [k for k in keys if partition_key_hash(k) < 2**127]
+    assert 0 < len(low) < len(keys)
+    try:
+        # Aggregated against an outdated map: every sub-record sent to the first shard.
+        await put_aggregate(client, "ranges", keys, [k.encode() for k in keys], 0)
+        await client.put_record("ranges", b"marker", "m", "0")
+        async with Consumer(
+            "ranges", application="app", endpoint_url=server_url, leases=lease_url,
+            config=_config("w1", retrieval=retrieval),
+        ) as consumer:
+            got = await _collect(consumer, len(low) + 1)
+    finally:
+        await client.close()
+    assert [r.data for r in got] == [k.encode() for k in low] + [b"marker"]
+    assert [r.sub_sequence_number for r in got[:-1]] == [keys.index(k) for k in low]
 
 
 async def test_a_deregistered_consumer_is_registered_again_and_nothing_is_lost(
