@@ -30,6 +30,7 @@ from kpl.consumer.core.reading import ShardCursor
 from kpl.consumer.core.subscribing import SubscriptionCursor
 from kpl.consumer.retrieval import Deliver
 from kpl.errors import KinesisError, ResourceInUseException, ResourceNotFoundException
+from kpl.transport import StreamingTransport
 
 __all__ = ["FanOutRetrieval"]
 
@@ -90,7 +91,16 @@ class FanOutRetrieval:
         }
 
     async def register(self) -> str:
-        """Find or register the stream consumer and wait until it is ACTIVE; its ARN."""
+        """Find or register the stream consumer and wait until it is ACTIVE; its ARN.
+
+        Raises ``TypeError`` at once when the client's transport cannot stream.
+        """
+        transport = self._client.transport
+        if not isinstance(transport, StreamingTransport):
+            raise TypeError(
+                f"retrieval='fanout' needs a transport that streams (SubscribeToShard), "
+                f"not {transport!r}"
+            )
         async with self._lock:
             if self._arn is None:
                 with anyio.fail_after(REGISTER_TIMEOUT_S):

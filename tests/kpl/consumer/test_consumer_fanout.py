@@ -22,6 +22,7 @@ from kpl.consumer.leases.memory import MemoryLeaseStore
 from kpl.errors import MalformedResponse, ResourceNotFoundException
 from kpl.protocol.eventstream import encode_event, encode_exception
 from kpl.protocol.hashing import partition_key_hash
+from kpl.transport import MockTransport
 from server import StreamServer
 from server.core.subscription import LIFETIME_SECONDS
 from tests.kpl.consumer.conftest_reading import (  # noqa: F401  (fixtures)
@@ -131,6 +132,16 @@ def test_names_the_service_would_refuse_are_refused_up_front() -> None:
         ConsumerConfig(retrieval="push")  # type: ignore[arg-type]
     # Polling needs no consumer name.
     Consumer("s", application="billing app", config=_config("w1", retrieval="polling"))
+
+
+async def test_a_client_that_cannot_stream_fails_at_start(lease_url: str) -> None:  # noqa: F811
+    client = KinesisClient(transport=MockTransport(lambda request: {"Shards": []}))
+    consumer = Consumer("s", application="app", leases=lease_url, client=client,
+                        config=_config("w1"))  # fmt: skip
+    with pytest.raises(TypeError, match="needs a transport that streams"):
+        async with consumer:
+            pass
+    await client.close()
 
 
 async def test_a_stream_that_does_not_exist_fails_at_start(
