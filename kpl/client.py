@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 
 from kpl.auth import CredentialProvider, Credentials
-from kpl.errors import KinesisError
-from kpl.transport import AioHttpTransport, Transport
+from kpl.errors import KinesisError, MalformedResponse
+from kpl.protocol.eventstream import EventStreamDecoder, EventStreamError, Message
+from kpl.transport import AioHttpTransport, StreamingTransport, Transport
 
 __all__ = ["KinesisClient", "ShardRange"]
 
@@ -292,3 +294,134 @@ class KinesisClient:
                 "ScalingType": scaling_type,
             },
         )
+
+    # ------------------------------------------------------------------ enhanced fan-out
+
+    async def register_stream_consumer(
+        self, stream_arn: str, consumer_name: str
+    ) -> dict[str, Any]:
+        """RegisterStreamConsumer: the ``Consumer`` (name, ARN, status, creation time)."""
+        answer = await self.call(
+            "RegisterStreamConsumer", {"StreamARN": stream_arn, "ConsumerName": consumer_name}
+        )
+        consumer: dict[str, Any] = answer["Consumer"]
+        return consumer
+
+    async def describe_stream_consumer(
+        self,
+        *,
+        consumer_arn: str | None = None,
+        stream_arn: str | None = None,
+        consumer_name: str | None = None,
+    ) -> dict[str, Any]:
+        """DescribeStreamConsumer (by ARN, or by stream ARN and name): its description."""
+        payload: dict[str, Any] = {}
+        if consumer_arn is not None:
+            payload["ConsumerARN"] = consumer_arn
+        if stream_arn is not None:
+            payload["StreamARN"] = stream_arn
+        if consumer_name is not None:
+            payload["ConsumerName"] = consumer_name
+        answer = await self.call("DescribeStreamConsumer", payload)
+        description: dict[str, Any] = answer["ConsumerDescription"]
+        return description
+
+    async def deregister_stream_consumer(
+        self,
+        *,
+        consumer_arn: str | None = None,
+        stream_arn: str | None = None,
+        consumer_name: str | None = None,
+    ) -> None:
+        """DeregisterStreamConsumer (by ARN, or by stream ARN and name)."""
+        payload: dict[str, Any] = {}
+        if consumer_arn is not None:
+            payload["ConsumerARN"] = consumer_arn
+        if stream_arn is not None:
+            payload["StreamARN"] = stream_arn
+        if consumer_name is not None:
+            payload["ConsumerName"] = consumer_name
+        await self.call("DeregisterStreamConsumer", payload)
+
+    @contextlib.asynccontextmanager
+    async def subscribe_to_shard(
+        self,
+        consumer_arn: str,
+        shard_id: str,
+        starting_position: Mapping[str, Any],
+        *,
+        read_timeout: float = 30.0,
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """SubscribeToShard: yields the subscription's ``SubscribeToShardEvent`` payloads
+        (each record's ``Data`` decoded to bytes) until the service ends it.
+
+        Refusals (``ResourceInUseException``, ...) raise before anything is yielded; an
+        exception message in the stream raises its :class:`KinesisError` where it comes;
+        a damaged stream raises :class:`~kpl.errors.MalformedResponse`. Needs a
+        :class:`~kpl.transport.StreamingTransport` (the default transport is one).
+        """
+        transport = self.transport
+        if not isinstance(transport, StreamingTransport):
+            raise TypeError(f"SubscribeToShard needs a streaming transport, not {transport!r}")
+        body = orjson.dumps({
+            "ConsumerARN": consumer_arn,
+            "ShardId": shard_id,
+            "StartingPosition": dict(starting_position),
+        })
+        async with transport.stream("SubscribeToShard", body, read_timeout=read_timeout) as raw:
+            yield _subscription_events(raw)
+
+
+async def _subscription_events(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """The ``SubscribeToShardEvent`` payloads of a SubscribeToShard answer's chunks."""
+    decoder = EventStreamDecoder()
+    first = True
+    async for chunk in raw:
+        try:
+            messages = decoder.feed(chunk)
+        except EventStreamError as error:
+            raise MalformedResponse(f"SubscribeToShard: {error}") from error
+        for message in messages:
+            event = _event(message, first)
+            first = False
+            if event is not None:
+                yield event
+    if decoder.pending:
+        raise MalformedResponse(
+            f"SubscribeToShard: the stream ended inside a message ({decoder.pending} bytes "
+            "of it received)"
+        )
+
+
+def _event(message: Message, first: bool) -> dict[str, Any] | None:
+    """One message's event payload; ``None`` for the initial response and unknown events."""
+    headers = message.headers
+    kind = headers.get(":message-type")
+    if kind == "exception" or kind == "error":
+        code = headers.get(":exception-type", headers.get(":error-code"))
+        text = ""
+        try:
+            parsed = orjson.loads(message.payload) if message.payload else {}
+        except orjson.JSONDecodeError:
+            parsed = {}
+        if isinstance(parsed, dict):
+            text = str(parsed.get("message", parsed.get("Message", "")))
+        raise KinesisError.for_code(str(code or "InternalFailure"), text or str(code))
+    event_type = headers.get(":event-type")
+    if first:
+        if event_type != "initial-response":
+            raise MalformedResponse(
+                f"SubscribeToShard: the first event is {event_type!r}, not initial-response"
+            )
+        return None
+    if event_type != "SubscribeToShardEvent":
+        return None
+    try:
+        payload = orjson.loads(message.payload)
+        for record in payload.get("Records", ()):
+            record["Data"] = base64.b64decode(record["Data"])
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
+        raise MalformedResponse(f"SubscribeToShard: an unreadable event ({error})") from error
+    if not isinstance(payload, dict):
+        raise MalformedResponse("SubscribeToShard: an event that is not a JSON object")
+    return payload

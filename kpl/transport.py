@@ -15,18 +15,21 @@ A :class:`Transport` sends the body of one Kinesis action and returns the body o
   (:class:`kpl.auth.NoCredentialsError`, or whatever the provider raised) — not a
   KinesisError, so nothing retries it.
 
-Nothing above this module sees an aiohttp exception. :class:`AioHttpTransport` is the
-real one (a keep-alive pool, SigV4-signed requests); :class:`MockTransport` hands each
-request to a function, as httpx's ``MockTransport`` does, for tests and examples.
+A :class:`StreamingTransport` also reads an answer as a stream of chunks (SubscribeToShard),
+with the same translation of errors. Nothing above this module sees an aiohttp
+exception. :class:`AioHttpTransport` is the real one (a keep-alive pool, SigV4-signed
+requests, streams on a pool of their own); :class:`MockTransport` hands each request to
+a function, as httpx's ``MockTransport`` does, for tests and examples.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -51,6 +54,7 @@ __all__ = [
     "MockRequest",
     "MockResponse",
     "MockTransport",
+    "StreamingTransport",
     "Transport",
     "default_endpoint_url",
     "error_from_response",
@@ -86,6 +90,17 @@ class Transport(Protocol):
 
     async def close(self) -> None:
         """Release connections; the transport is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class StreamingTransport(Transport, Protocol):
+    """A transport that can also read an answer as a stream (SubscribeToShard's)."""
+
+    def stream(
+        self, action: str, body: bytes, *, read_timeout: float
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Send ``body``; yield the 200 answer's chunks as they arrive."""
         ...
 
 
@@ -229,6 +244,7 @@ class AioHttpTransport:
         )
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        self._stream_session: aiohttp.ClientSession | None = None
         self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
@@ -257,13 +273,7 @@ class AioHttpTransport:
             creds = cache.fresh() or await self._credentials(cache, action)
         # After the await: close() may have run meanwhile, and _open() checks that.
         session = self._session or self._open()
-        headers = {
-            "Content-Type": CONTENT_TYPE,
-            "X-Amz-Target": f"{API_VERSION}.{action}",
-        }
-        headers.update(self._signer.sign("POST", self.endpoint_url, headers, body,
-                                         credentials=creds))
-        headers["User-Agent"] = self._user_agent
+        headers = self._signed_headers(action, body, creds)
         try:
             async with session.post(
                 self.endpoint_url, data=_Body(body), headers=headers
@@ -279,6 +289,80 @@ class AioHttpTransport:
                 cache.invalidate(creds)
             raise refused
         return payload
+
+    def _signed_headers(
+        self, action: str, body: bytes, creds: Credentials | None
+    ) -> dict[str, str]:
+        headers = {
+            "Content-Type": CONTENT_TYPE,
+            "X-Amz-Target": f"{API_VERSION}.{action}",
+        }
+        headers.update(self._signer.sign("POST", self.endpoint_url, headers, body,
+                                         credentials=creds))
+        headers["User-Agent"] = self._user_agent
+        return headers
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, action: str, body: bytes, *, read_timeout: float
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Send one signed request whose 200 answer is a stream (SubscribeToShard):
+        yields the body's chunks as they arrive. An error answer raises as :meth:`call`
+        does; so does a connection that fails or stays silent ``read_timeout`` seconds
+        while the stream is read.
+
+        Streams use a pool of their own with no connection limit: each holds its
+        connection for as long as it lasts, and must not starve ordinary calls.
+        """
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        cache = self.credential_cache
+        creds: Credentials | None = None
+        if cache is not None:
+            creds = cache.fresh() or await self._credentials(cache, action)
+        session = self._stream_session or self._open_streams()
+        headers = self._signed_headers(action, body, creds)
+        where = f"{action} to {self.endpoint_url}"
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout.sock_connect, sock_read=read_timeout
+        )
+        try:
+            response = await session.post(
+                self.endpoint_url, data=_Body(body), headers=headers, timeout=timeout
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise translate_exception(error, where) from error
+        try:
+            if response.status != 200:
+                try:
+                    payload = await response.read()
+                except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                    raise translate_exception(error, where) from error
+                raise error_from_response(response.status, payload)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                try:
+                    async for chunk in response.content.iter_any():
+                        yield chunk
+                except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                    raise translate_exception(error, where) from error
+
+            yield chunks()
+        finally:
+            # Closed, not returned to the pool: a stream left early (a lost lease) must
+            # end at once, and a finished one is not worth keeping.
+            response.close()
+
+    def _open_streams(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        self._stream_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+        )
+        return self._stream_session
 
     async def _credentials(self, cache: CredentialCache, action: str) -> Credentials:
         """Wait for the shared fetch at most ``request_timeout``.
@@ -302,16 +386,19 @@ class AioHttpTransport:
             ) from error
 
     async def close(self) -> None:
-        """Close the pool's connections."""
+        """Close the pools' connections."""
         self._closed = True
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        for session in (self._session, self._stream_session):
+            if session is not None:
+                await session.close()
+        self._session = self._stream_session = None
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        session = getattr(self, "_session", None)
-        if session is not None and not session.closed:
-            _warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+        for name in ("_session", "_stream_session"):
+            session = getattr(self, name, None)
+            if session is not None and not session.closed:
+                _warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+                return
 
     def __repr__(self) -> str:
         return f"<AioHttpTransport {self.endpoint_url} region={self.region}>"

@@ -6,7 +6,8 @@ records it is given, one per line in ``kpl tail``'s formats (``--json`` adds
 ``"worker"``), and checkpoints each batch once it is printed, so a worker that takes a
 shard over goes on after the last printed batch. SIGTERM and Ctrl-C stop gracefully:
 the leases are released so the other workers take them at once; the exit status is 0.
-``--metrics-port`` serves the worker's metrics (Prometheus text) while it runs.
+``--metrics-port`` serves the worker's metrics (Prometheus text) while it runs;
+``--retrieval fanout`` reads through enhanced fan-out instead of GetRecords.
 """
 
 from __future__ import annotations
@@ -49,12 +50,14 @@ async def _consume(
     worker_id: str | None,
     as_json: bool,
     metrics_port: int | None = None,
+    retrieval: str = "polling",
 ) -> int:
     from kpl.consumer import Consumer, ConsumerConfig
 
     options: dict[str, object] = {
         "initial_position": _POSITIONS[start],
         "failover_time": failover_time,
+        "retrieval": retrieval,
     }
     if worker_id:
         options["worker_id"] = worker_id
@@ -154,6 +157,16 @@ async def _print_batches(
     help="Seconds without a renewal after which another worker takes a lease over.",
 )
 @click.option("--worker-id", default=None, help="This worker's name (default: host:pid:random).")
+@click.option(
+    "--retrieval",
+    type=click.Choice(["polling", "fanout"]),
+    default="polling",
+    show_default=True,
+    help=(
+        "polling: GetRecords; fanout: enhanced fan-out (a stream consumer named after the "
+        "application, SubscribeToShard)."
+    ),
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per user record.")
 @click.option(
     "--metrics-port",
@@ -170,6 +183,7 @@ def consume(
     start: str,
     failover_time: float,
     worker_id: str | None,
+    retrieval: str,
     as_json: bool,
     metrics_port: int | None,
     endpoint: str | None,
@@ -200,6 +214,7 @@ def consume(
                 worker_id,
                 as_json,
                 metrics_port,
+                retrieval,
             )
         )
     except ResourceNotFoundException as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -20,10 +21,28 @@ __all__ = [
     "Coordinator",
     "CoordinatorFactory",
     "InitialPosition",
+    "RetrievalMode",
+    "check_consumer_name",
     "lease_coordinator",
 ]
 
 InitialPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
+#: How shards are read: GetRecords polling, or enhanced fan-out (SubscribeToShard).
+RetrievalMode = Literal["polling", "fanout"]
+
+
+#: What RegisterStreamConsumer takes as a name.
+_CONSUMER_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
+
+
+def check_consumer_name(name: str) -> str:
+    """``name`` if RegisterStreamConsumer takes it, else a ValueError saying why."""
+    if not _CONSUMER_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a stream consumer name (1-128 letters, digits, '_', '.', '-'); "
+            "set ConsumerConfig.consumer_name"
+        )
+    return name
 
 
 def _default_worker_id() -> str:
@@ -54,6 +73,12 @@ class ConsumerConfig:
     worker_id: str = field(default_factory=_default_worker_id)
     #: How long a handler may go on after shutdown was requested before it is cancelled.
     shutdown_grace: float = 10.0
+    #: ``"polling"`` (GetRecords, shared with the stream's other readers) or ``"fanout"``
+    #: (a registered stream consumer and SubscribeToShard: 2 MiB/s per shard of its own,
+    #: records pushed as they arrive).
+    retrieval: RetrievalMode = "polling"
+    #: With fan-out: the stream consumer's name (by default the application's).
+    consumer_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.initial_position not in ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):
@@ -70,6 +95,10 @@ class ConsumerConfig:
             raise ValueError("max_leases_to_steal must be >= 0")
         if self.max_leases_per_worker is not None and self.max_leases_per_worker < 1:
             raise ValueError("max_leases_per_worker must be >= 1")
+        if self.retrieval not in ("polling", "fanout"):
+            raise ValueError(f"retrieval must be 'polling' or 'fanout', not {self.retrieval!r}")
+        if self.consumer_name is not None:
+            check_consumer_name(self.consumer_name)
 
 
 class Coordinator(Protocol):

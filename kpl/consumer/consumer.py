@@ -5,10 +5,12 @@ The shell around the sans-IO cores (lineage, reading, leases). Structure, per wo
 - one anyio task group, owned by the ``async with`` block, holding the lease
   coordinator (take, renew), an event pump that starts and stops shard readers as leases
   come and go, and one reader task per held shard;
-- shard readers pace their GetRecords calls with :class:`~kpl.consumer.core.reading.ReadPacer`
-  and hand batches over a memory object stream with no buffer: a reader holds at most
-  the one batch it is offering while it reads the next answer, so a slow application
-  slows the reads (backpressure) instead of growing memory;
+- shard readers fetch through a :class:`~kpl.consumer.retrieval.Retrieval` (GetRecords
+  polling, paced within the shard's limits, or enhanced fan-out's SubscribeToShard,
+  ``ConsumerConfig(retrieval="fanout")``) and hand batches over a memory object stream
+  with no buffer: a reader holds at most the one batch it is offering while it reads the
+  next answer, so a slow application slows the reads (backpressure) instead of growing
+  memory;
 - ``async for batch in consumer`` takes the next batch of any shard; asking for the
   next batch marks the previous one processed. Batches of one shard come one after
   the other, in order;
@@ -32,10 +34,10 @@ two-phase checkpoints are in :mod:`kpl.consumer.checkpoints`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal
 
@@ -44,30 +46,24 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from kpl.client import KinesisClient
+from kpl.consumer.batch import Batch, ShardReader
 from kpl.consumer.checkpoints import PendingCheckpoint, PreparedCheckpoint
 from kpl.consumer.config import (
     ConsumerConfig,
     Coordinator,
     CoordinatorFactory,
+    check_consumer_name,
     lease_coordinator,
 )
 from kpl.consumer.coordinator import LeaseAcquired, LeaseRevoked
 from kpl.consumer.core.lineage import ShardInfo, is_ready
-from kpl.consumer.core.reading import (
-    ReadPacer,
-    ShardCursor,
-    StartingPosition,
-    starting_position,
-)
+from kpl.consumer.core.reading import ShardCursor, starting_position
 from kpl.consumer.errors import DuplicateWorkerId, LeaseLost
 from kpl.consumer.hooks import ConsumerHooks, ShardHook, ShardStarted
 from kpl.consumer.leases.base import SHARD_END, Lease, LeaseStore
+from kpl.consumer.polling import PollingRetrieval
 from kpl.consumer.records import UserRecord
-from kpl.errors import (
-    ExpiredIteratorException,
-    KinesisError,
-    ProvisionedThroughputExceededException,
-)
+from kpl.consumer.retrieval import Retrieval
 
 __all__ = [
     "Batch",
@@ -91,67 +87,6 @@ _PARENT_POLL_S: Final = 0.2
 
 def _position_key(sequence_number: str, sub_sequence_number: int) -> tuple[int, int]:
     return int(sequence_number), sub_sequence_number
-
-
-@dataclass(eq=False)
-class Batch:
-    """One shard's next user records, in order."""
-
-    shard_id: str
-    records: list[UserRecord]
-    #: How far the shard's reader was behind the tip when it read these.
-    millis_behind_latest: int
-    _consumer: Consumer = field(repr=False)
-    _reader: _Reader = field(repr=False)
-    _done: anyio.Event = field(default_factory=anyio.Event, repr=False)
-
-    async def checkpoint(self) -> None:
-        """Checkpoint through the batch's last record (raises ``LeaseLost`` if the lease
-        was taken by another worker: the new owner delivers what was not checkpointed)."""
-        self._consumer._processed(self)
-        last = self.records[-1]
-        assert last.sequence_number is not None
-        await self._consumer._checkpoint(
-            self._reader, last.sequence_number, last.sub_sequence_number
-        )
-
-    async def prepare_checkpoint(self, state: bytes | None = None) -> PreparedCheckpoint:
-        """Prepare a checkpoint through the batch's last record, with optional ``state``;
-        the returned handle's ``checkpoint()`` commits it (raises ``LeaseLost`` as
-        :meth:`checkpoint` does)."""
-        last = self.records[-1]
-        assert last.sequence_number is not None
-        return await self._consumer._prepare(
-            self._reader, last.sequence_number, last.sub_sequence_number, state
-        )
-
-    @property
-    def pending_checkpoint(self) -> PendingCheckpoint | None:
-        """The checkpoint a previous owner of the shard had prepared and not committed
-        when this worker took the lease (the KCL passes it to ``initialize``)."""
-        return PendingCheckpoint.of(self._reader.lease)
-
-
-@dataclass(eq=False)
-class _Reader:
-    """One shard's reader for one lease term."""
-
-    shard_id: str
-    lease: Lease
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    finished: anyio.Event = field(default_factory=anyio.Event)
-    #: The last (sequence, sub) known processed / written as the checkpoint.
-    processed: tuple[int, int] | None = None
-    processed_at: tuple[str, int] | None = None
-    checkpointed: tuple[int, int] | None = None
-    ended: bool = False
-    stopping: bool = False
-    #: A handler in progress (run()): shielded from cancellation until its deadline.
-    handler_scope: anyio.CancelScope | None = None
-    last_batch: Batch | None = None
-    millis_behind_latest: int = 0
-    records: int = 0
-    bytes: int = 0
 
 
 class Consumer:
@@ -184,6 +119,9 @@ class Consumer:
         self.stream = stream
         self.application = application
         self.config = config if config is not None else ConsumerConfig()
+        self._consumer_name = self.config.consumer_name or application
+        if self.config.retrieval == "fanout":
+            check_consumer_name(self._consumer_name)
         self._endpoint_url = endpoint_url
         self._region = region
         self._leases = leases if leases is not None else f"sqlite:///{application}-leases.db"
@@ -191,9 +129,10 @@ class Consumer:
         self._owns_client = client is None
         self._coordinator_factory = coordinator_factory or lease_coordinator
         self._coordinator: Coordinator | None = None
+        self._retrieval: Retrieval | None = None
         self._store: LeaseStore | None = None
         self._tg: TaskGroup | None = None
-        self._readers: dict[str, _Reader] = {}
+        self._readers: dict[str, ShardReader] = {}
         self._shards: dict[str, ShardInfo] = {}
         self._send: MemoryObjectSendStream[Batch] | None = None
         self._receive: MemoryObjectReceiveStream[Batch] | None = None
@@ -243,6 +182,7 @@ class Consumer:
                 open_lease_store(self._leases) if isinstance(self._leases, str) else self._leases
             )
             await self._list_shards()
+            self._retrieval = await self._open_retrieval(self._client)
         except BaseException:
             if self._store is not None and isinstance(self._leases, str):
                 await self._store.close()
@@ -257,6 +197,15 @@ class Consumer:
         tg.start_soon(self._coordinator.run, name="lease coordinator")
         tg.start_soon(self._pump_events, name="lease events")
         return self
+
+    async def _open_retrieval(self, client: KinesisClient) -> Retrieval:
+        if self.config.retrieval == "polling":
+            return PollingRetrieval(client, self.stream, self.config)
+        from kpl.consumer.fanout import FanOutRetrieval
+
+        fanout = FanOutRetrieval(client, self.stream, self.config, self._consumer_name)
+        await fanout.register()  # a refusal (20 consumers already) fails here
+        return fanout
 
     async def __aexit__(
         self,
@@ -304,6 +253,8 @@ class Consumer:
                 raise
             finally:
                 with anyio.CancelScope(shield=True):
+                    if self._retrieval is not None:
+                        await self._retrieval.aclose()
                     if self._store is not None and isinstance(self._leases, str):
                         await self._store.close()
                     if self._owns_client and self._client is not None:
@@ -461,7 +412,7 @@ class Consumer:
         )
 
     async def _prepare(
-        self, reader: _Reader, sequence_number: str, sub: int, state: bytes | None
+        self, reader: ShardReader, sequence_number: str, sub: int, state: bytes | None
     ) -> PreparedCheckpoint:
         if state is not None and not isinstance(state, bytes):
             raise TypeError(f"state must be bytes, not {type(state).__name__}")
@@ -481,7 +432,7 @@ class Consumer:
 
         return PreparedCheckpoint(reader.shard_id, sequence_number, sub, state, commit)
 
-    async def _checkpoint(self, reader: _Reader, sequence_number: str, sub: int) -> None:
+    async def _checkpoint(self, reader: ShardReader, sequence_number: str, sub: int) -> None:
         if self._readers.get(reader.shard_id) is not reader:
             raise LeaseLost(reader.shard_id, "not held by this worker")
         key = _position_key(sequence_number, sub)
@@ -529,7 +480,7 @@ class Consumer:
             # Taken again after a loss this worker has not seen yet: a new term
             # starts from the lease's checkpoint.
             self._stop_reader(lease.lease_key, lost=False)
-        reader = _Reader(lease.lease_key, lease)
+        reader = ShardReader(lease.lease_key, lease)
         self._readers[lease.lease_key] = reader
         self._tg.start_soon(self._run_reader, reader, previous, name=f"read {lease.lease_key}")
 
@@ -551,7 +502,7 @@ class Consumer:
         except Exception:
             logger.exception("hook %s for %s failed", getattr(hook, "__name__", hook), shard_id)
 
-    async def _shard_started(self, reader: _Reader) -> None:
+    async def _shard_started(self, reader: ShardReader) -> None:
         hook = self._hooks.on_shard_started
         lease = reader.lease
         if hook is None or lease.checkpoint == SHARD_END:
@@ -569,7 +520,7 @@ class Consumer:
 
     # ------------------------------------------------------------------ reading
 
-    async def _run_reader(self, reader: _Reader, previous: _Reader | None) -> None:
+    async def _run_reader(self, reader: ShardReader, previous: ShardReader | None) -> None:
         try:
             if previous is not None:
                 await previous.finished.wait()
@@ -591,7 +542,7 @@ class Consumer:
         finally:
             reader.finished.set()
 
-    async def _wait_for_parents(self, reader: _Reader) -> None:
+    async def _wait_for_parents(self, reader: ShardReader) -> None:
         assert self._coordinator is not None
         parents = reader.lease.parent_shard_ids
         while parents:
@@ -613,26 +564,15 @@ class Consumer:
             info = self._shards.get(shard_id, ShardInfo(shard_id))
         return info
 
-    async def _iterator(self, shard_id: str, position: StartingPosition) -> str:
-        assert self._client is not None
-        return await self._client.get_shard_iterator(
-            self.stream,
-            shard_id,
-            position.iterator_type,
-            starting_sequence_number=position.sequence_number,
-            timestamp=position.timestamp,
-        )
-
-    async def _read(self, reader: _Reader) -> None:
-        assert self._client is not None
+    async def _read(self, reader: ShardReader) -> None:
         assert self._coordinator is not None
-        config = self.config
+        assert self._retrieval is not None
         await self._wait_for_parents(reader)
         lease = reader.lease
         start = starting_position(
             lease.checkpoint,
             lease.checkpoint_sub_sequence_number,
-            timestamp=config.initial_timestamp,
+            timestamp=self.config.initial_timestamp,
         )
         if start is None:
             reader.ended = True
@@ -643,58 +583,27 @@ class Consumer:
                 start.sequence_number, lease.checkpoint_sub_sequence_number
             )
         cursor = ShardCursor(await self._shard_info(reader.shard_id), start)
-        pacer = ReadPacer(idle_time_between_reads=config.idle_time_between_reads)
-        client = self._client
-        iterator: str | None = None
-        while True:
-            delay = pacer.delay(anyio.current_time())
-            if delay > 0:
-                await anyio.sleep(delay)
-            if iterator is None:
-                try:
-                    iterator = await self._iterator(reader.shard_id, cursor.position)
-                except ProvisionedThroughputExceededException:
-                    pacer.on_throttled(anyio.current_time())
-                    continue
-                except KinesisError as error:
-                    if not error.is_retryable:
-                        raise
-                    pacer.on_failure(anyio.current_time())
-                    continue
-            pacer.on_call(anyio.current_time())
-            try:
-                answer = await client.get_records(iterator, config.max_records)
-            except ProvisionedThroughputExceededException:
-                pacer.on_throttled(anyio.current_time())
-                continue
-            except ExpiredIteratorException:
-                iterator = None  # a new one from the last record received
-                continue
-            except KinesisError as error:
-                if not error.is_retryable:
-                    raise
-                pacer.on_failure(anyio.current_time())
-                continue
-            raw = answer.get("Records") or []
-            millis = int(answer.get("MillisBehindLatest") or 0)
-            size = 0
-            for record in raw:
-                size += len(record["Data"])
-            pacer.on_answer(anyio.current_time(), byte_count=size, millis_behind_latest=millis)
-            reader.millis_behind_latest = millis
-            records = cursor.take(raw)
-            if records:
-                reader.records += len(records)
-                reader.bytes += size
-                batch = Batch(reader.shard_id, records, millis, self, reader)
-                reader.last_batch = batch
-                await self._deliver(reader, batch)
-            iterator = answer.get("NextShardIterator")
-            if iterator is None:
-                await self._shard_ended(reader)
-                return
+        await self._retrieval.read(cursor, functools.partial(self._on_records, reader, cursor))
+        await self._shard_ended(reader)
 
-    async def _deliver(self, reader: _Reader, batch: Batch) -> None:
+    async def _on_records(
+        self,
+        reader: ShardReader,
+        cursor: ShardCursor,
+        raw: list[Mapping[str, Any]],
+        size: int,
+        millis: int,
+    ) -> None:
+        reader.millis_behind_latest = millis
+        records = cursor.take(raw)
+        if records:
+            reader.records += len(records)
+            reader.bytes += size
+            batch = Batch(reader.shard_id, records, millis, self, reader)
+            reader.last_batch = batch
+            await self._deliver(reader, batch)
+
+    async def _deliver(self, reader: ShardReader, batch: Batch) -> None:
         if self._handler is None:
             assert self._send is not None
             await self._send.send(batch)
@@ -713,7 +622,7 @@ class Consumer:
         if self._checkpoint_after_handler:
             await batch.checkpoint()
 
-    async def _shard_ended(self, reader: _Reader) -> None:
+    async def _shard_ended(self, reader: ShardReader) -> None:
         assert self._coordinator is not None
         if reader.last_batch is not None:
             # The children wait for SHARD_END: it is written once everything read was
@@ -729,7 +638,8 @@ class Consumer:
     # ------------------------------------------------------------------ metrics
 
     def metrics(self) -> dict[str, Any]:
-        """Per shard: MillisBehindLatest, records and bytes delivered; the lease counts."""
+        """Per shard: MillisBehindLatest, records and bytes delivered; the lease counts;
+        what the retrieval counts (with fan-out: subscriptions made, failed, open)."""
         shards = {
             shard_id: {
                 "millis_behind_latest": reader.millis_behind_latest,
@@ -746,6 +656,7 @@ class Consumer:
             "bytes": sum(s["bytes"] for s in shards.values()),
             "leases": leases,
             "readers_failed": self._failed,
+            "retrieval": self._retrieval.metrics() if self._retrieval is not None else {},
         }
 
 

@@ -11,5 +11,7 @@ nothing here builds on them:
   pieces, one decoder);
 - :mod:`~kpl.protocol.errors`: the error codes, their policy and their classes;
 - :mod:`~kpl.protocol.bucket`: the token bucket both sides count rates with;
-- :mod:`~kpl.protocol.sigv4`: SigV4 signing and ``Authorization`` parsing.
+- :mod:`~kpl.protocol.sigv4`: SigV4 signing and ``Authorization`` parsing;
+- :mod:`~kpl.protocol.eventstream`: the event-stream framing SubscribeToShard answers in
+  (the server's encoder, the consumer's decoder).
 """

@@ -35,6 +35,8 @@ SHARD_READ_BYTES_PER_SECOND: Final = 2 * MIB
 SHARD_READ_CALLS_PER_SECOND: Final = 5
 GET_RECORDS_MAX_LIMIT: Final = 10_000
 GET_RECORDS_MAX_BYTES: Final = 10 * MIB
+#: SubscribeToShard: one call a second per consumer and shard.
+SUBSCRIBE_TO_SHARD_CALLS_PER_SECOND: Final = 1
 
 #: Shard iterators expire after five minutes.
 SHARD_ITERATOR_TTL_SECONDS: Final = 300.0

@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kpl.protocol.eventstream import CONTENT_TYPE, encode_event, encode_exception
 from server.core.calls import Event, EventBatch, EventStream
 from server.core.errors import InternalFailure, KinesisError
 from server.web.codec import (
@@ -35,7 +36,6 @@ from server.web.codec import (
     encode_cbor_response,
     encode_response,
 )
-from server.web.eventstream import CONTENT_TYPE, encode_event, encode_exception
 from server.web.keys import METRICS_KEY, PAYLOAD_KEY
 
 __all__ = ["LiveStream", "ShardSignals", "write_event_stream"]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
 from click.testing import CliRunner
 
 from kpl.cli import cli
@@ -65,12 +66,14 @@ class _Lines:
         self._thread.join(timeout=30)
 
 
-def _start(url: str, leases: str, worker: str) -> subprocess.Popen[str]:
+def _start(
+    url: str, leases: str, worker: str, retrieval: str = "polling"
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             str(KPL), "consume", "orders", "--application", "billing", "--leases", leases,
             "--from", "trim-horizon", "--failover-time", "2", "--worker-id", worker,
-            "--json", "--endpoint", url,
+            "--json", "--endpoint", url, "--retrieval", retrieval,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -156,10 +159,13 @@ def test_two_workers_given_one_worker_id_stop_with_an_error_naming_it(
     assert "Traceback" not in stderr
 
 
-def test_a_graceful_stop_hands_over_without_repeats(server_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("retrieval", ["polling", "fanout"])
+def test_a_graceful_stop_hands_over_without_repeats(
+    server_url: str, tmp_path: Path, retrieval: str
+) -> None:
     asyncio.run(_make(server_url, "orders", 2, 20))
     leases = f"sqlite:///{tmp_path / 'billing.db'}"
-    first = _start(server_url, leases, "first")
+    first = _start(server_url, leases, "first", retrieval)
     try:
         assert first.stdout is not None
         lines = _Lines(first.stdout)
@@ -173,7 +179,7 @@ def test_a_graceful_stop_hands_over_without_repeats(server_url: str, tmp_path: P
         _, err = first.communicate()
     assert "worker first stopped after 20 records" in err
     asyncio.run(_put(server_url, "orders", "n", 5))
-    second = _start(server_url, leases, "second")
+    second = _start(server_url, leases, "second", retrieval)
     try:
         assert second.stdout is not None
         more = _Lines(second.stdout)

@@ -24,8 +24,16 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "consume.py"
 FAST = {"failover_time": 1.0, "idle_time_between_reads": 0.02, "initial_position": "TRIM_HORIZON"}
 
 
-def _config(worker: str, **overrides: object) -> ConsumerConfig:
-    return ConsumerConfig(worker_id=worker, **{**FAST, **overrides})  # type: ignore[arg-type]
+def _config(worker: str, retrieval: str, **overrides: object) -> ConsumerConfig:
+    options = {**FAST, "retrieval": retrieval, **overrides}
+    return ConsumerConfig(worker_id=worker, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["polling", "fanout"])
+def retrieval(request: pytest.FixtureRequest) -> str:
+    """Each end-to-end test runs with GetRecords polling and with enhanced fan-out."""
+    mode: str = request.param
+    return mode
 
 
 @pytest.fixture
@@ -59,6 +67,7 @@ def _in_order(records: list[UserRecord]) -> None:
 async def test_delivers_plain_and_aggregated_records_tagged_with_their_shard(
     server_url: str,  # noqa: F811
     lease_url: str,  # noqa: F811
+    retrieval: str,
 ) -> None:
     client = await make_stream(server_url, "two", 2)
     try:
@@ -72,7 +81,7 @@ async def test_delivers_plain_and_aggregated_records_tagged_with_their_shard(
             application="app",
             endpoint_url=server_url,
             leases=lease_url,
-            config=_config("w1"),
+            config=_config("w1", retrieval),
         ) as consumer:
             got = await _collect(consumer, 23)
             metrics = consumer.metrics()
@@ -92,6 +101,7 @@ async def test_delivers_plain_and_aggregated_records_tagged_with_their_shard(
 async def test_a_restart_resumes_after_the_checkpointed_sub_record(
     server_url: str,  # noqa: F811
     lease_url: str,  # noqa: F811
+    retrieval: str,
 ) -> None:
     client = await make_stream(server_url, "one", 1)
     keys = [f"k{i}" for i in range(6)]
@@ -99,11 +109,11 @@ async def test_a_restart_resumes_after_the_checkpointed_sub_record(
         await put_aggregate(client, "one", keys, [k.encode() for k in keys], 1)
         await client.put_record("one", b"after", "z")
         args = {"application": "app", "endpoint_url": server_url, "leases": lease_url}
-        async with Consumer("one", config=_config("w1"), **args) as consumer:  # type: ignore[arg-type]
+        async with Consumer("one", config=_config("w1", retrieval), **args) as consumer:  # type: ignore[arg-type]
             first = await _collect(consumer, 1, checkpoint=False)
             # Processed up to the third sub-record only.
             await consumer.checkpoint(first[2])
-        async with Consumer("one", config=_config("w2"), **args) as consumer:  # type: ignore[arg-type]
+        async with Consumer("one", config=_config("w2", retrieval), **args) as consumer:  # type: ignore[arg-type]
             second = await _collect(consumer, 4)
     finally:
         await client.close()
@@ -113,6 +123,7 @@ async def test_a_restart_resumes_after_the_checkpointed_sub_record(
 async def test_children_follow_their_parent_and_keys_stay_in_order(
     server_url: str,  # noqa: F811
     lease_url: str,  # noqa: F811
+    retrieval: str,
 ) -> None:
     client = await make_stream(server_url, "split", 1)
     keys = [f"key-{i}" for i in range(30)]
@@ -130,7 +141,7 @@ async def test_children_follow_their_parent_and_keys_stay_in_order(
             application="app",
             endpoint_url=server_url,
             leases=lease_url,
-            config=_config("w1"),
+            config=_config("w1", retrieval),
         ) as consumer:
             got: list[UserRecord] = []
             seen = anyio.Event()
@@ -167,6 +178,7 @@ async def test_children_follow_their_parent_and_keys_stay_in_order(
 async def test_a_merge_child_waits_for_both_parents_across_workers(
     server_url: str,  # noqa: F811
     lease_url: str,  # noqa: F811
+    retrieval: str,
 ) -> None:
     client = await make_stream(server_url, "merge", 2)
     keys = [f"key-{i}" for i in range(30)]
@@ -190,8 +202,8 @@ async def test_a_merge_child_waits_for_both_parents_across_workers(
         # only once both parents reached SHARD_END.
         args = {"application": "app", "endpoint_url": server_url, "leases": lease_url}
         async with (
-            Consumer("merge", config=_config("w1"), **args) as one,  # type: ignore[arg-type]
-            Consumer("merge", config=_config("w2"), **args) as two,  # type: ignore[arg-type]
+            Consumer("merge", config=_config("w1", retrieval), **args) as one,  # type: ignore[arg-type]
+            Consumer("merge", config=_config("w2", retrieval), **args) as two,  # type: ignore[arg-type]
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(one.run, handle)
@@ -216,6 +228,7 @@ async def test_a_merge_child_waits_for_both_parents_across_workers(
 async def test_graceful_exit_hands_the_shards_over_at_once(
     server_url: str,  # noqa: F811
     lease_url: str,  # noqa: F811
+    retrieval: str,
 ) -> None:
     client = await make_stream(server_url, "hand", 2)
     try:
@@ -224,11 +237,11 @@ async def test_graceful_exit_hands_the_shards_over_at_once(
         # A failover time far beyond the test's deadline: only a release can hand over.
         slow = {"failover_time": 600.0}
         args = {"application": "app", "endpoint_url": server_url, "leases": lease_url}
-        async with Consumer("hand", config=_config("w1", **slow), **args) as first:  # type: ignore[arg-type]
+        async with Consumer("hand", config=_config("w1", retrieval, **slow), **args) as first:  # type: ignore[arg-type]
             got = await _collect(first, 10)
         for i in range(10, 15):
             await client.put_record("hand", f"r{i}".encode(), f"key-{i}")
-        async with Consumer("hand", config=_config("w2", **slow), **args) as second:  # type: ignore[arg-type]
+        async with Consumer("hand", config=_config("w2", retrieval, **slow), **args) as second:  # type: ignore[arg-type]
             rest = await _collect(second, 5)
     finally:
         await client.close()

@@ -3,7 +3,10 @@ was delivered."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import anyio
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from kpl.consumer import Consumer, ConsumerConfig
@@ -17,9 +20,11 @@ from tests.kpl.consumer.conftest_reading import (  # noqa: F401  (fixtures)
 SHARDS = ("shardId-000000000000", "shardId-000000000001")
 
 
+@pytest.mark.parametrize("retrieval", ["polling", "fanout"])
 async def test_scraped_counters_equal_what_was_delivered(
     server_url: str,  # noqa: F811
     lease_url: str,  # noqa: F811
+    retrieval: Literal["polling", "fanout"],
 ) -> None:
     client = await make_stream(server_url, "metered", 2)
     try:
@@ -30,6 +35,7 @@ async def test_scraped_counters_equal_what_was_delivered(
             failover_time=1.0,
             idle_time_between_reads=0.02,
             initial_position="TRIM_HORIZON",
+            retrieval=retrieval,
         )
         registry = CollectorRegistry()
         async with Consumer(
