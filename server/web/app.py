@@ -69,11 +69,10 @@ from server.core.principals import Principal
 from server.web.access import AccessControl
 from server.web.audit import AuditLog
 from server.web.auth import check_authorization
+from server.web.bodies import Decoder, read_body
 from server.web.codec import (
     CBOR_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
-    decode_cbor_request,
-    decode_request,
     encode_cbor_error,
     encode_cbor_response,
     encode_error,
@@ -171,7 +170,7 @@ def _empty_body(request: web.Request, entry: Action | None, *, cbor: bool) -> we
     return _error_response(error, cbor)
 
 
-def _json_1_0_answer(body: bytes) -> web.Response:
+def _json_1_0_answer(body: bytes | bytearray) -> web.Response:
     """What an ``application/json`` request gets: no action runs for it."""
     try:
         parsed = orjson.loads(body)
@@ -251,24 +250,9 @@ def make_app(
     handle = engine.handle
     implemented = engine.actions
     stopping = asyncio.Event()
+    decoder = Decoder(engine)
     signals = ShardSignals()
     engine.streams.on_shard_change = signals.mark
-
-    async def read_body(request: web.Request) -> bytes | None:
-        """The body, or ``None`` once it is known to exceed the cap (never read whole)."""
-        length = request.content_length
-        if length is not None and length > cap:
-            return None
-        # Chunks joined once, not aiohttp's read() (a growing buffer copied at the end, and
-        # kept on the request object).
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > cap:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         length = request.content_length
@@ -281,9 +265,12 @@ def make_app(
             # The service takes no compressed request bodies: it parses the bytes as sent,
             # which never parse. Refused before reading, so nothing is ever inflated.
             raise SerializationException()
+        content_type = media_type(request.headers.get("Content-Type"))
         try:
             async with asyncio.timeout(body_timeout):
-                body = await read_body(request)
+                body = await read_body(
+                    request, cap, count_json=content_type == JSON_CONTENT_TYPE
+                )
         except TimeoutError:
             log.warning("closing the connection of %s: its body did not arrive", request.remote)
             response = web.Response(status=408, headers={"Connection": "close"})
@@ -294,7 +281,6 @@ def make_app(
             return response
         if body is None:
             return web.Response(status=413)
-        content_type = media_type(request.headers.get("Content-Type"))
         target = request.headers.get("X-Amz-Target", "")
         entry = BY_TARGET.get(target)
         if entry is not None:
@@ -303,16 +289,17 @@ def make_app(
                 request[ACTION_KEY] = entry
             else:
                 entry = None
-        if not body:
+        if not body.size:
             return _empty_body(request, entry, cbor=content_type != JSON_CONTENT_TYPE)
         if content_type not in CONTENT_TYPES:
             if not splits_into_operation(target):
                 return xml_response(ACCESS_DENIED_XML, 403)
             return xml_response(UNKNOWN_OPERATION_XML, 404)
         if content_type == AMZ_JSON_1_0:
-            return _json_1_0_answer(body)
+            return _json_1_0_answer(body.data)
         cbor = content_type == CBOR_CONTENT_TYPE
-        payload = decode_cbor_request(body) if cbor else decode_request(body)
+        decoded = await decoder.decode(body, cbor, None if entry is None else entry.name)
+        payload = decoded.payload
         if not isinstance(payload, dict | list):  # a list is the type checks' to refuse
             raise SerializationException()
         if entry is None:
@@ -325,7 +312,7 @@ def make_app(
             now = clock()
             principal = access.verifier.verify(
                 request.method, request.raw_path, request.headers, request.headers.items(),
-                body, now,
+                bytes(body.data), now,
             )
             request[PRINCIPAL_KEY] = principal
         request[PAYLOAD_KEY] = payload
@@ -351,7 +338,11 @@ def make_app(
         )
         if action == "GetRecords":
             return await answer_records(request, payload, context)
-        result = handle(action, payload, clock(), context=context)
+        checked = decoded.checked
+        if isinstance(checked, KinesisError):
+            raise checked  # validated ahead: refused here, where the engine would refuse it
+        result = handle(action, payload if checked is None else checked, clock(),
+                        context=context)
         if entry.durable:
             await storage.wait_durable()
         signals.flush()  # subscribers see what is durable now
@@ -428,7 +419,11 @@ def make_app(
     async def end_streams(app: web.Application) -> None:
         signals.stop()
 
+    async def end_decoder(app: web.Application) -> None:
+        decoder.close()
+
     app.on_shutdown.append(end_streams)
+    app.on_cleanup.append(end_decoder)
     if metrics is not None:
         app[METRICS_KEY] = metrics
         exposition = metrics.exposition
