@@ -19,8 +19,10 @@ Request flow (cheapest refusals first, as the service answers them):
    ``InvalidSignatureException``);
 4. the body was parsed as JSON 1.1, or CBOR 1.1 when the ``Content-Type`` says
    ``application/x-amz-cbor-1.1`` (the Java SDKs' default), in which case the answer,
-   errors included, is CBOR too (``codec``); with ``--iam`` the caller's policies are
-   asked (``server.web.access``): ``AccessDeniedException`` for the whole request;
+   errors included, is CBOR too (``codec``); a large body was parsed, and validated, on a
+   worker thread (``server.web.bodies``), its errors raised here or in step 6 as if in
+   turn; with ``--iam`` the caller's policies are asked (``server.web.access``):
+   ``AccessDeniedException`` for the whole request;
 5. fault injection may delay or fail the request here (``dispatch``);
 6. the engine runs the action with ``now`` and a request context (the request id, the
    peer address, the ``User-Agent``); for an action the registry marks ``durable``, the
