@@ -166,6 +166,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         f"answer that finds no room waits (default: {_DEFAULTS.max_answer_bytes})",
     )
     guard.add_argument(
+        "--max-body-bytes", type=_positive_int, default=_DEFAULTS.max_body_bytes,
+        metavar="N",
+        help="bytes of large request bodies (over 256 KiB) in flight across all "
+        "connections; a body that finds no room is not read until there is "
+        f"(default: {_DEFAULTS.max_body_bytes})",
+    )
+    guard.add_argument(
         "--max-request-bytes", type=_positive_int, default=_DEFAULTS.max_request_bytes,
         metavar="N",
         help="larger request bodies get a bare 413 without being read "
@@ -234,5 +241,6 @@ def config_from_args(ns: argparse.Namespace) -> ServerConfig:
         body_timeout_seconds=ns.body_timeout,
         write_timeout_seconds=ns.write_timeout,
         max_answer_bytes=ns.max_answer_bytes,
+        max_body_bytes=ns.max_body_bytes,
         max_request_bytes=ns.max_request_bytes,
     )

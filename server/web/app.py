@@ -90,7 +90,7 @@ from server.web.keys import (
     PRINCIPAL_KEY,
     REQUEST_ID_KEY,
 )
-from server.web.limits import SMALL_ANSWER, AnswerBudget, write_guarded
+from server.web.limits import SMALL_ANSWER, SMALL_BODY, ByteBudget, write_guarded
 from server.web.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from server.web.metrics import ServerMetrics
 from server.web.observe import make_observer
@@ -246,7 +246,8 @@ def make_app(
     cap = config.max_request_bytes
     body_timeout = config.body_timeout_seconds
     write_timeout = config.write_timeout_seconds
-    answers = AnswerBudget(config.max_answer_bytes)
+    answers = ByteBudget(config.max_answer_bytes)
+    bodies = ByteBudget(config.max_body_bytes)
     require_auth = config.require_auth
     storage = engine.storage
     handle = engine.handle
@@ -267,6 +268,17 @@ def make_app(
             # The service takes no compressed request bodies: it parses the bytes as sent,
             # which never parse. Refused before reading, so nothing is ever inflated.
             raise SerializationException()
+        size = cap if length is None else length
+        if size <= SMALL_BODY:
+            return await read_and_answer(request)
+        await bodies.reserve(size)  # waiting, the body stays unread in the socket
+        try:
+            return await read_and_answer(request)
+        finally:
+            bodies.release(size)
+
+    async def read_and_answer(request: web.Request) -> web.StreamResponse:
+        """The request read, decoded and answered (its body within the budget)."""
         content_type = media_type(request.headers.get("Content-Type"))
         try:
             async with asyncio.timeout(body_timeout):

@@ -391,7 +391,7 @@ def test_server_bad_flag_is_one_line(runner: CliRunner) -> None:
 def test_server_limit_flags_are_documented_and_checked(runner: CliRunner) -> None:
     result = invoke(runner, "server", "--help")
     for flag in ("--max-connections", "--idle-timeout", "--body-timeout", "--write-timeout",
-                 "--max-answer-bytes", "--max-request-bytes"):
+                 "--max-answer-bytes", "--max-request-bytes", "--max-body-bytes"):
         assert flag in result.stdout
     assert_one_line_error(
         invoke(runner, "server", "--body-timeout", "0"), "must be > 0 seconds, got 0"

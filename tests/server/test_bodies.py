@@ -27,6 +27,7 @@ from server.web.codec import (
     decode_cbor_request,
     json_values,
 )
+from server.web.limits import ByteBudget
 from tests.server.test_wire import AUTH
 
 CBOR = "application/x-amz-cbor-1.1"
@@ -234,3 +235,45 @@ async def test_a_large_body_is_answered_as_a_small_one_would_be() -> None:
                 "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be "
                 "converted to a Blob"
             )
+
+
+async def test_large_bodies_in_flight_stay_within_their_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waited: list[int] = []
+    waiting = asyncio.Event()
+
+    class Watched(ByteBudget):
+        async def reserve(self, size: int) -> int:
+            if not self.try_reserve(size):
+                waited.append(size)
+                waiting.set()
+                return await super().reserve(size)
+            return size
+
+    monkeypatch.setattr("server.web.app.ByteBudget", Watched)
+    body = orjson.dumps({"Unknown": "a" * 700_000})  # over 256 KiB; two exceed 1 MiB
+    head = (
+        "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\n"
+        f"Content-Type: application/x-amz-json-1.1\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    async with StreamServer(port=0, require_auth=False, limits="off",
+                            max_body_bytes=1 << 20) as server:
+        first_reader, first = await asyncio.open_connection("127.0.0.1", server.port)
+        first.write(head + body[:100_000])  # holds its reservation, sending slowly
+        await first.drain()
+        second_reader, second = await asyncio.open_connection("127.0.0.1", server.port)
+        second.write(head + body)
+        await second.drain()
+        await waiting.wait()  # the second is not read while the first holds the room
+        assert waited == [len(body)]
+        first.write(body[100_000:])
+        answers = []
+        for reader in (first_reader, second_reader):
+            answers.append(await reader.read())
+        for writer in (first, second):
+            writer.close()
+        for raw in answers:
+            assert raw.startswith(b"HTTP/1.1 200 ")
+            assert orjson.loads(raw.partition(b"\r\n\r\n")[2])["StreamNames"] == []

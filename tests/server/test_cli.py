@@ -54,6 +54,7 @@ def test_cli_args_round_trip_and_help() -> None:
         "--throttle-rate", "--internal-failure-rate", "--error-rate", "--latency-ms", "--seed",
         "--iam", "--audit-log", "--audit-data-events", "--max-connections", "--idle-timeout",
         "--body-timeout", "--write-timeout", "--max-answer-bytes", "--max-request-bytes",
+        "--max-body-bytes",
     )
     for flag in flags:
         assert flag in help_text
@@ -71,11 +72,13 @@ def test_what_one_client_may_cost_is_set_by_flags() -> None:
     config = config_from_args(parser.parse_args([
         "--max-connections", "20", "--idle-timeout", "2.5", "--body-timeout", "3",
         "--write-timeout", "4", "--max-answer-bytes", "1048576", "--max-request-bytes", "4096",
+        "--max-body-bytes", "2097152",
     ]))
     assert (
         config.max_connections, config.idle_timeout_seconds, config.body_timeout_seconds,
         config.write_timeout_seconds, config.max_answer_bytes, config.max_request_bytes,
-    ) == (20, 2.5, 3.0, 4.0, 1 << 20, 4096)
+        config.max_body_bytes,
+    ) == (20, 2.5, 3.0, 4.0, 1 << 20, 4096, 2 << 20)
 
 
 @pytest.mark.parametrize(
@@ -84,6 +87,7 @@ def test_what_one_client_may_cost_is_set_by_flags() -> None:
         ("--max-connections", "0", "must be at least 1, got 0"),
         ("--max-answer-bytes", "-5", "must be at least 1, got -5"),
         ("--max-request-bytes", "0", "must be at least 1, got 0"),
+        ("--max-body-bytes", "0", "must be at least 1, got 0"),
         ("--idle-timeout", "0", "must be > 0 seconds, got 0"),
         ("--body-timeout", "-1", "must be > 0 seconds, got -1"),
         ("--write-timeout", "inf", "must be > 0 seconds, got inf"),
