@@ -83,8 +83,9 @@ class ServerConfig:
     """A request body not received within this long gets 408 and its connection closed."""
     write_timeout_seconds: float = 30.0
     """A client that reads nothing of a large answer for this long is cut off."""
-    max_answer_bytes: int = 96 * 1024 * 1024
-    """Large answers (GetRecords) in flight across every connection hold at most this."""
+    max_answer_bytes: int = 64 * 1024 * 1024
+    """Large answers (GetRecords) in flight across every connection hold at most this
+    (five answers of GetRecords' largest, ~13 MB of JSON each)."""
     max_body_bytes: int = 64 * 1024 * 1024
     """Large request bodies (over 256 KiB) being read, decoded and answered across every
     connection hold at most this (by their announced length); one that finds no room
