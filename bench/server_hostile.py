@@ -5,12 +5,15 @@ Our server runs in its own process (``python -m server --no-auth --limits off``,
 memory). Measured, one after the other:
 
 1. **Hostile bodies**, each sent alone on an idle server: a 15 MiB PutRecords of ``{}``
-   entries (JSON), a 3 MiB CBOR PutRecords of empty maps, a gzip body of 1 MiB that
-   inflates to 1 GiB, and a body nested 10,000 deep. Reported: the answer's status and
-   size, the round trip (loop time plus the transfer on loopback) and the server's RSS
-   after it; the peak RSS of the whole run is the kernel's high-water mark (``VmHWM``).
-   Then a normal client's latency while those bodies are sent again and again: the
-   loop time they take shows there.
+   entries (JSON), a 3 MiB CBOR PutRecords of empty maps, 3 MiB of CBOR zeros in an
+   unknown member (a million one-byte items), a PutRecords of 4,999 entries (ten times
+   the limit, less one: every entry is validated), a gzip body of 1 MiB that inflates to
+   1 GiB, and a body nested 10,000 deep. Reported: the answer's status and size, the
+   round trip (loop time plus the transfer on loopback) and the server's RSS after it;
+   the peak RSS of the whole run is the kernel's high-water mark (``VmHWM``). Then a
+   normal client's latency while those bodies are sent again and again: the loop time
+   they take shows there. Then the same with the most costly body under the value
+   limit: an object of 290,000 distinct keys (4 MB of JSON).
 2. **500 slow connections** (each sent half a request line, then nothing) open while a
    normal client makes PutRecord + GetRecords calls: its p50/p99 latency.
 3. **50 readers that never read**: 50 GetRecords of ~9.5 MiB answers whose clients read
@@ -19,14 +22,17 @@ memory). Measured, one after the other:
 Targets (from the hardening requirement): a hostile request costs <= 50 ms of loop time
 beyond its real work, a normal client's p99 stays under 50 ms, RSS under 300 MB.
 
-Run: ``.venv/bin/python bench/server_hostile.py``.
+Run: ``.venv/bin/python bench/server_hostile.py``; ``--root DIR`` measures the server of
+another checkout (e.g. the tree before a change) with the same clients.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import gzip
 import http.client
+import os
 import socket
 import statistics
 import subprocess
@@ -50,11 +56,11 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
-def start_server() -> tuple[subprocess.Popen[str], str, int]:
+def start_server(root: Path = ROOT) -> tuple[subprocess.Popen[str], str, int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "--port", "0", "--no-auth", "--limits", "off",
          "--state-delay", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=root, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(root)},
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -87,11 +93,23 @@ def hostile_cases() -> list[Case]:
          b'{"StreamName":"b","Records":[' + b",".join([b"{}"] * 5_200_000) + b"]}", JSON, None),
         ("PutRecords 3 MiB of {} (CBOR)", "PutRecords",
          cbor2.dumps({"StreamName": "b", "Records": [{}] * 3_000_000}), CBOR, None),
+        ("3 MiB of CBOR zeros, unknown member", "ListStreams",
+         cbor2.dumps({"Unknown": [0] * 3_000_000}), CBOR, None),
+        ("PutRecords of 4,999 entries (JSON)", "PutRecords",
+         orjson.dumps({"StreamName": "b", "Records": [{"PartitionKey": "k", "Data": "aGk="}]
+                       * 4_999}), JSON, None),
         (f"gzip {len(inflating) >> 10} KiB -> 1 GiB", "ListStreams", inflating, JSON,
          {"Content-Encoding": "gzip"}),
         ("JSON nested 10,000 deep", "ListStreams", b"[" * 10_000 + b"]" * 10_000, JSON, None),
         ("CBOR nested 10,000 deep", "ListStreams", b"\x81" * 10_000 + b"\x00", CBOR, None),
     ]
+
+
+def many_keys() -> list[Case]:
+    """The most costly JSON body under the value limit: one object of distinct keys."""
+    tags = b",".join(b'"k%d":"v"' % i for i in range(290_000))
+    return [("AddTagsToStream, 290,000 tags (JSON)", "AddTagsToStream",
+             b'{"StreamName":"n","Tags":{' + tags + b"}}", JSON, None)]
 
 
 def hostile_bodies(port: int, pid: int, cases: list[Case], quiet: bool = False) -> None:
@@ -140,8 +158,24 @@ def report(name: str, latencies: list[float]) -> None:
     print(f"{name:<44} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ({len(ordered)} calls)")
 
 
+def loop_beside(port: int, pid: int, cases: list[Case], name: str, seconds: float) -> None:
+    """A normal client's latency while ``cases`` are sent back to back."""
+    latencies: list[float] = []
+    normal = threading.Thread(target=lambda: latencies.extend(normal_latencies(port, seconds)))
+    normal.start()
+    while normal.is_alive():
+        hostile_bodies(port, pid, cases, quiet=True)
+    report(name, latencies)
+    print(f"{'':<44} slowest {max(latencies) * 1000:.1f} ms; server RSS after: "
+          f"{rss_kib(pid) >> 10} MB, peak so far {rss_kib(pid, 'VmHWM') >> 10} MB")
+
+
 def main() -> int:
-    proc, _, port = start_server()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="the checkout whose server is measured (default: this one)")
+    root = parser.parse_args().root.resolve()
+    proc, _, port = start_server(root)
     try:
         call(port, "CreateStream", b'{"StreamName":"n","ShardCount":1}')
         call(port, "CreateStream", b'{"StreamName":"big","ShardCount":1}')
@@ -149,14 +183,10 @@ def main() -> int:
         cases = hostile_cases()
         hostile_bodies(port, proc.pid, cases)
         # The loop time a hostile body takes shows in a normal client's latency meanwhile.
-        latencies: list[float] = []
-        normal = threading.Thread(target=lambda: latencies.extend(normal_latencies(port, 6)))
-        normal.start()
-        while normal.is_alive():
-            hostile_bodies(port, proc.pid, cases, quiet=True)
-        report("normal client, hostile bodies sent in a loop", latencies)
-        print(f"{'':<44} slowest {max(latencies) * 1000:.1f} ms; server RSS after: "
-              f"{rss_kib(proc.pid) >> 10} MB, peak so far {rss_kib(proc.pid, 'VmHWM') >> 10} MB")
+        loop_beside(port, proc.pid, cases, "normal client, hostile bodies sent in a loop", 6)
+        keys = many_keys()
+        hostile_bodies(port, proc.pid, keys)
+        loop_beside(port, proc.pid, keys, "normal client, 290,000-key objects in a loop", 4)
         print()
         report("normal client, idle server", normal_latencies(port, 3))
         slow = []

@@ -38,6 +38,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _timeout(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return value
+
+
 def _account(text: str) -> str:
     if not (len(text) == 12 and text.isdigit()):
         raise argparse.ArgumentTypeError(f"must be 12 digits, got {text!r}")
@@ -127,6 +134,50 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --data-dir: roll a shard's log segment over at N bytes "
         f"(default: {_DEFAULTS.segment_bytes})",
     )
+    guard = parser.add_argument_group("what one client may cost")
+    guard.add_argument(
+        "--max-connections", type=_positive_int, default=_DEFAULTS.max_connections,
+        metavar="N",
+        help="concurrent connections; beyond N a new one gets 503 and is closed "
+        f"(default: {_DEFAULTS.max_connections})",
+    )
+    guard.add_argument(
+        "--idle-timeout", type=_timeout, default=_DEFAULTS.idle_timeout_seconds,
+        metavar="SECONDS",
+        help="close a connection that waits this long for a request or the rest of its "
+        f"headers (default: {_DEFAULTS.idle_timeout_seconds:g})",
+    )
+    guard.add_argument(
+        "--body-timeout", type=_timeout, default=_DEFAULTS.body_timeout_seconds,
+        metavar="SECONDS",
+        help="answer 408 and close when a request body has not arrived within this long "
+        f"(default: {_DEFAULTS.body_timeout_seconds:g})",
+    )
+    guard.add_argument(
+        "--write-timeout", type=_timeout, default=_DEFAULTS.write_timeout_seconds,
+        metavar="SECONDS",
+        help="cut off a client that reads nothing of a large answer for this long "
+        f"(default: {_DEFAULTS.write_timeout_seconds:g})",
+    )
+    guard.add_argument(
+        "--max-answer-bytes", type=_positive_int, default=_DEFAULTS.max_answer_bytes,
+        metavar="N",
+        help="bytes of large answers (GetRecords) in flight across all connections; an "
+        f"answer that finds no room waits (default: {_DEFAULTS.max_answer_bytes})",
+    )
+    guard.add_argument(
+        "--max-body-bytes", type=_positive_int, default=_DEFAULTS.max_body_bytes,
+        metavar="N",
+        help="bytes of large request bodies (over 256 KiB) in flight across all "
+        "connections; a body that finds no room is not read until there is "
+        f"(default: {_DEFAULTS.max_body_bytes})",
+    )
+    guard.add_argument(
+        "--max-request-bytes", type=_positive_int, default=_DEFAULTS.max_request_bytes,
+        metavar="N",
+        help="larger request bodies get a bare 413 without being read "
+        f"(default: {_DEFAULTS.max_request_bytes})",
+    )
     limits = parser.add_argument_group("limits and fault injection")
     limits.add_argument(
         "--limits", choices=("aws", "off"), default=_DEFAULTS.limits,
@@ -185,4 +236,11 @@ def config_from_args(ns: argparse.Namespace) -> ServerConfig:
         seed=ns.seed,
         data_dir=ns.data_dir,
         segment_bytes=ns.segment_bytes,
+        max_connections=ns.max_connections,
+        idle_timeout_seconds=ns.idle_timeout,
+        body_timeout_seconds=ns.body_timeout,
+        write_timeout_seconds=ns.write_timeout,
+        max_answer_bytes=ns.max_answer_bytes,
+        max_body_bytes=ns.max_body_bytes,
+        max_request_bytes=ns.max_request_bytes,
     )

@@ -83,8 +83,13 @@ class ServerConfig:
     """A request body not received within this long gets 408 and its connection closed."""
     write_timeout_seconds: float = 30.0
     """A client that reads nothing of a large answer for this long is cut off."""
-    max_answer_bytes: int = 96 * 1024 * 1024
-    """Large answers (GetRecords) in flight across every connection hold at most this."""
+    max_answer_bytes: int = 64 * 1024 * 1024
+    """Large answers (GetRecords) in flight across every connection hold at most this
+    (five answers of GetRecords' largest, ~13 MB of JSON each)."""
+    max_body_bytes: int = 64 * 1024 * 1024
+    """Large request bodies (over 256 KiB) being read, decoded and answered across every
+    connection hold at most this (by their announced length); one that finds no room
+    is not read until there is. One body may exceed it: it then waits to be alone."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -112,8 +117,9 @@ class ServerConfig:
         for name in ("idle_timeout_seconds", "body_timeout_seconds", "write_timeout_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.max_connections < 1 or self.max_answer_bytes < 1:
-            raise ValueError("max_connections and max_answer_bytes must be >= 1")
+        for name in ("max_connections", "max_answer_bytes", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.segment_bytes < 1:
             raise ValueError(f"segment_bytes must be >= 1, got {self.segment_bytes}")
         if self.iam is not None and not self.require_auth:

@@ -172,6 +172,9 @@ class Action:
     """The published call rate, or ``None`` when this server does not limit it."""
     validates_itself: bool = False
     """The handler gets the parsed body unvalidated (it runs validation when in doubt)."""
+    validated_handler: str | None = None
+    """For an action that validates itself: the method taking a request validated
+    elsewhere (``Engine.validate``)."""
     iam_action: str = field(init=False)
     """The IAM action a policy names to allow or deny the call (``kinesis:PutRecords``)."""
 
@@ -217,11 +220,13 @@ def _write(
     category: EventCategory = EventCategory.MANAGEMENT,
     control_rate: ControlRate | None = None,
     validates_itself: bool = False,
+    validated_handler: str | None = None,
 ) -> Action:
     """An action that changes state, durable before its answer."""
     return Action(
         name, read_only=False, durable=True, category=category, handler=handler,
         input=input, control_rate=control_rate, validates_itself=validates_itself,
+        validated_handler=validated_handler,
     )
 
 
@@ -331,6 +336,7 @@ _TABLE: tuple[Action, ...] = (
     ),
     _write(
         "PutRecords", "records.put_records_raw", category=EventCategory.DATA, validates_itself=True,
+        validated_handler="records.put_records",
         input=structure(
             ("Records", Shape("list", required=True, min=1, max=500, member=structure(
                 ("Data", DATA.req()), ("ExplicitHashKey", HASH_KEY),

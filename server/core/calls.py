@@ -33,6 +33,7 @@ __all__ = [
     "Reply",
     "RequestContext",
     "Result",
+    "Validated",
 ]
 
 
@@ -109,6 +110,18 @@ class EventStream(ABC):
 
     def close(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """The shell has stopped writing (the stream ended, the client left, shutdown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    """A request already validated against its action's shape (``Engine.validate``,
+    which touches no engine state, so a shell may run it on another thread): given to
+    ``Engine.handle`` in place of the parsed body, it is not validated again."""
+
+    action: str
+    """The action whose shape it satisfies."""
+    request: dict[str, Any]
+    """The cleaned request (unknown members and nulls dropped, blobs decoded)."""
 
 
 #: What ``Engine.handle`` returns.

@@ -42,7 +42,14 @@ from operator import attrgetter
 from typing import Any
 
 from server.core.actions import ACTIONS, Action
-from server.core.calls import NO_CONTEXT, EventStream, Reply, RequestContext, Result
+from server.core.calls import (
+    NO_CONTEXT,
+    EventStream,
+    Reply,
+    RequestContext,
+    Result,
+    Validated,
+)
 from server.core.consumers import Consumers
 from server.core.control import ControlPlane
 from server.core.errors import LimitExceededException, UnknownOperationException
@@ -102,11 +109,15 @@ class Engine:
         self.settings = StreamSettings(self.streams)
         self.consumers = Consumers(self.streams, self.records, rng, throughput=throughput)
         self._routes: dict[str, tuple[Action, _Handler, Shape]] = {}
+        #: The handlers of validated requests for actions that validate themselves.
+        self._validated: dict[str, _Handler] = {}
         for action in ACTIONS.values():
             if action.handler is not None:
                 assert action.input is not None, f"{action.name} is answered without a shape"
                 handler: _Handler = attrgetter(action.handler)(self)
                 self._routes[action.name] = (action, handler, action.input)
+                if action.validated_handler is not None:
+                    self._validated[action.name] = attrgetter(action.validated_handler)(self)
 
     @property
     def actions(self) -> frozenset[str]:
@@ -131,17 +142,30 @@ class Engine:
         if route is None:
             raise UnknownOperationException()
         entry, handler, shape = route
-        if entry.validates_itself:
-            result = handler(body, now)
-        else:
-            result = handler(self._admit(action, entry, shape, body, now), now)
+        if type(body) is Validated:
+            assert body.action == action, f"{body.action} request given to {action}"
+            handler = self._validated.get(action, handler)
+        elif entry.validates_itself:
+            return self._reply(handler(body, now))
+        return self._reply(handler(self._admit(action, entry, shape, body, now), now))
+
+    def validate(self, action: str, body: Any) -> Validated:
+        """``body`` validated for ``action`` (both phases), for :meth:`handle`; raises
+        the validation error. It reads no engine state, so it may run on any thread."""
+        route = self._routes.get(action)
+        if route is None:
+            raise UnknownOperationException()
+        return Validated(action, validate_shape(route[2], body))
+
+    @staticmethod
+    def _reply(result: dict[str, Any] | EventStream | None) -> Result:
         if isinstance(result, EventStream):
             return result
         return Reply(result)
 
     def _admit(self, action: str, entry: Action, shape: Shape, body: Any, now: float) -> Any:
         """The validated request, once a control-plane call is within its rate."""
-        request = validate_shape(shape, body)
+        request = body.request if type(body) is Validated else validate_shape(shape, body)
         gate = self.throughput
         if gate is not None and entry.control_plane:
             name: str | None = request.get("StreamName")

@@ -19,7 +19,9 @@ Rules (as the service applies them, in this order):
    ``Value 'v' at 'path' failed to satisfy constraint: rule`` with the camelCase path
    (``records.2.member.partitionKey``). A value is shown truncated to
    :data:`MAX_VALUE_CHARS` characters, and the walk stops at the tenth failure, so the
-   message and the work stay small whatever the body.
+   message and the work stay small whatever the body. A list or map more than ten
+   times over its length limit is reported by its length alone: its items are neither
+   converted nor checked.
 3. Only then the action itself runs (stream lookups, state checks) in the engine.
 
 Shapes are data (``server.core.shapes``), written from the botocore service model; each
@@ -32,6 +34,7 @@ import math
 import re
 from binascii import Error as BinasciiError
 from binascii import a2b_base64
+from itertools import islice
 from typing import Any
 
 from server.core.actions import ACTIONS
@@ -194,6 +197,8 @@ def _coerce(shape: Shape, value: Any) -> Any:
         return [_coerce(shape.member, v) if v is not None else None for v in value]
     if kind == "map":
         assert shape.member is not None
+        if _far_too_long(shape, value):
+            return value  # as for a list: its size alone is the answer
         if any(type(k) is not str for k in value):
             raise SerializationException("Map keys must be strings")
         return {k: _coerce(shape.member, v) for k, v in value.items() if v is not None}
@@ -231,7 +236,7 @@ def _render(shape: Shape, value: Any) -> str:
             items = [_clip(str(v)) for v in shown]
         text = "[" + ", ".join(items) + ("]" if len(shown) == len(value) else ", ...")
     elif shape.kind == "map":
-        shown_items = list(value.items())[: MAX_VALUE_CHARS // 4 + 1]
+        shown_items = list(islice(value.items(), MAX_VALUE_CHARS // 4 + 1))
         text = "{" + ", ".join(f"{_clip(k)}={_clip(str(v))}" for k, v in shown_items) + "}"
     elif shape.kind == "structure":
         text = shape.member_str or _clip(str(value))
@@ -305,6 +310,8 @@ def _check(shape: Shape, value: Any, path: str, errors: list[str]) -> None:
                 if item is not None:
                     _check(member, item, f"{path}.{i}.member", errors)
     elif kind == "map" and shape.key is not None and shape.member is not None:
+        if _far_too_long(shape, value):
+            return
         key, val = shape.key, shape.member
         if any(not _string_ok(key, k) for k in value):
             fail(
@@ -327,10 +334,10 @@ def _check(shape: Shape, value: Any, path: str, errors: list[str]) -> None:
             _check(member, item, prefix + _lower_first(name), errors)
 
 
-def _far_too_long(shape: Shape, value: list[Any]) -> bool:
-    """A list ten times over its length limit (a hostile body of millions of entries):
-    its length is reported and its items are neither coerced nor checked, a cost that
-    would otherwise grow with the body."""
+def _far_too_long(shape: Shape, value: list[Any] | dict[Any, Any]) -> bool:
+    """A list or map ten times over its length limit (a hostile body of millions of
+    entries): its length is reported and its items are neither coerced nor checked, a
+    cost that would otherwise grow with the body."""
     return shape.max is not None and len(value) > 10 * shape.max
 
 

@@ -19,8 +19,10 @@ Request flow (cheapest refusals first, as the service answers them):
    ``InvalidSignatureException``);
 4. the body was parsed as JSON 1.1, or CBOR 1.1 when the ``Content-Type`` says
    ``application/x-amz-cbor-1.1`` (the Java SDKs' default), in which case the answer,
-   errors included, is CBOR too (``codec``); with ``--iam`` the caller's policies are
-   asked (``server.web.access``): ``AccessDeniedException`` for the whole request;
+   errors included, is CBOR too (``codec``); a large body was parsed, and validated, on a
+   worker thread (``server.web.bodies``), its errors raised here or in step 6 as if in
+   turn; with ``--iam`` the caller's policies are asked (``server.web.access``):
+   ``AccessDeniedException`` for the whole request;
 5. fault injection may delay or fail the request here (``dispatch``);
 6. the engine runs the action with ``now`` and a request context (the request id, the
    peer address, the ``User-Agent``); for an action the registry marks ``durable``, the
@@ -69,11 +71,10 @@ from server.core.principals import Principal
 from server.web.access import AccessControl
 from server.web.audit import AuditLog
 from server.web.auth import check_authorization
+from server.web.bodies import Decoder, read_body
 from server.web.codec import (
     CBOR_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
-    decode_cbor_request,
-    decode_request,
     encode_cbor_error,
     encode_cbor_response,
     encode_error,
@@ -89,7 +90,7 @@ from server.web.keys import (
     PRINCIPAL_KEY,
     REQUEST_ID_KEY,
 )
-from server.web.limits import SMALL_ANSWER, AnswerBudget, write_guarded
+from server.web.limits import SMALL_ANSWER, SMALL_BODY, ByteBudget, write_guarded
 from server.web.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from server.web.metrics import ServerMetrics
 from server.web.observe import make_observer
@@ -171,7 +172,7 @@ def _empty_body(request: web.Request, entry: Action | None, *, cbor: bool) -> we
     return _error_response(error, cbor)
 
 
-def _json_1_0_answer(body: bytes) -> web.Response:
+def _json_1_0_answer(body: bytes | bytearray) -> web.Response:
     """What an ``application/json`` request gets: no action runs for it."""
     try:
         parsed = orjson.loads(body)
@@ -245,30 +246,16 @@ def make_app(
     cap = config.max_request_bytes
     body_timeout = config.body_timeout_seconds
     write_timeout = config.write_timeout_seconds
-    answers = AnswerBudget(config.max_answer_bytes)
+    answers = ByteBudget(config.max_answer_bytes)
+    bodies = ByteBudget(config.max_body_bytes)
     require_auth = config.require_auth
     storage = engine.storage
     handle = engine.handle
     implemented = engine.actions
     stopping = asyncio.Event()
+    decoder = Decoder(engine)
     signals = ShardSignals()
     engine.streams.on_shard_change = signals.mark
-
-    async def read_body(request: web.Request) -> bytes | None:
-        """The body, or ``None`` once it is known to exceed the cap (never read whole)."""
-        length = request.content_length
-        if length is not None and length > cap:
-            return None
-        # Chunks joined once, not aiohttp's read() (a growing buffer copied at the end, and
-        # kept on the request object).
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > cap:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         length = request.content_length
@@ -281,9 +268,23 @@ def make_app(
             # The service takes no compressed request bodies: it parses the bytes as sent,
             # which never parse. Refused before reading, so nothing is ever inflated.
             raise SerializationException()
+        size = cap if length is None else length
+        if size <= SMALL_BODY:
+            return await read_and_answer(request)
+        await bodies.reserve(size)  # waiting, the body stays unread in the socket
+        try:
+            return await read_and_answer(request)
+        finally:
+            bodies.release(size)
+
+    async def read_and_answer(request: web.Request) -> web.StreamResponse:
+        """The request read, decoded and answered (its body within the budget)."""
+        content_type = media_type(request.headers.get("Content-Type"))
         try:
             async with asyncio.timeout(body_timeout):
-                body = await read_body(request)
+                body = await read_body(
+                    request, cap, count_json=content_type == JSON_CONTENT_TYPE
+                )
         except TimeoutError:
             log.warning("closing the connection of %s: its body did not arrive", request.remote)
             response = web.Response(status=408, headers={"Connection": "close"})
@@ -294,7 +295,6 @@ def make_app(
             return response
         if body is None:
             return web.Response(status=413)
-        content_type = media_type(request.headers.get("Content-Type"))
         target = request.headers.get("X-Amz-Target", "")
         entry = BY_TARGET.get(target)
         if entry is not None:
@@ -303,16 +303,17 @@ def make_app(
                 request[ACTION_KEY] = entry
             else:
                 entry = None
-        if not body:
+        if not body.size:
             return _empty_body(request, entry, cbor=content_type != JSON_CONTENT_TYPE)
         if content_type not in CONTENT_TYPES:
             if not splits_into_operation(target):
                 return xml_response(ACCESS_DENIED_XML, 403)
             return xml_response(UNKNOWN_OPERATION_XML, 404)
         if content_type == AMZ_JSON_1_0:
-            return _json_1_0_answer(body)
+            return _json_1_0_answer(body.data)
         cbor = content_type == CBOR_CONTENT_TYPE
-        payload = decode_cbor_request(body) if cbor else decode_request(body)
+        decoded = await decoder.decode(body, cbor, None if entry is None else entry.name)
+        payload = decoded.payload
         if not isinstance(payload, dict | list):  # a list is the type checks' to refuse
             raise SerializationException()
         if entry is None:
@@ -325,7 +326,7 @@ def make_app(
             now = clock()
             principal = access.verifier.verify(
                 request.method, request.raw_path, request.headers, request.headers.items(),
-                body, now,
+                bytes(body.data), now,
             )
             request[PRINCIPAL_KEY] = principal
         request[PAYLOAD_KEY] = payload
@@ -351,7 +352,11 @@ def make_app(
         )
         if action == "GetRecords":
             return await answer_records(request, payload, context)
-        result = handle(action, payload, clock(), context=context)
+        checked = decoded.checked
+        if isinstance(checked, KinesisError):
+            raise checked  # validated ahead: refused here, where the engine would refuse it
+        result = handle(action, payload if checked is None else checked, clock(),
+                        context=context)
         if entry.durable:
             await storage.wait_durable()
         signals.flush()  # subscribers see what is durable now
@@ -428,7 +433,11 @@ def make_app(
     async def end_streams(app: web.Application) -> None:
         signals.stop()
 
+    async def end_decoder(app: web.Application) -> None:
+        decoder.close()
+
     app.on_shutdown.append(end_streams)
+    app.on_cleanup.append(end_decoder)
     if metrics is not None:
         app[METRICS_KEY] = metrics
         exposition = metrics.exposition

@@ -28,12 +28,15 @@ from server.core.errors import SerializationException
 __all__ = [
     "CBOR_CONTENT_TYPE",
     "JSON_CONTENT_TYPE",
+    "MAX_JSON_VALUES",
+    "TOO_MANY",
     "decode_cbor_request",
     "decode_request",
     "encode_cbor_error",
     "encode_cbor_response",
     "encode_error",
     "encode_response",
+    "json_values",
 ]
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -71,8 +74,14 @@ def _message_key(code: str) -> str:
     return "Message" if code == "SerializationException" else "message"
 
 
-def decode_request(body: bytes) -> Any:
-    """Parse a request body.
+def json_values(data: bytes | bytearray) -> int:
+    """How many values ``data`` (a JSON body, or any piece of one) may open: its ``{``,
+    ``[`` and ``,`` (in C-speed scans; counted piece by piece as a body arrives)."""
+    return data.count(b"{") + data.count(b"[") + data.count(b",")
+
+
+def decode_request(body: bytes | bytearray, values: int | None = None) -> Any:
+    """Parse a request body; ``values`` is its :func:`json_values` when already counted.
 
     An empty body is refused like unparsable JSON, as the service does (kinesalite's
     recording); SDKs send ``{}`` for actions without input.
@@ -82,9 +91,9 @@ def decode_request(body: bytes) -> Any:
     # Every ``{``, ``[`` and ``,`` of a body may become an object (dozens of bytes each
     # from one byte of input): more than any valid request holds (500 records of a few
     # members; keys, tags and policies quoting such characters) is refused before
-    # parsing, in C-speed scans.
-    if body.count(b"{") + body.count(b"[") + body.count(b",") > MAX_JSON_VALUES:
-        raise SerializationException(_TOO_MANY)
+    # parsing.
+    if (json_values(body) if values is None else values) > MAX_JSON_VALUES:
+        raise SerializationException(TOO_MANY)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -110,7 +119,41 @@ _SEMANTIC = {1: _epoch_millis}
 MAX_JSON_VALUES = 300_000
 #: More CBOR maps than any valid request has (PutRecords: 501): decoding stops there.
 MAX_OBJECTS = 10_000
-_TOO_MANY = "Request body holds too many objects"
+#: More CBOR data items of any kind than any valid request has (PutRecords: about 3,500):
+#: a body holding more is refused before it is decoded.
+MAX_CBOR_ITEMS = 100_000
+#: The message of a body refused for holding more values than any request.
+TOO_MANY = "Request body holds too many objects"
+
+
+def cbor_items_over(body: bytes | bytearray, limit: int) -> bool:
+    """Whether ``body`` holds more than ``limit`` CBOR data items, read from their heads
+    alone (strings are skipped by their lengths): a bomb of millions of one-byte items
+    costs ``limit`` steps to refuse, not a decode. A body that is not well-formed is
+    left to the decoder to refuse."""
+    view = memoryview(body)
+    pos = 0
+    end = len(body)
+    items = 0
+    from_bytes = int.from_bytes
+    while pos < end:
+        items += 1
+        if items > limit:
+            return True
+        head = body[pos]
+        info = head & 0x1F
+        pos += 1
+        if info < 24:
+            argument = info
+        elif info < 28:
+            width = 1 << (info - 24)
+            argument = from_bytes(view[pos : pos + width])
+            pos += width
+        else:  # indefinite lengths and breaks (31), reserved values (28-30)
+            argument = 0
+        if 0x40 <= head < 0x80 and info != 31:  # a byte or text string: its payload
+            pos += argument
+    return False
 
 
 class _TooMany(ValueError):
@@ -137,7 +180,7 @@ def _blobs_as_base64(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def decode_cbor_request(body: bytes) -> Any:
+def decode_cbor_request(body: bytes | bytearray) -> Any:
     """Parse a CBOR body into what :func:`decode_request` gives for the same JSON request.
 
     Values JSON has no form for (undefined, decimals, dates, sets, unknown tags ...) are
@@ -145,6 +188,8 @@ def decode_cbor_request(body: bytes) -> Any:
     """
     if not body:
         raise SerializationException()
+    if cbor_items_over(body, MAX_CBOR_ITEMS):
+        raise SerializationException(TOO_MANY)
     maps = 0
 
     def count_maps(value: Mapping[Any, Any], immutable: bool) -> Mapping[Any, Any]:
@@ -158,7 +203,7 @@ def decode_cbor_request(body: bytes) -> Any:
         parsed = cbor2.loads(body, semantic_decoders=_SEMANTIC, object_hook=count_maps)
     except (cbor2.CBORDecodeError, ValueError, RecursionError, OverflowError):
         if maps > MAX_OBJECTS:
-            raise SerializationException(_TOO_MANY) from None
+            raise SerializationException(TOO_MANY) from None
         raise SerializationException() from None
     return _blobs_as_base64(parsed)
 

@@ -12,11 +12,15 @@ The server is one event loop, so a client must never hold more than its share:
   whose handler waits for a request for that long: no request at all, half a request
   line or headers, or an idle keep-alive.
 * **Bodies.** The body is read under ``body_timeout`` (``dispatch``): a client that
-  stops sending mid-body gets ``408`` and its connection closed.
+  stops sending mid-body gets ``408`` and its connection closed. Bodies larger than
+  :data:`SMALL_BODY` in flight across every connection (being read, decoded and
+  answered) are bounded by a :class:`ByteBudget` of ``max_body_bytes``: a large body
+  that finds no room is not read until there is (it waits in the socket's buffers and
+  the client's), reserving its announced length (a chunked one, the body cap).
 * **Answers.** A large answer (GetRecords' up to 10 MiB of data, ~14 MiB of JSON) is
   written in chunks, each awaiting the transport's drain under ``write_timeout``: a
   client that stops reading is cut off instead of holding the handler, and the bytes of
-  large answers in flight across every connection are bounded by :class:`AnswerBudget`:
+  large answers in flight across every connection are bounded by :class:`ByteBudget`:
   an answer that finds no room drops its bytes, waits for room, and is made afresh from
   the same iterator. Small answers (most, and every normal reader's) never wait.
 """
@@ -32,12 +36,14 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["AnswerBudget", "GuardedSite", "write_guarded"]
+__all__ = ["SMALL_BODY", "ByteBudget", "GuardedSite", "write_guarded"]
 
 log = logging.getLogger("server.web")
 
 #: Answers up to this size are written in one go (the socket buffer takes them).
 SMALL_ANSWER = 256 * 1024
+#: Request bodies up to this size are read without a reservation.
+SMALL_BODY = 256 * 1024
 _CHUNK = 256 * 1024
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/x-amz-json-1.1\r\n"
@@ -47,8 +53,9 @@ _REFUSAL = (
 _LOG_EVERY = 10.0
 
 
-class AnswerBudget:
-    """A byte budget for answers in flight: reservations wait, first come first served.
+class ByteBudget:
+    """A byte budget for bodies or answers in flight: reservations wait, first come
+    first served.
 
     One reservation may be larger than the whole budget; it then waits until it is alone.
     """

@@ -128,12 +128,18 @@ def make_observer(
         # An event stream's call is observed once accepted, before its events (the
         # handler calls this); one-shot answers once answered, below.
         request[ACCEPTED_KEY] = observe_call
-        response = await handler(request)
-        if observed or request.get(ACTION_KEY) is None:
+        try:
+            response = await handler(request)
+            if observed or request.get(ACTION_KEY) is None:
+                return response
+            if request.get(ERROR_KEY) is None and response.status >= 400:
+                return response  # a bare 413: the call was never read, so never made
+            observe_call()
             return response
-        if request.get(ERROR_KEY) is None and response.status >= 400:
-            return response  # a bare 413: the call was never read, so never made
-        observe_call()
-        return response
+        finally:
+            # The closure refers to the request that holds it: a cycle, which would keep
+            # the request and its parsed body (tens of MB for a hostile one) until the
+            # cyclic GC's next full collection.
+            del request[ACCEPTED_KEY]
 
     return observe

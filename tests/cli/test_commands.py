@@ -388,6 +388,16 @@ def test_server_bad_flag_is_one_line(runner: CliRunner) -> None:
     assert_one_line_error(invoke(runner, "server", "--no-such-flag"), "--no-such-flag")
 
 
+def test_server_limit_flags_are_documented_and_checked(runner: CliRunner) -> None:
+    result = invoke(runner, "server", "--help")
+    for flag in ("--max-connections", "--idle-timeout", "--body-timeout", "--write-timeout",
+                 "--max-answer-bytes", "--max-request-bytes", "--max-body-bytes"):
+        assert flag in result.stdout
+    assert_one_line_error(
+        invoke(runner, "server", "--body-timeout", "0"), "must be > 0 seconds, got 0"
+    )
+
+
 def test_top_level_errors(runner: CliRunner) -> None:
     assert_one_line_error(invoke(runner, "nope"), "No such command")
     result = invoke(runner, "--help")

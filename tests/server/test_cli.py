@@ -52,7 +52,9 @@ def test_cli_args_round_trip_and_help() -> None:
         "--host", "--port", "--region", "--account-id", "--shard-limit", "--state-delay",
         "--no-auth", "--data-dir", "--segment-bytes", "--limits", "--limits-scale",
         "--throttle-rate", "--internal-failure-rate", "--error-rate", "--latency-ms", "--seed",
-        "--iam", "--audit-log", "--audit-data-events",
+        "--iam", "--audit-log", "--audit-data-events", "--max-connections", "--idle-timeout",
+        "--body-timeout", "--write-timeout", "--max-answer-bytes", "--max-request-bytes",
+        "--max-body-bytes",
     )
     for flag in flags:
         assert flag in help_text
@@ -62,6 +64,46 @@ def test_cli_args_round_trip_and_help() -> None:
     assert all(a.help for a in options)
     with pytest.raises(SystemExit):
         parser.parse_args(["--account-id", "12"])
+
+
+def test_what_one_client_may_cost_is_set_by_flags() -> None:
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    config = config_from_args(parser.parse_args([
+        "--max-connections", "20", "--idle-timeout", "2.5", "--body-timeout", "3",
+        "--write-timeout", "4", "--max-answer-bytes", "1048576", "--max-request-bytes", "4096",
+        "--max-body-bytes", "2097152",
+    ]))
+    assert (
+        config.max_connections, config.idle_timeout_seconds, config.body_timeout_seconds,
+        config.write_timeout_seconds, config.max_answer_bytes, config.max_request_bytes,
+        config.max_body_bytes,
+    ) == (20, 2.5, 3.0, 4.0, 1 << 20, 4096, 2 << 20)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--max-connections", "0", "must be at least 1, got 0"),
+        ("--max-answer-bytes", "-5", "must be at least 1, got -5"),
+        ("--max-request-bytes", "0", "must be at least 1, got 0"),
+        ("--max-body-bytes", "0", "must be at least 1, got 0"),
+        ("--idle-timeout", "0", "must be > 0 seconds, got 0"),
+        ("--body-timeout", "-1", "must be > 0 seconds, got -1"),
+        ("--write-timeout", "inf", "must be > 0 seconds, got inf"),
+        ("--write-timeout", "soon", "invalid"),
+    ],
+)
+def test_a_bad_limit_flag_is_a_one_line_error(flag: str, value: str, says: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "server", flag, value], cwd=ROOT, capture_output=True,
+        text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("python -m server: error: argument ")
+    assert flag in last
+    assert says in last
 
 
 def test_main_serves_aws_cli_and_stops_on_sigterm(tmp_path: Path) -> None:

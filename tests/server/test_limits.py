@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from server.web.limits import AnswerBudget
+from server.web.limits import ByteBudget
 from tests.server.test_wire import post
 from tests.support import ServerThread
 
@@ -136,7 +136,7 @@ def test_a_client_that_stops_reading_a_large_answer_is_cut_off() -> None:
 
 
 async def test_the_budget_admits_in_order_and_never_beyond_capacity() -> None:
-    budget = AnswerBudget(100)
+    budget = ByteBudget(100)
     assert await budget.reserve(60) == 60
     order: list[str] = []
 
@@ -155,7 +155,7 @@ async def test_the_budget_admits_in_order_and_never_beyond_capacity() -> None:
 
 
 async def test_an_oversized_answer_goes_alone_and_a_cancelled_waiter_gives_way() -> None:
-    budget = AnswerBudget(10)
+    budget = ByteBudget(10)
     await budget.reserve(5)
     big = asyncio.ensure_future(budget.reserve(50))
     small = asyncio.ensure_future(budget.reserve(1))
