@@ -522,8 +522,9 @@ class Producer:
         waiter: asyncio.Future[None] = loop.create_future()
         entry = (size, waiter)
         self._room_waiters.append(entry)
-        # Records may sit in a half-full batch waiting for record_max_buffered_time:
-        # poll the core now so the deadline is set and completions will follow.
+        # Records may sit in a half-full request waiting for record_max_buffered_time:
+        # they leave at the next poll, whose answers free the room.
+        self._core.room_wanted(loop.time())
         self._wakeup.set()
         try:
             await waiter

@@ -211,6 +211,12 @@ class ProducerCore(ShardRouting):
             <= self._max_buffered_bytes
         )
 
+    def room_wanted(self, now: float) -> None:
+        """A put waits for buffer room: what is queued leaves at the next ``poll()``
+        rather than wait for a full request or its buffered-time deadline (the caller
+        cannot add the records that would fill the request until some are completed)."""
+        self._queues.wake(now)
+
     # ------------------------------------------------------------------ add
 
     def add(
@@ -341,12 +347,21 @@ class ProducerCore(ShardRouting):
     def poll(self, now: float) -> Poll:
         """Requests to send now, completions to resolve, and when to call again."""
         queues = self._queues
+        records = self.buffered_records
+        if queues.queued_count and (
+            2 * records > self._max_buffered_records
+            or 2 * (self.buffered_bytes + records * RECORD_OVERHEAD) > self._max_buffered_bytes
+        ):
+            # The budget is over half used: what is queued leaves now, so that answers
+            # free room before puts have to wait for it.
+            queues.eager = True
         # The shell may poll after every put: answer "nothing yet" cheaply.
         if (
             now < queues.next_collect
             and now < self._next_sweep
             and now < self._held_until
             and not queues.full_pending
+            and not queues.eager
             and not self._pending
             and not self._refresh.wanted
         ):
@@ -369,7 +384,7 @@ class ProducerCore(ShardRouting):
             refresh = True
         requests: list[PutRecordsRequest] = []
         if len(queues.in_flight) < queues.max_connections:
-            if now >= queues.next_collect or queues.full_pending:
+            if now >= queues.next_collect or queues.full_pending or queues.eager:
                 # Before the first map (and within FIRST_MAP_WAIT), plain records wait for
                 # it; after a misprediction with preserve_order, everything waits for one.
                 reorder = self._mispredictions.reorder
