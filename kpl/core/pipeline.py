@@ -52,7 +52,6 @@ import math
 import random
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from hashlib import md5
 from typing import Any
 
 from kpl.config import ProducerConfig
@@ -61,6 +60,7 @@ from kpl.core.admission import as_bytes as _as_bytes
 from kpl.core.admission import bad_explicit_hash_key_type as _bad_explicit_hash_key_type
 from kpl.core.admission import bad_partition_key as _bad_partition_key
 from kpl.core.admission import too_large as _too_large
+from kpl.core.bulk import add_many
 from kpl.core.collector import Poll, PutRecordsRequest, Queues, Shard
 from kpl.core.ledger import Ledger
 from kpl.core.metrics import ProducerMetrics
@@ -82,7 +82,7 @@ from kpl.protocol.aggregation import DATA_HEADERS as _DATA_HEADERS
 from kpl.protocol.aggregation import PARTITION_KEY_ENTRY_HEADERS as _KEY_HEADERS
 from kpl.protocol.aggregation import PARTITION_KEY_INDEX_FIELDS as _INDEX_FIELDS
 from kpl.protocol.aggregation import RECORD_HEADERS as _RECORD_HEADERS
-from kpl.protocol.hashing import parse_explicit_hash_key, partition_key_bytes
+from kpl.protocol.hashing import md5, parse_explicit_hash_key, partition_key_bytes
 from kpl.protocol.limits import MAX_PARTITION_KEY_LENGTH
 
 __all__ = [
@@ -250,19 +250,8 @@ class ProducerCore(ShardRouting):
             if cached is None:
                 if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
                     raise _bad_partition_key(partition_key)
-                pk_bytes = partition_key_bytes(partition_key)
-                hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
-                # Also its entry in an aggregate's key table (tag, length, bytes).
-                key_entry = _KEY_HEADERS[len(pk_bytes)] + pk_bytes
-                i = bisect_right(self._starts, hash_key) - 1
-                shard = self._shards[i] if i >= 0 and hash_key <= self._ends[i] else None
-                if self._seq >= self._key_cache_off_until:
-                    if len(self._key_cache) >= KEY_CACHE_SIZE:
-                        self._key_cache_full()
-                    else:
-                        self._key_cache[partition_key] = (pk_bytes, hash_key, key_entry, shard)
-            else:
-                pk_bytes, hash_key, key_entry, shard = cached
+                cached = self._key_entry(partition_key)
+            pk_bytes, hash_key, key_entry, shard = cached
         else:
             if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
                 raise _bad_partition_key(partition_key)
@@ -317,6 +306,40 @@ class ProducerCore(ShardRouting):
                         agg.user_bytes += size
                         return
         self._route((data, partition_key, explicit_hash_key, hash_key, handle, now, seq, size), now)
+
+    def add_many(
+        self,
+        datas: Sequence[bytes],
+        keys: Sequence[str],
+        first_handle: int,
+        now: float,
+        sizes: list[int] | None = None,
+    ) -> None:
+        """Buffer records checked by :func:`~kpl.core.admission.validate_many`, without
+        explicit hash keys: ``datas[i]`` with partition key ``keys[i]`` gets handle
+        ``first_handle + i``. The outcome of ``add()`` for each in turn, with the
+        per-record overhead paid per call (:mod:`kpl.core.bulk`). ``sizes``: each
+        record's data + UTF-8 key bytes, when the caller knows them."""
+        add_many(self, datas, keys, first_handle, now, sizes)
+
+    def _key_entry(self, partition_key: str) -> tuple[bytes, int, bytes, Shard | None]:
+        """A valid partition key's UTF-8 bytes, hash key, key-table entry (tag, length,
+        bytes) and predicted shard; cached for the next records with that key."""
+        pk_bytes = partition_key_bytes(partition_key)
+        hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
+        i = bisect_right(self._starts, hash_key) - 1
+        entry = (
+            pk_bytes,
+            hash_key,
+            _KEY_HEADERS[len(pk_bytes)] + pk_bytes,
+            self._shards[i] if i >= 0 and hash_key <= self._ends[i] else None,
+        )
+        if self._seq >= self._key_cache_off_until:
+            if len(self._key_cache) >= KEY_CACHE_SIZE:
+                self._key_cache_full()
+            else:
+                self._key_cache[partition_key] = entry
+        return entry
 
     def _key_cache_full(self) -> None:
         """Empty the full key cache; pause it while keys hardly repeat.
