@@ -95,6 +95,20 @@ def test_bulk_and_one_by_one_send_the_same_bytes_and_results(
     assert bulk.core.buffered_records == bulk.core.buffered_bytes == 0
 
 
+def test_a_key_table_past_the_precomputed_index_fields_is_the_same_too() -> None:
+    # Over 2**14 distinct keys in one aggregate: key indexes need three-byte varints.
+    config = ProducerConfig(aggregation_max_size=1_000_000)
+    records = [(b"v", f"key-{i}") for i in range(20_000)]
+    one, bulk = Harness(config=config, shards=even_shards(1)), Harness(
+        config=config, shards=even_shards(1))
+    feed(one, records, bulk=False, chunk=5000)
+    feed(bulk, records, bulk=True, chunk=5000)
+    assert held(bulk) == held(one)
+    assert max(len(agg[1]) for agg in held(bulk)[:-1]) > 2**14  # type: ignore[index]
+    assert drained(bulk) == drained(one)
+    assert bulk.outcomes == one.outcomes
+
+
 def test_bulk_records_land_where_their_keys_belong_with_their_sizes_given() -> None:
     h = Harness()
     records = [(b"%05d" % i, f"k{i % 13}") for i in range(2000)]
