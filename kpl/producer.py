@@ -450,9 +450,7 @@ class Producer:
                 self._add_many(batch, datas, keys, hash_keys, sizes, 0, n)
                 added = n
             else:
-                charged = sizes if sizes is not None else [
-                    nbytes(data) + len(key) for data, key in zip(datas, keys, strict=True)
-                ]
+                charged = sizes or [nbytes(d) + len(k) for d, k in zip(datas, keys, strict=True)]
                 while added < n:
                     if self._room_waiters or not core.has_room(
                         charged[added], self._admitted, self._admitted_bytes
@@ -497,8 +495,7 @@ class Producer:
         lo: int,
         hi: int,
     ) -> None:
-        """Hand records ``lo`` to ``hi`` of a checked call to the core (``sizes``: each
-        record's data + key bytes, when validate_many() knew them)."""
+        """Hand records ``lo`` to ``hi`` of a checked call (and their sizes) to the core."""
         if lo or hi < len(datas):
             datas, keys = datas[lo:hi], keys[lo:hi]
             hash_keys = hash_keys[lo:hi] if hash_keys is not None else None
