@@ -529,7 +529,7 @@ class Producer:
         self._room_waiters.append(entry)
         # Records may sit in a half-full request waiting for record_max_buffered_time:
         # they leave at the next poll, whose answers free the room.
-        self._core.room_wanted(loop.time())
+        self._core.room_wanted()
         self._wakeup.set()
         try:
             await waiter

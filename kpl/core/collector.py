@@ -13,11 +13,11 @@ the requests in flight, and when collecting may send more (``next_collect``).
 1. seal aggregates older than ``record_max_buffered_time`` (and, when a request leaves
    anyway, those due within half of it: fewer, fuller requests);
 2. when something is due (a buffered-time deadline passed, a retry's backoff ended,
-   ``flush()``, a put waiting for buffer room), every sendable Kinesis record goes out;
-   otherwise only full PutRecords requests (``collection_max_count`` entries or
-   ``collection_max_size``) leave, or, while the buffer budget is over half used
-   (``eager``), whatever is queued, so that the service works on earlier records while
-   the caller adds more;
+   ``flush()``), every sendable Kinesis record goes out; otherwise only full PutRecords
+   requests (``collection_max_count`` entries or ``collection_max_size``) leave, or,
+   while the buffer budget is over half used or a put waits for room (``eager``),
+   whatever is queued, so that the service works on earlier records while the caller
+   adds more;
 3. shards are visited round-robin; each record takes tokens from its shard's
    :class:`~kpl.core.ratelimit.ShardLimiter` first; at most ``max_connections``
    requests are in flight;
@@ -211,8 +211,8 @@ class Queues:
         self.blocked = False
         #: flush(): everything queued is due.
         self.force = False
-        #: The buffer budget is over half used: queued records leave at the next
-        #: collection without waiting for a full request.
+        #: The buffer budget is over half used, or a put waits for room: queued
+        #: records leave at the next collection without waiting for a full request.
         self.eager = False
         self.in_flight: dict[int, PutRecordsRequest] = {}
         self.request_ids = 0

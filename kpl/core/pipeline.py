@@ -199,11 +199,14 @@ class ProducerCore(ShardRouting):
             <= self._max_buffered_bytes
         )
 
-    def room_wanted(self, now: float) -> None:
-        """A put waits for buffer room: what is queued leaves at the next ``poll()``
-        rather than wait for a full request or its buffered-time deadline (the caller
-        cannot add the records that would fill the request until some are completed)."""
-        self._queues.wake(now)
+    def room_wanted(self) -> None:
+        """A put waits for buffer room: the Kinesis records queued leave at the next
+        ``poll()`` rather than wait for a full request (the caller cannot add the records
+        that would fill it until some are completed). Open aggregates keep filling until
+        their buffered-time deadline, as always: sealing them early would make more,
+        smaller Kinesis records exactly when the shards' rates hold records back."""
+        if self._queues.queued_count:
+            self._queues.eager = True
 
     # ------------------------------------------------------------------ add
 

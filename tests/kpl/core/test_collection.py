@@ -234,5 +234,19 @@ def test_a_put_waiting_for_room_sends_what_is_queued() -> None:
     assert not poll.requests
     assert poll.deadline == pytest.approx(0.1)
     h.now = 0.01
-    h.core.room_wanted(h.now)
+    h.core.room_wanted()
     assert sum(r.record_count for r in h.poll().requests) == 10
+
+
+def test_a_put_waiting_for_room_does_not_seal_open_aggregates_early() -> None:
+    h = Harness()
+    for i in range(10):
+        h.put(key=f"k{i}")
+    assert not h.poll().requests
+    h.now = 0.01
+    h.core.room_wanted()
+    poll = h.poll()
+    assert not poll.requests  # still filling: they leave at their buffered-time deadline
+    assert poll.deadline == pytest.approx(0.1)
+    h.now = 0.1
+    assert sum(r.user_record_count for r in h.poll().requests) == 10
