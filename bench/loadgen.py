@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.producer_e2e import free_port  # noqa: E402
+from bench.producer_setup import free_port  # noqa: E402
 
 SHARDS = 8
 KEYS = 1000

@@ -25,53 +25,22 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# Run as a script, this file's own directory is first on sys.path: the shared set-up is
+# found there, without putting this checkout's kpl ahead of the --tree checkout's.
+from producer_setup import KEYS, RECORD_SIZE, partition_keys, server_with_limits
+from producer_setup import create_stream as _create_stream
+
 ROOT = Path(__file__).resolve().parent.parent
+
 THROTTLED = "ProvisionedThroughputExceededException"
-KEYS = 10_000
-RECORD_SIZE = 100
 SHARDS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@contextmanager
-def server_process() -> Iterator[str]:
-    """The bundled server in its own process, with the service's per-shard limits."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "server", "--port", str(port), "--host", "127.0.0.1",
-         "--state-delay", "0"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(5)
 
 
 def child(url: str, stream: str, seconds: float) -> None:
@@ -80,7 +49,7 @@ def child(url: str, stream: str, seconds: float) -> None:
     from kpl import run as kpl_run
 
     async def main() -> dict[str, Any]:
-        keys = [f"user-{i:07d}" for i in range(KEYS)]
+        keys = partition_keys()
         body = b"x" * (RECORD_SIZE - 8)
         throttled = failed = 0
         pending: deque[asyncio.Future[RecordResult]] = deque()
@@ -123,12 +92,7 @@ def child(url: str, stream: str, seconds: float) -> None:
 
 
 async def create_stream(url: str, name: str) -> None:
-    from kpl import KinesisClient
-
-    async with KinesisClient(url, region="us-east-1") as client:
-        await client.create_stream(name, SHARDS)
-        async with asyncio.timeout(30):
-            await client.wait_for_active(name, interval=0.05)
+    await _create_stream(url, name, SHARDS)
 
 
 def measure(
@@ -164,8 +128,8 @@ def main() -> None:
         url, stream, seconds = args.child
         child(url, stream, float(seconds))
         return
-    sys.path.insert(0, str(ROOT))
-    with server_process() as url:
+    sys.path.insert(0, str(ROOT))  # the parent's own client (create_stream) uses this kpl
+    with server_with_limits() as url:
         runs = measure(url, "adaptive", args.producers, args.seconds, args.tree.resolve())
     print(f"{args.producers} producer(s) x {args.seconds:.0f} s on a {SHARDS}-shard stream, real "
           f"limits, {RECORD_SIZE} B records, kpl from {args.tree}")

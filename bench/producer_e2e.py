@@ -46,8 +46,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 from hashlib import md5
 from itertools import count, repeat
@@ -57,14 +56,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.producer_core import bare_loop  # noqa: E402
-from kpl import KinesisClient, Producer, ProducerConfig, RecordResult, deaggregate  # noqa: E402
+from bench.producer_setup import KEYS, RECORD_SIZE, workload  # noqa: E402
+from bench.producer_setup import create_stream as _create_stream  # noqa: E402
+
+# server_process is also what bench/consumer.py runs its server with.
+from bench.producer_setup import server_without_limits as server_process  # noqa: E402
+from kpl import Producer, ProducerConfig, RecordResult, deaggregate  # noqa: E402
 from kpl import run as kpl_run  # noqa: E402
 from kpl.protocol.aggregation import DIGEST_SIZE, MAGIC, encode_varint  # noqa: E402
 from kpl.protocol.hashing import HASH_KEY_SPACE  # noqa: E402
 
 SHARDS = 8
-KEYS = 10_000
-RECORD_SIZE = 100
 #: Records per put_many() call on the "many" side.
 CHUNK = 1_000
 # Protobuf field headers for side (d): a sub-record's (or its data's) tag and length, its
@@ -74,58 +76,8 @@ _INDEX_FIELD = [b"\x08" + encode_varint(n) for n in range(0x4000)]
 _KEY_FIELD = [b"\x0a" + encode_varint(n) for n in range(1025)]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@contextmanager
-def server_process() -> Iterator[str]:
-    """The bundled server in its own process, limits off when the flag exists."""
-    port = free_port()
-    help_text = subprocess.run(
-        [sys.executable, "-m", "server", "--help"], cwd=ROOT, capture_output=True, text=True
-    ).stdout
-    args = [sys.executable, "-m", "server", "--port", str(port), "--host", "127.0.0.1"]
-    if "--no-limits" in help_text:
-        args.append("--no-limits")
-    elif "--limits" in help_text:
-        args += ["--limits", "off"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode() if proc.stderr else ""
-                    raise RuntimeError(f"server did not start: {err}") from None
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def workload(count: int, key_count: int = KEYS) -> list[tuple[str, bytes]]:
-    keys = [f"user-{i:07d}" for i in range(key_count)]
-    body = b"x" * (RECORD_SIZE - 8)
-    return [(keys[i % key_count], b"%08d" % i + body) for i in range(count)]
-
-
 async def create_stream(url: str, name: str) -> None:
-    async with KinesisClient(url, region="us-east-1") as client:
-        await client.create_stream(name, SHARDS)
-        async with asyncio.timeout(30):
-            await client.wait_for_active(name)
+    await _create_stream(url, name, SHARDS)
 
 
 async def ours(url: str, records: list[tuple[str, bytes]], stream: str) -> tuple[float, float]:

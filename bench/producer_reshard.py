@@ -25,13 +25,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.producer_adaptive import server_process  # noqa: E402
+from bench.producer_setup import (  # noqa: E402
+    KEYS,
+    RECORD_SIZE,
+    partition_keys,
+    server_with_limits,
+)
 from kpl import KinesisClient, Producer, ProducerConfig, RecordResult, deaggregate  # noqa: E402
 from kpl.protocol.hashing import hash_key_for  # noqa: E402
 
 SHARDS = 4
-KEYS = 10_000
-RECORD_SIZE = 100
 
 
 async def reshard(client: KinesisClient, name: str, step: str) -> None:
@@ -69,7 +72,7 @@ async def one_run(url: str, name: str, count: int, with_reshard: bool) -> dict[s
         await client.create_stream(name, SHARDS)
         async with asyncio.timeout(30):
             await client.wait_for_active(name, interval=0.05)
-        keys = [f"user-{i:07d}" for i in range(KEYS)]
+        keys = partition_keys()
         body = b"x" * (RECORD_SIZE - 8)
         steps: list[asyncio.Task[None]] = []
         config = ProducerConfig()
@@ -112,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=40_000)
     args = parser.parse_args()
-    with server_process() as url:
+    with server_with_limits() as url:
         runs = {
             "no reshard": asyncio.run(one_run(url, "plain-run", args.records, False)),
             "split + merge": asyncio.run(one_run(url, "reshard-run", args.records, True)),

@@ -403,7 +403,7 @@ class Producer:
         :class:`~kpl.errors.BufferFull`; see :meth:`put_many`."""
         if self._state != "running":
             self.start()
-        datas, keys, hash_keys, size = validate_many(
+        datas, keys, hash_keys, size, sizes = validate_many(
             as_sequence(records), self._core.max_record_size
         )
         if self._room_waiters or not self._fits(len(datas), size):
@@ -411,7 +411,7 @@ class Producer:
                              f"{self._core.buffered_records} records / "
                              f"{self._core.buffered_bytes} bytes buffered")
         batch = self._open_batch(len(datas))
-        self._add_many(batch, datas, keys, hash_keys, 0, len(datas))
+        self._add_many(batch, datas, keys, hash_keys, sizes, 0, len(datas))
         self._batches.finish_adding(batch, len(datas))
         return batch._future
 
@@ -435,36 +435,36 @@ class Producer:
         records = as_sequence(records)
         core = self._core
         try:
-            datas, keys, hash_keys, size = validate_many(records, core.max_record_size)
+            datas, keys, hash_keys, size, sizes = validate_many(records, core.max_record_size)
         except RecordTooLarge:
             if not self._limits_pending():
                 raise
             # The stream may take larger records: ask it first.
             await asyncio.wait({self._sender.stream_limits})  # type: ignore[union-attr]
-            datas, keys, hash_keys, size = validate_many(records, core.max_record_size)
+            datas, keys, hash_keys, size, sizes = validate_many(records, core.max_record_size)
         n = len(datas)
         batch = self._open_batch(n)
         added = 0
         try:
             if not self._room_waiters and self._fits(n, size):
-                self._add_many(batch, datas, keys, hash_keys, 0, n)
+                self._add_many(batch, datas, keys, hash_keys, sizes, 0, n)
                 added = n
             else:
-                sizes = [nbytes(data) + len(key) for data, key in zip(datas, keys, strict=True)]
+                charged = sizes or [nbytes(d) + len(k) for d, k in zip(datas, keys, strict=True)]
                 while added < n:
                     if self._room_waiters or not core.has_room(
-                        sizes[added], self._admitted, self._admitted_bytes
+                        charged[added], self._admitted, self._admitted_bytes
                     ):
-                        await self._wait_for_room(sizes[added])
+                        await self._wait_for_room(charged[added])
                     # As many of the following records as fit now, with the first.
                     end = added + 1
-                    tally = sizes[added]
+                    tally = charged[added]
                     while end < n and core.has_room(
-                        sizes[end], self._admitted + end - added, self._admitted_bytes + tally
+                        charged[end], self._admitted + end - added, self._admitted_bytes + tally
                     ):
-                        tally += sizes[end]
+                        tally += charged[end]
                         end += 1
-                    self._add_many(batch, datas, keys, hash_keys, added, end)
+                    self._add_many(batch, datas, keys, hash_keys, sizes, added, end)
                     added = end
         finally:
             self._batches.finish_adding(batch, added)
@@ -491,17 +491,22 @@ class Producer:
         datas: list[Any],
         keys: list[Any],
         hash_keys: list[Any] | None,
+        sizes: list[int] | None,
         lo: int,
         hi: int,
     ) -> None:
-        """Hand records ``lo`` to ``hi`` of a checked call to the core (a C-driven loop)."""
+        """Hand records ``lo`` to ``hi`` of a checked call (and their sizes) to the core."""
         if lo or hi < len(datas):
             datas, keys = datas[lo:hi], keys[lo:hi]
             hash_keys = hash_keys[lo:hi] if hash_keys is not None else None
-        deque(map(
-            self._core.add, datas, keys, repeat(None) if hash_keys is None else hash_keys,
-            range(batch.start + lo, batch.start + hi), repeat(self._time()),
-        ), 0)
+            sizes = sizes[lo:hi] if sizes is not None else None
+        if hash_keys is None:
+            self._core.add_many(datas, keys, batch.start + lo, self._time(), sizes)
+        else:
+            deque(map(
+                self._core.add, datas, keys, hash_keys,
+                range(batch.start + lo, batch.start + hi), repeat(self._time()),
+            ), 0)
         sender = self._sender
         if sender is not None and not sender.woken:
             sender.wake()
@@ -522,8 +527,9 @@ class Producer:
         waiter: asyncio.Future[None] = loop.create_future()
         entry = (size, waiter)
         self._room_waiters.append(entry)
-        # Records may sit in a half-full batch waiting for record_max_buffered_time:
-        # poll the core now so the deadline is set and completions will follow.
+        # Records may sit in a half-full request waiting for record_max_buffered_time:
+        # they leave at the next poll, whose answers free the room.
+        self._core.room_wanted()
         self._wakeup.set()
         try:
             await waiter

@@ -22,8 +22,8 @@ The buffer budget charges each outstanding record its data, its key and
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import add
-from typing import Any
+from operator import add, itemgetter
+from typing import Any, cast
 
 from kpl.config import ProducerConfig
 from kpl.errors import InvalidPartitionKey, RecordTooLarge
@@ -148,21 +148,24 @@ def limits_for_stream(config: ProducerConfig, stream_max_record_size: int) -> tu
 
 
 _SHAPES = frozenset((tuple, list))
+_first = itemgetter(0)
+_second = itemgetter(1)
 _BYTES = {bytes}
 _STR = {str}
 
 
 def validate_many(
     records: Sequence[object], max_record_size: int
-) -> tuple[list[Any], list[Any], list[Any] | None, int]:
+) -> tuple[list[Any], list[Any], list[Any] | None, int, list[int] | None]:
     """Check every record of a bulk put; return its columns and its budget size.
 
     Each record is ``(data, partition_key)`` or ``(data, partition_key,
     explicit_hash_key)``; the first bad one raises what :func:`validate` raises for it
     (a malformed entry raises ``TypeError``), so a refused call buffers nothing. Returns
     the data, the partition keys, the explicit hash keys (``None`` when no record has
-    one) and the sum of ``nbytes(data) + len(partition_key)``, the size the buffer
-    budget is asked about.
+    one), the sum of ``nbytes(data) + len(partition_key)`` (the size the buffer budget
+    is asked about) and, when every record is plain bytes with an ASCII key, each
+    record's data + key bytes (else ``None``).
     """
     if (
         records
@@ -171,18 +174,22 @@ def validate_many(
     ):
         # The common case, each rule checked over the whole call by C-driven loops (an
         # ASCII key has UTF-8 bytes, as many as it has characters); when one fails, the
-        # loop below finds the record and raises its error.
-        datas_, keys_ = zip(*records, strict=True)
+        # loop below finds the record and raises its error. The columns are taken by
+        # itemgetter, not zip(*records), which makes an iterator per record: enough
+        # short-lived objects for a young garbage collection on every call.
+        shaped = cast(Sequence[Sequence[Any]], records)
+        datas_ = list(map(_first, shaped))
+        keys_ = list(map(_second, shaped))
         if (
             set(map(type, datas_)) == _BYTES
             and set(map(type, keys_)) == _STR
-            and min(map(len, keys_)) > 0
-            and max(map(len, keys_)) <= MAX_PARTITION_KEY_LENGTH
             and all(map(str.isascii, keys_))
         ):
-            sizes = list(map(add, map(len, datas_), map(len, keys_)))
-            if max(sizes) <= max_record_size:
-                return list(datas_), list(keys_), None, sum(sizes)
+            key_lengths = list(map(len, keys_))
+            if min(key_lengths) > 0 and max(key_lengths) <= MAX_PARTITION_KEY_LENGTH:
+                sizes = list(map(add, map(len, datas_), key_lengths))
+                if max(sizes) <= max_record_size:
+                    return datas_, keys_, None, sum(sizes), sizes
     datas: list[Any] = []
     keys: list[Any] = []
     hash_keys: list[Any] | None = None
@@ -224,4 +231,4 @@ def validate_many(
         keys.append(key)
         if hash_keys is not None:
             hash_keys.append(None)
-    return datas, keys, hash_keys, total
+    return datas, keys, hash_keys, total, None

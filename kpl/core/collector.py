@@ -14,7 +14,10 @@ the requests in flight, and when collecting may send more (``next_collect``).
    anyway, those due within half of it: fewer, fuller requests);
 2. when something is due (a buffered-time deadline passed, a retry's backoff ended,
    ``flush()``), every sendable Kinesis record goes out; otherwise only full PutRecords
-   requests (``collection_max_count`` entries or ``collection_max_size``) leave;
+   requests (``collection_max_count`` entries or ``collection_max_size``) leave, or,
+   while the buffer budget is over half used or a put waits for room (``eager``),
+   whatever is queued, so that the service works on earlier records while the caller
+   adds more;
 3. shards are visited round-robin; each record takes tokens from its shard's
    :class:`~kpl.core.ratelimit.ShardLimiter` first; at most ``max_connections``
    requests are in flight;
@@ -160,6 +163,7 @@ class Queues:
 
     __slots__ = (
         "blocked",
+        "eager",
         "force",
         "full_pending",
         "in_flight",
@@ -207,6 +211,9 @@ class Queues:
         self.blocked = False
         #: flush(): everything queued is due.
         self.force = False
+        #: The buffer budget is over half used, or a put waits for room: queued
+        #: records leave at the next collection without waiting for a full request.
+        self.eager = False
         self.in_flight: dict[int, PutRecordsRequest] = {}
         self.request_ids = 0
         self.rr = 0  # round-robin start of collection
@@ -335,7 +342,8 @@ class Queues:
         for shard in shards:
             if shard.agg is not None and shard.agg_deadline <= horizon:
                 self.seal(shard)
-        self.force = False
+        eager = self.eager
+        self.force = self.eager = False
         self.full_pending = False
         slots = self.max_connections - len(self.in_flight)
         collector = Collector(self.max_count, self.max_size)
@@ -399,7 +407,7 @@ class Queues:
             if slots == 0:
                 break
         if batch:
-            if due or collector.full():
+            if due or eager or collector.full():
                 batches.append(batch)
             else:
                 # Neither due nor full: put the records back and wait for more.

@@ -50,9 +50,7 @@ from __future__ import annotations
 
 import math
 import random
-from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from hashlib import md5
 from typing import Any
 
 from kpl.config import ProducerConfig
@@ -61,7 +59,8 @@ from kpl.core.admission import as_bytes as _as_bytes
 from kpl.core.admission import bad_explicit_hash_key_type as _bad_explicit_hash_key_type
 from kpl.core.admission import bad_partition_key as _bad_partition_key
 from kpl.core.admission import too_large as _too_large
-from kpl.core.collector import Poll, PutRecordsRequest, Queues, Shard
+from kpl.core.bulk import add_many
+from kpl.core.collector import Poll, PutRecordsRequest, Queues
 from kpl.core.ledger import Ledger
 from kpl.core.metrics import ProducerMetrics
 from kpl.core.mispredict import Mispredictions
@@ -79,7 +78,6 @@ from kpl.core.retry import Action, Backoff, action_for_error, classify
 from kpl.core.routing import ShardRouting
 from kpl.errors import KinesisError, ProducerClosed
 from kpl.protocol.aggregation import DATA_HEADERS as _DATA_HEADERS
-from kpl.protocol.aggregation import PARTITION_KEY_ENTRY_HEADERS as _KEY_HEADERS
 from kpl.protocol.aggregation import PARTITION_KEY_INDEX_FIELDS as _INDEX_FIELDS
 from kpl.protocol.aggregation import RECORD_HEADERS as _RECORD_HEADERS
 from kpl.protocol.hashing import parse_explicit_hash_key, partition_key_bytes
@@ -102,9 +100,6 @@ __all__ = [
 #: Longest that records put before the first shard map wait for it (seconds from the
 #: first ListShards): then, or as soon as that call fails, they are sent unaggregated.
 FIRST_MAP_WAIT = 1.0
-#: Most partition keys whose bytes and hash key are remembered (the cache is emptied
-#: when full: a workload of endless distinct keys pays one dict insert per record).
-KEY_CACHE_SIZE = 16_384
 #: How often buffered records are checked against ``record_ttl`` (at most).
 _SWEEP_INTERVAL = 0.5
 #: Error code for a PutRecords answer that does not match its request.
@@ -113,7 +108,6 @@ _MALFORMED = "MalformedResponse"
 _THROTTLED = "ProvisionedThroughputExceededException"
 
 _INF = math.inf
-_from_bytes = int.from_bytes
 _new_result = tuple.__new__
 
 
@@ -140,12 +134,6 @@ class ProducerCore(ShardRouting):
         self._max_buffered_bytes = config.max_buffered_bytes
         # The largest record accepted: the config's, until set_stream_limits().
         self._max_record_size = config.max_record_size
-        # partition key -> (UTF-8 bytes, hash key, key-table entry, predicted shard or
-        # None). The shard is the current map's: set_shard_map() empties the cache.
-        self._key_cache: dict[str, tuple[bytes, int, bytes, Shard | None]] = {}
-        self._key_cache_since = 0  # _seq when the cache was last emptied
-        self._key_cache_off_until = 0  # paused (keys hardly repeat) until this _seq
-        self._seq = 0
         #: User records held by the core (buffered, queued or in flight): plain
         #: attributes rather than properties, since the shell reads them on every put.
         self.buffered_records = 0
@@ -211,6 +199,15 @@ class ProducerCore(ShardRouting):
             <= self._max_buffered_bytes
         )
 
+    def room_wanted(self) -> None:
+        """A put waits for buffer room: the Kinesis records queued leave at the next
+        ``poll()`` rather than wait for a full request (the caller cannot add the records
+        that would fill it until some are completed). Open aggregates keep filling until
+        their buffered-time deadline, as always: sealing them early would make more,
+        smaller Kinesis records exactly when the shards' rates hold records back."""
+        if self._queues.queued_count:
+            self._queues.eager = True
+
     # ------------------------------------------------------------------ add
 
     def add(
@@ -244,19 +241,8 @@ class ProducerCore(ShardRouting):
             if cached is None:
                 if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
                     raise _bad_partition_key(partition_key)
-                pk_bytes = partition_key_bytes(partition_key)
-                hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
-                # Also its entry in an aggregate's key table (tag, length, bytes).
-                key_entry = _KEY_HEADERS[len(pk_bytes)] + pk_bytes
-                i = bisect_right(self._starts, hash_key) - 1
-                shard = self._shards[i] if i >= 0 and hash_key <= self._ends[i] else None
-                if self._seq >= self._key_cache_off_until:
-                    if len(self._key_cache) >= KEY_CACHE_SIZE:
-                        self._key_cache_full()
-                    else:
-                        self._key_cache[partition_key] = (pk_bytes, hash_key, key_entry, shard)
-            else:
-                pk_bytes, hash_key, key_entry, shard = cached
+                cached = self._key_entry(partition_key)
+            pk_bytes, hash_key, key_entry, shard = cached
         else:
             if not partition_key or len(partition_key) > MAX_PARTITION_KEY_LENGTH:
                 raise _bad_partition_key(partition_key)
@@ -312,19 +298,20 @@ class ProducerCore(ShardRouting):
                         return
         self._route((data, partition_key, explicit_hash_key, hash_key, handle, now, seq, size), now)
 
-    def _key_cache_full(self) -> None:
-        """Empty the full key cache; pause it while keys hardly repeat.
-
-        The cache filled after ``_seq - _key_cache_since`` records, KEY_CACHE_SIZE of
-        them misses: under half of them hits means mostly distinct keys, where caching
-        costs more than it saves, so it pauses for four times its size in records.
-        """
-        records = self._seq - self._key_cache_since
-        self._key_cache.clear()
-        if records < 2 * KEY_CACHE_SIZE:
-            self._key_cache_off_until = self._key_cache_since = self._seq + 4 * KEY_CACHE_SIZE
-        else:
-            self._key_cache_since = self._seq
+    def add_many(
+        self,
+        datas: Sequence[bytes],
+        keys: Sequence[str],
+        first_handle: int,
+        now: float,
+        sizes: list[int] | None = None,
+    ) -> None:
+        """Buffer records checked by :func:`~kpl.core.admission.validate_many`, without
+        explicit hash keys: ``datas[i]`` with partition key ``keys[i]`` gets handle
+        ``first_handle + i``. The outcome of ``add()`` for each in turn, with the
+        per-record overhead paid per call (:mod:`kpl.core.bulk`). ``sizes``: each
+        record's data + UTF-8 key bytes, when the caller knows them."""
+        add_many(self, datas, keys, first_handle, now, sizes)
 
     # ------------------------------------------------------------------ flush / poll
 
@@ -341,12 +328,21 @@ class ProducerCore(ShardRouting):
     def poll(self, now: float) -> Poll:
         """Requests to send now, completions to resolve, and when to call again."""
         queues = self._queues
+        records = self.buffered_records
+        if queues.queued_count and (
+            2 * records > self._max_buffered_records
+            or 2 * (self.buffered_bytes + records * RECORD_OVERHEAD) > self._max_buffered_bytes
+        ):
+            # The budget is over half used: what is queued leaves now, so that answers
+            # free room before puts have to wait for it.
+            queues.eager = True
         # The shell may poll after every put: answer "nothing yet" cheaply.
         if (
             now < queues.next_collect
             and now < self._next_sweep
             and now < self._held_until
             and not queues.full_pending
+            and not queues.eager
             and not self._pending
             and not self._refresh.wanted
         ):
@@ -369,7 +365,7 @@ class ProducerCore(ShardRouting):
             refresh = True
         requests: list[PutRecordsRequest] = []
         if len(queues.in_flight) < queues.max_connections:
-            if now >= queues.next_collect or queues.full_pending:
+            if now >= queues.next_collect or queues.full_pending or queues.eager:
                 # Before the first map (and within FIRST_MAP_WAIT), plain records wait for
                 # it; after a misprediction with preserve_order, everything waits for one.
                 reorder = self._mispredictions.reorder

@@ -22,10 +22,12 @@ reshard, a misprediction) decode them from the aggregate (:func:`records_of`).
 from __future__ import annotations
 
 from array import array
-from base64 import b64decode, b64encode
+from base64 import b64decode
 from collections.abc import Sequence
 from hashlib import md5
 from typing import TYPE_CHECKING, Final
+
+from pybase64 import b64encode_as_string
 
 from kpl.core.aggregator import Aggregator
 from kpl.protocol.aggregation import decode as decode_aggregated
@@ -229,7 +231,7 @@ class KRecord:
 
 def _aggregated_entry(data: bytes, hash_key: int) -> dict[str, str]:
     return {
-        "Data": b64encode(data).decode(),
+        "Data": b64encode_as_string(data),
         "PartitionKey": AGGREGATED_PARTITION_KEY,
         "ExplicitHashKey": str(hash_key),
     }
@@ -237,7 +239,7 @@ def _aggregated_entry(data: bytes, hash_key: int) -> dict[str, str]:
 
 def plain_krecord(record: UserRecord, shard: Shard, deadline: float) -> KRecord:
     """``record`` alone, as its own Kinesis record (not wrapped)."""
-    entry = {"Data": b64encode(record[DATA]).decode(), "PartitionKey": record[PK]}
+    entry = {"Data": b64encode_as_string(record[DATA]), "PartitionKey": record[PK]}
     if record[EHK] is not None:
         entry["ExplicitHashKey"] = record[EHK]
     return KRecord.of([record], entry, record[SIZE], shard, deadline, False)

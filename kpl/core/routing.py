@@ -26,6 +26,10 @@ queues and token buckets) and drains the others, whose records are routed again 
 put() order. Shards are replaced, never edited, so a Kinesis record built for a replaced
 shard (``stale``) is routed afresh when it has to be retried.
 
+Partition keys repeat (users, devices, sessions): a bounded cache keeps each valid key's
+UTF-8 bytes, MD5 hash key, key-table entry and predicted shard for the current map, so
+that most records cost a dict hit instead of an MD5 and a binary search.
+
 ``ProducerCore`` derives from this class: its ``add()`` fast path reads the same
 attributes (``_shards``, ``_starts``, ``_ends``, ``_fresh``) as plain attribute loads.
 """
@@ -33,6 +37,7 @@ attributes (``_shards``, ``_starts``, ``_ends``, ``_fresh``) as plain attribute 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Sequence
 
 from kpl.config import ProducerConfig
@@ -50,11 +55,17 @@ from kpl.core.records import (
     plain_krecord,
 )
 from kpl.core.shard_map import RefreshPolicy, ShardMap
-from kpl.protocol.hashing import hash_key_for
+from kpl.protocol.aggregation import PARTITION_KEY_ENTRY_HEADERS as _KEY_HEADERS
+from kpl.protocol.hashing import hash_key_for, md5, partition_key_bytes
 
-__all__ = ["ShardRouting"]
+__all__ = ["KEY_CACHE_SIZE", "ShardRouting"]
 
 _INF = math.inf
+_from_bytes = int.from_bytes
+
+#: Most partition keys whose bytes and hash key are remembered (the cache is emptied
+#: when full: a workload of endless distinct keys pays one dict insert per record).
+KEY_CACHE_SIZE = 16_384
 
 
 class ShardRouting:
@@ -92,11 +103,51 @@ class ShardRouting:
         self._flush_seq = 0
         # (hash key, shard stored in) of deliveries the current map did not predict.
         self._evidence: list[tuple[int, str]] = []
+        #: User records received so far (each record's seq is the count at its put).
+        self._seq = 0
+        # partition key -> (UTF-8 bytes, hash key, key-table entry, predicted shard or
+        # None). The shard is the current map's: installing a map empties the cache.
+        self._key_cache: dict[str, tuple[bytes, int, bytes, Shard | None]] = {}
+        self._key_cache_since = 0  # _seq when the cache was last emptied
+        self._key_cache_off_until = 0  # paused (keys hardly repeat) until this _seq
 
     @property
     def shard_map(self) -> ShardMap | None:
         """The current shard map (``None`` before the first ListShards)."""
         return self._map
+
+    def _key_entry(self, partition_key: str) -> tuple[bytes, int, bytes, Shard | None]:
+        """A valid partition key's UTF-8 bytes, hash key, key-table entry (tag, length,
+        bytes) and predicted shard; cached for the next records with that key."""
+        pk_bytes = partition_key_bytes(partition_key)
+        hash_key = _from_bytes(md5(pk_bytes).digest(), "big")
+        i = bisect_right(self._starts, hash_key) - 1
+        entry = (
+            pk_bytes,
+            hash_key,
+            _KEY_HEADERS[len(pk_bytes)] + pk_bytes,
+            self._shards[i] if i >= 0 and hash_key <= self._ends[i] else None,
+        )
+        if self._seq >= self._key_cache_off_until:
+            if len(self._key_cache) >= KEY_CACHE_SIZE:
+                self._key_cache_full()
+            else:
+                self._key_cache[partition_key] = entry
+        return entry
+
+    def _key_cache_full(self) -> None:
+        """Empty the full key cache; pause it while keys hardly repeat.
+
+        The cache filled after ``_seq - _key_cache_since`` records, KEY_CACHE_SIZE of
+        them misses: under half of them hits means mostly distinct keys, where caching
+        costs more than it saves, so it pauses for four times its size in records.
+        """
+        records = self._seq - self._key_cache_since
+        self._key_cache.clear()
+        if records < 2 * KEY_CACHE_SIZE:
+            self._key_cache_off_until = self._key_cache_since = self._seq + 4 * KEY_CACHE_SIZE
+        else:
+            self._key_cache_since = self._seq
 
     def _refresh_changed(self) -> None:
         refresh = self._refresh

@@ -51,7 +51,7 @@ def test_everything_is_delivered_aggregated_into_the_right_shards() -> None:
 def test_the_key_cache_is_bounded_and_never_changes_a_placement(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("kpl.core.pipeline.KEY_CACHE_SIZE", 50)
+    monkeypatch.setattr("kpl.core.routing.KEY_CACHE_SIZE", 50)
     h = Harness()
     # 300 distinct keys (the cache empties itself five times), each put twice, plus
     # non-ASCII keys whose UTF-8 length differs from their length in characters.
@@ -69,7 +69,7 @@ def test_the_key_cache_is_bounded_and_never_changes_a_placement(
 
 
 def test_the_key_cache_pauses_while_keys_do_not_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("kpl.core.pipeline.KEY_CACHE_SIZE", 50)
+    monkeypatch.setattr("kpl.core.routing.KEY_CACHE_SIZE", 50)
     h = Harness()
     for i in range(60):  # distinct: the cache fills after 50 records, all misses
         h.put(b"v", f"once-{i}")

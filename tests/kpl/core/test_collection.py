@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from kpl.config import ProducerConfig
-from kpl.core.pipeline import ProducerCore, RecordResult
+from kpl.core.pipeline import RECORD_OVERHEAD, ProducerCore, RecordResult
 from kpl.errors import RecordTooLarge
 from kpl.protocol.limits import MIB
 from tests.kpl.core.harness import Harness, even_shards
@@ -196,3 +196,57 @@ def test_stream_arn_is_used_when_given() -> None:
     core.flush(0.0)
     (request,) = core.poll(0.0).requests
     assert orjson.loads(request.body)["StreamARN"] == "arn:x"
+
+
+def test_queued_records_leave_early_once_the_budget_is_over_half_used() -> None:
+    h = Harness(config=ProducerConfig(aggregation_enabled=False, max_buffered_records=1000))
+    for i in range(400):
+        h.put(key=f"k{i}")
+    assert not h.poll().requests  # not full, not due, budget under half used
+    for i in range(200):
+        h.put(key=f"k{i}")
+    poll = h.poll()
+    assert sum(r.record_count for r in poll.requests) == 600
+    h.run()
+    assert len(h.outcomes) == 600
+    assert all(type(o) is RecordResult for o in h.outcomes.values())
+
+
+def test_the_byte_budget_over_half_used_sends_early_too() -> None:
+    # Each record is charged its 101 bytes and RECORD_OVERHEAD against max_buffered_bytes.
+    config = ProducerConfig(aggregation_enabled=False, max_buffered_bytes=MIB)
+    h = Harness(config=config)
+    charge = 101 + RECORD_OVERHEAD
+    under = (MIB // 2) // charge
+    for i in range(under):
+        h.put(key=f"k{i % 10}")
+    assert not h.poll().requests
+    h.put(key="k")
+    h.put(key="k")
+    assert sum(r.record_count for r in h.poll().requests) == under + 2
+
+
+def test_a_put_waiting_for_room_sends_what_is_queued() -> None:
+    h = Harness(config=ProducerConfig(aggregation_enabled=False))
+    for i in range(10):
+        h.put(key=f"k{i}")
+    poll = h.poll()
+    assert not poll.requests
+    assert poll.deadline == pytest.approx(0.1)
+    h.now = 0.01
+    h.core.room_wanted()
+    assert sum(r.record_count for r in h.poll().requests) == 10
+
+
+def test_a_put_waiting_for_room_does_not_seal_open_aggregates_early() -> None:
+    h = Harness()
+    for i in range(10):
+        h.put(key=f"k{i}")
+    assert not h.poll().requests
+    h.now = 0.01
+    h.core.room_wanted()
+    poll = h.poll()
+    assert not poll.requests  # still filling: they leave at their buffered-time deadline
+    assert poll.deadline == pytest.approx(0.1)
+    h.now = 0.1
+    assert sum(r.user_record_count for r in h.poll().requests) == 10
