@@ -30,7 +30,7 @@ workers take them at their next cycle rather than after ``failover_time``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -85,7 +85,7 @@ class Batch:
     """One shard's next user records, in order."""
 
     shard_id: str
-    records: list[UserRecord]
+    records: Sequence[UserRecord]
     #: How far the shard's reader was behind the tip when it read these.
     millis_behind_latest: int
     _consumer: Consumer = field(repr=False)
@@ -540,7 +540,9 @@ class Consumer:
                     continue
             pacer.on_call(anyio.current_time())
             try:
-                answer = await client.get_records(iterator, config.max_records)
+                answer = await client.get_records(
+                    iterator, config.max_records, cbor=cursor.wants_cbor
+                )
             except ProvisionedThroughputExceededException:
                 pacer.on_throttled(anyio.current_time())
                 continue
