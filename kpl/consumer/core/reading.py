@@ -288,12 +288,12 @@ class ShardCursor:
             # outside the key table raises IndexError from the lookups below.
             add_key = out_keys.append
             add_data = out_data.append
-            if self._whole_space:
+            in_range = self._keys_in_range(keys)
+            if in_range is None:  # every key of the table belongs here
                 for sub in subs:
                     add_key(keys[sub.partition_key_index])
                     add_data(sub.data)
                 return AggregateRun(sequence_number, arrival_ts, out_keys, out_data, None, None)
-            in_range = self._keys_in_range(keys)
             numbers: list[int] = []
             index = -1
             for sub in subs:
@@ -303,14 +303,7 @@ class ShardCursor:
                     add_key(keys[key_index])
                     add_data(sub.data)
                     numbers.append(index)
-            return AggregateRun(
-                sequence_number,
-                arrival_ts,
-                out_keys,
-                out_data,
-                None if len(numbers) == index + 1 else numbers,
-                None,
-            )
+            return AggregateRun(sequence_number, arrival_ts, out_keys, out_data, numbers, None)
         except IndexError:
             self.malformed_aggregates += 1
             return None
@@ -326,7 +319,7 @@ class ShardCursor:
     ) -> AggregateRun:
         """Any aggregate: explicit hash keys, sub-records skipped after a restart (an index
         outside its table raises IndexError, even in a skipped sub-record)."""
-        key_in_range = self._keys_in_range(keys)
+        key_in_range = self._keys_in_range(keys) or [True] * len(keys)
         explicit_in_range = self._explicit_keys_in_range(explicit)
         out_keys: list[str] = []
         out_data: list[bytes] = []
@@ -356,21 +349,24 @@ class ShardCursor:
             out_explicit if explicit else None,
         )
 
-    def _keys_in_range(self, keys: list[str]) -> list[bool]:
-        """For each partition key of a key table: whether its hash is in this shard."""
+    def _keys_in_range(self, keys: list[str]) -> list[bool] | None:
+        """For each partition key of a key table: whether its hash is in this shard;
+        ``None`` when all are."""
         if self._whole_space:
-            return [True] * len(keys)
+            return None
         cache = self._key_cache
-        low, high = self.shard.starting_hash_key, self.shard.ending_hash_key
-        out: list[bool] = []
-        for key in keys:
-            kept = cache.get(key)
-            if kept is None:
-                if len(cache) >= _HASH_CACHE_SIZE:
-                    cache.clear()
-                kept = cache[key] = low <= partition_key_hash(key) <= high
-            out.append(kept)
-        return out
+        out: list[bool | None] = list(map(cache.get, keys))
+        if None in out:
+            low, high = self.shard.starting_hash_key, self.shard.ending_hash_key
+            if len(cache) + len(keys) > _HASH_CACHE_SIZE:
+                cache.clear()
+            for i, kept in enumerate(out):
+                if kept is None:
+                    key = keys[i]
+                    kept = out[i] = cache[key] = low <= partition_key_hash(key) <= high
+        if all(out):
+            return None
+        return out  # type: ignore[return-value]
 
     def _explicit_keys_in_range(self, explicit: list[str]) -> list[bool]:
         """For each explicit hash key of a table: whether it is valid and in this shard."""
