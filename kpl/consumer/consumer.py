@@ -541,7 +541,7 @@ class Consumer:
             pacer.on_call(anyio.current_time())
             try:
                 answer = await client.get_records(
-                    iterator, config.max_records, cbor=cursor.wants_cbor
+                    iterator, cursor.limit(config.max_records), cbor=cursor.wants_cbor
                 )
             except ProvisionedThroughputExceededException:
                 pacer.on_throttled(anyio.current_time())

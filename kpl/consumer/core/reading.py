@@ -30,13 +30,14 @@ Theory of operation:
   fails its checksum, does not parse, has a key that is not UTF-8, or points outside its
   key tables is a plain record, as the format says (and is counted in
   ``malformed_aggregates``).
-- **Wire format** (:attr:`ShardCursor.wants_cbor`). GetRecords answers come in CBOR,
-  with the records' data as raw bytes, or JSON, with it in base64. Decoding base64 costs
-  per byte, CBOR's maps per record: CBOR is asked for while the last answer's records
-  averaged at least :data:`CBOR_FROM_RECORD_SIZE` bytes (KPL aggregates are tens of
-  kilobytes), JSON otherwise. A reader starts in CBOR: a backlog is read first, and a
-  backlog of aggregates is where the choice matters most; records that turn out small
-  cost one answer in the slower format.
+- **Wire format** (:attr:`ShardCursor.wants_cbor`, :meth:`ShardCursor.limit`).
+  GetRecords answers come in CBOR, with the records' data as raw bytes, or JSON, with
+  it in base64. Decoding base64 costs per byte, CBOR's maps per record: CBOR is asked
+  for while the last answer's records averaged at least :data:`CBOR_FROM_RECORD_SIZE`
+  bytes (KPL aggregates are tens of kilobytes), JSON otherwise. Until a reader has seen
+  a record it asks in CBOR for at most :data:`PROBE_RECORDS`: a backlog of aggregates
+  (where the format matters most) fills an answer's 10 MB with far fewer, and a
+  backlog of small records costs one short answer in the slower format before JSON.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ __all__ = [
     "AFTER_SEQUENCE_NUMBER",
     "AT_SEQUENCE_NUMBER",
     "CBOR_FROM_RECORD_SIZE",
+    "PROBE_RECORDS",
     "ReadPacer",
     "ShardCursor",
     "StartingPosition",
@@ -72,6 +74,8 @@ _SHARD_END: Final = "SHARD_END"
 _MIN_AGGREGATE: Final = len(MAGIC) + DIGEST_SIZE + 1
 #: The mean record size (bytes of data) from which the next GetRecords asks for CBOR.
 CBOR_FROM_RECORD_SIZE: Final = 1024
+#: GetRecords' limit until a reader has seen how large its shard's records are.
+PROBE_RECORDS: Final = 1000
 
 
 #: Partition keys whose place (in this shard or not) a shard reader remembers: a
@@ -205,6 +209,12 @@ class ShardCursor:
         self.malformed_aggregates = 0
         #: Whether the next GetRecords should ask for CBOR (see the module doc).
         self.wants_cbor = True
+        self._sized = False
+
+    def limit(self, max_records: int) -> int:
+        """The next GetRecords' ``Limit``: ``max_records``, or fewer until records were
+        seen (see the module doc)."""
+        return max_records if self._sized else min(max_records, PROBE_RECORDS)
 
     @property
     def position(self) -> StartingPosition:
@@ -253,6 +263,7 @@ class ShardCursor:
                 )
         if count:
             self.wants_cbor = size >= CBOR_FROM_RECORD_SIZE * count
+            self._sized = True
         return UserRecords(shard_id, runs)
 
     def _aggregate(

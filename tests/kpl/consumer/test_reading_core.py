@@ -15,6 +15,7 @@ import pytest
 from kpl.consumer.core.lineage import ShardInfo
 from kpl.consumer.core.reading import (
     CBOR_FROM_RECORD_SIZE,
+    PROBE_RECORDS,
     ReadPacer,
     ShardCursor,
     StartingPosition,
@@ -359,11 +360,19 @@ def test_an_index_outside_its_table_counts_even_in_a_skipped_sub_record() -> Non
 
 def test_the_wire_format_follows_the_size_of_the_last_answers_records() -> None:
     cursor = ShardCursor(_whole(), StartingPosition("TRIM_HORIZON"))
-    assert cursor.wants_cbor  # a backlog first: large records are where CBOR matters
+    # Until records were seen: CBOR (large records are where it matters), a short answer.
+    assert cursor.wants_cbor
+    assert cursor.limit(10_000) == PROBE_RECORDS
+    assert cursor.limit(10) == 10
+    cursor.take([])  # an empty answer says nothing about the records
+    assert cursor.wants_cbor
+    assert cursor.limit(10_000) == PROBE_RECORDS
     cursor.take([_plain(1, "k", b"x" * 100), _plain(2, "k", b"x" * 100)])
     assert not cursor.wants_cbor
-    cursor.take([])  # an empty answer says nothing about the records
+    assert cursor.limit(10_000) == 10_000
+    cursor.take([])
     assert not cursor.wants_cbor
+    assert cursor.limit(10_000) == 10_000
     cursor.take([_plain(3, "k", b"x" * (CBOR_FROM_RECORD_SIZE - 1))])
     assert not cursor.wants_cbor
     cursor.take([_plain(4, "k", b"x" * 10), _plain(5, "k", b"x" * (2 * CBOR_FROM_RECORD_SIZE))])
