@@ -11,21 +11,40 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import inspect
 import random
+from binascii import a2b_base64
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import cbor2
 import orjson
 
 from kpl.auth import CredentialProvider, Credentials
 from kpl.errors import KinesisError, MalformedResponse
 from kpl.protocol.eventstream import EventStreamDecoder, EventStreamError, Message
-from kpl.transport import AioHttpTransport, StreamingTransport, Transport
+from kpl.transport import (
+    CBOR_CONTENT_TYPE,
+    CONTENT_TYPE,
+    AioHttpTransport,
+    StreamingTransport,
+    Transport,
+)
 
 __all__ = ["KinesisClient", "ShardRange"]
 
 #: An open shard as the producer's shard map wants it: (shard id, first hash key, last).
 ShardRange = tuple[str, int, int]
+
+
+def _epoch_millis(value: Any, immutable: bool) -> Any:
+    """CBOR tag 1 as the service writes it: epoch milliseconds, returned in seconds."""
+    if type(value) is bool or not isinstance(value, int | float):
+        raise ValueError("a CBOR timestamp (tag 1) must hold a number")
+    return value / 1000.0
+
+
+_CBOR_TAGS = {1: _epoch_millis}
 
 
 class KinesisClient:
@@ -67,6 +86,8 @@ class KinesisClient:
             )
         self.transport = transport
         self._owns_transport = owns_transport
+        #: Whether the transport takes a content type (CBOR) besides JSON.
+        self.speaks_cbor = "content_type" in inspect.signature(transport.call).parameters
 
     async def __aenter__(self) -> KinesisClient:
         return self
@@ -83,24 +104,44 @@ class KinesisClient:
 
     async def call(self, action: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Invoke ``action`` with a JSON payload; return the parsed answer ({} if empty)."""
-        body_out = orjson.dumps(payload or {})
-        attempt = 1
-        while True:
-            try:
-                body = await self.transport.call(action, body_out)
-                break
-            except KinesisError as error:
-                if attempt >= self.max_attempts or not error.is_retryable:
-                    raise
-            # Full jitter: spreads concurrent callers (the AWS SDKs' standard mode).
-            await asyncio.sleep(random.uniform(0, self.backoff * 2 ** (attempt - 1)))
-            attempt += 1
+        body = await self._send(action, orjson.dumps(payload or {}), CONTENT_TYPE)
         if not body:
             return {}
         answer = orjson.loads(body)
         if not isinstance(answer, dict):
             raise TypeError(f"{action} answered with JSON {type(answer).__name__}, not an object")
         return answer
+
+    async def call_cbor(
+        self, action: str, payload: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Invoke ``action`` in CBOR 1.1: blobs come back as bytes, timestamps (tag 1,
+        epoch milliseconds) as epoch seconds; return the parsed answer ({} if empty)."""
+        body = await self._send(action, cbor2.dumps(payload or {}), CBOR_CONTENT_TYPE)
+        if not body:
+            return {}
+        try:
+            answer = cbor2.loads(body, semantic_decoders=_CBOR_TAGS)
+        except (cbor2.CBORDecodeError, ValueError, RecursionError, OverflowError) as error:
+            raise TypeError(f"{action} answered with CBOR that does not parse: {error}") from None
+        if not isinstance(answer, dict):
+            raise TypeError(f"{action} answered with CBOR {type(answer).__name__}, not a map")
+        return answer
+
+    async def _send(self, action: str, body_out: bytes, content_type: str) -> bytes:
+        """The answer's body, after retries as configured."""
+        attempt = 1
+        while True:
+            try:
+                if content_type == CONTENT_TYPE:
+                    return await self.transport.call(action, body_out)
+                return await self.transport.call(action, body_out, content_type)
+            except KinesisError as error:
+                if attempt >= self.max_attempts or not error.is_retryable:
+                    raise
+            # Full jitter: spreads concurrent callers (the AWS SDKs' standard mode).
+            await asyncio.sleep(random.uniform(0, self.backoff * 2 ** (attempt - 1)))
+            attempt += 1
 
     # ------------------------------------------------------------------ streams
 
@@ -230,14 +271,29 @@ class KinesisClient:
         iterator: str = answer["ShardIterator"]
         return iterator
 
-    async def get_records(self, shard_iterator: str, limit: int | None = None) -> dict[str, Any]:
-        """GetRecords, with each record's ``Data`` decoded to bytes."""
+    async def get_records(
+        self, shard_iterator: str, limit: int | None = None, *, cbor: bool = False
+    ) -> dict[str, Any]:
+        """GetRecords, with each record's ``Data`` as bytes.
+
+        With ``cbor`` the call goes in CBOR 1.1 (when the transport :attr:`speaks_cbor`),
+        whose answer carries ``Data`` as raw bytes: no base64 to decode and a quarter
+        fewer bytes to receive, which is what large records (KPL aggregates) gain from.
+        For small records JSON parses faster.
+        """
         payload: dict[str, Any] = {"ShardIterator": shard_iterator}
         if limit is not None:
             payload["Limit"] = limit
+        if cbor and self.speaks_cbor:
+            answer = await self.call_cbor("GetRecords", payload)
+            for record in answer.get("Records", ()):
+                if not isinstance(record.get("Data"), bytes):
+                    raise TypeError("GetRecords answered in CBOR with a record without byte Data")
+            return answer
         answer = await self.call("GetRecords", payload)
         for record in answer.get("Records", ()):
-            record["Data"] = base64.b64decode(record["Data"])
+            # Lenient like base64.b64decode (the service sends padded standard base64).
+            record["Data"] = a2b_base64(record["Data"])
         return answer
 
     async def read_shard(

@@ -1,9 +1,11 @@
-"""The network seam: one JSON 1.1 call at a time, errors translated at one boundary.
+"""The network seam: one call at a time, errors translated at one boundary.
 
 A :class:`Transport` sends the body of one Kinesis action and returns the body of its
-200 answer, or raises a :class:`kpl.errors.KinesisError`:
+200 answer, or raises a :class:`kpl.errors.KinesisError`. Bodies are JSON 1.1
+(:data:`CONTENT_TYPE`) unless the caller names CBOR 1.1 (:data:`CBOR_CONTENT_TYPE`, which
+the service answers in kind, errors included):
 
-- an error answer (``{"__type": ..., "message": ...}``) becomes
+- an error answer (``{"__type": ..., "message": ...}``, in JSON or CBOR) becomes
   ``KinesisError.for_code(code, message)`` — the error carries its own retry policy;
 - an answer without a readable ``__type`` becomes an error chosen by its status
   (5xx: ``InternalFailure``/``ServiceUnavailable``, 413: ``ValidationException``, ...);
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
 import aiohttp
+import cbor2
 import orjson
 
 from kpl.auth import (
@@ -49,6 +52,7 @@ from kpl.errors import KinesisError, NetworkError, RequestTimeout
 
 __all__ = [
     "API_VERSION",
+    "CBOR_CONTENT_TYPE",
     "CONTENT_TYPE",
     "AioHttpTransport",
     "MockRequest",
@@ -64,6 +68,8 @@ __all__ = [
 
 API_VERSION: Final = "Kinesis_20131202"
 CONTENT_TYPE: Final = "application/x-amz-json-1.1"
+#: What the AWS SDKs for Java speak to Kinesis: blobs travel as raw bytes.
+CBOR_CONTENT_TYPE: Final = "application/x-amz-cbor-1.1"
 _LOCAL_DEFAULT_REGION: Final = "us-east-1"
 
 # Status -> error code for answers whose body names no error (a proxy's page, a bare 413).
@@ -82,9 +88,9 @@ _STATUS_CODES: Final[dict[int, str]] = {
 
 @runtime_checkable
 class Transport(Protocol):
-    """Sends one action's JSON body; returns the 200 answer's body or raises KinesisError."""
+    """Sends one action's body; returns the 200 answer's body or raises KinesisError."""
 
-    async def call(self, action: str, body: bytes) -> bytes:
+    async def call(self, action: str, body: bytes, content_type: str = CONTENT_TYPE) -> bytes:
         """POST ``body`` as ``Kinesis_20131202.<action>``; return the response body."""
         ...
 
@@ -107,14 +113,25 @@ class StreamingTransport(Transport, Protocol):
 # --------------------------------------------------------------------------- translation
 
 
+def _error_body(body: bytes) -> Any:
+    """An error answer's body parsed as JSON, else as CBOR, else ``None``."""
+    if not body:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return cbor2.loads(body)
+    except (cbor2.CBORDecodeError, ValueError, RecursionError, OverflowError):
+        return None
+
+
 def error_from_response(status: int, body: bytes) -> KinesisError:
-    """The :class:`KinesisError` an error answer stands for."""
+    """The :class:`KinesisError` an error answer (JSON or CBOR) stands for."""
     code: str | None = None
     message = ""
-    try:
-        parsed = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        parsed = None
+    parsed = _error_body(body)
     if isinstance(parsed, dict):
         raw = parsed.get("__type") or parsed.get("code")
         if isinstance(raw, str) and raw:
@@ -183,8 +200,8 @@ class _Body(aiohttp.payload.Payload):
 
     _autoclose = True  # in memory: nothing to close
 
-    def __init__(self, body: bytes) -> None:
-        super().__init__(body, content_type=CONTENT_TYPE)
+    def __init__(self, body: bytes, content_type: str) -> None:
+        super().__init__(body, content_type=content_type)
         self._size = len(body)
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
@@ -198,7 +215,7 @@ class _Body(aiohttp.payload.Payload):
 
 
 class AioHttpTransport:
-    """Kinesis over aiohttp: a keep-alive pool, SigV4-signed JSON 1.1 requests.
+    """Kinesis over aiohttp: a keep-alive pool, SigV4-signed JSON 1.1 (or CBOR 1.1) requests.
 
     The session is opened on the first call (inside the running loop) and closed by
     :meth:`close`. Leaving out ``endpoint_url`` targets the region's AWS endpoint.
@@ -263,7 +280,7 @@ class AioHttpTransport:
         )
         return self._session
 
-    async def call(self, action: str, body: bytes) -> bytes:
+    async def call(self, action: str, body: bytes, content_type: str = CONTENT_TYPE) -> bytes:
         """Send one signed request; see the module doc for what it raises."""
         if self._closed:
             raise RuntimeError("the transport is closed")
@@ -273,10 +290,10 @@ class AioHttpTransport:
             creds = cache.fresh() or await self._credentials(cache, action)
         # After the await: close() may have run meanwhile, and _open() checks that.
         session = self._session or self._open()
-        headers = self._signed_headers(action, body, creds)
+        headers = self._signed_headers(action, body, creds, content_type)
         try:
             async with session.post(
-                self.endpoint_url, data=_Body(body), headers=headers
+                self.endpoint_url, data=_Body(body, content_type), headers=headers
             ) as response:
                 payload = await response.read()
                 status = response.status
@@ -291,10 +308,14 @@ class AioHttpTransport:
         return payload
 
     def _signed_headers(
-        self, action: str, body: bytes, creds: Credentials | None
+        self,
+        action: str,
+        body: bytes,
+        creds: Credentials | None,
+        content_type: str = CONTENT_TYPE,
     ) -> dict[str, str]:
         headers = {
-            "Content-Type": CONTENT_TYPE,
+            "Content-Type": content_type,
             "X-Amz-Target": f"{API_VERSION}.{action}",
         }
         headers.update(self._signer.sign("POST", self.endpoint_url, headers, body,
@@ -328,7 +349,7 @@ class AioHttpTransport:
         )
         try:
             response = await session.post(
-                self.endpoint_url, data=_Body(body), headers=headers, timeout=timeout
+                self.endpoint_url, data=_Body(body, CONTENT_TYPE), headers=headers, timeout=timeout
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             raise translate_exception(error, where) from error
@@ -413,10 +434,15 @@ class MockRequest:
 
     action: str
     body: bytes
+    content_type: str = CONTENT_TYPE
 
     def json(self) -> Any:
-        """The parsed body."""
-        return orjson.loads(self.body) if self.body else {}
+        """The parsed body (from CBOR when it was sent as CBOR)."""
+        if not self.body:
+            return {}
+        if self.content_type == CBOR_CONTENT_TYPE:
+            return cbor2.loads(self.body)
+        return orjson.loads(self.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,8 +464,9 @@ MockHandler = Callable[[MockRequest], MockResult | Awaitable[MockResult]]
 class MockTransport:
     """A transport that hands every request to ``handler`` (sync or async).
 
-    The handler returns the 200 body (bytes, a dict to encode, or None for an empty
-    body) or a :class:`MockResponse` with another status, or raises: a KinesisError
+    The handler returns the 200 body (bytes, a dict to encode in the request's format,
+    or None for an empty body) or a :class:`MockResponse` with another status, or
+    raises: a KinesisError
     passes through; ``OSError`` / ``TimeoutError`` are translated like real ones.
     """
 
@@ -448,11 +475,11 @@ class MockTransport:
         self.requests: list[MockRequest] = []
         self.closed = False
 
-    async def call(self, action: str, body: bytes) -> bytes:
+    async def call(self, action: str, body: bytes, content_type: str = CONTENT_TYPE) -> bytes:
         """Record the request and answer it with the handler."""
         if self.closed:
             raise RuntimeError("the transport is closed")
-        request = MockRequest(action, body)
+        request = MockRequest(action, body, content_type)
         self.requests.append(request)
         try:
             result = self.handler(request)
@@ -468,6 +495,8 @@ class MockTransport:
             if result.status != 200:
                 raise error_from_response(result.status, result.raw())
             return result.raw()
+        if content_type == CBOR_CONTENT_TYPE:
+            return cbor2.dumps(result)
         return orjson.dumps(result)
 
     async def close(self) -> None:

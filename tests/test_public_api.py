@@ -86,7 +86,10 @@ def test_client_and_transport_signatures() -> None:
     assert _signature(kpl.KinesisClient.call) == (
         "(self, action: 'str', payload: 'Mapping[str, Any] | None' = None) -> 'dict[str, Any]'"
     )
-    assert _signature(kpl.Transport.call) == "(self, action: 'str', body: 'bytes') -> 'bytes'"
+    assert _signature(kpl.Transport.call) == (
+        "(self, action: 'str', body: 'bytes', content_type: 'str' = 'application/x-amz-json-1.1')"
+        " -> 'bytes'"
+    )
     for name in ("create_stream", "wait_for_active", "describe_stream_summary", "list_shards",
                  "shard_ranges", "delete_stream", "put_record", "get_shard_iterator",
                  "get_records", "split_shard", "merge_shards", "update_shard_count"):

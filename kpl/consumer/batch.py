@@ -8,6 +8,7 @@ its cancel scope, what was processed and checkpointed, and the figures for ``met
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ class Batch:
     """One shard's next user records, in order."""
 
     shard_id: str
-    records: list[UserRecord]
+    records: Sequence[UserRecord]
     #: How far the shard's reader was behind the tip when it read these.
     millis_behind_latest: int
     _consumer: Consumer = field(repr=False)

@@ -74,7 +74,9 @@ class PollingRetrieval:
                     continue
             pacer.on_call(anyio.current_time())
             try:
-                answer = await client.get_records(iterator, config.max_records)
+                answer = await client.get_records(
+                    iterator, cursor.limit(config.max_records), cbor=cursor.wants_cbor
+                )
             except ProvisionedThroughputExceededException:
                 pacer.on_throttled(anyio.current_time())
                 continue

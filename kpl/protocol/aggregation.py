@@ -276,8 +276,8 @@ def decode(data: bytes) -> list[DecodedRecord] | None:
     """The user records of an aggregated record, or ``None`` when ``data`` is not one.
 
     Data is aggregated only with the magic prefix, a valid MD5 and a protobuf body whose
-    indexes point into its key tables; anything else is plain data (as the KCL and the
-    reference deaggregator treat it).
+    keys are UTF-8 and whose indexes point into its key tables; anything else is plain data
+    (as the KCL and the reference deaggregator treat it).
     """
     if len(data) <= len(MAGIC) + DIGEST_SIZE or not data.startswith(MAGIC):
         return None
@@ -296,6 +296,9 @@ def decode(data: bytes) -> list[DecodedRecord] | None:
 def _records_of(message: Any) -> list[DecodedRecord]:
     partition_keys: list[str] = list(message.partition_key_table)
     explicit_hash_keys: list[str] = list(message.explicit_hash_key_table)
+    # protobuf hands out a proto2 string that is not UTF-8 as bytes: not a KPL record.
+    if any(type(key) is not str for key in (*partition_keys, *explicit_hash_keys)):
+        raise _NotAggregated
     out: list[DecodedRecord] = []
     for record in message.records:
         pk_index = record.partition_key_index

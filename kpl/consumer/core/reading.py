@@ -27,8 +27,17 @@ Theory of operation:
   shard. So is one whose explicit hash key is not valid (it belongs to no shard).
   Sub-records keep their index in the aggregate as sub-sequence number, so checkpoints
   stay exact whether or not some were dropped. Data that starts like an aggregate but
-  fails its checksum, does not parse, or points outside its key tables is a plain
-  record, as the format says.
+  fails its checksum, does not parse, has a key that is not UTF-8, or points outside its
+  key tables is a plain record, as the format says (and is counted in
+  ``malformed_aggregates``).
+- **Wire format** (:attr:`ShardCursor.wants_cbor`, :meth:`ShardCursor.limit`).
+  GetRecords answers come in CBOR, with the records' data as raw bytes, or JSON, with
+  it in base64. Decoding base64 costs per byte, CBOR's maps per record: CBOR is asked
+  for while the last answer's records averaged at least :data:`CBOR_FROM_RECORD_SIZE`
+  bytes (KPL aggregates are tens of kilobytes), JSON otherwise. Until a reader has seen
+  a record it asks in CBOR for at most :data:`PROBE_RECORDS`: a backlog of aggregates
+  (where the format matters most) fills an answer's 10 MB with far fewer, and a
+  backlog of small records costs one short answer in the slower format before JSON.
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from typing import Any, Final
 from google.protobuf.message import DecodeError
 
 from kpl.consumer.core.lineage import ShardInfo
-from kpl.consumer.records import UserRecord
+from kpl.consumer.records import AggregateRun, UserRecord, UserRecords, built_user_record
 from kpl.protocol.aggregation import DIGEST_SIZE, MAGIC, AggregatedRecordMessage
 from kpl.protocol.hashing import MAX_HASH_KEY, parse_explicit_hash_key, partition_key_hash
 from kpl.protocol.limits import SHARD_READ_BYTES_PER_SECOND, SHARD_READ_CALLS_PER_SECOND
@@ -50,6 +59,8 @@ from kpl.protocol.limits import SHARD_READ_BYTES_PER_SECOND, SHARD_READ_CALLS_PE
 __all__ = [
     "AFTER_SEQUENCE_NUMBER",
     "AT_SEQUENCE_NUMBER",
+    "CBOR_FROM_RECORD_SIZE",
+    "PROBE_RECORDS",
     "ReadPacer",
     "ShardCursor",
     "StartingPosition",
@@ -61,29 +72,14 @@ AFTER_SEQUENCE_NUMBER: Final = "AFTER_SEQUENCE_NUMBER"
 _SENTINELS: Final = frozenset({"TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"})
 _SHARD_END: Final = "SHARD_END"
 _MIN_AGGREGATE: Final = len(MAGIC) + DIGEST_SIZE + 1
+#: The mean record size (bytes of data) from which the next GetRecords asks for CBOR.
+CBOR_FROM_RECORD_SIZE: Final = 1024
+#: GetRecords' limit until a reader has seen how large its shard's records are.
+PROBE_RECORDS: Final = 1000
 
 
-# UserRecord is a frozen dataclass: its __init__ sets each field through
-# object.__setattr__, which made building one user record per sub-record the largest cost
-# of reading aggregated records. A plain class with the same slots is filled with
-# ordinary attribute writes and then becomes a UserRecord (same slot layout, so
-# assigning __class__ is allowed): equal, hashed and immutable like any other, in half
-# the time.
-class _Builder:
-    __slots__ = UserRecord.__slots__
-    partition_key: str
-    data: bytes
-    explicit_hash_key: str | None
-    sequence_number: str | None
-    sub_sequence_number: int
-    aggregated: bool
-    shard_id: str | None
-    approximate_arrival_timestamp: float | None
-
-
-_new_builder = object.__new__
-#: Hash keys remembered per shard reader (a stream's keys repeat; MD5 per sub-record
-#: was a third of the reading time).
+#: Partition keys whose place (in this shard or not) a shard reader remembers: a
+#: stream's keys repeat, and each is otherwise an MD5 and a comparison of 128-bit numbers.
 _HASH_CACHE_SIZE: Final = 100_000
 
 
@@ -207,7 +203,18 @@ class ShardCursor:
         self._skip_at = start.sequence_number if start.skip_through is not None else None
         self._skip_through = start.skip_through if start.skip_through is not None else -1
         self._whole_space = shard.starting_hash_key == 0 and shard.ending_hash_key == MAX_HASH_KEY
-        self._hash_cache: dict[str, int] = {}
+        self._key_cache: dict[str, bool] = {}
+        #: Kinesis records that carried the aggregate's magic and checksum but not a
+        #: well-formed body (each delivered whole, as plain data).
+        self.malformed_aggregates = 0
+        #: Whether the next GetRecords should ask for CBOR (see the module doc).
+        self.wants_cbor = True
+        self._sized = False
+
+    def limit(self, max_records: int) -> int:
+        """The next GetRecords' ``Limit``: ``max_records``, or fewer until records were
+        seen (see the module doc)."""
+        return max_records if self._sized else min(max_records, PROBE_RECORDS)
 
     @property
     def position(self) -> StartingPosition:
@@ -216,13 +223,16 @@ class ShardCursor:
             return self.start
         return StartingPosition(AFTER_SEQUENCE_NUMBER, self.last_sequence_number)
 
-    def take(self, records: Iterable[Mapping[str, Any]]) -> list[UserRecord]:
+    def take(self, records: Iterable[Mapping[str, Any]]) -> UserRecords:
         """The user records to deliver from GetRecords ``records`` (``Data`` as bytes)."""
-        out: list[UserRecord] = []
+        runs: list[UserRecord | AggregateRun] = []
         shard_id = self.shard.shard_id
+        count = size = 0
         for record in records:
             sequence_number = str(record["SequenceNumber"])
             data = record["Data"]
+            count += 1
+            size += len(data)
             arrival = record.get("ApproximateArrivalTimestamp")
             arrival_ts = float(arrival) if arrival is not None else None
             skip_through = -1
@@ -233,29 +243,35 @@ class ShardCursor:
                 self._skip_at = None
             self.last_sequence_number = sequence_number
             if len(data) >= _MIN_AGGREGATE and data[:4] == MAGIC:
-                subs = self._sub_records(data, sequence_number, skip_through, arrival_ts)
-                if subs is not None:
-                    out.extend(subs)
+                run = self._aggregate(data, sequence_number, skip_through, arrival_ts)
+                if run is not None:
+                    if run.data:
+                        runs.append(run)
                     continue
             if skip_through < 0:
-                user = _new_builder(_Builder)
-                user.partition_key = str(record["PartitionKey"])
-                user.data = data
-                user.explicit_hash_key = record.get("ExplicitHashKey")
-                user.sequence_number = sequence_number
-                user.sub_sequence_number = 0
-                user.aggregated = False
-                user.shard_id = shard_id
-                user.approximate_arrival_timestamp = arrival_ts
-                user.__class__ = UserRecord  # type: ignore[assignment]
-                out.append(user)  # type: ignore[arg-type]
-        return out
+                runs.append(
+                    built_user_record(
+                        str(record["PartitionKey"]),
+                        data,
+                        record.get("ExplicitHashKey"),
+                        sequence_number,
+                        0,
+                        False,
+                        shard_id,
+                        arrival_ts,
+                    )
+                )
+        if count:
+            self.wants_cbor = size >= CBOR_FROM_RECORD_SIZE * count
+            self._sized = True
+        return UserRecords(shard_id, runs)
 
-    def _sub_records(
+    def _aggregate(
         self, data: bytes, sequence_number: str, skip_through: int, arrival_ts: float | None
-    ) -> list[UserRecord] | None:
-        """The user records of a KPL aggregated record, or ``None`` when ``data`` is not
-        one (a bad checksum, a body that does not parse, an index outside its table)."""
+    ) -> AggregateRun | None:
+        """The user records of a KPL aggregated record to deliver, or ``None`` when
+        ``data`` is not one (a bad checksum, a body that does not parse, a key that is
+        not UTF-8, an index outside its table)."""
         body = data[len(MAGIC) : -DIGEST_SIZE]
         if md5(body).digest() != data[-DIGEST_SIZE:]:
             return None
@@ -263,51 +279,115 @@ class ShardCursor:
         try:
             message.ParseFromString(body)
         except DecodeError:
+            self.malformed_aggregates += 1
             return None
         keys: list[str] = list(message.partition_key_table)
-        explicit: list[str] = list(message.explicit_hash_key_table)
-        shard_id = self.shard.shard_id
-        check = not self._whole_space
-        low, high = self.shard.starting_hash_key, self.shard.ending_hash_key
-        cache = self._hash_cache
-        out: list[UserRecord] = []
-        for index, sub in enumerate(message.records):
-            key_index = sub.partition_key_index
-            if key_index >= len(keys):
+        for key in keys:
+            if type(key) is not str:  # protobuf hands out a key that is not UTF-8 as bytes
+                self.malformed_aggregates += 1
                 return None
+        explicit: list[str] = list(message.explicit_hash_key_table)
+        subs = message.records
+        out_keys: list[str] = []
+        out_data: list[bytes] = []
+        try:
+            if explicit or skip_through >= 0:
+                return self._aggregate_in_full(
+                    keys, explicit, subs, sequence_number, skip_through, arrival_ts
+                )
+            # The KPL's usual aggregate: no explicit hash keys, nothing to skip. An index
+            # outside the key table raises IndexError from the lookups below.
+            add_key = out_keys.append
+            add_data = out_data.append
+            in_range = self._keys_in_range(keys)
+            if in_range is None:  # every key of the table belongs here
+                for sub in subs:
+                    add_key(keys[sub.partition_key_index])
+                    add_data(sub.data)
+                return AggregateRun(sequence_number, arrival_ts, out_keys, out_data, None, None)
+            numbers: list[int] = []
+            index = -1
+            for sub in subs:
+                index += 1
+                key_index = sub.partition_key_index
+                if in_range[key_index]:
+                    add_key(keys[key_index])
+                    add_data(sub.data)
+                    numbers.append(index)
+            return AggregateRun(sequence_number, arrival_ts, out_keys, out_data, numbers, None)
+        except IndexError:
+            self.malformed_aggregates += 1
+            return None
+
+    def _aggregate_in_full(
+        self,
+        keys: list[str],
+        explicit: list[str],
+        subs: Any,
+        sequence_number: str,
+        skip_through: int,
+        arrival_ts: float | None,
+    ) -> AggregateRun:
+        """Any aggregate: explicit hash keys, sub-records skipped after a restart (an index
+        outside its table raises IndexError, even in a skipped sub-record)."""
+        key_in_range = self._keys_in_range(keys) or [True] * len(keys)
+        explicit_in_range = self._explicit_keys_in_range(explicit)
+        out_keys: list[str] = []
+        out_data: list[bytes] = []
+        numbers: list[int] = []
+        out_explicit: list[str | None] = []
+        for index, sub in enumerate(subs):
+            key_index = sub.partition_key_index
             key = keys[key_index]
             ehk: str | None = None
             if explicit and sub.HasField("explicit_hash_key_index"):
-                if sub.explicit_hash_key_index >= len(explicit):
-                    return None
                 ehk = explicit[sub.explicit_hash_key_index]
-            if index <= skip_through:
+                kept = explicit_in_range[sub.explicit_hash_key_index]
+            else:
+                kept = key_in_range[key_index]
+            if index <= skip_through or not kept:
                 continue
-            if check:
-                cached = key if ehk is None else "\0" + ehk
-                hash_key = cache.get(cached)
-                if hash_key is None:
-                    if len(cache) >= _HASH_CACHE_SIZE:
-                        cache.clear()
-                    if ehk is None:
-                        hash_key = partition_key_hash(key)
-                    else:
-                        try:
-                            hash_key = parse_explicit_hash_key(ehk)
-                        except ValueError:
-                            hash_key = -1  # belongs to no shard: never delivered
-                    cache[cached] = hash_key
-                if not low <= hash_key <= high:
-                    continue
-            user = _new_builder(_Builder)
-            user.partition_key = key
-            user.data = sub.data
-            user.explicit_hash_key = ehk
-            user.sequence_number = sequence_number
-            user.sub_sequence_number = index
-            user.aggregated = True
-            user.shard_id = shard_id
-            user.approximate_arrival_timestamp = arrival_ts
-            user.__class__ = UserRecord  # type: ignore[assignment]
-            out.append(user)  # type: ignore[arg-type]
+            out_keys.append(key)
+            out_data.append(sub.data)
+            numbers.append(index)
+            out_explicit.append(ehk)
+        return AggregateRun(
+            sequence_number,
+            arrival_ts,
+            out_keys,
+            out_data,
+            numbers,
+            out_explicit if explicit else None,
+        )
+
+    def _keys_in_range(self, keys: list[str]) -> list[bool] | None:
+        """For each partition key of a key table: whether its hash is in this shard;
+        ``None`` when all are."""
+        if self._whole_space:
+            return None
+        cache = self._key_cache
+        out: list[bool | None] = list(map(cache.get, keys))
+        if None in out:
+            low, high = self.shard.starting_hash_key, self.shard.ending_hash_key
+            if len(cache) + len(keys) > _HASH_CACHE_SIZE:
+                cache.clear()
+            for i, kept in enumerate(out):
+                if kept is None:
+                    key = keys[i]
+                    kept = out[i] = cache[key] = low <= partition_key_hash(key) <= high
+        if all(out):
+            return None
+        return out  # type: ignore[return-value]
+
+    def _explicit_keys_in_range(self, explicit: list[str]) -> list[bool]:
+        """For each explicit hash key of a table: whether it is valid and in this shard."""
+        if self._whole_space:
+            return [True] * len(explicit)
+        low, high = self.shard.starting_hash_key, self.shard.ending_hash_key
+        out: list[bool] = []
+        for text in explicit:
+            try:
+                out.append(low <= parse_explicit_hash_key(text) <= high)
+            except ValueError:
+                out.append(False)  # belongs to no shard: never delivered
         return out

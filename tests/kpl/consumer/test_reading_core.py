@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import random
+from hashlib import md5
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kpl.consumer.core.lineage import ShardInfo
 from kpl.consumer.core.reading import (
+    CBOR_FROM_RECORD_SIZE,
+    PROBE_RECORDS,
     ReadPacer,
     ShardCursor,
     StartingPosition,
     starting_position,
 )
 from kpl.consumer.records import UserRecord
-from kpl.protocol.aggregation import SubRecord, encode
+from kpl.protocol.aggregation import MAGIC, SubRecord, encode
 from kpl.protocol.hashing import MAX_HASH_KEY, partition_key_hash
 from kpl.protocol.limits import MIB
 
@@ -256,3 +262,120 @@ def test_the_range_check_gives_the_same_answer_for_repeated_keys() -> None:
     again = cursor.take([_aggregate(2, keys)])
     assert [r.partition_key for r in first] == [r.partition_key for r in again]
     assert [r.partition_key for r in first] == [k for k in keys if partition_key_hash(k) < HALF]
+
+
+# ------------------------------------------------------------------ KPL vectors, malformed data
+
+VECTORS = json.loads(
+    (Path(__file__).resolve().parents[2] / "vectors" / "kpl_aggregated_records.json").read_text()
+)["vectors"]
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
+@pytest.mark.parametrize("shard", ["whole", "low", "high"])
+def test_kpl_vectors_through_the_cursor(vector: dict[str, Any], shard: str) -> None:
+    data = base64.b64decode(vector["data"])
+    low, high = {"whole": (0, MAX_HASH_KEY), "low": (0, HALF - 1), "high": (HALF, MAX_HASH_KEY)}[
+        shard
+    ]
+    cursor = ShardCursor(ShardInfo("s", (), low, high), StartingPosition("TRIM_HORIZON"))
+    out = cursor.take([_plain(5, vector["kinesis_partition_key"], data, 7.0)])
+    if vector["name"].startswith("magic_but_bad_checksum"):
+        # Plain data by the format's rule, never filtered, and not counted as malformed.
+        assert out == [
+            UserRecord(vector["kinesis_partition_key"], data, None, "5", 0, False, "s", 7.0)
+        ]
+        assert cursor.malformed_aggregates == 0
+        return
+    expected = [
+        UserRecord(
+            e["partition_key"],
+            base64.b64decode(e["data"]),
+            e["explicit_hash_key"],
+            "5",
+            e["sub_sequence_number"],
+            True,
+            "s",
+            7.0,
+        )
+        for e in vector["user_records"]
+        if low
+        <= (
+            int(e["explicit_hash_key"])
+            if e["explicit_hash_key"] is not None
+            else partition_key_hash(e["partition_key"])
+        )
+        <= high
+    ]
+    assert out == expected
+    assert list(out) == expected
+    assert [out[i] for i in range(len(out))] == expected
+
+
+def _framed(body: bytes) -> bytes:
+    return MAGIC + body + md5(body).digest()
+
+
+# Bodies with a valid checksum that are not a well-formed AggregatedRecord.
+_BAD_BODIES = {
+    "does-not-parse": b"\xff\xff",
+    "key-not-utf8": b"\x0a\x02\xff\xfe" + b"\x1a\x04\x08\x00\x1a\x00",
+    "key-index-outside-table": b"\x0a\x01k" + b"\x1a\x04\x08\x05\x1a\x00",
+    "explicit-index-outside-table": b"\x0a\x01k\x12\x015" + b"\x1a\x06\x08\x00\x10\x03\x1a\x00",
+}
+
+
+@pytest.mark.parametrize("body", _BAD_BODIES.values(), ids=_BAD_BODIES.keys())
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_malformed_aggregate_is_delivered_whole_and_the_rest_of_the_answer_too(
+    body: bytes, whole: bool
+) -> None:
+    shard = _whole("s") if whole else ShardInfo("s", (), 0, MAX_HASH_KEY - 1)
+    cursor = ShardCursor(shard, StartingPosition("TRIM_HORIZON"))
+    bad = _framed(body)
+    keys = ["a", "b", "c"]
+    out = cursor.take([_aggregate(1, keys), _plain(2, "odd", bad), _aggregate(3, keys)])
+    in_shard = [k for k in keys if whole or partition_key_hash(k) <= MAX_HASH_KEY - 1]
+    assert [(r.sequence_number, r.partition_key, r.data, r.aggregated) for r in out] == [
+        *(("1", k, k.encode(), True) for k in in_shard),
+        ("2", "odd", bad, False),
+        *(("3", k, k.encode(), True) for k in in_shard),
+    ]
+    assert cursor.malformed_aggregates == 1
+    assert cursor.last_sequence_number == "3"
+
+
+def test_an_index_outside_its_table_counts_even_in_a_skipped_sub_record() -> None:
+    # A restart at (7, 1) skips sub-records 0 and 1, yet sub-record 0's bad index still
+    # makes record 7 plain data, as it was when first read; a plain record at the
+    # checkpoint was processed, so nothing of it is delivered again.
+    body = b"\x0a\x01k" + b"\x1a\x04\x08\x04\x1a\x00" + b"\x1a\x05\x08\x00\x1a\x01x"
+    start = starting_position("7", 1)
+    assert start is not None
+    cursor = ShardCursor(_whole(), start)
+    out = cursor.take([_plain(7, "p", _framed(body))])
+    assert out == []  # a plain record at the checkpoint was processed: skipped
+    assert cursor.malformed_aggregates == 1
+
+
+def test_the_wire_format_follows_the_size_of_the_last_answers_records() -> None:
+    cursor = ShardCursor(_whole(), StartingPosition("TRIM_HORIZON"))
+    # Until records were seen: CBOR (large records are where it matters), a short answer.
+    assert cursor.wants_cbor
+    assert cursor.limit(10_000) == PROBE_RECORDS
+    assert cursor.limit(10) == 10
+    cursor.take([])  # an empty answer says nothing about the records
+    assert cursor.wants_cbor
+    assert cursor.limit(10_000) == PROBE_RECORDS
+    cursor.take([_plain(1, "k", b"x" * 100), _plain(2, "k", b"x" * 100)])
+    assert not cursor.wants_cbor
+    assert cursor.limit(10_000) == 10_000
+    cursor.take([])
+    assert not cursor.wants_cbor
+    assert cursor.limit(10_000) == 10_000
+    cursor.take([_plain(3, "k", b"x" * (CBOR_FROM_RECORD_SIZE - 1))])
+    assert not cursor.wants_cbor
+    cursor.take([_plain(4, "k", b"x" * 10), _plain(5, "k", b"x" * (2 * CBOR_FROM_RECORD_SIZE))])
+    assert cursor.wants_cbor
+    cursor.take([_aggregate(6, [f"k{i}" for i in range(200)])])  # ~1.4 KB of aggregate
+    assert cursor.wants_cbor

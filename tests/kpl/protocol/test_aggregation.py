@@ -297,8 +297,19 @@ def test_kpl_vectors(vector: dict[str, Any]) -> None:
         b"plain data",
         MAGIC + b"\xff\xff" + md5(b"\xff\xff").digest(),
         MAGIC + b"\x1a\x02\x08\x05" + md5(b"\x1a\x02\x08\x05").digest(),
+        MAGIC
+        + b"\x0a\x01\xff\x1a\x04\x08\x00\x1a\x00"
+        + md5(b"\x0a\x01\xff\x1a\x04\x08\x00\x1a\x00").digest(),
     ],
-    ids=["empty", "magic-only", "empty-body", "plain", "garbage-body", "index-out-of-table"],
+    ids=[
+        "empty",
+        "magic-only",
+        "empty-body",
+        "plain",
+        "garbage-body",
+        "index-out-of-table",
+        "key-not-utf8",
+    ],
 )
 def test_not_aggregated(data: bytes) -> None:
     assert decode(data) is None
