@@ -19,6 +19,8 @@ also has the labels ``application`` and ``worker_id``:
 - ``kpl_records_processed_total{shard_id}`` (KCL ``RecordsProcessed``) and
   ``kpl_data_bytes_processed_total{shard_id}`` (KCL ``DataBytesProcessed``): user records
   and their data bytes delivered to the application, for the shards held now;
+- ``kpl_malformed_aggregates_total{shard_id}``: records that carried the KPL's
+  aggregation header and checksum but did not decode, delivered as plain data instead;
 - ``kpl_current_leases`` (gauge, KCL ``CurrentLeases``): leases this worker holds;
 - ``kpl_taken_leases_total``, ``kpl_stolen_leases_total`` and ``kpl_lost_leases_total``
   (KCL ``TakenLeases``, ``StolenLeases``, ``LostLeases``): leases taken (stolen ones
@@ -75,6 +77,7 @@ COUNTERS: Final = frozenset(
         "GetRecordsCalls",
         "Checkpoints",
         "DataBytesProcessed",
+        "MalformedAggregates",
         "TakenLeases",
         "StolenLeases",
         "LostLeases",
@@ -205,6 +208,7 @@ def consumer_metrics(consumer: _ConsumerLike) -> dict[str, float]:
         flat[f"MillisBehindLatest.{shard_id}"] = shard["millis_behind_latest"]
         flat[f"RecordsProcessed.{shard_id}"] = shard["records"]
         flat[f"DataBytesProcessed.{shard_id}"] = shard["bytes"]
+        flat[f"MalformedAggregates.{shard_id}"] = shard["malformed_aggregates"]
     leases = numbers["leases"]
     for key, name in _LEASE_NAMES.items():
         if key in leases:

@@ -81,3 +81,5 @@ class ShardReader:
     millis_behind_latest: int = 0
     records: int = 0
     bytes: int = 0
+    #: KPL aggregates that did not decode, delivered as plain data instead.
+    malformed_aggregates: int = 0

@@ -596,6 +596,7 @@ class Consumer:
     ) -> None:
         reader.millis_behind_latest = millis
         records = cursor.take(raw)
+        reader.malformed_aggregates = cursor.malformed_aggregates
         if records:
             reader.records += len(records)
             reader.bytes += size
@@ -638,13 +639,15 @@ class Consumer:
     # ------------------------------------------------------------------ metrics
 
     def metrics(self) -> dict[str, Any]:
-        """Per shard: MillisBehindLatest, records and bytes delivered; the lease counts;
+        """Per shard: MillisBehindLatest, records and bytes delivered, aggregates that did
+        not decode (delivered as plain data); the lease counts;
         what the retrieval counts (with fan-out: subscriptions made, failed, open)."""
         shards = {
             shard_id: {
                 "millis_behind_latest": reader.millis_behind_latest,
                 "records": reader.records,
                 "bytes": reader.bytes,
+                "malformed_aggregates": reader.malformed_aggregates,
             }
             for shard_id, reader in self._readers.items()
         }
