@@ -47,6 +47,10 @@ _NO_SHARD: _Key = ("", "")
 #: How long the end of a stream (its last event, the final chunk) may wait for a client
 #: that does not read before the connection is dropped.
 _END_GRACE_SECONDS = 5.0
+#: How often a subscription waiting for its shard checks that its client is still
+#: connected: a client that left ends its subscription within this, so the shard can be
+#: subscribed to again (a live one refuses a new subscription for its first 5 s).
+_LIVENESS_SECONDS = 0.5
 #: Payload content type of each message, by the client's wire format.
 _JSON_PAYLOAD = "application/json"
 #: The events the SubscribeToShardEvent metrics count (not exceptions, not the first).
@@ -127,6 +131,24 @@ async def _write(response: web.StreamResponse, data: bytes, limit: float) -> Non
         await response.write(data)
 
 
+async def _wait(wake: asyncio.Event, delay: float, request: web.Request) -> None:
+    """Wait for the shard's signal or ``delay`` seconds, whichever is first; raise
+    ``ConnectionResetError`` as soon as the client is seen gone (aiohttp learns it at
+    once, the writing loop only at its next write, up to a heartbeat later)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + delay
+    while not wake.is_set():
+        left = until - loop.time()
+        if left <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(left, _LIVENESS_SECONDS)):
+                await wake.wait()
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client left")
+
+
 async def write_event_stream(
     request: web.Request,
     stream: EventStream,
@@ -188,9 +210,7 @@ async def write_event_stream(
                 break
             delay = batch.wake_at - clock()
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await wake.wait()
+                await _wait(wake, delay, request)
             else:
                 # Catching up: let other requests run between events even when the
                 # transport takes every write without pausing.

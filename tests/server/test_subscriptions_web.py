@@ -144,3 +144,61 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_grace(
                 await asyncio.wait_for(response.read(), 20)
     finally:
         await client.close()
+
+
+class Idle(EventStream):
+    """One event, then nothing for an hour: only the client leaving can end it."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    @property
+    def initial(self) -> dict[str, Any]:
+        return {}
+
+    def poll(self, now: float) -> EventBatch:
+        return EventBatch([Event("E", {})], now + 3600)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+async def test_a_client_that_leaves_ends_its_waiting_subscription_before_the_next_event() -> None:
+    stream = Idle()
+    signals = ShardSignals()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await write_event_stream(
+            request, stream, signals, lambda: T0, request_id="r-3", cbor=False
+        )
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    # As the server runs it: a handler is not cancelled when its client leaves (the test
+    # server's default cancels it, which would hide the writer's own check).
+    runner = web.AppRunner(app, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(f"http://127.0.0.1:{port}/", data=b"{}")
+            assert response.status == 200
+            received = b""
+            messages: list[Any] = []
+            while len(messages) < 2:
+                data = await asyncio.wait_for(response.content.read(64), 10)
+                assert data, "the stream ended before its first event"
+                received += data
+                buffer = EventStreamBuffer()
+                buffer.add_data(received)
+                messages = list(buffer)
+            assert [m.headers[":event-type"] for m in messages] == ["initial-response", "E"]
+            response.close()  # drop the connection while the server waits for the shard
+            # Its next event is an hour away: the subscription ends because the client left.
+            await asyncio.wait_for(stream.closed.wait(), 30)
+            assert not signals.live
+    finally:
+        signals.stop()
+        await runner.cleanup()
