@@ -123,10 +123,25 @@ class FanOutRetrieval:
         await self.register()
         return True
 
+    async def _stream_arn(self) -> str:
+        # Workers starting together share DescribeStreamSummary's account-wide rate:
+        # a refusal is waited out, not fatal.
+        pause = _STATUS_POLL_S
+        while True:
+            try:
+                summary = await self._client.describe_stream_summary(self.stream)
+            except KinesisError as error:
+                if not error.is_retryable:
+                    raise
+            else:
+                arn: str = summary["StreamARN"]
+                return arn
+            await anyio.sleep(pause * self._rng.uniform(0.5, 1.5))
+            pause = min(_STATUS_POLL_MAX_S, pause * 2)
+
     async def _find_or_register(self) -> str:
         client = self._client
-        summary = await client.describe_stream_summary(self.stream)
-        stream_arn: str = summary["StreamARN"]
+        stream_arn = await self._stream_arn()
         name = self.consumer_name
         pause = _STATUS_POLL_S
         while True:
