@@ -80,6 +80,7 @@ from server.web.codec import (
     encode_error,
     encode_response,
 )
+from server.web.judge import Judge
 from server.web.keys import (
     ACCEPTED_KEY,
     ACTION_KEY,
@@ -253,7 +254,9 @@ def make_app(
     handle = engine.handle
     implemented = engine.actions
     stopping = asyncio.Event()
-    decoder = Decoder(engine)
+    # The judge's stand-in body serves the type check and the metrics; the audit log
+    # and access policies read the whole body, so with them every body is decoded here.
+    decoder = Decoder(engine, Judge() if audit is None and access is None else None)
     signals = ShardSignals()
     engine.streams.on_shard_change = signals.mark
 
@@ -350,11 +353,11 @@ def make_app(
             source_address=request.remote,
             user_agent=request.headers.get("User-Agent"),
         )
-        if action == "GetRecords":
-            return await answer_records(request, payload, context)
         checked = decoded.checked
         if isinstance(checked, KinesisError):
             raise checked  # validated ahead: refused here, where the engine would refuse it
+        if action == "GetRecords":
+            return await answer_records(request, payload, context)
         result = handle(action, payload if checked is None else checked, clock(),
                         context=context)
         if entry.durable:
@@ -434,7 +437,7 @@ def make_app(
         signals.stop()
 
     async def end_decoder(app: web.Application) -> None:
-        decoder.close()
+        await decoder.close()
 
     app.on_shutdown.append(end_streams)
     app.on_cleanup.append(end_decoder)
