@@ -20,8 +20,10 @@ Request flow (cheapest refusals first, as the service answers them):
 4. the body was parsed as JSON 1.1, or CBOR 1.1 when the ``Content-Type`` says
    ``application/x-amz-cbor-1.1`` (the Java SDKs' default), in which case the answer,
    errors included, is CBOR too (``codec``); a large body was parsed, and validated, on a
-   worker thread (``server.web.bodies``), its errors raised here or in step 6 as if in
-   turn; with ``--iam`` the caller's policies are asked (``server.web.access``):
+   worker thread (``server.web.bodies``), one of far more values than any request holds
+   first in a child process (``server.web.judge``; not with an audit log or ``--iam``,
+   which read the whole body), its errors raised here or in step 6 as if in turn; with
+   ``--iam`` the caller's policies are asked (``server.web.access``):
    ``AccessDeniedException`` for the whole request;
 5. fault injection may delay or fail the request here (``dispatch``);
 6. the engine runs the action with ``now`` and a request context (the request id, the
