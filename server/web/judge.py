@@ -45,6 +45,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import struct
 import sys
 from dataclasses import dataclass
@@ -152,6 +153,8 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
 
 def main() -> None:
     """The child: judge bodies from standard input until it closes."""
+    # Ctrl-C reaches the whole process group: the server's shutdown closes the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         head = _read_exactly(stdin, 4)
