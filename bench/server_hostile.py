@@ -10,10 +10,12 @@ memory). Measured, one after the other:
    the limit, less one: every entry is validated), a gzip body of 1 MiB that inflates to
    1 GiB, and a body nested 10,000 deep. Reported: the answer's status and size, the
    round trip (loop time plus the transfer on loopback) and the server's RSS after it;
-   the peak RSS of the whole run is the kernel's high-water mark (``VmHWM``). Then a
+   the peak RSS of the whole run is the kernel's high-water mark (``VmHWM``), the
+   server's and that of its child processes (the body judge) beside it. Then a
    normal client's latency while those bodies are sent again and again: the loop time
    they take shows there. Then the same with the most costly body under the value
-   limit: an object of 290,000 distinct keys (4 MB of JSON).
+   limit: objects of 290,000 distinct keys (4 MB of JSON: AddTagsToStream and
+   CreateStream tags), then a valid body as costly (the keys in an unknown member).
 2. **500 slow connections** (each sent half a request line, then nothing) open while a
    normal client makes PutRecord + GetRecords calls: its p50/p99 latency.
 3. **50 readers that never read**: 50 GetRecords of ~9.5 MiB answers whose clients read
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gzip
 import http.client
 import os
@@ -54,6 +57,28 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (the server's body judge)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def child_kib(pid: int, field: str = "VmRSS") -> int:
+    """The RSS (or ``VmHWM``) of the server's child processes together."""
+    total = 0
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            total += rss_kib(child, field)
+    return total
 
 
 def start_server(root: Path = ROOT) -> tuple[subprocess.Popen[str], str, int]:
@@ -109,20 +134,29 @@ def many_keys() -> list[Case]:
     """The most costly JSON body under the value limit: one object of distinct keys."""
     tags = b",".join(b'"k%d":"v"' % i for i in range(290_000))
     return [("AddTagsToStream, 290,000 tags (JSON)", "AddTagsToStream",
-             b'{"StreamName":"n","Tags":{' + tags + b"}}", JSON, None)]
+             b'{"StreamName":"n","Tags":{' + tags + b"}}", JSON, None),
+            ("CreateStream, 290,000 tags (JSON)", "CreateStream",
+             b'{"StreamName":"n2","ShardCount":1,"Tags":{' + tags + b"}}", JSON, None)]
+
+
+def valid_keys() -> list[Case]:
+    """A valid body as costly: 290,000 distinct keys in a member no shape knows."""
+    keys = b",".join(b'"k%d":"v"' % i for i in range(290_000))
+    return [("DescribeStreamSummary + 290,000 unknown keys", "DescribeStreamSummary",
+             b'{"StreamName":"n","Unknown":{' + keys + b"}}", JSON, None)]
 
 
 def hostile_bodies(port: int, pid: int, cases: list[Case], quiet: bool = False) -> None:
     if not quiet:
         print(f"{'hostile request':<34} {'status':>6} {'answer':>9} {'round trip':>11} "
-              f"{'RSS':>8}")
+              f"{'RSS':>8} {'child':>7}")
     for name, target, body, content_type, extra in cases:
         started = time.perf_counter()
         status, answer = call(port, target, body, content_type, extra)
         elapsed = time.perf_counter() - started
         if not quiet:
             print(f"{name:<34} {status:>6} {len(answer):>8}B {elapsed * 1000:>9.1f}ms "
-                  f"{rss_kib(pid) >> 10:>6}MB")
+                  f"{rss_kib(pid) >> 10:>6}MB {child_kib(pid) >> 10:>5}MB")
 
 
 def normal_latencies(port: int, seconds: float) -> list[float]:
@@ -163,11 +197,15 @@ def loop_beside(port: int, pid: int, cases: list[Case], name: str, seconds: floa
     latencies: list[float] = []
     normal = threading.Thread(target=lambda: latencies.extend(normal_latencies(port, seconds)))
     normal.start()
+    sent = 0
     while normal.is_alive():
         hostile_bodies(port, pid, cases, quiet=True)
+        sent += len(cases)
     report(name, latencies)
+    print(f"{'':<44} {sent} hostile bodies sent meanwhile")
     print(f"{'':<44} slowest {max(latencies) * 1000:.1f} ms; server RSS after: "
-          f"{rss_kib(pid) >> 10} MB, peak so far {rss_kib(pid, 'VmHWM') >> 10} MB")
+          f"{rss_kib(pid) >> 10} MB, peak so far {rss_kib(pid, 'VmHWM') >> 10} MB; "
+          f"its children's RSS {child_kib(pid) >> 10} MB, peak {child_kib(pid, 'VmHWM') >> 10} MB")
 
 
 def main() -> int:
@@ -187,6 +225,9 @@ def main() -> int:
         keys = many_keys()
         hostile_bodies(port, proc.pid, keys)
         loop_beside(port, proc.pid, keys, "normal client, 290,000-key objects in a loop", 4)
+        valid = valid_keys()
+        hostile_bodies(port, proc.pid, valid)
+        loop_beside(port, proc.pid, valid, "normal client, valid 290,000-key bodies", 4)
         print()
         report("normal client, idle server", normal_latencies(port, 3))
         slow = []
@@ -228,7 +269,8 @@ def main() -> int:
         for sock in stalled:
             sock.close()
         print(f"\nserver peak RSS over the whole run (VmHWM): "
-              f"{rss_kib(proc.pid, 'VmHWM') >> 10} MB")
+              f"{rss_kib(proc.pid, 'VmHWM') >> 10} MB; its children's: "
+              f"{child_kib(proc.pid, 'VmHWM') >> 10} MB")
     finally:
         proc.terminate()
         proc.wait(10)

@@ -20,8 +20,10 @@ Request flow (cheapest refusals first, as the service answers them):
 4. the body was parsed as JSON 1.1, or CBOR 1.1 when the ``Content-Type`` says
    ``application/x-amz-cbor-1.1`` (the Java SDKs' default), in which case the answer,
    errors included, is CBOR too (``codec``); a large body was parsed, and validated, on a
-   worker thread (``server.web.bodies``), its errors raised here or in step 6 as if in
-   turn; with ``--iam`` the caller's policies are asked (``server.web.access``):
+   worker thread (``server.web.bodies``), one of far more values than any request holds
+   first in a child process (``server.web.judge``; not with an audit log or ``--iam``,
+   which read the whole body), its errors raised here or in step 6 as if in turn; with
+   ``--iam`` the caller's policies are asked (``server.web.access``):
    ``AccessDeniedException`` for the whole request;
 5. fault injection may delay or fail the request here (``dispatch``);
 6. the engine runs the action with ``now`` and a request context (the request id, the
@@ -80,6 +82,7 @@ from server.web.codec import (
     encode_error,
     encode_response,
 )
+from server.web.judge import Judge
 from server.web.keys import (
     ACCEPTED_KEY,
     ACTION_KEY,
@@ -253,7 +256,9 @@ def make_app(
     handle = engine.handle
     implemented = engine.actions
     stopping = asyncio.Event()
-    decoder = Decoder(engine)
+    # The judge's stand-in body serves the type check and the metrics; the audit log
+    # and access policies read the whole body, so with them every body is decoded here.
+    decoder = Decoder(engine, Judge() if audit is None and access is None else None)
     signals = ShardSignals()
     engine.streams.on_shard_change = signals.mark
 
@@ -350,11 +355,11 @@ def make_app(
             source_address=request.remote,
             user_agent=request.headers.get("User-Agent"),
         )
-        if action == "GetRecords":
-            return await answer_records(request, payload, context)
         checked = decoded.checked
         if isinstance(checked, KinesisError):
             raise checked  # validated ahead: refused here, where the engine would refuse it
+        if action == "GetRecords":
+            return await answer_records(request, payload, context)
         result = handle(action, payload if checked is None else checked, clock(),
                         context=context)
         if entry.durable:
@@ -434,7 +439,7 @@ def make_app(
         signals.stop()
 
     async def end_decoder(app: web.Application) -> None:
-        decoder.close()
+        await decoder.close()
 
     app.on_shutdown.append(end_streams)
     app.on_cleanup.append(end_decoder)

@@ -18,6 +18,12 @@ The server is one event loop: no body may hold it for long, whatever it holds.
   stretches (the worker gives it up between Python steps and orjson and cbor2 between
   their own), so the loop keeps serving other clients meanwhile. One worker: large
   bodies are decoded one at a time, in arrival order.
+* **Bodies no request holds.** A JSON body of more values than ``CHILD_VALUES`` (far
+  more than any valid request has, yet under the value limit) would hold the
+  interpreter lock for a long parse whatever the thread: it is judged in a child
+  process first (``server.web.judge``), and only its error and a stand-in of its
+  members come back. One the child finds valid comes back without the members its
+  shape does not know, bounded by the shape, and is decoded here as above.
 * **Order of answers.** Decoding and validation run early, but their errors are raised
   where the request flow would meet them: a decoding error where the body is parsed, a
   validation error where the engine would validate (after the authentication and
@@ -43,6 +49,7 @@ from server.web.codec import (
     decode_request,
     json_values,
 )
+from server.web.judge import CHILD_VALUES, Judge
 
 __all__ = ["OFF_LOOP_BYTES", "OFF_LOOP_VALUES", "Body", "Decoded", "Decoder", "read_body"]
 
@@ -141,9 +148,12 @@ def _decode(body: Body, cbor: bool) -> Any:
 class Decoder:
     """Decodes bodies: small ones at once, large ones on its worker thread."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, judge: Judge | None = None) -> None:
         self._engine = engine
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
+        #: Judges bodies of more than ``CHILD_VALUES`` values in a child process
+        #: (``server.web.judge``); ``None``: every body is decoded here.
+        self.judge = judge
 
     @staticmethod
     def off_loop(body: Body, cbor: bool) -> bool:
@@ -158,6 +168,15 @@ class Decoder:
         ``action`` (when known) on the worker thread."""
         if not self.off_loop(body, cbor):
             return Decoded(_decode(body, cbor))
+        judge = self.judge
+        if judge is not None and not cbor and body.values is not None \
+                and body.values > CHILD_VALUES:
+            judged = await judge.judge(body.data, body.values, action)
+            if judged is not None:
+                if judged.error is not None:  # only a stand-in and the error come back
+                    return Decoded(judged.stand_in, judged.error)
+                pruned = judged.pruned  # valid: what is answered is the same without
+                body = Body(pruned, len(pruned), json_values(pruned))  # unknown members
         if self._worker is None:
             self._worker = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="body-decoder"
@@ -179,8 +198,11 @@ class Decoder:
             checked = error.with_traceback(None)
         return Decoded(payload, checked)
 
-    def close(self) -> None:
-        """Let the worker thread end (once a decode in progress finishes)."""
+    async def close(self) -> None:
+        """Let the worker thread end (once a decode in progress finishes); end the
+        judge's child."""
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.shutdown(wait=False, cancel_futures=True)
+        if self.judge is not None:
+            await self.judge.close()
