@@ -217,11 +217,14 @@ class ProducerCore(ShardRouting):
         explicit_hash_key: str | None,
         handle: object,
         now: float,
-    ) -> None:
+        check_room: bool = False,
+    ) -> bool:
         """Buffer one user record; raise at once on bad input (nothing is kept then).
 
         The checks are :func:`kpl.core.admission.validate`'s, inlined: same order, same
-        errors.
+        errors. With ``check_room``, a valid record that does not fit the buffer budget
+        (:meth:`has_room`, charged its UTF-8 size) is not buffered and ``False`` is
+        returned; otherwise it is buffered and the answer is ``True``.
         """
         # The hot path: every line here runs once per record (bench/producer_core.py).
         if type(data) is not bytes:
@@ -257,8 +260,15 @@ class ProducerCore(ShardRouting):
         size = len(data) + len(pk_bytes)
         if size > self._max_record_size:
             raise _too_large(size, self._max_record_size)
+        records = self.buffered_records
+        if check_room and records and (
+            records >= self._max_buffered_records
+            or self.buffered_bytes + (records + 1) * RECORD_OVERHEAD + size
+            > self._max_buffered_bytes
+        ):
+            return False
         self._seq = seq = self._seq + 1
-        self.buffered_records += 1
+        self.buffered_records = records + 1
         self.buffered_bytes += size
         # Fast path: a fresh map, a predicted shard (never with an explicit hash key),
         # varints below SMALL_VARINT_LIMIT (2**14, the protocol's precomputed field
@@ -295,8 +305,9 @@ class ProducerCore(ShardRouting):
                         agg.arrivals.append(now)
                         agg.seqs.append(seq)
                         agg.user_bytes += size
-                        return
+                        return True
         self._route((data, partition_key, explicit_hash_key, hash_key, handle, now, seq, size), now)
+        return True
 
     def add_many(
         self,

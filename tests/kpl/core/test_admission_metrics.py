@@ -134,6 +134,32 @@ def test_has_room_charges_every_record_its_size_and_the_overhead() -> None:
     assert RECORD_OVERHEAD == kpl.producer.RECORD_OVERHEAD
 
 
+def test_add_checking_room_buffers_only_what_has_room_and_still_validates() -> None:
+    config = ProducerConfig(max_buffered_records=3, max_buffered_bytes=2 * RECORD_OVERHEAD + 100,
+                            max_record_size=100, aggregation_max_size=100)
+    core = ProducerCore("s", config, rng=random.Random(1))
+    # An empty buffer takes a record; then the bytes budget decides, as has_room() does
+    # (charged the key's UTF-8 bytes: "é" is two).
+    assert core.add(b"x" * 40, "k", None, 1, 0.0, True) is True
+    assert core.add(b"x" * 58, "é", None, 2, 0.0, True) is False
+    assert (core.buffered_records, core.buffered_bytes) == (1, 41)
+    assert core.metrics()["UserRecordsReceived"] == 1
+    # Bad input raises even when the buffer is full, and nothing is kept.
+    with pytest.raises(InvalidPartitionKey):
+        core.add(b"x" * 58, "", None, 3, 0.0, True)
+    with pytest.raises(RecordTooLarge):
+        core.add(b"x" * 100, "k", None, 3, 0.0, True)
+    assert core.add(b"x" * 57, "é", None, 3, 0.0, True) is True  # fills the bytes exactly
+    # The record budget: two records fit, a third does not; add() without the
+    # check buffers regardless (the shell's admitted waiters).
+    roomy = ProducerCore("s", ProducerConfig(max_buffered_records=2), rng=random.Random(1))
+    assert roomy.add(b"a", "k", None, 1, 0.0, True) is True
+    assert roomy.add(b"b", "k", None, 2, 0.0, True) is True
+    assert roomy.add(b"c", "k", None, 3, 0.0, True) is False
+    assert roomy.add(b"c", "k", None, 3, 0.0) is True
+    assert roomy.buffered_records == 3
+
+
 def test_a_256_character_key_and_bytearray_data_are_fine() -> None:
     h = Harness()
     h.core.add(bytearray(b"ok"), "k" * 256, None, 1, 0.0)
