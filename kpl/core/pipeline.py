@@ -134,6 +134,9 @@ class ProducerCore(ShardRouting):
         self._max_buffered_bytes = config.max_buffered_bytes
         # The largest record accepted: the config's, until set_stream_limits().
         self._max_record_size = config.max_record_size
+        # How many more records add(check_room=True) may take without checking the
+        # budget: a lower bound on what fits, whatever their size (0: check).
+        self._sure_room = 0
         #: User records held by the core (buffered, queued or in flight): plain
         #: attributes rather than properties, since the shell reads them on every put.
         self.buffered_records = 0
@@ -171,6 +174,7 @@ class ProducerCore(ShardRouting):
         """
         record, request = limits_for_stream(self.config, max_record_size)
         self._max_record_size = record
+        self._sure_room = 0  # counted for the former largest record
         self._queues.max_size = request
         self._agg_max_size = min(
             self.config.aggregation_max_size, record - len(AGGREGATED_PARTITION_KEY)
@@ -261,12 +265,23 @@ class ProducerCore(ShardRouting):
         if size > self._max_record_size:
             raise _too_large(size, self._max_record_size)
         records = self.buffered_records
-        if check_room and records and (
-            records >= self._max_buffered_records
-            or self.buffered_bytes + (records + 1) * RECORD_OVERHEAD + size
-            > self._max_buffered_bytes
-        ):
-            return False
+        if not check_room:
+            self._sure_room = 0  # beyond has_room()'s count: recount at the next check
+        elif self._sure_room:
+            self._sure_room -= 1
+        elif records:
+            # has_room(size), with what is left once this record is in: the next
+            # records that fit whatever their size pass without the arithmetic.
+            left = (
+                self._max_buffered_bytes - self.buffered_bytes
+                - (records + 1) * RECORD_OVERHEAD - size
+            )
+            if records >= self._max_buffered_records or left < 0:
+                return False
+            self._sure_room = min(
+                self._max_buffered_records - records - 1,
+                left // (self._max_record_size + RECORD_OVERHEAD),
+            )
         self._seq = seq = self._seq + 1
         self.buffered_records = records + 1
         self.buffered_bytes += size

@@ -160,6 +160,45 @@ def test_add_checking_room_buffers_only_what_has_room_and_still_validates() -> N
     assert roomy.buffered_records == 3
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_add_checking_room_answers_what_has_room_answers(seed: int) -> None:
+    rng = random.Random(seed)
+    config = ProducerConfig(max_buffered_records=rng.choice([40, 400]),
+                            max_buffered_bytes=20 * RECORD_OVERHEAD + 2_000,
+                            max_record_size=100, aggregation_max_size=100)
+    core = ProducerCore("s", config, rng=random.Random(1))
+    answers = []
+    for handle in range(300):
+        data = b"x" * rng.choice([0, 1, 50, 99])
+        draw = rng.random()
+        if draw < 0.04:
+            core.add(data, "k", None, handle, 0.0)  # let in regardless (an admitted waiter)
+            continue
+        if draw < 0.08:
+            # A put_many() call the shell let in: records added in bulk.
+            core.add_many([data] * 5, ["k"] * 5, 1_000 + 5 * handle, 0.0)
+            continue
+        expected = core.has_room(len(data) + 1)
+        before = (core.buffered_records, core.buffered_bytes)
+        assert core.add(data, "k", None, handle, 0.0, True) is expected
+        if not expected:
+            assert (core.buffered_records, core.buffered_bytes) == before
+        answers.append(expected)
+    assert set(answers) == {True, False}  # both answers came up
+
+
+def test_add_checking_room_counts_again_once_the_stream_takes_larger_records() -> None:
+    mib = 1024 * 1024
+    core = ProducerCore("s", ProducerConfig(max_buffered_bytes=4 * mib), rng=random.Random(1))
+    assert core.add(b"a", "k", None, 1, 0.0, True)
+    assert core.add(b"b", "k", None, 2, 0.0, True)  # room for three more 1 MiB records
+    core.set_stream_limits(10 * mib)
+    big = b"x" * (4 * mib - 100)
+    assert not core.has_room(len(big) + 1)
+    assert core.add(big, "k", None, 3, 0.0, True) is False
+    assert core.buffered_records == 2
+
+
 def test_a_256_character_key_and_bytearray_data_are_fine() -> None:
     h = Harness()
     h.core.add(bytearray(b"ok"), "k" * 256, None, 1, 0.0)
