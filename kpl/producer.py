@@ -9,7 +9,8 @@ Theory of operation:
   has no room: then it queues behind earlier waiters, first come first served, and is
   let in as completions free the budget. :meth:`Producer.put_nowait` raises
   :class:`~kpl.errors.BufferFull` instead. The core decides both what a valid put is
-  and whether it fits (``ProducerCore.validate``, ``ProducerCore.has_room``): each
+  and whether it fits (``ProducerCore.validate``, ``ProducerCore.has_room``; put()'s
+  usual case asks both of ``ProducerCore.add`` in one call): each
   record is charged its data, its key and :data:`RECORD_OVERHEAD` bytes, so
   ``max_buffered_bytes`` bounds memory: a budget of small records is mostly Python
   objects, not payload.
@@ -328,29 +329,29 @@ class Producer:
         :class:`~kpl.RecordFailed` with the error code and every attempt. Bad input
         (too large, a malformed key) raises here at once, also when the buffer is full.
         """
-        # The per-record hot path: one test for "running, room, no waiter, no older flush
-        # epoch draining", then the core; everything else is in _put_slow().
-        core = self._core
-        try:
-            slow = (
-                self._state != "running"
-                or self._room_waiters
-                or self._epoch != self._untagged_epoch
-                or not core.has_room(len(data) + len(partition_key))
-            )
-        except TypeError:
-            slow = True  # not bytes / not a str: the slow path says which, clearly
-        if slow or type(data) is not bytes:
+        # The per-record hot path: one test for "running, no waiter, no older flush epoch
+        # draining, plain bytes", then the core, which validates the record and adds it if
+        # the budget has room; everything else is in _put_slow().
+        if (
+            self._state != "running"
+            or self._room_waiters
+            or self._epoch != self._untagged_epoch
+            or type(data) is not bytes
+        ):
             return await self._put_slow(data, partition_key, explicit_hash_key)
         future: asyncio.Future[RecordResult] = self._create_future()
         # The future itself is the handle (no tuple per record).
         try:
-            core.add(data, partition_key, explicit_hash_key, future, self._time())
+            added = self._core.add(
+                data, partition_key, explicit_hash_key, future, self._time(), True
+            )
         except RecordTooLarge:
             if self._limits_pending():
                 # The stream may take larger records: ask it first (the slow path waits).
                 return await self._put_slow(data, partition_key, explicit_hash_key)
             raise
+        if not added:  # no room: the slow path waits for it
+            return await self._put_slow(data, partition_key, explicit_hash_key)
         self._untagged_count += 1
         sender = self._sender
         if not sender.woken:  # type: ignore[union-attr]

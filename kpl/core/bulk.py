@@ -75,6 +75,7 @@ def add_many(
     if sizes is None:
         # Data + partition key bytes of each record (what the budget and the service count).
         sizes = list(map(add, map(len, datas), map(len, map(_key_bytes, entries))))
+    core._sure_room = 0  # the records' room is taken without add()'s count
     core.buffered_records += n
     core.buffered_bytes += sum(sizes)
     if not core._fresh:

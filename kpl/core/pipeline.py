@@ -134,6 +134,9 @@ class ProducerCore(ShardRouting):
         self._max_buffered_bytes = config.max_buffered_bytes
         # The largest record accepted: the config's, until set_stream_limits().
         self._max_record_size = config.max_record_size
+        # How many more records add(check_room=True) may take without checking the
+        # budget: a lower bound on what fits, whatever their size (0: check).
+        self._sure_room = 0
         #: User records held by the core (buffered, queued or in flight): plain
         #: attributes rather than properties, since the shell reads them on every put.
         self.buffered_records = 0
@@ -171,6 +174,7 @@ class ProducerCore(ShardRouting):
         """
         record, request = limits_for_stream(self.config, max_record_size)
         self._max_record_size = record
+        self._sure_room = 0  # counted for the former largest record
         self._queues.max_size = request
         self._agg_max_size = min(
             self.config.aggregation_max_size, record - len(AGGREGATED_PARTITION_KEY)
@@ -217,11 +221,14 @@ class ProducerCore(ShardRouting):
         explicit_hash_key: str | None,
         handle: object,
         now: float,
-    ) -> None:
+        check_room: bool = False,
+    ) -> bool:
         """Buffer one user record; raise at once on bad input (nothing is kept then).
 
         The checks are :func:`kpl.core.admission.validate`'s, inlined: same order, same
-        errors.
+        errors. With ``check_room``, a valid record that does not fit the buffer budget
+        (:meth:`has_room`, charged its UTF-8 size) is not buffered and ``False`` is
+        returned; otherwise it is buffered and the answer is ``True``.
         """
         # The hot path: every line here runs once per record (bench/producer_core.py).
         if type(data) is not bytes:
@@ -257,8 +264,26 @@ class ProducerCore(ShardRouting):
         size = len(data) + len(pk_bytes)
         if size > self._max_record_size:
             raise _too_large(size, self._max_record_size)
+        records = self.buffered_records
+        if not check_room:
+            self._sure_room = 0  # beyond has_room()'s count: recount at the next check
+        elif self._sure_room:
+            self._sure_room -= 1
+        elif records:
+            # has_room(size), with what is left once this record is in: the next
+            # records that fit whatever their size pass without the arithmetic.
+            left = (
+                self._max_buffered_bytes - self.buffered_bytes
+                - (records + 1) * RECORD_OVERHEAD - size
+            )
+            if records >= self._max_buffered_records or left < 0:
+                return False
+            self._sure_room = min(
+                self._max_buffered_records - records - 1,
+                left // (self._max_record_size + RECORD_OVERHEAD),
+            )
         self._seq = seq = self._seq + 1
-        self.buffered_records += 1
+        self.buffered_records = records + 1
         self.buffered_bytes += size
         # Fast path: a fresh map, a predicted shard (never with an explicit hash key),
         # varints below SMALL_VARINT_LIMIT (2**14, the protocol's precomputed field
@@ -295,8 +320,9 @@ class ProducerCore(ShardRouting):
                         agg.arrivals.append(now)
                         agg.seqs.append(seq)
                         agg.user_bytes += size
-                        return
+                        return True
         self._route((data, partition_key, explicit_hash_key, hash_key, handle, now, seq, size), now)
+        return True
 
     def add_many(
         self,

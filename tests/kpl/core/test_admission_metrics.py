@@ -134,6 +134,71 @@ def test_has_room_charges_every_record_its_size_and_the_overhead() -> None:
     assert RECORD_OVERHEAD == kpl.producer.RECORD_OVERHEAD
 
 
+def test_add_checking_room_buffers_only_what_has_room_and_still_validates() -> None:
+    config = ProducerConfig(max_buffered_records=3, max_buffered_bytes=2 * RECORD_OVERHEAD + 100,
+                            max_record_size=100, aggregation_max_size=100)
+    core = ProducerCore("s", config, rng=random.Random(1))
+    # An empty buffer takes a record; then the bytes budget decides, as has_room() does
+    # (charged the key's UTF-8 bytes: "é" is two).
+    assert core.add(b"x" * 40, "k", None, 1, 0.0, True) is True
+    assert core.add(b"x" * 58, "é", None, 2, 0.0, True) is False
+    assert (core.buffered_records, core.buffered_bytes) == (1, 41)
+    assert core.metrics()["UserRecordsReceived"] == 1
+    # Bad input raises even when the buffer is full, and nothing is kept.
+    with pytest.raises(InvalidPartitionKey):
+        core.add(b"x" * 58, "", None, 3, 0.0, True)
+    with pytest.raises(RecordTooLarge):
+        core.add(b"x" * 100, "k", None, 3, 0.0, True)
+    assert core.add(b"x" * 57, "é", None, 3, 0.0, True) is True  # fills the bytes exactly
+    # The record budget: two records fit, a third does not; add() without the
+    # check buffers regardless (the shell's admitted waiters).
+    roomy = ProducerCore("s", ProducerConfig(max_buffered_records=2), rng=random.Random(1))
+    assert roomy.add(b"a", "k", None, 1, 0.0, True) is True
+    assert roomy.add(b"b", "k", None, 2, 0.0, True) is True
+    assert roomy.add(b"c", "k", None, 3, 0.0, True) is False
+    assert roomy.add(b"c", "k", None, 3, 0.0) is True
+    assert roomy.buffered_records == 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_add_checking_room_answers_what_has_room_answers(seed: int) -> None:
+    rng = random.Random(seed)
+    config = ProducerConfig(max_buffered_records=rng.choice([40, 400]),
+                            max_buffered_bytes=20 * RECORD_OVERHEAD + 2_000,
+                            max_record_size=100, aggregation_max_size=100)
+    core = ProducerCore("s", config, rng=random.Random(1))
+    answers = []
+    for handle in range(300):
+        data = b"x" * rng.choice([0, 1, 50, 99])
+        draw = rng.random()
+        if draw < 0.04:
+            core.add(data, "k", None, handle, 0.0)  # let in regardless (an admitted waiter)
+            continue
+        if draw < 0.08:
+            # A put_many() call the shell let in: records added in bulk.
+            core.add_many([data] * 5, ["k"] * 5, 1_000 + 5 * handle, 0.0)
+            continue
+        expected = core.has_room(len(data) + 1)
+        before = (core.buffered_records, core.buffered_bytes)
+        assert core.add(data, "k", None, handle, 0.0, True) is expected
+        if not expected:
+            assert (core.buffered_records, core.buffered_bytes) == before
+        answers.append(expected)
+    assert set(answers) == {True, False}  # both answers came up
+
+
+def test_add_checking_room_counts_again_once_the_stream_takes_larger_records() -> None:
+    mib = 1024 * 1024
+    core = ProducerCore("s", ProducerConfig(max_buffered_bytes=4 * mib), rng=random.Random(1))
+    assert core.add(b"a", "k", None, 1, 0.0, True)
+    assert core.add(b"b", "k", None, 2, 0.0, True)  # room for three more 1 MiB records
+    core.set_stream_limits(10 * mib)
+    big = b"x" * (4 * mib - 100)
+    assert not core.has_room(len(big) + 1)
+    assert core.add(big, "k", None, 3, 0.0, True) is False
+    assert core.buffered_records == 2
+
+
 def test_a_256_character_key_and_bytearray_data_are_fine() -> None:
     h = Harness()
     h.core.add(bytearray(b"ok"), "k" * 256, None, 1, 0.0)
