@@ -113,7 +113,7 @@ class ShardRouting:
         # The last ListShards failed and no other has started since.
         self._refresh_failed = False
         # Records put while a refresh of the map is pending, waiting for the new map
-        # until _held_until at the latest (the earliest put + record_max_buffered_time).
+        # until _held_until at the latest (see _route for the bound).
         self._held: list[UserRecord] = []
         self._held_until = _INF
         # When the current hold began (the first record held since records last went
@@ -302,9 +302,14 @@ class ShardRouting:
         otherwise. Without preserve_order, while a refresh is pending they wait for the
         new map with the records held for it."""
         records = sorted(records, key=lambda r: r[SEQ])
-        if not self._queues.preserve and not self._fresh and self._map is not None:
+        if (
+            not self._queues.preserve
+            and self._aggregation
+            and not self._fresh
+            and self._map is not None
+        ):
             for record in records:
-                self._route(record, now)  # held (or plain, aggregation being off)
+                self._route(record, now)  # held for the new map
             return
         by_shard: dict[int, list[UserRecord]] = {}
         for record in records:

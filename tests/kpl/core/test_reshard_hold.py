@@ -324,3 +324,23 @@ def test_once_the_next_refresh_starts_records_wait_for_it_again() -> None:
     new = entries(h, sent)
     assert new
     assert all(data.startswith(MAGIC) for data in new)
+
+
+def test_without_aggregation_a_replaced_shards_retry_keeps_its_backoff() -> None:
+    config = ProducerConfig(aggregation_enabled=False, record_max_buffered_time=0.0,
+                            min_backoff=0.5, max_backoff=0.5)
+    h = Harness(config=config, shards=even_shards(2, first=1), core_map=even_shards(1))
+    for key in keys(10):
+        h.put(key.encode(), key)
+    h.core.flush(h.now)
+    (request,) = h.poll().requests
+    h.core.set_shard_map(h.shards, h.now)
+    h.now += 0.01
+    h.answer(request, inject=lambda entry, i: "ProvisionedThroughputExceededException")
+    poll = h.poll()
+    assert poll.requests == []  # not before the backoff
+    assert poll.deadline is not None
+    assert poll.deadline > h.now
+    h.run()
+    assert all(isinstance(outcome, RecordResult) for outcome in h.outcomes.values())
+    assert len(h.outcomes) == 10
