@@ -169,6 +169,7 @@ async def one_run(
             "krecords_read": krecords,
             "throttled": stats.get("ErrorsByCode.ProvisionedThroughputExceededException", 0),
             "mispredicted": stats["ShardMapMispredictions"],
+            "refreshes": stats["ShardMapRefreshes"],
             "shards": len(await client.shard_ranges(name)),
             "busiest": busiest,
         }
@@ -200,7 +201,8 @@ def main() -> None:
     for label, run in runs.items():
         print(f"  {label:<14} {run['elapsed']:6.2f} s  {run['per_krecord']:6.1f} user records "
               f"per Kinesis record ({run['krecords_put']:.0f} put, {run['throttled']:.0f} "
-              f"throttled, {run['mispredicted']:.0f} mispredicted); read back: "
+              f"throttled, {run['mispredicted']:.0f} mispredicted, {run['refreshes']:.0f} "
+              "ListShards); read back: "
               f"{run['missing']} missing, {run['failed']} failed, {run['dropped']} sub-records "
               f"dropped as out of range; {run['shards']} open shards at the end; busiest "
               f"shard {run['busiest'] / 2**20:.2f} MiB, floor {floor_seconds(run['busiest']):.2f} s"
