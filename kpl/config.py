@@ -77,6 +77,12 @@ class ProducerConfig:
     #: ListShards is called at most once per this many seconds, however many
     #: mispredictions arrive.
     shard_map_refresh_min_interval: float = 1.0
+    #: Longest that records put while the shard map is being refreshed (a reshard) wait
+    #: for the new map, so that they are aggregated with it, counted from the first one
+    #: held; never past their ``record_ttl``, never less than ``record_max_buffered_time``
+    #: after their put. When the refresh fails, or takes longer, they are sent
+    #: unaggregated (each then costs a whole Kinesis record of the shard's rate).
+    shard_map_hold_time: float = 1.0
     #: Largest user record (data + partition key); 1 MiB unless the stream raised it.
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
 
@@ -90,6 +96,7 @@ class ProducerConfig:
         _positive(
             "shard_map_refresh_min_interval", self.shard_map_refresh_min_interval, zero_ok=True
         )
+        _positive("shard_map_hold_time", self.shard_map_hold_time, zero_ok=True)
         _positive("rate_limit", self.rate_limit)
         if self.record_max_buffered_time > self.record_ttl:
             # A record would wait in its buffer past the moment it should have failed,

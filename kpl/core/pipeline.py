@@ -128,7 +128,6 @@ class ProducerCore(ShardRouting):
         self.stream_arn = stream_arn
         self.config = config
         self._backoff = Backoff(config.min_backoff, config.max_backoff, config.jitter, rng)
-        self._ttl = config.record_ttl
         self._preserve = config.preserve_order
         self._max_buffered_records = config.max_buffered_records
         self._max_buffered_bytes = config.max_buffered_bytes
@@ -386,6 +385,7 @@ class ProducerCore(ShardRouting):
             if self._map is None and self._hold_until == _INF:
                 self._hold_until = now + FIRST_MAP_WAIT
             self._refresh.start(now)
+            self._refresh_failed = False
             self._refresh_changed()
             self._metrics.refreshes += 1
             refresh = True
@@ -567,7 +567,7 @@ class ProducerCore(ShardRouting):
         if action is Action.RETRY_AFTER_REFRESH or krecord.shard.stale:
             # Built for a map we no longer trust: route its users afresh, after the backoff.
             self._requeue_front(
-                krecord.items if live is None else live, now + delay, krecord.attempts
+                krecord.items if live is None else live, now + delay, krecord.attempts, now
             )
             return
         if live is not None and len(live) < len(krecord.items):
@@ -634,6 +634,7 @@ class ProducerCore(ShardRouting):
         self._refresh.failed()
         self._refresh_changed()
         self._map_error = error
+        self._refresh_failed = True
         unrouted = self._unrouted
         if (
             self._preserve
@@ -671,7 +672,7 @@ class ProducerCore(ShardRouting):
         if self._mispredictions.unverified:
             for record, attempt in self._mispredictions.give_up(error, now):
                 self._ledger.add_attempt(record, attempt)
-                self._route(record, now)
+                self._route(record, now, hold=False)
             self._queues.wake(now)
 
     # ------------------------------------------------------------------ shutdown

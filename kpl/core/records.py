@@ -50,6 +50,7 @@ __all__ = [
     "OpenAggregate",
     "UserRecord",
     "aggregated_krecord",
+    "aggregated_krecords",
     "plain_krecord",
     "records_of",
     "sealed_krecord",
@@ -274,12 +275,45 @@ def aggregated_krecord(
     for item in items:
         added = agg.try_add(item[PK], item[EHK], item[DATA])
         assert added, "a subset of an aggregated record always fits"
+    return _packed(agg, items, shard, mbt)
+
+
+def aggregated_krecords(
+    items: list[UserRecord], shard: Shard, max_size: int, max_count: int, mbt: float
+) -> list[KRecord]:
+    """``items`` (in this order) packed into as few Kinesis records for ``shard`` as the
+    limits allow; a record too large to share one goes alone, plain."""
+    out: list[KRecord] = []
+    agg = Aggregator(max_size, max_count)
+    group: list[UserRecord] = []
+    for item in items:
+        if agg.try_add(item[PK], item[EHK], item[DATA]):
+            group.append(item)
+            continue
+        if group:
+            out.append(_packed(agg, group, shard, mbt))
+        agg = Aggregator(max_size, max_count)
+        if agg.try_add(item[PK], item[EHK], item[DATA]):
+            group = [item]
+        else:
+            out.append(plain_krecord(item, shard, item[ARRIVAL] + mbt))
+            agg = Aggregator(max_size, max_count)
+            group = []
+    if group:
+        out.append(_packed(agg, group, shard, mbt))
+    return out
+
+
+def _packed(agg: Aggregator, group: list[UserRecord], shard: Shard, mbt: float) -> KRecord:
+    """The Kinesis record of ``group``, already added to ``agg``."""
+    if len(group) == 1:
+        return plain_krecord(group[0], shard, group[0][ARRIVAL] + mbt)
     data = agg.serialize()
     return KRecord.of(
-        items,
-        _aggregated_entry(data, items[0][HASH]),
+        group,
+        _aggregated_entry(data, group[0][HASH]),
         len(data) + len(AGGREGATED_PARTITION_KEY),
         shard,
-        min(i[ARRIVAL] for i in items) + mbt,
+        min(i[ARRIVAL] for i in group) + mbt,
         True,
     )

@@ -17,9 +17,22 @@ cases where it waits for the next map instead, so that it can still be aggregate
   first ListShards plus ``FIRST_MAP_WAIT``; minus infinity once that fetch failed or
   timed out);
 - with a map whose refresh is pending (a misprediction after a reshard, say), records
-  wait in ``_held`` until the new map is installed, and at the latest until
-  ``record_max_buffered_time`` after their put (which the config keeps within
-  ``record_ttl``): then, or as soon as the refresh fails, they are queued plain.
+  wait in ``_held`` until a map that can be trusted is installed, and at the latest
+  ``shard_map_hold_time`` after the first of them was held (never less than
+  ``record_max_buffered_time`` after a record's put, never past its ``record_ttl``):
+  then, or as soon as the refresh fails, they are queued plain. After a failed refresh,
+  until the next one starts, records wait ``record_max_buffered_time`` only. The bound
+  counts from the start of the hold, not from each answer: a ListShards that answers
+  with a map still mid-reshard (the delivery that asked for it unexplained) re-holds
+  the records without extending their wait. A plain record costs a whole Kinesis
+  record of the shard's 1,000 per second where an aggregated one carries hundreds, so
+  waiting for the map is worth far more than ``record_max_buffered_time`` whenever
+  ListShards is slow.
+
+A Kinesis record that fails after its shard was replaced (a throttle answered after the
+new map came) is re-routed by the current map: aggregated again while the map is fresh,
+held with the others while a refresh is pending, plain otherwise (and always with
+``preserve_order``, where its records must stay ahead of their shard's newer ones).
 
 Installing a map keeps the shards whose id and hash range are unchanged (with their
 queues and token buckets) and drains the others, whose records are routed again in
@@ -52,6 +65,7 @@ from kpl.core.records import (
     OpenAggregate,
     UserRecord,
     aggregated_krecord,
+    aggregated_krecords,
     plain_krecord,
 )
 from kpl.core.shard_map import RefreshPolicy, ShardMap
@@ -76,6 +90,8 @@ class ShardRouting:
         self._rate_limit = config.rate_limit
         self._aggregation = config.aggregation_enabled
         self._mbt = config.record_max_buffered_time
+        self._ttl = config.record_ttl
+        self._hold_time = config.shard_map_hold_time
         self._agg_max_count = config.aggregation_max_count
         #: Largest aggregated record (the stream's record size less its partition key).
         self._agg_max_size = min(
@@ -94,10 +110,15 @@ class ShardRouting:
         self._hold_until = _INF
         # The last ListShards failure, for the message of records that waited for a map.
         self._map_error: BaseException | None = None
+        # The last ListShards failed and no other has started since.
+        self._refresh_failed = False
         # Records put while a refresh of the map is pending, waiting for the new map
-        # until _held_until at the latest (the earliest put + record_max_buffered_time).
+        # until _held_until at the latest (see _route for the bound).
         self._held: list[UserRecord] = []
         self._held_until = _INF
+        # When the current hold began (the first record held since records last went
+        # out): the bound of the wait counts from here, across answers that re-hold.
+        self._hold_started = _INF
         # The last record put before the last flush (by seq): routed again later (a new
         # map), such records are still due at once.
         self._flush_seq = 0
@@ -184,7 +205,15 @@ class ShardRouting:
         shard_map = self._map
         if hold and not self._fresh and shard_map is not None and self._aggregation:
             self._held.append(record)
-            deadline = record[ARRIVAL] + self._mbt
+            if self._hold_started == _INF:
+                self._hold_started = now
+            arrival = record[ARRIVAL]
+            # The last refresh failed and the next one has not started: the map is not
+            # coming soon, so the usual buffered time only.
+            wait = 0.0 if self._refresh_failed else self._hold_time
+            deadline = max(self._hold_started + wait, arrival + self._mbt)
+            if deadline > arrival + self._ttl:
+                deadline = arrival + self._ttl
             if deadline < self._held_until:
                 self._held_until = deadline
                 self._queues.wake(deadline)
@@ -230,6 +259,7 @@ class ShardRouting:
     def _release_held(self, now: float, force: bool = False) -> None:
         """Queue the held records plain if their wait is over (or ``force``)."""
         if self._held and (force or now >= self._held_until):
+            self._hold_started = _INF
             records = sorted(self._take_held(), key=lambda r: r[SEQ])
             for record in records:
                 self._route(record, now, hold=False)
@@ -241,6 +271,8 @@ class ShardRouting:
         records.sort(key=lambda r: r[SEQ])
         for record in records:
             self._route(record, now)
+        if not self._held:
+            self._hold_started = _INF  # nothing waits for a map any more
         if records or self._queues.queued_count:
             self._queues.wake(now)
         self._flushed_again(records)
@@ -261,18 +293,37 @@ class ShardRouting:
         """A Kinesis record of ``items`` (a subset of one that fitted) for ``shard``."""
         return aggregated_krecord(items, shard, self._agg_max_size, self._agg_max_count, self._mbt)
 
-    def _requeue_front(self, records: list[UserRecord], not_before: float, attempts: int) -> None:
-        """Re-route ``records`` by the current map as plain retries due at ``not_before``,
-        ahead of their shards' newer records (what preserve_order needs)."""
+    def _requeue_front(
+        self, records: list[UserRecord], not_before: float, attempts: int, now: float
+    ) -> None:
+        """Re-route ``records`` (of a Kinesis record built for a map no longer trusted) as
+        retries due at ``not_before``, ahead of their shards' newer records (what
+        preserve_order needs): aggregated by the current map while it is fresh, plain
+        otherwise. Without preserve_order, while a refresh is pending they wait for the
+        new map with the records held for it."""
+        records = sorted(records, key=lambda r: r[SEQ])
+        if (
+            not self._queues.preserve
+            and self._aggregation
+            and not self._fresh
+            and self._map is not None
+        ):
+            for record in records:
+                self._route(record, now)  # held for the new map
+            return
         by_shard: dict[int, list[UserRecord]] = {}
-        for record in sorted(records, key=lambda r: r[SEQ]):
+        for record in records:
             i = self._map.lookup(record[HASH]) if self._map is not None else -1
             by_shard.setdefault(i, []).append(record)
         for i, group in by_shard.items():
             shard = self._shards[i] if i >= 0 else self._unrouted
-            self._queues.retry_first(
-                [self._plain(record, shard) for record in group], not_before, attempts
-            )
+            if self._fresh and shard.limiter is not None and len(group) > 1:
+                krecords = aggregated_krecords(
+                    group, shard, self._agg_max_size, self._agg_max_count, self._mbt
+                )
+            else:
+                krecords = [self._plain(record, shard) for record in group]
+            self._queues.retry_first(krecords, not_before, attempts)
 
     def _install(
         self, shards: Sequence[tuple[str, int, int]], now: float, drain_all: bool
@@ -311,6 +362,7 @@ class ShardRouting:
         self._starts = [new_map.range_of(i)[0] for i in range(len(new_map))]
         self._ends = [new_map.range_of(i)[1] for i in range(len(new_map))]
         self._map_error = None
+        self._refresh_failed = False
         self._refresh.installed(now, changed=changed, explained=explained)
         self._refresh_changed()
         return moving

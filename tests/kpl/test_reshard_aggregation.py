@@ -64,3 +64,43 @@ async def test_split_and_merge_under_load_keep_records_aggregated_and_none_missi
     # Without the hold, records put during each refresh went out plain (about 1.5 user
     # records per Kinesis record in the same scenario at 40,000 records).
     assert stats["UserRecordsPerKinesisRecord"] >= 50, stats
+
+
+async def test_records_put_during_a_slow_refresh_are_still_aggregated() -> None:
+    """Every call is answered 150 ms late (a loaded machine, a distant endpoint), so the
+    ListShards after the split takes longer than record_max_buffered_time while records
+    keep coming: they wait for the new map (shard_map_hold_time) and are aggregated."""
+    async with StreamServer(port=0, state_delay_seconds=0.0,
+                            latency_ms=(150.0, 150.0)) as server:
+        client = KinesisClient(server.url, region="us-east-1", max_attempts=50, backoff=0.02)
+        try:
+            await client.create_stream("slow", 4)
+            async with asyncio.timeout(10):
+                await client.wait_for_active("slow", interval=0.01)
+            count, chunk = 8_000, 250
+            put = [(b"%06d" % i + b"x" * 90, f"user-{i % 2000}") for i in range(count)]
+            async with Producer("slow", endpoint_url=server.url,
+                                config=ProducerConfig()) as producer:
+                batches = []
+                for n, start in enumerate(range(0, count, chunk)):
+                    batches.append(await producer.put_many(put[start:start + chunk]))
+                    if n == 4:
+                        await reshard(client, "slow", "split")
+                    await asyncio.sleep(0.02)  # records keep coming during the refresh
+                outcomes = await asyncio.gather(*batches)
+            stats = producer.metrics()
+            found: set[bytes] = set()
+            for shard in await client.list_shards("slow", open_only=False):
+                low = int(shard["HashKeyRange"]["StartingHashKey"])
+                high = int(shard["HashKeyRange"]["EndingHashKey"])
+                for record in await client.read_shard("slow", shard["ShardId"]):
+                    for user in deaggregate(record):
+                        if low <= hash_key_for(user.partition_key) <= high:
+                            found.add(user.data)
+        finally:
+            await client.close()
+    assert all(outcome.ok for outcome in outcomes)
+    assert stats["ShardMapMispredictions"] > 0
+    assert stats["ShardMapRefreshes"] == 2  # the first map and one after the split
+    assert {data for data, _ in put} <= found
+    assert stats["UserRecordsPerKinesisRecord"] >= 50, stats

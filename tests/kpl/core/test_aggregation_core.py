@@ -11,7 +11,9 @@ from aws_kinesis_agg.deaggregator import deaggregate_records as reference_deaggr
 
 from kpl.config import ProducerConfig
 from kpl.core.aggregator import Aggregator
+from kpl.core.collector import Shard
 from kpl.core.pipeline import FIRST_MAP_WAIT, RecordResult
+from kpl.core.records import DATA, aggregated_krecords
 from kpl.core.shard_map import ShardMap
 from kpl.errors import NetworkError
 from kpl.protocol.hashing import HASH_KEY_SPACE, hash_key_for
@@ -297,3 +299,19 @@ def test_a_gap_in_the_map_sends_plain() -> None:
     h.core.flush(h.now)
     (request,) = h.poll().requests
     assert request.record_count == len(keys_in_hole)
+
+
+def test_records_packed_again_fill_few_kinesis_records_within_the_limits() -> None:
+    """A retry re-aggregated by a new map: as few Kinesis records as the limits allow, in
+    order, and a record too large to share one goes alone, plain."""
+    shard = Shard("shardId-000000000001", (0, 2**128 - 1), None)
+    items = [
+        (b"%03d" % i + b"x" * (5000 if i == 7 else 10), f"k{i}", None, hash_key_for(f"k{i}"),
+         i, 0.0, i + 1, 13 + len(f"k{i}"))
+        for i in range(20)
+    ]
+    krecords = aggregated_krecords(items, shard, max_size=1000, max_count=5, mbt=0.1)
+    assert [len(k.items) for k in krecords] == [5, 2, 1, 5, 5, 2]
+    assert [k.aggregated for k in krecords] == [True, True, False, True, True, True]
+    assert all(k.size <= 1000 for k in krecords if k.aggregated)
+    assert [r[DATA] for k in krecords for r in k.items] == [r[DATA] for r in items]

@@ -57,6 +57,8 @@ def test_config_is_frozen() -> None:
         ),
         ({"request_timeout": "6"}, "request_timeout must be a number"),
         ({"rate_limit": 0}, "rate_limit"),
+        ({"shard_map_hold_time": -0.5}, "shard_map_hold_time must be a finite non-negative"),
+        ({"shard_map_hold_time": float("nan")}, "shard_map_hold_time"),
         ({"collection_max_count": 501}, "collection_max_count must be between 1 and 500"),
         ({"collection_max_count": 0}, "collection_max_count"),
         ({"collection_max_size": 11 * 1024 * 1024}, "collection_max_size"),
