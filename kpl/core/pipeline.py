@@ -42,8 +42,7 @@ Every user record ends in exactly one completion (:mod:`kpl.core.results`): a
 record delivered on their first try, one bulk :class:`Delivered`. Each failure is its
 own :class:`~kpl.errors.RecordFailed` carrying every attempt.
 
-The shell asks the core whether a put is acceptable (:meth:`ProducerCore.validate`)
-and whether the buffer budget has room for it (:meth:`ProducerCore.has_room`).
+``add(check_room=True)`` validates a put and checks the buffer budget in the same call.
 """
 
 from __future__ import annotations
@@ -74,7 +73,7 @@ from kpl.core.results import (
     RecordResult,
     iter_completions,
 )
-from kpl.core.retry import Action, Backoff, action_for_error, classify
+from kpl.core.retry import Action, Backoff, action_for_error, classify, error_parts
 from kpl.core.routing import ShardRouting
 from kpl.errors import KinesisError, ProducerClosed
 from kpl.protocol.aggregation import DATA_HEADERS as _DATA_HEADERS
@@ -203,11 +202,10 @@ class ProducerCore(ShardRouting):
         )
 
     def room_wanted(self) -> None:
-        """A put waits for buffer room: the Kinesis records queued leave at the next
-        ``poll()`` rather than wait for a full request (the caller cannot add the records
-        that would fill it until some are completed). Open aggregates keep filling until
-        their buffered-time deadline, as always: sealing them early would make more,
-        smaller Kinesis records exactly when the shards' rates hold records back."""
+        """A put waits for room: the queued Kinesis records leave at the next ``poll()``
+        instead of waiting for a full request the caller cannot fill until some complete.
+        Open aggregates keep filling until their deadline: sealing them early would make
+        more, smaller Kinesis records just when the shards' rates hold records back."""
         if self._queues.queued_count:
             self._queues.eager = True
 
@@ -468,10 +466,7 @@ class ProducerCore(ShardRouting):
         if not self._queues.answered(request, now):
             return []
         completions: Completions = []
-        if isinstance(error, KinesisError):
-            code, message, status = error.error_code, error.message, error.http_status
-        else:
-            code, message, status = type(error).__name__, str(error), 0
+        code, message, status = error_parts(error)
         action = action_for_error(error, fail_if_throttled=self.config.fail_if_throttled)
         for krecord in request.records:
             self._failed(
@@ -646,10 +641,7 @@ class ProducerCore(ShardRouting):
             # denied, no such stream) will not pass by waiting: fail the waiting records
             # now with its reason rather than let them expire without one. Records put
             # later wait for the next ListShards, after the refresh interval.
-            if isinstance(error, KinesisError):
-                code, message = error.error_code, error.message
-            else:
-                code, message = type(error).__name__, str(error)
+            code, message, _ = error_parts(error)
             self._release(
                 self._ledger.failed(
                     self._queues.drain(unrouted),
@@ -679,10 +671,7 @@ class ProducerCore(ShardRouting):
 
     def fail_all(self, error: BaseException, now: float) -> Completions:
         """Fail every record the core holds, in flight included (the shell is closing)."""
-        if isinstance(error, KinesisError):
-            code, message = error.error_code, error.message
-        else:
-            code, message = ProducerClosed.code, str(error) or type(error).__name__
+        code, message, _ = error_parts(error, ProducerClosed.code)
         completions: Completions = self._pending
         self._pending = []
         queues = self._queues

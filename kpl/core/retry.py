@@ -23,7 +23,7 @@ from types import MappingProxyType
 from kpl.config import Jitter
 from kpl.errors import KinesisError
 
-__all__ = ["ACTIONS", "Action", "Backoff", "action_for_error", "classify"]
+__all__ = ["ACTIONS", "Action", "Backoff", "action_for_error", "classify", "error_parts"]
 
 
 class Action(enum.Enum):
@@ -92,3 +92,13 @@ class Backoff:
         # Cap the exponent: 2**60 seconds is already far past any maximum.
         cap = min(self.maximum, self.minimum * 2.0 ** min(attempt - 1, 60))
         return self.rng.uniform(0.0, cap)
+
+
+def error_parts(error: BaseException, code: str | None = None) -> tuple[str, str, int]:
+    """The code, message and HTTP status a failed record reports for ``error``: a Kinesis
+    error's own; for anything else ``code`` (its class name by default), its text (or
+    class name) and status 0."""
+    if isinstance(error, KinesisError):
+        return error.error_code, error.message, error.http_status
+    return code or type(error).__name__, str(error) or type(error).__name__, 0
+
