@@ -371,13 +371,7 @@ class KinesisClient:
         consumer_name: str | None = None,
     ) -> dict[str, Any]:
         """DescribeStreamConsumer (by ARN, or by stream ARN and name): its description."""
-        payload: dict[str, Any] = {}
-        if consumer_arn is not None:
-            payload["ConsumerARN"] = consumer_arn
-        if stream_arn is not None:
-            payload["StreamARN"] = stream_arn
-        if consumer_name is not None:
-            payload["ConsumerName"] = consumer_name
+        payload = _consumer_payload(consumer_arn, stream_arn, consumer_name)
         answer = await self.call("DescribeStreamConsumer", payload)
         description: dict[str, Any] = answer["ConsumerDescription"]
         return description
@@ -390,13 +384,7 @@ class KinesisClient:
         consumer_name: str | None = None,
     ) -> None:
         """DeregisterStreamConsumer (by ARN, or by stream ARN and name)."""
-        payload: dict[str, Any] = {}
-        if consumer_arn is not None:
-            payload["ConsumerARN"] = consumer_arn
-        if stream_arn is not None:
-            payload["StreamARN"] = stream_arn
-        if consumer_name is not None:
-            payload["ConsumerName"] = consumer_name
+        payload = _consumer_payload(consumer_arn, stream_arn, consumer_name)
         await self.call("DeregisterStreamConsumer", payload)
 
     @contextlib.asynccontextmanager
@@ -480,4 +468,18 @@ def _event(message: Message, first: bool) -> dict[str, Any] | None:
         raise MalformedResponse(f"SubscribeToShard: an unreadable event ({error})") from error
     if not isinstance(payload, dict):
         raise MalformedResponse("SubscribeToShard: an event that is not a JSON object")
+    return payload
+
+
+def _consumer_payload(
+    consumer_arn: str | None, stream_arn: str | None, consumer_name: str | None
+) -> dict[str, Any]:
+    """A stream consumer named by its ARN, or by its stream's ARN and its name."""
+    payload: dict[str, Any] = {}
+    if consumer_arn is not None:
+        payload["ConsumerARN"] = consumer_arn
+    if stream_arn is not None:
+        payload["StreamARN"] = stream_arn
+    if consumer_name is not None:
+        payload["ConsumerName"] = consumer_name
     return payload

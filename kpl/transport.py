@@ -282,12 +282,8 @@ class AioHttpTransport:
 
     async def call(self, action: str, body: bytes, content_type: str = CONTENT_TYPE) -> bytes:
         """Send one signed request; see the module doc for what it raises."""
-        if self._closed:
-            raise RuntimeError("the transport is closed")
         cache = self.credential_cache
-        creds: Credentials | None = None
-        if cache is not None:
-            creds = cache.fresh() or await self._credentials(cache, action)
+        creds = await self._call_credentials(action)
         # After the await: close() may have run meanwhile, and _open() checks that.
         session = self._session or self._open()
         headers = self._signed_headers(action, body, creds, content_type)
@@ -306,6 +302,15 @@ class AioHttpTransport:
                 cache.invalidate(creds)
             raise refused
         return payload
+
+    async def _call_credentials(self, action: str) -> Credentials | None:
+        """The credentials to sign ``action`` with (None: unsigned); refuses once closed."""
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        cache = self.credential_cache
+        if cache is None:
+            return None
+        return cache.fresh() or await self._credentials(cache, action)
 
     def _signed_headers(
         self,
@@ -335,12 +340,7 @@ class AioHttpTransport:
         Streams use a pool of their own with no connection limit: each holds its
         connection for as long as it lasts, and must not starve ordinary calls.
         """
-        if self._closed:
-            raise RuntimeError("the transport is closed")
-        cache = self.credential_cache
-        creds: Credentials | None = None
-        if cache is not None:
-            creds = cache.fresh() or await self._credentials(cache, action)
+        creds = await self._call_credentials(action)
         session = self._stream_session or self._open_streams()
         headers = self._signed_headers(action, body, creds)
         where = f"{action} to {self.endpoint_url}"
