@@ -399,7 +399,7 @@ class Consumer:
         """Prepare a checkpoint through ``record`` (any delivered record), storing the
         optional ``state`` bytes with it; ``await prepared.checkpoint()`` commits it.
 
-        Until then the committed checkpoint stays where it was, and a worker that takes
+        Before that commit the committed checkpoint stays where it was; a worker that takes
         the lease over sees the pending one. Raises ``LeaseLost`` as :meth:`checkpoint`.
         """
         if record.shard_id is None or record.sequence_number is None:
